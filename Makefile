@@ -1,0 +1,49 @@
+# The two README commands: `make run` and `make test`. Both install what is
+# missing (scripts/deps.sh) and build before doing their job.
+BUILD        ?= build
+REL          := $(BUILD)/release
+ASAN         := $(BUILD)/asan
+FUZZ         := $(BUILD)/fuzz
+FUZZ_SECONDS ?= 8
+PREFIX       ?= /usr/local
+B            ?=
+RUN_ARGS     ?=
+CMAKE_GEN    := -G Ninja
+
+.PHONY: all deps build run test unit fuzz interop bench install clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(REL) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(REL)
+
+run: build
+	@scripts/run.sh $(REL) $(RUN_ARGS)
+
+# Sanitized unit + integration (+ interop when Go is present) tests, then every
+# fuzz target for a short bounded time on its corpus.
+test: unit fuzz
+
+unit: deps
+	@cmake -S . -B $(ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DTM2_SANITIZE=ON -DTM2_BENCH=OFF >/dev/null
+	@cmake --build $(ASAN)
+	@ctest --test-dir $(ASAN) --output-on-failure -j2
+
+fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DTM2_FUZZ=ON -DTM2_TESTS=OFF -DTM2_BENCH=OFF -DTM2_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
+	@cmake --build $(FUZZ)
+	@ctest --test-dir $(FUZZ) --output-on-failure -L fuzz
+
+bench: build
+	@scripts/bench.sh $(REL) $(B)
+
+install: build
+	@cmake --install $(REL) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,11 @@
+/* tm2p2p: the Tendermint2 peer-to-peer layer. Umbrella header. */
+#ifndef TM2P2P_H
+#define TM2P2P_H
+
+#include "tm2p2p/error.h"
+#include "tm2p2p/bech32.h"
+#include "tm2p2p/key.h"
+#include "tm2p2p/netaddr.h"
+#include "tm2p2p/node_info.h"
+
+#endif

@@ -1,0 +1,84 @@
+/* Node identity: the Ed25519 node key and the peer ID derived from it.
+ *
+ * tm2_node_key is a value type holding the 64-byte private key in the
+ * reference's layout (seed || public key). It is a secret: wipe it with
+ * tm2_node_key_wipe() when done. All functions are thread-safe; none keeps a
+ * pointer to its arguments. */
+#ifndef TM2P2P_KEY_H
+#define TM2P2P_KEY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tm2p2p/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TM2_PUBKEY_SIZE   32
+#define TM2_PRIVKEY_SIZE  64
+#define TM2_SIG_SIZE      64
+#define TM2_ADDRESS_SIZE  20
+#define TM2_ID_LEN        40   /* "g1" + 32 data + 6 checksum characters */
+
+/* A peer ID as a NUL-terminated string; an empty string means "no ID".
+ * IDs compare as strings, like the reference does. */
+typedef struct tm2_id {
+    char s[TM2_ID_LEN + 1];
+} tm2_id;
+
+typedef struct tm2_node_key {
+    uint8_t priv[TM2_PRIVKEY_SIZE];   /* seed(32) || public key(32) */
+} tm2_node_key;
+
+/* Makes a fresh random key. Returns 0 or TM2_EIO (no randomness). */
+TM2_API int tm2_node_key_generate(tm2_node_key *key);
+
+/* Deterministic key from a 32-byte seed (tests, vectors). */
+TM2_API void tm2_node_key_from_seed(tm2_node_key *key, const uint8_t seed[32]);
+
+/* The 32-byte public key inside key (points into key). */
+TM2_API const uint8_t *tm2_node_key_pubkey(const tm2_node_key *key);
+
+/* ID of the key: bech32("g", SHA-256(pubkey)[0:20]). */
+TM2_API void tm2_node_key_id(const tm2_node_key *key, tm2_id *id);
+
+/* RFC 8032 signature of msg. */
+TM2_API void tm2_node_key_sign(const tm2_node_key *key, const uint8_t *msg, size_t len,
+                               uint8_t sig[TM2_SIG_SIZE]);
+
+/* Checks that the second half is the public key of the seed. 0 or TM2_EKEY. */
+TM2_API int tm2_node_key_check(const tm2_node_key *key);
+
+TM2_API void tm2_node_key_wipe(tm2_node_key *key);
+
+/* Reads node_key.json at path, in the reference's format ({"priv_key":"<base64>"}),
+ * also accepting the legacy wrapped form {"priv_key":{"@type":..,"value":..}}.
+ * On failure returns TM2_EKEYFILE (or TM2_ENOTFOUND if the file does not
+ * exist) and, if why is non-NULL, writes a sentence naming the file and the
+ * problem into why (truncated to why_len). */
+TM2_API int tm2_node_key_load(const char *path, tm2_node_key *key, char *why, size_t why_len);
+
+/* Writes key to path in the current format, mode 0600, atomically (temp file,
+ * fsync, rename). Never leaves a partial file at path. 0 or TM2_EIO. */
+TM2_API int tm2_node_key_save(const char *path, const tm2_node_key *key, char *why, size_t why_len);
+
+/* Loads path; if it does not exist, generates a key and saves it there
+ * (creating parent directories). An existing bad file is an error, never
+ * overwritten. */
+TM2_API int tm2_node_key_load_or_generate(const char *path, tm2_node_key *key,
+                                          char *why, size_t why_len);
+
+/* ID of a raw 32-byte Ed25519 public key. */
+TM2_API void tm2_id_from_pubkey(const uint8_t pub[TM2_PUBKEY_SIZE], tm2_id *id);
+
+/* 0 if s is a valid ID by the reference's rules (WIRE.md 2.4), else TM2_EID
+ * or a more precise bech32 error (TM2_ECHECKSUM, TM2_ECHARSET, TM2_ECASE,
+ * TM2_EHRP, TM2_EDECODE). */
+TM2_API int tm2_id_validate(const char *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

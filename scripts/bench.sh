@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every benchmark in a build dir, or the one named: bench.sh BUILD_DIR [name]
+set -euo pipefail
+dir=$1; name=${2:-}
+if [ -n "$name" ]; then
+    exe="$dir/bench/bench_$name"
+    [ -x "$exe" ] || { echo "no benchmark named '$name' (have: $(ls "$dir/bench" | sed -n 's/^bench_//p' | tr '\n' ' '))" >&2; exit 2; }
+    exec "$exe"
+fi
+for exe in "$dir"/bench/bench_*; do
+    [ -x "$exe" ] || continue
+    echo "== ${exe##*/bench_}"
+    "$exe"
+done
