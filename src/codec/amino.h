@@ -58,22 +58,29 @@ int tm2__amino_u8(tm2__amino_rd *r, uint8_t *v);
 
 /* Splits one "sized" message (uvarint length + body) off the front of buf.
  * max includes the prefix, as in the reference's reader: body_len > max or
- * prefix + body_len > max is TM2_ETOOBIG. If buf ends before the message does,
- * TM2_EAGAIN (a bad prefix is still reported at once, so a peer cannot make
- * us buffer more than max bytes). */
+ * prefix + body_len > max is TM2_ETOOBIG (max == 0 means no limit, as in the
+ * reference). If buf ends before the message does, TM2_EAGAIN (a bad prefix is
+ * still reported at once, even a partial one whose value is already too big,
+ * so a peer cannot make us buffer more than max bytes). A prefix that
+ * overflows 64 bits is TM2_EOVERFLOW. On success *body points into buf and
+ * *consumed = prefix length + *body_len. */
 int tm2__amino_sized(const uint8_t *buf, size_t len, size_t max,
                      const uint8_t **body, size_t *body_len, size_t *consumed);
 
 /* Decodes a google.protobuf.Any body (the whole of [buf, buf+len)):
  * field 1 type URL (printable ASCII, required, first), optional field 2 value,
- * nothing after. *name/*name_len is the part after the last '/'.
- * TM2_ETYPEURL, TM2_EFIELD, TM2_EWIRETYPE, TM2_ETRUNC, TM2_ETRAILING. */
+ * nothing after. *name, *name_len is the part after the last '/'; a URL that
+ * is empty, has no '/' or ends with one is TM2_ETYPEURL, and so is an empty
+ * Any. Without field 2, *value is buf + len and *value_len is 0; all results
+ * point into buf. TM2_ETYPEURL, TM2_EFIELD, TM2_EWIRETYPE, TM2_ETRUNC,
+ * TM2_EOVERFLOW, TM2_ETRAILING. */
 int tm2__amino_any(const uint8_t *buf, size_t len, const char **name, size_t *name_len,
                    const uint8_t **value, size_t *value_len);
 
 /* ---- writing ---------------------------------------------------------------
- * A writer appends to buf[0..cap). The first failure (TM2_ENOSPC) is sticky in
- * err and later calls do nothing, so an encoder checks once at the end.
+ * A writer appends to buf[0..cap). The first failure (TM2_ENOSPC, or
+ * TM2_EINVAL for a field number outside 1..2^29-1) is sticky in err and later
+ * calls do nothing, so an encoder checks once at the end.
  * A writer with buf == NULL only counts: len is the size the output needs. */
 typedef struct tm2__amino_wr {
     uint8_t *buf;
