@@ -54,28 +54,42 @@ TM2_API int tm2_node_key_check(const tm2_node_key *key);
 TM2_API void tm2_node_key_wipe(tm2_node_key *key);
 
 /* Reads node_key.json at path, in the reference's format ({"priv_key":"<base64>"}),
- * also accepting the legacy wrapped form {"priv_key":{"@type":..,"value":..}}.
- * On failure returns TM2_EKEYFILE (or TM2_ENOTFOUND if the file does not
- * exist) and, if why is non-NULL, writes a sentence naming the file and the
- * problem into why (truncated to why_len). */
+ * also accepting the legacy wrapped form
+ * {"priv_key":{"@type":"/tm.PrivKeyEd25519","value":"<base64>"}}.
+ * Rules (WIRE.md 2.2): one JSON object whose only key is priv_key (unknown or
+ * duplicate keys are errors), standard base64 with padding (line breaks
+ * skipped, as Go does) of exactly 64 bytes, second half non-zero and equal to
+ * the public key of the seed. Nothing may follow the object but whitespace.
+ * On failure returns TM2_EKEYFILE (TM2_ENOTFOUND if the file does not exist,
+ * TM2_ENOMEM) and, if why is non-NULL, writes a sentence naming the file and
+ * the problem into why (truncated to why_len). */
 TM2_API int tm2_node_key_load(const char *path, tm2_node_key *key, char *why, size_t why_len);
 
-/* Writes key to path in the current format, mode 0600, atomically (temp file,
- * fsync, rename). Never leaves a partial file at path. 0 or TM2_EIO. */
+/* Writes key to path in the current format, byte for byte what the
+ * reference writes (2-space indentation, no trailing newline), mode 0600,
+ * atomically: temp file in the same directory, fsync, rename, fsync of the
+ * directory. Never leaves a partial file at path; replaces an existing one.
+ * Missing parent directories are created (the one holding the file 0700).
+ * Returns 0, TM2_EKEY (the key fails tm2_node_key_check) or TM2_EIO, with
+ * the reason in why. */
 TM2_API int tm2_node_key_save(const char *path, const tm2_node_key *key, char *why, size_t why_len);
 
 /* Loads path; if it does not exist, generates a key and saves it there
  * (creating parent directories). An existing bad file is an error, never
- * overwritten. */
+ * overwritten; if another process creates the file meanwhile, its key is
+ * loaded instead. Returns what tm2_node_key_load/save return. */
 TM2_API int tm2_node_key_load_or_generate(const char *path, tm2_node_key *key,
                                           char *why, size_t why_len);
 
 /* ID of a raw 32-byte Ed25519 public key. */
 TM2_API void tm2_id_from_pubkey(const uint8_t pub[TM2_PUBKEY_SIZE], tm2_id *id);
 
-/* 0 if s is a valid ID by the reference's rules (WIRE.md 2.4), else TM2_EID
- * or a more precise bech32 error (TM2_ECHECKSUM, TM2_ECHARSET, TM2_ECASE,
- * TM2_EHRP, TM2_EDECODE). */
+/* 0 if s is a valid ID by the reference's rules (WIRE.md 2.4), checked in its
+ * order: TM2_EID (empty), the bech32 errors (TM2_EDECODE, TM2_ECHARSET,
+ * TM2_ECASE, TM2_ECHECKSUM; bech32m checksums and all-upper case pass),
+ * TM2_EHRP (prefix not "g"), TM2_EID (data not 20 bytes). TM2_EINVAL if s is
+ * NULL. A valid ID is always TM2_ID_LEN characters, but only the lowercase
+ * bech32 form equals the ID derived from a key. */
 TM2_API int tm2_id_validate(const char *s);
 
 #ifdef __cplusplus

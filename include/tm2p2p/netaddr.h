@@ -33,10 +33,23 @@ enum {
 };
 
 /* Parses s exactly like the reference's NewNetAddressFromString (WIRE.md 3.2):
- * an optional "scheme://" prefix is dropped, then "<id>@<host>:<port>".
- * A host that is not an IP literal is a TM2_ERESOLVE error unless flags has
- * TM2_NETADDR_RESOLVE. Returns 0 or TM2_EADDR, TM2_EID (and the bech32 codes),
- * TM2_EHOST, TM2_EPORT, TM2_ERESOLVE. */
+ * the text between the first "://" and the next one (if any) is kept, then
+ * "<id>@<host>:<port>" with exactly one '@', Go's SplitHostPort rules
+ * ("[v6]:port", no bare IPv6), Go's ParseIP rules for the host (IPv4 with
+ * exactly four decimal octets and no leading zeros; IPv6 incl. an IPv4 tail)
+ * and a decimal port 0..65535 (leading zeros allowed, as strconv does).
+ * An IPv6 literal with a "%zone" is accepted and the zone dropped, as the
+ * reference's lookup fallback does without asking DNS.
+ * A host that is not an IP literal is TM2_ERESOLVE unless flags has
+ * TM2_NETADDR_RESOLVE; then the first getaddrinfo() result is used, except
+ * that legacy numeric forms libc would read ("127.1", "0x7f.0.0.1") are
+ * TM2_EHOST. The port is checked before any lookup.
+ * With TM2_NETADDR_NO_ID the string must be "host:port" (no '@'; the ID of
+ * *out is empty), e.g. a listen address "tcp://0.0.0.0:26656".
+ * *out is written only on success. Returns 0 or TM2_EINVAL, TM2_EADDR (not
+ * exactly one '@'), TM2_EID or a bech32 code (TM2_EDECODE, TM2_ECHECKSUM,
+ * TM2_ECHARSET, TM2_ECASE, TM2_EHRP), TM2_EHOST (empty or malformed host),
+ * TM2_EPORT (missing or bad port), TM2_ERESOLVE, TM2_ENOMEM. */
 TM2_API int tm2_netaddr_parse(const char *s, unsigned flags, tm2_netaddr *out);
 
 /* Canonical string, byte-identical to the reference's String():
@@ -44,28 +57,36 @@ TM2_API int tm2_netaddr_parse(const char *s, unsigned flags, tm2_netaddr *out);
  * Returns the length or TM2_ENOSPC. */
 TM2_API int tm2_netaddr_format(const tm2_netaddr *a, char *buf, size_t cap);
 
-/* "ip:port" with brackets for IPv6. Returns the length or TM2_ENOSPC. */
+/* "ip:port" with brackets for IPv6 (Go's JoinHostPort of IP.String()).
+ * Returns the length or TM2_ENOSPC. */
 TM2_API int tm2_netaddr_dialstring(const tm2_netaddr *a, char *buf, size_t cap);
 
 /* Builds an address from a socket address (AF_INET or AF_INET6) and an ID
- * (NULL for none). Returns 0 or TM2_EINVAL. */
+ * (NULL or "" for none; any other ID must pass tm2_id_validate). Returns 0,
+ * TM2_EINVAL (other family) or the ID's validation error. */
 struct sockaddr;
 TM2_API int tm2_netaddr_from_sockaddr(const struct sockaddr *sa, const tm2_id *id, tm2_netaddr *out);
 
-/* Fills a struct sockaddr_storage-sized buffer for connect()/bind(). */
+/* Fills sa (cap bytes; a struct sockaddr_storage is always enough) for
+ * connect()/bind(): AF_INET for IPv4-mapped addresses, else AF_INET6. The
+ * length to pass along is sizeof the struct of sa->sa_family.
+ * Returns 0, TM2_EINVAL or TM2_ENOSPC. */
 TM2_API int tm2_netaddr_to_sockaddr(const tm2_netaddr *a, struct sockaddr *sa, size_t cap);
 
 /* The reference's Validate() (WIRE.md 3.3): ID valid, IP not unspecified,
- * not 2001:db8::/32, not 255.255.255.255. Returns 0 or TM2_EID, TM2_EUNSPEC,
- * TM2_ERESERVED. The port is not checked. */
+ * not 2001:db8::/32, not 255.255.255.255. Returns 0 or TM2_EID (or a bech32
+ * code), TM2_EUNSPEC, TM2_ERESERVED. The port is not checked. */
 TM2_API int tm2_netaddr_validate(const tm2_netaddr *a);
 
 TM2_API bool tm2_netaddr_is_ipv4(const tm2_netaddr *a);
 TM2_API bool tm2_netaddr_is_unspecified(const tm2_netaddr *a);
+/* 127.0.0.0/8 or ::1. */
 TM2_API bool tm2_netaddr_is_loopback(const tm2_netaddr *a);
 /* Local(): loopback or 0.0.0.0/8. */
 TM2_API bool tm2_netaddr_is_local(const tm2_netaddr *a);
-/* RFC 1918, RFC 3927, RFC 4862, RFC 4193, RFC 4843 ranges. */
+/* 10/8, 172.16/12, 192.168/16 (RFC 1918), 169.254/16 (RFC 3927),
+ * fe80::/64 (RFC 4862), fc00::/7 (RFC 4193), 2001:10::/28 (RFC 4843).
+ * IPv4 ranges match only IPv4(-mapped) addresses, IPv6 ranges only others. */
 TM2_API bool tm2_netaddr_is_private(const tm2_netaddr *a);
 /* Routable(): valid, not private, not local. */
 TM2_API bool tm2_netaddr_is_routable(const tm2_netaddr *a);
