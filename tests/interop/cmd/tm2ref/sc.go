@@ -29,8 +29,10 @@ func loopbackOnly(addr string) error {
 }
 
 // openTCP returns one TCP connection: the first accepted on --listen, or the
-// result of dialling --dial.
-func openTCP(listen, dial string, timeout time.Duration) (*net.TCPConn, error) {
+// result of dialling --dial. ready runs once the listener is up (after the
+// LISTEN line) or before dialling, so a test can read everything it needs
+// before it connects.
+func openTCP(listen, dial string, timeout time.Duration, ready func()) (*net.TCPConn, error) {
 	switch {
 	case (listen == "") == (dial == ""):
 		return nil, fmt.Errorf("%w: exactly one of --listen or --dial is required", errUsage)
@@ -44,6 +46,7 @@ func openTCP(listen, dial string, timeout time.Duration) (*net.TCPConn, error) {
 		}
 		defer ln.Close()
 		record("LISTEN", ln.Addr().String())
+		ready()
 		c, err := ln.Accept()
 		if err != nil {
 			return nil, err
@@ -53,6 +56,7 @@ func openTCP(listen, dial string, timeout time.Duration) (*net.TCPConn, error) {
 		if err := loopbackOnly(dial); err != nil {
 			return nil, err
 		}
+		ready()
 		c, err := net.DialTimeout("tcp", dial, timeout)
 		if err != nil {
 			return nil, err
@@ -83,13 +87,12 @@ func runSCEcho(args []string) error {
 	}
 	startWatchdog(*watchdog)
 
-	tcp, err := openTCP(*listen, *dial, *hsTimeout)
+	pubHex, id := idOf(priv)
+	tcp, err := openTCP(*listen, *dial, *hsTimeout, func() { record("LOCAL", pubHex, id) })
 	if err != nil {
 		return err
 	}
 	defer tcp.Close()
-	pubHex, id := idOf(priv)
-	record("LOCAL", pubHex, id)
 
 	if err := tcp.SetDeadline(time.Now().Add(*hsTimeout)); err != nil {
 		return err
