@@ -5,9 +5,13 @@
 
 #include "codec/amino.h"
 
+/* Type URLs; decoding compares only the name after the last '/'. */
 #define URL_PING "/p2p.Ping"
 #define URL_PONG "/p2p.Pong"
 #define URL_MSG "/p2p.Msg"
+#define NAME_PING "p2p.Ping"
+#define NAME_PONG "p2p.Pong"
+#define NAME_MSG "p2p.Msg"
 
 /* Length of the Msg value (the Any's field 2 content). */
 static size_t msg_value_size(uint8_t channel, uint8_t eof, size_t len)
@@ -148,13 +152,13 @@ int tm2__packet_decode_body(const uint8_t *body, size_t len, tm2__packet *p)
     int e = tm2__amino_any(body, len, &name, &name_len, &value, &value_len);
     if (e)
         return e;
-    if (name_is(name, name_len, URL_MSG + 1)) {
+    if (name_is(name, name_len, NAME_MSG)) {
         p->type = TM2__PKT_MSG;
         return decode_msg(value, value_len, p);
     }
-    if (name_is(name, name_len, URL_PING + 1))
+    if (name_is(name, name_len, NAME_PING))
         p->type = TM2__PKT_PING;
-    else if (name_is(name, name_len, URL_PONG + 1))
+    else if (name_is(name, name_len, NAME_PONG))
         p->type = TM2__PKT_PONG;
     else
         return TM2_ETYPEURL;
