@@ -3,7 +3,7 @@
 # A no-op when everything is present; otherwise needs root (or sudo) and apt-get.
 set -euo pipefail
 
-pkgs=(cmake ninja-build pkg-config gcc libsodium-dev libuv1-dev libcjson-dev
+pkgs=(cmake ninja-build pkg-config gcc libsodium-dev libssl-dev libuv1-dev libcjson-dev
       libcmocka-dev clang libclang-rt-14-dev)
 
 missing=()
