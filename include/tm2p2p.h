@@ -7,5 +7,6 @@
 #include "tm2p2p/key.h"
 #include "tm2p2p/netaddr.h"
 #include "tm2p2p/node_info.h"
+#include "tm2p2p/channel.h"
 
 #endif

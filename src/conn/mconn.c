@@ -1,0 +1,671 @@
+/* MConnection core (see mconn.h). */
+#include "conn/mconn.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/amino.h"
+#include "conn/flowrate.h"
+#include "conn/packet.h"
+
+#define STATS_DECAY_MS 2000u            /* reference: recentlySent *= 0.8 every 2 s */
+#define MAX_PAYLOAD_LIMIT (16u << 20)   /* keeps packet sizes far from int range */
+#define RING_MIN 8u
+#define RECV_KEEP_MAX (1u << 20)        /* larger reassembly buffers are freed after use */
+
+void tm2_mconn_config_default(tm2_mconn_config *cfg)
+{
+    cfg->send_rate = 5120000;
+    cfg->recv_rate = 5120000;
+    cfg->max_packet_payload = 1024;
+    cfg->flush_throttle_ms = 100;
+    cfg->ping_interval_ms = 60000;
+    cfg->pong_timeout_ms = 45000;
+}
+
+/* ---- messages ------------------------------------------------------------ */
+
+tm2__msg *tm2__msg_alloc(size_t len)
+{
+    if (len > SIZE_MAX - sizeof(tm2__msg))
+        return NULL;
+    tm2__msg *m = malloc(sizeof(tm2__msg) + len);
+    if (!m)
+        return NULL;
+    atomic_init(&m->refs, 1);
+    m->len = len;
+    return m;
+}
+
+tm2__msg *tm2__msg_new(const void *data, size_t len)
+{
+    tm2__msg *m = tm2__msg_alloc(len);
+    if (m && len)
+        memcpy(m->data, data, len);
+    return m;
+}
+
+void tm2__msg_unref(tm2__msg *m)
+{
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+        free(m);
+}
+
+/* ---- the core ------------------------------------------------------------- */
+
+typedef struct chan {
+    tm2_channel_desc d;            /* defaults filled in */
+    /* send side: a ring of waiting messages, grown on demand up to capacity */
+    tm2__msg **q;
+    size_t q_size, q_head, q_count;
+    tm2__msg *sending;             /* message being split into packets */
+    size_t sent;                   /* bytes of it already in packets */
+    int64_t recently_sent;
+    /* receive side */
+    uint8_t *rbuf;
+    size_t rlen, rcap;
+} chan;
+
+struct tm2__mconn {
+    tm2_mconn_config cfg;
+    tm2__mconn_callbacks cb;
+    void *user;
+    size_t n;
+    chan ch[TM2_MCONN_MAX_CHANNELS];
+    uint8_t idx[256];              /* channel id -> index + 1, 0 = not registered */
+    size_t max_pkt;
+    uint64_t created;
+    uint64_t next_decay;
+    tm2__flow send_flow, recv_flow;
+    /* keepalive */
+    uint64_t next_ping, pong_deadline;
+    bool ping_owed, pong_owed, pong_armed;
+    /* flush throttle */
+    bool unflushed, flush_now;
+    uint64_t unflushed_since;
+    bool in_cb;
+    int err;
+    char reason[96];
+    /* a packet split across feed calls; total is 0 until its prefix is known */
+    size_t stage_len, stage_total;
+    uint8_t stage[];
+};
+
+static int fail(tm2__mconn *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(tm2__mconn *c, int err, const char *fmt, ...)
+{
+    if (!c->err) {
+        c->err = err;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->reason, sizeof c->reason, fmt, ap);
+        va_end(ap);
+    }
+    return c->err;
+}
+
+static chan *lookup(const tm2__mconn *c, uint8_t id)
+{
+    unsigned i = c->idx[id];
+    return i ? (chan *)&c->ch[i - 1] : NULL;
+}
+
+static int check_config(const tm2_mconn_config *cfg)
+{
+    if (cfg->max_packet_payload == 0 || cfg->max_packet_payload > MAX_PAYLOAD_LIMIT)
+        return TM2_EINVAL;
+    if (cfg->ping_interval_ms &&
+        (cfg->pong_timeout_ms == 0 || cfg->pong_timeout_ms >= cfg->ping_interval_ms))
+        return TM2_EINVAL;
+    return 0;
+}
+
+int tm2__mconn_new(tm2__mconn **out, const tm2_mconn_config *cfg, const tm2_channel_desc *descs,
+                   size_t n_descs, const tm2__mconn_callbacks *cb, void *user, uint64_t now)
+{
+    tm2_mconn_config def;
+    if (!out || !descs || n_descs == 0 || n_descs > TM2_MCONN_MAX_CHANNELS)
+        return TM2_EINVAL;
+    *out = NULL;
+    if (!cfg) {
+        tm2_mconn_config_default(&def);
+        cfg = &def;
+    }
+    int e = check_config(cfg);
+    if (e)
+        return e;
+    size_t max_pkt = tm2__packet_max_size(cfg->max_packet_payload);
+    tm2__mconn *c = calloc(1, sizeof *c + max_pkt);
+    if (!c)
+        return TM2_ENOMEM;
+    c->cfg = *cfg;
+    if (cb)
+        c->cb = *cb;
+    c->user = user;
+    c->max_pkt = max_pkt;
+    for (size_t i = 0; i < n_descs; i++) {
+        tm2_channel_desc d = descs[i];
+        if (d.priority == 0 || c->idx[d.id]) {
+            free(c);
+            return TM2_EINVAL;
+        }
+        if (!d.send_queue_capacity)
+            d.send_queue_capacity = TM2_CHANNEL_DEFAULT_SEND_QUEUE_CAPACITY;
+        if (!d.recv_buffer_capacity)
+            d.recv_buffer_capacity = TM2_CHANNEL_DEFAULT_RECV_BUFFER_CAPACITY;
+        if (!d.recv_message_capacity)
+            d.recv_message_capacity = TM2_CHANNEL_DEFAULT_RECV_MESSAGE_CAPACITY;
+        c->ch[i].d = d;
+        c->idx[d.id] = (uint8_t)(i + 1);
+    }
+    c->n = n_descs;
+    c->created = now;
+    c->next_decay = now + STATS_DECAY_MS;
+    c->next_ping = now + cfg->ping_interval_ms;
+    tm2__flow_init(&c->send_flow, cfg->send_rate, now);
+    tm2__flow_init(&c->recv_flow, cfg->recv_rate, now);
+    *out = c;
+    return 0;
+}
+
+void tm2__mconn_free(tm2__mconn *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        chan *ch = &c->ch[i];
+        for (size_t k = 0, j = ch->q_head; k < ch->q_count; k++) {
+            tm2__msg_unref(ch->q[j]);
+            if (++j == ch->q_size)
+                j = 0;
+        }
+        tm2__msg_unref(ch->sending);
+        free(ch->q);
+        free(ch->rbuf);
+    }
+    free(c);
+}
+
+int tm2__mconn_error(const tm2__mconn *c, const char **reason)
+{
+    if (reason)
+        *reason = c->err ? c->reason : "";
+    return c->err;
+}
+
+size_t tm2__mconn_max_packet_size(const tm2__mconn *c) { return c->max_pkt; }
+
+/* ---- sending -------------------------------------------------------------- */
+
+static int ring_grow(chan *ch)
+{
+    size_t cap = ch->d.send_queue_capacity;
+    size_t nsize = ch->q_size ? ch->q_size * 2 : RING_MIN;
+    if (nsize > cap || nsize < ch->q_size)
+        nsize = cap;
+    if (nsize > SIZE_MAX / sizeof(tm2__msg *))
+        return TM2_ENOMEM;
+    tm2__msg **nq = malloc(nsize * sizeof *nq);
+    if (!nq)
+        return TM2_ENOMEM;
+    for (size_t k = 0, j = ch->q_head; k < ch->q_count; k++) {
+        nq[k] = ch->q[j];
+        if (++j == ch->q_size)
+            j = 0;
+    }
+    free(ch->q);
+    ch->q = nq;
+    ch->q_size = nsize;
+    ch->q_head = 0;
+    return 0;
+}
+
+int tm2__mconn_try_send(tm2__mconn *c, uint8_t id, tm2__msg *m)
+{
+    if (c->err)
+        return c->err;
+    chan *ch = lookup(c, id);
+    if (!ch)
+        return TM2_ECHANNEL;
+    if (!m)
+        return TM2_EINVAL;
+    if (ch->q_count >= ch->d.send_queue_capacity)
+        return TM2_EFULL;
+    if (ch->q_count == ch->q_size) {
+        int e = ring_grow(ch);
+        if (e)
+            return e;
+    }
+    size_t j = ch->q_head + ch->q_count;
+    if (j >= ch->q_size)
+        j -= ch->q_size;
+    ch->q[j] = tm2__msg_ref(m);
+    ch->q_count++;
+    return 0;
+}
+
+int tm2__mconn_send_room(const tm2__mconn *c, uint8_t id)
+{
+    const chan *ch = lookup(c, id);
+    if (!ch)
+        return TM2_ECHANNEL;
+    size_t room = ch->d.send_queue_capacity - ch->q_count;
+    return room > INT_MAX ? INT_MAX : (int)room;
+}
+
+/* recentlySent decays by x0.8 (truncated) on every 2 s tick up to now. The
+ * scheduler only reads it when producing, so the ticks are applied lazily. */
+static void apply_decay(tm2__mconn *c, uint64_t now)
+{
+    if (now < c->next_decay)
+        return;
+    uint64_t ticks = (now - c->next_decay) / STATS_DECAY_MS + 1;
+    c->next_decay += ticks * STATS_DECAY_MS;
+    for (size_t i = 0; i < c->n; i++) {
+        int64_t rs = c->ch[i].recently_sent;
+        for (uint64_t t = 0; t < ticks && rs; t++)
+            rs = (int64_t)((double)rs * 0.8);
+        c->ch[i].recently_sent = rs;
+    }
+}
+
+static bool data_pending(const tm2__mconn *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->ch[i].sending || c->ch[i].q_count)
+            return true;
+    return false;
+}
+
+/* Moves the head of ch's queue into ch->sending, like the reference's channel
+ * scan does; tells the glue when a full queue gains room. */
+static void pull(tm2__mconn *c, chan *ch)
+{
+    bool was_full = ch->q_count == ch->d.send_queue_capacity;
+    ch->sending = ch->q[ch->q_head];
+    ch->sent = 0;
+    if (++ch->q_head == ch->q_size)
+        ch->q_head = 0;
+    ch->q_count--;
+    if (was_full && c->cb.on_send_room) {
+        c->in_cb = true;
+        c->cb.on_send_room(c->user, ch->d.id);
+        c->in_cb = false;
+    }
+}
+
+/* The reference's choice: among channels with data, the least
+ * recentlySent/priority as float32, first registered on ties. */
+static chan *select_channel(tm2__mconn *c)
+{
+    chan *best = NULL;
+    float best_ratio = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        chan *ch = &c->ch[i];
+        if (!ch->sending) {
+            if (!ch->q_count)
+                continue;
+            pull(c, ch);
+        }
+        float ratio = (float)ch->recently_sent / (float)ch->d.priority;
+        if (!best || ratio < best_ratio) {
+            best = ch;
+            best_ratio = ratio;
+        }
+    }
+    return best;
+}
+
+bool tm2__mconn_want_produce(tm2__mconn *c, uint64_t now)
+{
+    if (c->err || c->in_cb)
+        return false;
+    if (c->pong_owed || c->ping_owed)
+        return true;
+    return data_pending(c) && tm2__flow_blocked_until(&c->send_flow, now) == 0;
+}
+
+static size_t put_control(tm2__mconn *c, uint8_t *out, size_t room, bool pong, uint64_t now)
+{
+    int n = pong ? tm2__packet_encode_pong(out, room) : tm2__packet_encode_ping(out, room);
+    if (n < 0)
+        return 0;
+    tm2__flow_update(&c->send_flow, (size_t)n, now);
+    c->flush_now = true;
+    return (size_t)n;
+}
+
+int tm2__mconn_produce(tm2__mconn *c, uint8_t *out, size_t cap, uint64_t now)
+{
+    if (c->in_cb)
+        return TM2_ESTATE;
+    if (c->err)
+        return c->err;
+    if (cap > INT_MAX)
+        cap = INT_MAX;
+    apply_decay(c, now);
+    size_t off = 0;
+    if (c->pong_owed) {
+        size_t n = put_control(c, out, cap, true, now);
+        if (!n)
+            return 0;
+        off += n;
+        c->pong_owed = false;
+    }
+    if (c->ping_owed) {
+        size_t n = put_control(c, out + off, cap - off, false, now);
+        if (!n)
+            return (int)off;
+        off += n;
+        c->ping_owed = false;
+    }
+    size_t max_payload = c->cfg.max_packet_payload;
+    while (tm2__flow_blocked_until(&c->send_flow, now) == 0) {
+        chan *ch = select_channel(c);
+        if (!ch)
+            break;
+        tm2__msg *m = ch->sending;
+        size_t left = m->len - ch->sent;
+        size_t chunk = left < max_payload ? left : max_payload;
+        uint8_t eof = chunk == left;
+        int n = tm2__packet_encode_msg(out + off, cap - off, ch->d.id, eof, m->data + ch->sent, chunk);
+        if (n < 0)
+            break;
+        off += (size_t)n;
+        ch->sent += chunk;
+        ch->recently_sent += n;
+        if (eof) {
+            ch->sending = NULL;
+            tm2__msg_unref(m);
+        }
+        tm2__flow_update(&c->send_flow, (size_t)n, now);
+        if (!c->unflushed) {
+            c->unflushed = true;
+            c->unflushed_since = now;
+        }
+    }
+    return (int)off;
+}
+
+bool tm2__mconn_flush_due(const tm2__mconn *c, uint64_t now)
+{
+    return c->flush_now || (c->unflushed && now >= c->unflushed_since + c->cfg.flush_throttle_ms);
+}
+
+void tm2__mconn_flushed(tm2__mconn *c)
+{
+    c->flush_now = false;
+    c->unflushed = false;
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+static void deliver(tm2__mconn *c, uint8_t id, const uint8_t *data, size_t len)
+{
+    if (!c->cb.on_receive)
+        return;
+    c->in_cb = true;
+    int r = c->cb.on_receive(c->user, id, data ? data : (const uint8_t *)"", len);
+    c->in_cb = false;
+    if (r)
+        fail(c, r < 0 ? r : TM2_EPROTO, "receive handler for channel 0x%02x failed (%d)", id, r);
+}
+
+static int reserve(tm2__mconn *c, chan *ch, size_t need)
+{
+    if (need <= ch->rcap)
+        return 0;
+    size_t ncap = ch->rcap ? ch->rcap : ch->d.recv_buffer_capacity;
+    while (ncap < need)
+        ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
+    if (ncap > ch->d.recv_message_capacity)
+        ncap = ch->d.recv_message_capacity;   /* need fits: it was checked against it */
+    uint8_t *nb = realloc(ch->rbuf, ncap);
+    if (!nb)
+        return fail(c, TM2_ENOMEM, "no memory for a %zu-byte message on channel 0x%02x", need, ch->d.id);
+    ch->rbuf = nb;
+    ch->rcap = ncap;
+    return 0;
+}
+
+static void on_msg(tm2__mconn *c, const tm2__packet *p)
+{
+    chan *ch = lookup(c, p->channel);
+    if (!ch) {
+        fail(c, TM2_ECHANNEL, "unknown channel 0x%02x", p->channel);
+        return;
+    }
+    if (p->len > ch->d.recv_message_capacity - ch->rlen) {
+        fail(c, TM2_EMSGSIZE, "message on channel 0x%02x over its capacity of %zu bytes",
+             p->channel, ch->d.recv_message_capacity);
+        return;
+    }
+    bool last = p->eof == 1;
+    if (last && ch->rlen == 0) {
+        deliver(c, p->channel, p->data, p->len);
+        return;
+    }
+    if (p->len) {
+        if (reserve(c, ch, ch->rlen + p->len))
+            return;
+        memcpy(ch->rbuf + ch->rlen, p->data, p->len);
+        ch->rlen += p->len;
+    }
+    if (last) {
+        size_t len = ch->rlen;
+        ch->rlen = 0;
+        deliver(c, p->channel, ch->rbuf, len);
+        size_t keep = ch->d.recv_buffer_capacity > RECV_KEEP_MAX ? ch->d.recv_buffer_capacity : RECV_KEEP_MAX;
+        if (ch->rcap > keep) {
+            free(ch->rbuf);
+            ch->rbuf = NULL;
+            ch->rcap = 0;
+        }
+    }
+}
+
+static void on_packet(tm2__mconn *c, const tm2__packet *p)
+{
+    switch (p->type) {
+    case TM2__PKT_PING:
+        c->pong_owed = true;   /* pings arriving before it is sent share one pong */
+        break;
+    case TM2__PKT_PONG:
+        c->pong_armed = false; /* an unsolicited pong changes nothing */
+        break;
+    default:
+        on_msg(c, p);
+        break;
+    }
+}
+
+static int bad_packet(tm2__mconn *c, int e)
+{
+    if (e == TM2_ETOOBIG)
+        return fail(c, e, "packet over %zu bytes", c->max_pkt);
+    return fail(c, e, "malformed packet: %s", tm2_strerror(e));
+}
+
+/* Total length of the staged packet once its prefix is complete, else 0. */
+static size_t staged_total(const tm2__mconn *c)
+{
+    tm2__amino_rd r;
+    uint64_t body;
+    tm2__amino_rd_init(&r, c->stage, c->stage_len);
+    if (tm2__amino_uvarint(&r, &body))
+        return 0;
+    return (size_t)(r.p - c->stage) + (size_t)body;   /* bounded: the prefix was checked */
+}
+
+/* Decodes the fully staged packet. */
+static int run_stage(tm2__mconn *c)
+{
+    tm2__packet p;
+    size_t used;
+    int e = tm2__packet_decode(c->stage, c->stage_len, c->max_pkt, &p, &used);
+    c->stage_len = c->stage_total = 0;
+    if (e)
+        return bad_packet(c, e);
+    on_packet(c, &p);
+    return c->err;
+}
+
+/* Appends input to the staged packet; returns the bytes taken. */
+static size_t stage_more(tm2__mconn *c, const uint8_t *in, size_t len)
+{
+    size_t taken = 0;
+    /* Prefix first, a byte at a time (at most 10), so nothing of the next
+     * packet is staged and a bad prefix fails at once. */
+    while (!c->stage_total && taken < len) {
+        c->stage[c->stage_len++] = in[taken++];
+        const uint8_t *body;
+        size_t blen, used;
+        int e = tm2__amino_sized(c->stage, c->stage_len, c->max_pkt, &body, &blen, &used);
+        if (e == 0) {
+            run_stage(c);
+            return taken;
+        }
+        if (e != TM2_EAGAIN) {
+            bad_packet(c, e);
+            return taken;
+        }
+        c->stage_total = staged_total(c);
+        if (!c->stage_total && c->stage_len >= TM2_UVARINT_MAX_LEN) {
+            bad_packet(c, TM2_EOVERFLOW);
+            return taken;
+        }
+    }
+    if (!c->stage_total)
+        return taken;
+    if (c->stage_total > c->max_pkt) {
+        bad_packet(c, TM2_ETOOBIG);
+        return taken;
+    }
+    size_t k = c->stage_total - c->stage_len;
+    if (k > len - taken)
+        k = len - taken;
+    memcpy(c->stage + c->stage_len, in + taken, k);
+    c->stage_len += k;
+    taken += k;
+    if (c->stage_len == c->stage_total)
+        run_stage(c);
+    return taken;
+}
+
+int tm2__mconn_feed(tm2__mconn *c, const uint8_t *in, size_t len, uint64_t now)
+{
+    if (c->in_cb)
+        return TM2_ESTATE;
+    if (c->err)
+        return c->err;
+    tm2__flow_update(&c->recv_flow, len, now);
+    while (len && !c->err) {
+        if (c->stage_len) {
+            size_t k = stage_more(c, in, len);
+            in += k;
+            len -= k;
+            continue;
+        }
+        tm2__packet p;
+        size_t used;
+        int e = tm2__packet_decode(in, len, c->max_pkt, &p, &used);
+        if (e == TM2_EAGAIN) {
+            /* The rest of the input is the start of one packet (< max_pkt). */
+            if (len >= c->max_pkt) {
+                bad_packet(c, TM2_ETOOBIG);
+                break;
+            }
+            memcpy(c->stage, in, len);
+            c->stage_len = len;
+            c->stage_total = staged_total(c);
+            break;
+        }
+        if (e) {
+            bad_packet(c, e);
+            break;
+        }
+        on_packet(c, &p);
+        in += used;
+        len -= used;
+    }
+    return c->err;
+}
+
+uint64_t tm2__mconn_recv_paused_until(tm2__mconn *c, uint64_t now)
+{
+    uint64_t t = tm2__flow_blocked_until(&c->recv_flow, now);
+    return t > now ? t : 0;
+}
+
+/* ---- timers --------------------------------------------------------------- */
+
+static uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+uint64_t tm2__mconn_next_deadline(tm2__mconn *c, uint64_t now)
+{
+    uint64_t d = UINT64_MAX;
+    if (c->err)
+        return d;
+    if (c->cfg.ping_interval_ms)
+        d = min64(d, c->next_ping);
+    if (c->pong_armed)
+        d = min64(d, c->pong_deadline);
+    if (c->unflushed && !c->flush_now)
+        d = min64(d, c->unflushed_since + c->cfg.flush_throttle_ms);
+    if (data_pending(c)) {
+        uint64_t t = tm2__flow_blocked_until(&c->send_flow, now);
+        if (t)
+            d = min64(d, t);
+    }
+    uint64_t r = tm2__mconn_recv_paused_until(c, now);
+    if (r)
+        d = min64(d, r);
+    return d;
+}
+
+int tm2__mconn_handle_expiry(tm2__mconn *c, uint64_t now)
+{
+    if (c->in_cb)
+        return TM2_ESTATE;
+    if (c->err)
+        return c->err;
+    if (c->pong_armed && now >= c->pong_deadline)
+        return fail(c, TM2_EPONG, "pong timeout");
+    uint64_t iv = c->cfg.ping_interval_ms;
+    if (iv && now >= c->next_ping) {
+        /* Like a ticker: missed ticks are dropped, the phase is kept. The
+         * pong timer starts now rather than when the ping is written, so a
+         * peer that stops reading cannot stall us past it. */
+        c->next_ping += ((now - c->next_ping) / iv + 1) * iv;
+        c->ping_owed = true;
+        c->pong_armed = true;
+        c->pong_deadline = now + c->cfg.pong_timeout_ms;
+    }
+    apply_decay(c, now);
+    return 0;
+}
+
+/* ---- status --------------------------------------------------------------- */
+
+void tm2__mconn_status(tm2__mconn *c, uint64_t now, tm2_mconn_status *st)
+{
+    memset(st, 0, sizeof *st);
+    apply_decay(c, now);
+    st->duration_ms = now > c->created ? now - c->created : 0;
+    tm2__flow_status(&c->send_flow, now, &st->send);
+    tm2__flow_status(&c->recv_flow, now, &st->recv);
+    st->n_channels = c->n;
+    for (size_t i = 0; i < c->n; i++) {
+        const chan *ch = &c->ch[i];
+        tm2_channel_status *cs = &st->channels[i];
+        cs->id = ch->d.id;
+        cs->priority = ch->d.priority;
+        cs->send_queue_capacity = ch->d.send_queue_capacity;
+        cs->send_queue_size = ch->q_count + (ch->sending ? 1u : 0u);
+        cs->recently_sent = ch->recently_sent;
+    }
+}
