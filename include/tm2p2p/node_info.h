@@ -46,25 +46,39 @@ typedef struct tm2_node_info {
 } tm2_node_info;
 
 /* Encodes ni as the sized amino message sent on the wire (length prefix
- * included). NULL strings are treated as "". Returns the length written or
- * TM2_ENOSPC / TM2_ETOOBIG (over TM2_NODE_INFO_MAX_SIZE). */
+ * included): fields 1..8 in order, defaults omitted, the address as its
+ * canonical string. NULL strings are treated as "". With buf == NULL and
+ * cap == 0 nothing is written and the size needed is returned.
+ * Returns the length written or TM2_ENOSPC, TM2_ETOOBIG (over
+ * TM2_NODE_INFO_MAX_SIZE), TM2_EINVAL (NULL array with a non-zero count), or
+ * the tm2_netaddr_format() error. */
 TM2_API int tm2_node_info_encode(const tm2_node_info *ni, uint8_t *buf, size_t cap);
 
-/* Decodes one sized NodeInfo from buf[0..len). On success *out owns its
- * memory and *consumed is the number of bytes used. Returns TM2_EAGAIN if buf
- * holds only part of the message, TM2_ETOOBIG if it is over the limit, or a
- * decode error. Host names in the address are rejected (no DNS here). */
+/* Decodes one sized NodeInfo from buf[0..len) with the reference decoder's
+ * strictness (WIRE.md 1.9): fields in ascending order (field 1 may repeat),
+ * no unknown fields, right wire types, bools only 00/01. Bytes after the
+ * message are left alone (*consumed says where it ends). On success *out owns
+ * its memory. Returns TM2_EAGAIN if buf holds only part of the message,
+ * TM2_ETOOBIG if it is over the limit, a decode error (TM2_EFIELD,
+ * TM2_EWIRETYPE, TM2_ETRUNC, TM2_EOVERFLOW, TM2_EDECODE, which includes a
+ * string holding a NUL byte) or the tm2_netaddr_parse() error for the
+ * address. Host names in the address are rejected (TM2_ERESOLVE; no DNS
+ * here). */
 TM2_API int tm2_node_info_decode(const uint8_t *buf, size_t len, tm2_node_info **out,
                                  size_t *consumed);
 
 TM2_API void tm2_node_info_free(tm2_node_info *ni);
 
-/* The reference's Validate() on a received NodeInfo (WIRE.md 5.4).
+/* The reference's Validate() on a received NodeInfo (WIRE.md 5.4), rules in
+ * its order: address present, address re-parses, version text, channels
+ * (at most TM2_NODE_INFO_MAX_CHANNELS, no duplicates), moniker, RPC address.
  * Returns 0 or TM2_ENODEINFO with the failed rule in why (may be NULL). */
 TM2_API int tm2_node_info_validate(const tm2_node_info *ni, char *why, size_t why_len);
 
-/* The reference's CompatibleWith (WIRE.md 5.5): versions (semver majors and
- * optional entries), network, at least one common channel.
+/* The reference's CompatibleWith (WIRE.md 5.5): versions (an entry only one
+ * side has must be optional on that side; shared entries need the same
+ * golang.org/x/mod/semver major, invalid versions matching only invalid
+ * ones), then equal networks, then at least one common channel.
  * Returns 0 or TM2_EINCOMPAT with the reason in why (may be NULL). */
 TM2_API int tm2_node_info_compatible(const tm2_node_info *ours, const tm2_node_info *theirs,
                                      char *why, size_t why_len);
