@@ -1,0 +1,438 @@
+/* Secret connection against the reference, over real loopback TCP: tm2p2p
+ * dials the reference's sc-echo and the reference dials tm2p2p. The handshake
+ * must succeed with each side seeing the other's public key and ID, and 16 MiB
+ * sent in random-sized writes must come back byte for byte.
+ *
+ * The tm2p2p side here is the sans-I/O core driven by a plain poll() loop, so
+ * a failure points at the protocol rather than at the event-loop glue. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn/secret_conn.h"
+#include "refproc.h"
+#include "tm2p2p/key.h"
+#include "tv.h"
+
+#define TOTAL          (16u << 20)
+#define MAX_WRITE      (1u << 20)
+#define RX_CAP         (256u << 10)
+#define LINE_MS        30000
+#define HANDSHAKE_MS   15000
+#define TRANSFER_MS    150000
+#define REF_WATCHDOG   "180s"            /* tm2ref gives up after this; > the above */
+
+typedef struct fixture {
+    refproc ref;
+    int lfd;
+    int fd;
+    tm2__sc sc;
+    bool sc_used;                  /* tm2__sc_init was called */
+    tm2_node_key key;
+    uint8_t *data;                 /* TOTAL bytes to send */
+    uint8_t *tx;                   /* sealed frames of one write */
+    uint8_t *rx;                   /* wire bytes read */
+    uint8_t *plain;                /* opened plaintext */
+    size_t rx_len;                 /* rx bytes not yet opened (left by the handshake) */
+    uint64_t rng;
+} fixture;
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* Write sizes from 1 byte to 1 MiB, spread over several scales so that tiny
+ * writes (one short frame each) and multi-frame writes both occur. */
+static size_t next_write_size(uint64_t *rng)
+{
+    static const size_t scale[] = {16, 1024, 1025, 64u << 10, MAX_WRITE};
+    uint64_t r = splitmix64(rng);
+    return 1 + (size_t)((r >> 8) % scale[r % (sizeof scale / sizeof scale[0])]);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return -1;
+    refproc_init(&f->ref);
+    f->lfd = f->fd = -1;
+    f->data = malloc(TOTAL);
+    f->tx = malloc(tm2__sc_sealed_size(MAX_WRITE));
+    f->rx = malloc(RX_CAP);
+    f->plain = malloc(RX_CAP);
+    if (!f->data || !f->tx || !f->rx || !f->plain)
+        return -1;
+
+    /* One printed seed drives the data and the write sizes, so a failing run
+     * can be repeated with TM2_INTEROP_SEED. */
+    const char *env = getenv("TM2_INTEROP_SEED");
+    uint64_t seed;
+    if (env != NULL)
+        seed = strtoull(env, NULL, 0);
+    else
+        randombytes_buf(&seed, sizeof seed);
+    print_message("TM2_INTEROP_SEED=%" PRIu64 "\n", seed);
+    uint8_t k[randombytes_SEEDBYTES] = {0};
+    memcpy(k, &seed, sizeof seed);
+    randombytes_buf_deterministic(f->data, TOTAL, k);
+    f->rng = seed;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    refproc_stop(&f->ref);
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->lfd >= 0)
+        close(f->lfd);
+    if (f->sc_used)
+        tm2__sc_close(&f->sc);
+    tm2_node_key_wipe(&f->key);
+    free(f->data);
+    free(f->tx);
+    free(f->rx);
+    free(f->plain);
+    free(f);
+    return 0;
+}
+
+static int remaining_ms(uint64_t deadline)
+{
+    uint64_t now = tv_now_ms();
+    if (now >= deadline)
+        fail_msg("deadline passed");
+    return (int)(deadline - now);
+}
+
+static void set_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    assert_true(fl >= 0);
+    assert_int_equal(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+}
+
+static void connect_loopback(fixture *f, uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    f->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(f->fd >= 0);
+    assert_int_equal(connect(f->fd, (struct sockaddr *)&a, sizeof a), 0);
+    set_nonblocking(f->fd);
+}
+
+static uint16_t listen_loopback(fixture *f)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    assert_true(f->lfd >= 0);
+    assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(f->lfd, 4), 0);
+    assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&a, &alen), 0);
+    return ntohs(a.sin_port);
+}
+
+static void accept_one(fixture *f, uint64_t deadline)
+{
+    for (;;) {
+        struct pollfd p = {.fd = f->lfd, .events = POLLIN};
+        int r = poll(&p, 1, remaining_ms(deadline));
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r >= 0);
+        if (r == 0)
+            continue;
+        f->fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (f->fd >= 0)
+            return;
+        assert_true(errno == EAGAIN || errno == EINTR || errno == ECONNABORTED);
+    }
+}
+
+/* Writes what it can without blocking; returns bytes written. */
+static size_t send_some(int fd, const uint8_t *p, size_t len)
+{
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        fail_msg("send: %s", strerror(errno));
+    }
+    return (size_t)n;
+}
+
+/* Reads what is there; returns bytes read, 0 at end of stream. */
+static ssize_t recv_some(int fd, uint8_t *p, size_t cap)
+{
+    ssize_t n = recv(fd, p, cap, 0);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            return -1;
+        fail_msg("recv: %s", strerror(errno));
+    }
+    return n;
+}
+
+static void handshake(fixture *f, uint64_t deadline)
+{
+    uint8_t out[TM2__SC_EPH_MSG_SIZE + TM2__SC_FRAME_SIZE];
+    size_t out_len = 0, out_off = 0;
+    f->sc_used = true;
+    assert_int_equal(tm2__sc_init(&f->sc, &f->key, NULL), 0);
+    for (;;) {
+        if (out_off == out_len) {
+            out_len = tm2__sc_hs_output(&f->sc, out, sizeof out);
+            out_off = 0;
+        }
+        bool done = tm2__sc_established(&f->sc);
+        if (done && out_off == out_len)
+            return;
+        struct pollfd p = {.fd = f->fd, .events = (short)((done ? 0 : POLLIN) |
+                                                          (out_off < out_len ? POLLOUT : 0))};
+        int r = poll(&p, 1, remaining_ms(deadline));
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r >= 0);
+        if (p.revents & POLLOUT)
+            out_off += send_some(f->fd, out + out_off, out_len - out_off);
+        if (!done && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+            ssize_t n = recv_some(f->fd, f->rx, RX_CAP);
+            if (n == 0)
+                fail_msg("reference closed the connection during the handshake");
+            if (n < 0)
+                continue;
+            size_t used = 0;
+            int hr = tm2__sc_hs_input(&f->sc, f->rx, (size_t)n, &used);
+            if (hr == 0) {
+                /* Bytes behind the peer's auth frame belong to the stream. */
+                memmove(f->rx, f->rx + used, (size_t)n - used);
+                f->rx_len = (size_t)n - used;
+            } else if (hr != TM2_EAGAIN) {
+                fail_msg("handshake failed: %s", tm2_strerror(hr));
+            } else {
+                assert_int_equal(used, (size_t)n);
+            }
+        }
+    }
+}
+
+/* Opens len wire bytes in f->rx, checking the plaintext against what was sent. */
+static void open_and_check(fixture *f, size_t len, size_t sent, size_t *recvd,
+                           crypto_hash_sha256_state *h)
+{
+    size_t off = 0;
+    while (off < len || tm2__sc_open_pending(&f->sc) > 0) {
+        size_t used = 0;
+        int r = tm2__sc_open(&f->sc, f->rx + off, len - off, &used, f->plain, RX_CAP);
+        if (r < 0)
+            fail_msg("open failed after %zu bytes: %s", *recvd, tm2_strerror(r));
+        assert_true(r > 0 || used > 0 || off == len);
+        if (r == 0 && used == 0)
+            break;
+        off += used;
+        if (*recvd + (size_t)r > sent)
+            fail_msg("received %zu bytes, more than the %zu sent", *recvd + (size_t)r, sent);
+        if (memcmp(f->plain, f->data + *recvd, (size_t)r) != 0)
+            fail_msg("echoed bytes differ within [%zu, %zu)", *recvd, *recvd + (size_t)r);
+        crypto_hash_sha256_update(h, f->plain, (size_t)r);
+        *recvd += (size_t)r;
+    }
+}
+
+/* Sends TOTAL bytes in random-sized writes while reading the echo; half-closes
+ * after the last write and reads until the reference closes. */
+static void echo_transfer(fixture *f, uint64_t deadline)
+{
+    size_t sent = 0, recvd = 0, tx_len = 0, tx_off = 0, writes = 0;
+    bool shut = false;
+    crypto_hash_sha256_state h;
+    crypto_hash_sha256_init(&h);
+
+    if (f->rx_len > 0)
+        open_and_check(f, f->rx_len, sent, &recvd, &h);
+
+    for (;;) {
+        if (tx_off == tx_len && sent < TOTAL) {
+            size_t want = next_write_size(&f->rng);
+            if (want > TOTAL - sent)
+                want = TOTAL - sent;
+            size_t used = 0;
+            int w = tm2__sc_seal(&f->sc, f->data + sent, want, &used, f->tx,
+                                 tm2__sc_sealed_size(MAX_WRITE));
+            if (w < 0)
+                fail_msg("seal: %s", tm2_strerror(w));
+            assert_int_equal(used, want);
+            assert_int_equal((size_t)w, tm2__sc_sealed_size(want));
+            sent += used;
+            tx_len = (size_t)w;
+            tx_off = 0;
+            writes++;
+        }
+        if (tx_off == tx_len && sent == TOTAL && !shut) {
+            assert_int_equal(shutdown(f->fd, SHUT_WR), 0);
+            shut = true;
+        }
+        struct pollfd p = {.fd = f->fd, .events = (short)(POLLIN | (tx_off < tx_len ? POLLOUT : 0))};
+        int r = poll(&p, 1, remaining_ms(deadline));
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r >= 0);
+        if (p.revents & POLLOUT)
+            tx_off += send_some(f->fd, f->tx + tx_off, tx_len - tx_off);
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = recv_some(f->fd, f->rx, RX_CAP);
+            if (n == 0) {
+                int e = tm2__sc_eof(&f->sc);
+                if (e != 0)
+                    fail_msg("stream ended badly: %s", tm2_strerror(e));
+                break;
+            }
+            if (n > 0)
+                open_and_check(f, (size_t)n, sent, &recvd, &h);
+        }
+    }
+
+    assert_true(shut);
+    if (recvd != TOTAL)
+        fail_msg("reference closed after echoing %zu of %u bytes", recvd, TOTAL);
+    uint8_t want[crypto_hash_sha256_BYTES], got[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(want, f->data, TOTAL);
+    crypto_hash_sha256_final(&h, got);
+    assert_memory_equal(got, want, sizeof want);
+    print_message("%u bytes echoed in %zu writes\n", TOTAL, writes);
+}
+
+static void hex32(const uint8_t *b, char out[65])
+{
+    sodium_bin2hex(out, 65, b, 32);
+}
+
+/* Parses "TAG <pub hex> <id>" from the reference into pub and id. */
+static void expect_key_line(fixture *f, const char *tag, char pub[65], char id[TM2_ID_LEN + 1])
+{
+    char line[REFPROC_LINE_MAX];
+    char *w[4];
+    int n = refproc_expect(&f->ref, tag, line, sizeof line, w, 4, LINE_MS);
+    if (n != 3)
+        fail_msg("no %s line from the reference", tag);
+    assert_int_equal(strlen(w[1]), 64);
+    assert_int_equal(strlen(w[2]), TM2_ID_LEN);
+    strcpy(pub, w[1]);
+    strcpy(id, w[2]);
+}
+
+/* The identities both sides report must be each other's. */
+static void check_identities(fixture *f, const char *ref_pub, const char *ref_id)
+{
+    char pub[65];
+
+    hex32(tm2__sc_remote_pubkey(&f->sc), pub);
+    assert_string_equal(pub, ref_pub);
+    assert_string_equal(tm2__sc_remote_id(&f->sc)->s, ref_id);
+
+    char seen_pub[65], seen_id[TM2_ID_LEN + 1];
+    expect_key_line(f, "REMOTE", seen_pub, seen_id);
+    hex32(tm2_node_key_pubkey(&f->key), pub);
+    tm2_id mine;
+    tm2_node_key_id(&f->key, &mine);
+    assert_string_equal(seen_pub, pub);
+    assert_string_equal(seen_id, mine.s);
+}
+
+static void finish(fixture *f)
+{
+    char line[REFPROC_LINE_MAX];
+    char *w[3];
+    char want[32];
+    snprintf(want, sizeof want, "%u", TOTAL);
+    assert_int_equal(refproc_expect(&f->ref, "DONE", line, sizeof line, w, 3, LINE_MS), 2);
+    assert_string_equal(w[1], want);
+    assert_int_equal(refproc_wait(&f->ref, LINE_MS), 0);
+}
+
+static void keys(fixture *f, uint8_t c_byte, uint8_t ref_byte, char ref_seed[65])
+{
+    uint8_t seed[32];
+    memset(seed, c_byte, sizeof seed);
+    tm2_node_key_from_seed(&f->key, seed);
+    memset(seed, ref_byte, sizeof seed);
+    hex32(seed, ref_seed);
+}
+
+static void core_dials_reference(void **state)
+{
+    fixture *f = *state;
+    char ref_seed[65], ref_pub[65], ref_id[TM2_ID_LEN + 1];
+    keys(f, 0x01, 0x02, ref_seed);
+
+    const char *args[] = {"sc-echo", "--listen", "127.0.0.1:0", "--seed", ref_seed,
+                          "--timeout", REF_WATCHDOG, NULL};
+    refproc_start(&f->ref, args);
+    char line[REFPROC_LINE_MAX];
+    char *w[3];
+    assert_int_equal(refproc_expect(&f->ref, "LISTEN", line, sizeof line, w, 3, LINE_MS), 2);
+    char *colon = strrchr(w[1], ':');
+    assert_non_null(colon);
+    *colon = '\0';
+    assert_string_equal(w[1], "127.0.0.1");
+    long port = strtol(colon + 1, NULL, 10);
+    assert_true(port > 0 && port < 65536);
+    expect_key_line(f, "LOCAL", ref_pub, ref_id);
+
+    connect_loopback(f, (uint16_t)port);
+    handshake(f, tv_now_ms() + HANDSHAKE_MS);
+    check_identities(f, ref_pub, ref_id);
+    echo_transfer(f, tv_now_ms() + TRANSFER_MS);
+    finish(f);
+}
+
+static void reference_dials_core(void **state)
+{
+    fixture *f = *state;
+    char ref_seed[65], ref_pub[65], ref_id[TM2_ID_LEN + 1];
+    keys(f, 0x03, 0x04, ref_seed);
+
+    uint16_t port = listen_loopback(f);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
+    const char *args[] = {"sc-echo", "--dial", addr, "--seed", ref_seed,
+                          "--timeout", REF_WATCHDOG, NULL};
+    refproc_start(&f->ref, args);
+    expect_key_line(f, "LOCAL", ref_pub, ref_id);
+
+    accept_one(f, tv_now_ms() + HANDSHAKE_MS);
+    handshake(f, tv_now_ms() + HANDSHAKE_MS);
+    check_identities(f, ref_pub, ref_id);
+    echo_transfer(f, tv_now_ms() + TRANSFER_MS);
+    finish(f);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(core_dials_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(reference_dials_core, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
