@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "crypto/node_key.h"
 #include "tm2p2p/key.h"
+#include "tm2p2p/netaddr.h"
 
 #define KEY_FILE "secrets/node_key.json"
 
@@ -31,16 +32,18 @@ static const char gen_usage[] =
     "  --force      replace an existing key file (the old key is lost)\n";
 
 static const char show_usage[] =
-    "usage: tm2p2p keys show --home DIR [--json]\n"
+    "usage: tm2p2p keys show --home DIR [--json] [--addr HOST:PORT]\n"
     "\n"
     "Prints the node ID of DIR/" KEY_FILE ". Also reads the legacy\n"
     "{\"priv_key\":{\"@type\":...,\"value\":...}} form.\n"
     "\n"
-    "  --home DIR   node home directory\n"
-    "  --json       print {\"id\":...,\"pub_key_hex\":...,\"pub_key_base64\":...}\n";
+    "  --home DIR         node home directory\n"
+    "  --json             print {\"id\":...,\"pub_key_hex\":...,\"pub_key_base64\":...}\n"
+    "  --addr HOST:PORT   print the node's canonical NetAddress ID@IP:PORT for that\n"
+    "                     dial address instead (host names are resolved)\n";
 
 struct opts {
-    const char *home;
+    const char *home, *addr;
     bool force, json, help;
 };
 
@@ -66,6 +69,12 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *flag_o
                 return 2;
             }
             o->home = a + 7;
+        } else if (!strcmp(flag_ok, "--json") && !strcmp(a, "--addr")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "tm2p2p keys %s: --addr needs HOST:PORT\n", cmd);
+                return 2;
+            }
+            o->addr = argv[++i];
         } else if (!strcmp(a, flag_ok)) {
             if (!strcmp(a, "--force"))
                 o->force = true;
@@ -143,6 +152,11 @@ static int cmd_show(int argc, char **argv)
     char path[4096], why[512];
     if (!key_path("show", o.home, path, sizeof path))
         return 1;
+    tm2_netaddr na;
+    if (o.addr && (r = tm2_netaddr_parse(o.addr, TM2_NETADDR_NO_ID | TM2_NETADDR_RESOLVE, &na)) < 0) {
+        fprintf(stderr, "tm2p2p keys show: --addr '%s': %s\n", o.addr, tm2_strerror(r));
+        return 2;
+    }
     tm2_node_key key;
     r = tm2_node_key_load(path, &key, why, sizeof why);
     if (r < 0) {
@@ -156,15 +170,26 @@ static int cmd_show(int argc, char **argv)
     tm2_node_key_id(&key, &id);
     memcpy(pub, tm2_node_key_pubkey(&key), sizeof pub);
     tm2_node_key_wipe(&key);
+    char text[TM2_NETADDR_STRLEN] = "";
+    if (o.addr) {
+        na.id = id;
+        tm2_netaddr_format(&na, text, sizeof text);
+        r = tm2_netaddr_validate(&na);
+        if (r < 0)
+            fprintf(stderr, "warning: %s is not dialable (%s)\n", text, tm2_strerror(r));
+    }
     if (!o.json) {
-        printf("%s\n", id.s);
+        printf("%s\n", o.addr ? text : id.s);
         return 0;
     }
     char hex[2 * TM2_PUBKEY_SIZE + 1];
     char b64[sodium_base64_ENCODED_LEN(TM2_PUBKEY_SIZE, sodium_base64_VARIANT_ORIGINAL)];
     sodium_bin2hex(hex, sizeof hex, pub, sizeof pub);
     sodium_bin2base64(b64, sizeof b64, pub, sizeof pub, sodium_base64_VARIANT_ORIGINAL);
-    printf("{\"id\":\"%s\",\"pub_key_hex\":\"%s\",\"pub_key_base64\":\"%s\"}\n", id.s, hex, b64);
+    printf("{\"id\":\"%s\",\"pub_key_hex\":\"%s\",\"pub_key_base64\":\"%s\"", id.s, hex, b64);
+    if (o.addr)
+        printf(",\"net_address\":\"%s\"", text);
+    printf("}\n");
     return 0;
 }
 

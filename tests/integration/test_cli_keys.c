@@ -235,6 +235,66 @@ static void show_reference_key(void **state)
     assert_string_equal(r.out, "g1m3juzly3yv3l5czeqj2833dhu8hpgklmrxfc5y\n");
 }
 
+/* --addr prints the canonical NetAddress of this node for a dial address. */
+static void show_net_address(void **state)
+{
+    struct home *h = *state;
+    struct run r;
+    RUN(h, &r, "keys", "gen", "--home", home_of(h));
+    assert_int_equal(r.status, 0);
+    char id[64], want[128];
+    snprintf(id, sizeof id, "%.40s", r.out);
+
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"127.0.0.1:26656", "127.0.0.1:26656"},
+        {"tcp://127.0.0.1:26656", "127.0.0.1:26656"},
+        {"[::ffff:127.0.0.1]:026656", "127.0.0.1:26656"},
+        {"[0:0:0:0:0:0:0:1]:1", "[::1]:1"},
+        {"localhost:7", NULL},                           /* resolved: 127.0.0.1 or ::1 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        RUN(h, &r, "keys", "show", "--home", home_of(h), "--addr", cases[i].in);
+        assert_int_equal(r.status, 0);
+        if (cases[i].out) {
+            snprintf(want, sizeof want, "%s@%s\n", id, cases[i].out);
+            assert_string_equal(r.out, want);
+        } else {
+            char v4[128], v6[128];
+            snprintf(v4, sizeof v4, "%s@127.0.0.1:7\n", id);
+            snprintf(v6, sizeof v6, "%s@[::1]:7\n", id);
+            if (strcmp(r.out, v4) && strcmp(r.out, v6))
+                fail_msg("localhost printed as %s", r.out);
+        }
+        assert_string_equal(r.err, "");
+    }
+
+    RUN(h, &r, "keys", "show", "--home", home_of(h), "--json", "--addr", "127.0.0.1:26656");
+    assert_int_equal(r.status, 0);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    snprintf(want, sizeof want, "%s@127.0.0.1:26656", id);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "net_address")), want);
+    cJSON_Delete(j);
+
+    /* Parses, but peers could not dial it: printed with a warning. */
+    RUN(h, &r, "keys", "show", "--home", home_of(h), "--addr", "0.0.0.0:26656");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.err, "not dialable"));
+
+    /* A malformed address is a usage error. */
+    static const char *const bad[] = {"127.0.0.1", "::1:26656", "127.0.0.1:65536", "01.2.3.4:1",
+                                      "x@127.0.0.1:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        RUN(h, &r, "keys", "show", "--home", home_of(h), "--addr", bad[i]);
+        if (r.status != 2)
+            fail_msg("--addr %s: exit %d, want 2", bad[i], r.status);
+        assert_non_null(strstr(r.err, "--addr"));
+        assert_string_equal(r.out, "");
+    }
+}
+
 static void show_errors(void **state)
 {
     struct home *h = *state;
@@ -273,6 +333,8 @@ static void usage_errors(void **state)
         {"keys", "show", "--home", "HOME", "--force"},  /* gen's flag */
         {"keys", "gen", "--home", "HOME", "--json"},    /* show's flag */
         {"keys", "show", "--home", "HOME", "extra"},
+        {"keys", "show", "--home", "HOME", "--addr"},
+        {"keys", "gen", "--home", "HOME", "--addr"},   /* show's option */
         {"keys", "gen", "HOME", NULL},
         {"nosuchcommand", NULL},
     };
@@ -285,8 +347,9 @@ static void usage_errors(void **state)
             fail_msg("case %zu (%s %s): exit %d, want 2", i, args[0], args[1] ? args[1] : "",
                      r.status);
         assert_string_equal(r.out, "");
-        assert_true(strlen(r.err) > 10);
-        assert_non_null(strstr(r.err, "usage") ? strstr(r.err, "usage") : strstr(r.err, "--home"));
+        /* One message saying what is wrong, from the program. */
+        assert_true(strlen(r.err) > 20);
+        assert_int_equal(strncmp(r.err, "tm2p2p", 6), 0);
     }
     /* Nothing was created by the rejected runs. */
     assert_int_equal(access(home_of(h), F_OK), -1);
@@ -318,6 +381,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(gen_then_show, setup, teardown),
         cmocka_unit_test_setup_teardown(gen_refuses_to_overwrite, setup, teardown),
         cmocka_unit_test_setup_teardown(show_reference_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(show_net_address, setup, teardown),
         cmocka_unit_test_setup_teardown(show_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(usage_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(help, setup, teardown),
