@@ -27,9 +27,9 @@ struct run {
 
 struct home {
     char dir[64];
-    char key[128];
-    char out[128];
-    char err[128];
+    char key[256];
+    char out[256];
+    char err[256];
 };
 
 static void slurp(const char *path, char *buf, size_t cap)
@@ -99,14 +99,14 @@ static int teardown(void **state)
 
 static const char *home_of(struct home *h)
 {
-    static char p[128];
+    static char p[256];
     snprintf(p, sizeof p, "%s/home", h->dir);
     return p;
 }
 
 static void write_file(const char *path, const char *text)
 {
-    char dir[256];
+    char dir[512];
     snprintf(dir, sizeof dir, "%s", path);
     *strrchr(dir, '/') = '\0';
     char *s = strrchr(dir, '/');
@@ -141,7 +141,7 @@ static void gen_then_show(void **state)
     struct stat st;
     assert_int_equal(stat(h->key, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0600);
-    char secrets[128];
+    char secrets[512];
     snprintf(secrets, sizeof secrets, "%s/secrets", home_of(h));
     assert_int_equal(stat(secrets, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0700);
@@ -149,7 +149,7 @@ static void gen_then_show(void **state)
     RUN(h, &r, "keys", "show", "--home", home_of(h));
     assert_int_equal(r.status, 0);
     assert_string_equal(r.out, id);
-    char opt[160];
+    char opt[512];
     snprintf(opt, sizeof opt, "--home=%s/", home_of(h));    /* trailing '/' is fine */
     RUN(h, &r, "keys", "show", opt);
     assert_int_equal(r.status, 0);
@@ -242,7 +242,7 @@ static void show_net_address(void **state)
     struct run r;
     RUN(h, &r, "keys", "gen", "--home", home_of(h));
     assert_int_equal(r.status, 0);
-    char id[64], want[128];
+    char id[64], want[256];
     snprintf(id, sizeof id, "%.40s", r.out);
 
     static const struct {
@@ -261,7 +261,7 @@ static void show_net_address(void **state)
             snprintf(want, sizeof want, "%s@%s\n", id, cases[i].out);
             assert_string_equal(r.out, want);
         } else {
-            char v4[128], v6[128];
+            char v4[256], v6[256];
             snprintf(v4, sizeof v4, "%s@127.0.0.1:7\n", id);
             snprintf(v6, sizeof v6, "%s@[::1]:7\n", id);
             if (strcmp(r.out, v4) && strcmp(r.out, v6))
