@@ -59,10 +59,13 @@ TM2_API void tm2_node_key_wipe(tm2_node_key *key);
  * Rules (WIRE.md 2.2): one JSON object whose only key is priv_key (unknown or
  * duplicate keys are errors), standard base64 with padding (line breaks
  * skipped, as Go does) of exactly 64 bytes, second half non-zero and equal to
- * the public key of the seed. Nothing may follow the object but whitespace.
+ * the public key of the seed (the reference's own check of that compares the
+ * half with itself, so a mismatched file would load there and sign badly).
+ * Nothing may follow the object but whitespace.
  * On failure returns TM2_EKEYFILE (TM2_ENOTFOUND if the file does not exist,
- * TM2_ENOMEM) and, if why is non-NULL, writes a sentence naming the file and
- * the problem into why (truncated to why_len). */
+ * TM2_ENOMEM, TM2_EINVAL for NULL arguments) and, if why is non-NULL, writes
+ * a sentence naming the file and the problem into why (truncated to why_len).
+ * *key is written only on success. */
 TM2_API int tm2_node_key_load(const char *path, tm2_node_key *key, char *why, size_t why_len);
 
 /* Writes key to path in the current format, byte for byte what the

@@ -340,7 +340,8 @@ int tm2_node_key_load(const char *path, tm2_node_key *key, char *why, size_t why
         why[0] = '\0';
     if (!path || !key)
         return fail(TM2_EINVAL, why, why_len, "no node key path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO at path must not hang us; it fails the check below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT)
             return fail(TM2_ENOTFOUND, why, why_len, "node key file %s does not exist", path);

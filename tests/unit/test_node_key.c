@@ -367,6 +367,11 @@ static void load_missing(void **state)
     /* A directory is no key file. */
     assert_int_equal(tm2_node_key_load(*state, &k, why, sizeof why), TM2_EKEYFILE);
     assert_non_null(strstr(why, "regular file"));
+    /* Nor is a FIFO, and opening one must not wait for a writer. */
+    const char *fifo = in_dir(state, "fifo");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(tm2_node_key_load(fifo, &k, why, sizeof why), TM2_EKEYFILE);
+    assert_non_null(strstr(why, "regular file"));
 }
 
 static void load_current_and_legacy(void **state)
