@@ -20,7 +20,7 @@ static int64_t go_duration_ns(const char *s)
     char *end;
     long long v = strtoll(s, &end, 10);
     assert_true(end != s);
-    int64_t mul;
+    int64_t mul = 0;
     if (strcmp(end, "ns") == 0)
         mul = 1;
     else if (strcmp(end, "us") == 0)
