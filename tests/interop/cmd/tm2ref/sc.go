@@ -66,8 +66,8 @@ func openTCP(listen, dial string, timeout time.Duration, ready func()) (*net.TCP
 }
 
 // sc-echo: one reference secret connection; everything received is sent
-// back. When the peer half-closes, the write side is shut too and the
-// process exits 0.
+// back. When the peer ends its stream (half or full close) at a frame
+// boundary, the write side is shut too and the process exits 0.
 //
 // Output: [LISTEN <addr>] LOCAL <pub> <id>, REMOTE <pub> <id>, DONE <bytes>.
 func runSCEcho(args []string) error {
