@@ -18,7 +18,7 @@ deps:
 	@scripts/deps.sh
 
 build: deps
-	@cmake -S . -B $(REL) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake -S . -B $(REL) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DTM2_INTEROP=OFF >/dev/null
 	@cmake --build $(REL)
 
 run: build
