@@ -24,7 +24,8 @@ static void tick_cb(uv_prepare_t *h)
     l->epoch++;
 }
 
-static void read_start(tm2__sc_stream *s);
+static int read_start(tm2__sc_stream *s);
+static void fail_stream(tm2__sc_stream *s, int err, bool notify);
 
 static void resume_cb(uv_idle_t *h)
 {
@@ -37,7 +38,8 @@ static void resume_cb(uv_idle_t *h)
         list = s->next_deferred;
         s->next_deferred = NULL;
         s->deferred = false;
-        read_start(s);
+        if (read_start(s))
+            fail_stream(s, TM2_EIO, true);
     }
 }
 
@@ -281,15 +283,16 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
-static void read_start(tm2__sc_stream *s)
+/* Starts reading unless paused, out of budget or not live. 0 or TM2_EIO;
+ * the caller decides whether the failure is reported through a callback. */
+static int read_start(tm2__sc_stream *s)
 {
     if (s->reading || s->paused || s->deferred || !live(s))
-        return;
-    if (uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb) != 0) {
-        fail_stream(s, TM2_EIO, true);
-        return;
-    }
+        return 0;
+    if (uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb) != 0)
+        return TM2_EIO;
     s->reading = true;
+    return 0;
 }
 
 /* Seals data behind pre (already sealed bytes) into one queued write. */
@@ -360,10 +363,9 @@ int tm2__sc_stream_start(tm2__sc_stream *s, const tm2_node_key *key, const uint8
         fail_stream(s, e, false);
         return e;
     }
-    read_start(s);
-    if (s->phase != TM2__SCS_HANDSHAKE) {
-        /* read_start failed; its callback already reported. */
-        return s->err;
+    if ((e = read_start(s))) {
+        fail_stream(s, e, false);
+        return e;
     }
     return 0;
 }
@@ -428,13 +430,17 @@ int tm2__sc_stream_write(tm2__sc_stream *s, const uint8_t *data, size_t len)
 
 size_t tm2__sc_stream_queued(const tm2__sc_stream *s) { return s->queued; }
 
-void tm2__sc_stream_pause(tm2__sc_stream *s, bool paused)
+int tm2__sc_stream_pause(tm2__sc_stream *s, bool paused)
 {
     s->paused = paused;
-    if (paused)
+    if (paused) {
         read_stop(s);
-    else
-        read_start(s);
+        return 0;
+    }
+    int e = read_start(s);
+    if (e)
+        fail_stream(s, e, false);
+    return e;
 }
 
 const uint8_t *tm2__sc_stream_remote_pubkey(const tm2__sc_stream *s)

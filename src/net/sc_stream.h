@@ -150,8 +150,9 @@ size_t tm2__sc_stream_queued(const tm2__sc_stream *s);
 
 /* Stops / resumes delivering plaintext (for receive rate limits). A pause
  * takes effect at the next socket read: what was read in the current one
- * (at most 64 KiB) is still delivered. */
-void tm2__sc_stream_pause(tm2__sc_stream *s, bool paused);
+ * (at most 64 KiB) is still delivered. 0, or TM2_EIO when reading cannot
+ * resume (the session then ends; no on_error follows). */
+int tm2__sc_stream_pause(tm2__sc_stream *s, bool paused);
 
 /* The authenticated peer; valid after on_handshake(s, 0). */
 const uint8_t *tm2__sc_stream_remote_pubkey(const tm2__sc_stream *s);

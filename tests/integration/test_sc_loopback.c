@@ -612,7 +612,7 @@ static void flow_timer(uv_timer_t *t)
         assert_int_equal(fl->srv.received, fl->at_pause);
         assert_true(fl->cli.sent > fl->at_pause);   /* data was waiting */
         fl->stage = 3;
-        tm2__sc_stream_pause(&fl->srv.s, false);
+        assert_int_equal(tm2__sc_stream_pause(&fl->srv.s, false), 0);
     }
 }
 
@@ -623,7 +623,7 @@ static void flow_srv_handshake(tm2__sc_stream *s, int err)
     assert_int_equal(err, 0);
     e->hs_done = true;
     if (fl->stage == 0 && !fl->close_in_read) {
-        tm2__sc_stream_pause(s, true);
+        assert_int_equal(tm2__sc_stream_pause(s, true), 0);
         fl->stage = 1;
         uv_timer_start(&fl->timer, flow_timer, 50, 0);
     }
