@@ -49,14 +49,19 @@ typedef struct tm2_subscription tm2_subscription;
  * nothing left to read). */
 TM2_API int tm2_subscription_next(tm2_subscription *s, tm2_event *ev, int timeout_ms);
 
-/* A descriptor that polls readable while events are queued. Owned by the
- * subscription. */
+/* A descriptor that polls readable while events are queued, and from the
+ * moment the subscription is closed (so a poller calls
+ * tm2_subscription_next and sees TM2_ECLOSED rather than waiting forever).
+ * Owned by the subscription and closed with it: stop polling it before
+ * tm2_unsubscribe. */
 TM2_API int tm2_subscription_fd(const tm2_subscription *s);
 
 /* Events dropped because the queue was full. */
 TM2_API uint64_t tm2_subscription_dropped(const tm2_subscription *s);
 
-/* Ends the subscription and frees it. */
+/* Ends the subscription and frees it. A reader blocked in
+ * tm2_subscription_next on another thread returns TM2_ECLOSED; s must not
+ * be used once this returns. */
 TM2_API void tm2_unsubscribe(tm2_subscription *s);
 
 #ifdef __cplusplus
