@@ -42,8 +42,9 @@ void tm2__idmap_free(tm2__idmap *m);
 /* The value stored for id, or -1. */
 int64_t tm2__idmap_find(const tm2__idmap *m, const char *id);
 
-/* Adds id -> value; id must not be present. id_at(owner, value) must
- * already return id. Returns 0 or TM2_ENOMEM (the index is unchanged). */
+/* Adds id -> value; id must not be present. Returns 0, TM2_EINVAL (value
+ * UINT32_MAX, or the index is not initialised) or TM2_ENOMEM (the index is
+ * unchanged). */
 int tm2__idmap_insert(tm2__idmap *m, const char *id, uint32_t value);
 
 /* Replaces the value stored for id. Returns 0 or TM2_ENOTFOUND. */
