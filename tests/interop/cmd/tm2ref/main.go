@@ -3,9 +3,10 @@
 // tests/interop can check tm2p2p against it.
 //
 // Every mode is a subcommand. Machine-readable results go to stdout, one
-// space-separated record per line with an upper-case tag first (LISTEN, LOCAL,
-// REMOTE, KEY, DONE); diagnostics go to stderr. Exit status: 0 on success,
-// 1 on a runtime error, 2 on a usage error, 3 when the watchdog fires.
+// space-separated record per line with an upper-case tag first (LISTEN,
+// LOCAL, REMOTE, KEY, MCONN, STATS, DONE, ERROR); diagnostics go to stderr.
+// Exit status: 0 on success, 1 on a runtime error, 2 on a usage error, 3 when
+// the watchdog fires.
 package main
 
 import (
@@ -25,9 +26,10 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"keyinfo":  {"print the public key and ID of a seed or public key", runKeyInfo},
-	"node-key": {"load or generate a node_key.json with the reference loader", runNodeKey},
-	"sc-echo":  {"secret connection over TCP, echoing every byte back", runSCEcho},
+	"keyinfo":    {"print the public key and ID of a seed or public key", runKeyInfo},
+	"node-key":   {"load or generate a node_key.json with the reference loader", runNodeKey},
+	"sc-echo":    {"secret connection over TCP, echoing every byte back", runSCEcho},
+	"mconn-echo": {"MConnection over a secret connection, echoing every message back", runMConnEcho},
 }
 
 // errUsage marks errors caused by bad arguments (exit status 2).
