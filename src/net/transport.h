@@ -1,0 +1,244 @@
+/* Internal: the transport (the reference's MultiplexTransport): listens,
+ * accepts and dials TCP connections and upgrades each into a verified peer
+ * connection (WIRE.md 7): secret connection, NodeInfo exchange, checks.
+ *
+ * The seam is a small vtable (tm2__transport_ops) so that tests and a
+ * simulator can plug their own transport under the switch; the switch only
+ * calls the tm2__transport_* wrappers below. tm2__tcp_transport_new() builds
+ * the real one on libuv.
+ *
+ * Threads: everything here, callbacks included, runs on the thread of the
+ * loop the transport was created on. No call is thread-safe; other threads
+ * hop onto the loop first (uv_async_t).
+ *
+ * Re-entrancy: callbacks may call any function here on any transport,
+ * including tm2__transport_close() on their own; nothing is freed inside one
+ * of its own callbacks. No callback ever runs inside a call made by the
+ * owner: a call either returns an error (and nothing follows) or returns 0
+ * and its outcome comes later through a callback.
+ *
+ * Upgrade of every connection, inbound and outbound, in this order:
+ *   1. (dial) TCP connect under dial_timeout_ms.
+ *   2. (accept) duplicate check on the remote "ip:port" (dial: on the dialled
+ *      "ip:port", at tm2__transport_dial time) among handshakes in flight
+ *      and connections handed over and not yet removed.
+ *   3. Secret connection handshake under handshake_timeout_ms.
+ *   4. NodeInfo exchange under a fresh deadline of the same length: ours is
+ *      written as one sized message, theirs read (at most
+ *      TM2_NODE_INFO_MAX_SIZE bytes with the prefix, in as many pieces as it
+ *      comes) and decoded.
+ *   5. Checks: tm2_node_info_validate; authenticated ID == NodeInfo ID;
+ *      tm2_node_info_compatible with ours; (dial) authenticated ID == dialled
+ *      ID; not ourselves; then the owner's accept_filter.
+ * Any failure closes the socket and is reported once through on_reject;
+ * success hands a tm2__transport_conn to on_conn. */
+#ifndef TM2_NET_TRANSPORT_H
+#define TM2_NET_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/sc_stream.h"
+#include "tm2p2p/error.h"
+#include "tm2p2p/key.h"
+#include "tm2p2p/netaddr.h"
+#include "tm2p2p/node_info.h"
+#include "tm2p2p/switch.h"
+
+typedef struct tm2__transport tm2__transport;
+
+/* ---- the upgraded connection ------------------------------------------------ */
+
+/* A verified connection, handed to the owner by on_conn.
+ *
+ * Ownership: from on_conn on, the owner owns the whole object and
+ * everything in it; the transport keeps no pointer to it (only its
+ * "ip:port" in the duplicate set, until tm2__transport_remove). The stream
+ * is open and paused, with no callbacks and data == NULL. Before on_conn
+ * returns, the owner installs its own callbacks and data
+ * (c->stream.cbs = ...; c->stream.data = ...), then resumes reading with
+ * tm2__sc_stream_pause(&c->stream, false) once it has consumed the leftover
+ * bytes (or closes the stream). To dispose of it: tm2__sc_stream_close
+ * (&c->stream), and from the stream's on_close (or later)
+ * tm2__transport_conn_free(c). The owner may take node_info or leftover for
+ * itself by setting the field to NULL (leftover_len to 0); it then frees them
+ * itself (tm2_node_info_free, free). */
+typedef struct tm2__transport_conn {
+    tm2__sc_stream stream;        /* authenticated secret connection */
+    tm2_node_info *node_info;     /* the peer's NodeInfo, validated and checked */
+    uint8_t *leftover;            /* plaintext that followed the NodeInfo (the
+                                   * first mconn bytes); NULL when none */
+    size_t leftover_len;
+    bool outbound;
+    /* The reference's socket address (WIRE.md 7.1, 7.2): outbound, the
+     * address dialled; inbound, "<authenticated ID>@<remote ip>:<remote port>".
+     * Its ip:port is the duplicate-set key to pass to tm2__transport_remove. */
+    tm2_netaddr socket_addr;
+    tm2_id id;                    /* authenticated ID (== node_info's, == socket_addr's) */
+    void *dial_user;              /* outbound: what tm2__transport_dial got; else NULL */
+} tm2__transport_conn;
+
+/* Frees c, its NodeInfo and leftover bytes. Only after c->stream's on_close
+ * ran (or before the stream was ever initialised). NULL is a no-op. */
+void tm2__transport_conn_free(tm2__transport_conn *c);
+
+/* ---- callbacks -------------------------------------------------------------- */
+
+/* Where an upgrade failed. */
+enum tm2__transport_stage {
+    TM2__TSTAGE_CONNECT = 1,     /* TCP connect: refused, timed out, I/O error */
+    TM2__TSTAGE_ACCEPT,          /* accepted socket unusable, or duplicate ip:port */
+    TM2__TSTAGE_SECRET,          /* secret connection handshake */
+    TM2__TSTAGE_NODEINFO,        /* NodeInfo exchange: deadline, size, decode, stream error */
+    TM2__TSTAGE_CHECK,           /* validation, ID checks, compatibility, self, accept_filter */
+};
+
+typedef struct tm2__transport_reject {
+    /* Outbound: the address dialled. Inbound: the remote "ip:port", with the
+     * authenticated ID once the secret connection is up (else no ID). */
+    tm2_netaddr addr;
+    const tm2_id *auth_id;        /* authenticated ID, NULL before stage CHECK */
+    bool outbound;
+    int stage;                    /* enum tm2__transport_stage */
+    int err;                      /* TM2_E* */
+    const char *why;              /* human-readable reason, never NULL */
+    void *dial_user;              /* outbound: what tm2__transport_dial got */
+} tm2__transport_reject;
+
+/* Pointers passed to callbacks are valid during the call only. */
+typedef struct tm2__transport_cbs {
+    /* Required. A verified connection; the owner now owns c (see above). */
+    void (*on_conn)(tm2__transport *t, tm2__transport_conn *c);
+    /* A connection failed or was rejected; its socket is already closed.
+     * Not called for handshakes aborted by tm2__transport_close, nor for
+     * sockets over max_pending_inbound (counted and logged instead). */
+    void (*on_reject)(tm2__transport *t, const tm2__transport_reject *r);
+    /* Asked last, just before on_conn, with every check passed (the switch
+     * rejects duplicate IDs and peers over its limits here). Returns 0 to
+     * accept or a TM2_E code to reject (TM2_EDUPLICATE, TM2_ELIMIT,
+     * TM2_EREJECTED...), optionally with a reason written to why (NUL-
+     * terminated, at most why_len bytes). c is the transport's during the
+     * call; it must not be kept or closed. */
+    int (*accept_filter)(tm2__transport *t, const tm2__transport_conn *c, char *why,
+                         size_t why_len);
+} tm2__transport_cbs;
+
+typedef struct tm2__transport_stats {
+    size_t pending_inbound;       /* accepted, upgrade in flight */
+    size_t pending_outbound;      /* dialled, connect or upgrade in flight */
+    size_t active;                /* handed over, ip:port not yet removed */
+    uint64_t accepted;            /* inbound sockets taken into an upgrade */
+    uint64_t dropped;             /* inbound sockets closed at once: over max_pending_inbound */
+    uint64_t upgraded;            /* handed over, both directions */
+    uint64_t rejected;            /* reported through on_reject */
+} tm2__transport_stats;
+
+/* ---- the vtable ------------------------------------------------------------- */
+
+typedef struct tm2__transport_ops {
+    int (*listen)(tm2__transport *t, const char *addr);
+    int (*listen_addr)(const tm2__transport *t, tm2_netaddr *out);
+    int (*set_node_info)(tm2__transport *t, const tm2_node_info *ni);
+    int (*dial)(tm2__transport *t, const tm2_netaddr *addr, void *dial_user);
+    void (*remove)(tm2__transport *t, const tm2_netaddr *socket_addr);
+    void (*stats)(const tm2__transport *t, tm2__transport_stats *st);
+    void (*close)(tm2__transport *t, void (*on_closed)(tm2__transport *t));
+} tm2__transport_ops;
+
+/* The base every implementation embeds first. */
+struct tm2__transport {
+    const tm2__transport_ops *ops;
+    tm2__transport_cbs cbs;
+    void *data;                   /* for the owner */
+};
+
+/* ---- the calls (dispatch through t->ops) ------------------------------------ */
+
+/* Starts listening on "tcp://host:port" or "host:port" (an IP literal; host
+ * names are not resolved here, as DNS would block the loop). Port 0 picks a
+ * free port; tm2__transport_listen_addr reports the bound one.
+ * Returns 0, TM2_ESTATE (already listening, or closing), the
+ * tm2_netaddr_parse() error (TM2_EHOST, TM2_EPORT, TM2_ERESOLVE...), or
+ * TM2_EIO (bind/listen failed, e.g. address in use). */
+static inline int tm2__transport_listen(tm2__transport *t, const char *addr)
+{
+    return t->ops->listen(t, addr);
+}
+
+/* Our ID @ the bound ip:port. 0 or TM2_ESTATE (not listening). */
+static inline int tm2__transport_listen_addr(const tm2__transport *t, tm2_netaddr *out)
+{
+    return t->ops->listen_addr(t, out);
+}
+
+/* Replaces the NodeInfo we send and check against (e.g. once the listener
+ * has its port). Handshakes that already sent theirs keep what they sent but
+ * are checked against the new one. ni is copied. 0, TM2_EINVAL (its address
+ * carries another ID than our key's), TM2_ENODEINFO (fails validation, with
+ * the reason logged), TM2_ETOOBIG, TM2_ENOMEM. */
+static inline int tm2__transport_set_node_info(tm2__transport *t, const tm2_node_info *ni)
+{
+    return t->ops->set_node_info(t, ni);
+}
+
+/* Starts dialling addr (which must carry an ID: the one the peer must
+ * authenticate as); dial_user comes back in the conn or the rejection.
+ * Returns 0 (the outcome follows through on_conn or on_reject), or without
+ * any callback: TM2_EINVAL (no or invalid ID), TM2_EDUPLICATE (its ip:port is
+ * in flight or active), TM2_ECLOSED (closing), TM2_ENOMEM, TM2_EIO. Dials are
+ * not capped here (the switch bounds them); none waits for another. */
+static inline int tm2__transport_dial(tm2__transport *t, const tm2_netaddr *addr, void *dial_user)
+{
+    return t->ops->dial(t, addr, dial_user);
+}
+
+/* The reference's Remove: forgets the ip:port of a connection handed over
+ * (socket_addr of the conn; its ID is ignored), so that address may connect
+ * or be dialled again. Call it when the connection is gone; unknown
+ * addresses are ignored. */
+static inline void tm2__transport_remove(tm2__transport *t, const tm2_netaddr *socket_addr)
+{
+    t->ops->remove(t, socket_addr);
+}
+
+static inline void tm2__transport_get_stats(const tm2__transport *t, tm2__transport_stats *st)
+{
+    t->ops->stats(t, st);
+}
+
+/* Stops listening and aborts every handshake and dial in flight (no
+ * on_reject for them; no callback at all but on_closed from here on).
+ * Connections already handed over are the owner's and stay open. on_closed
+ * (may be NULL) runs on a later loop turn once every handle is closed; t is
+ * freed when it returns, so t->data is the last thing to read there.
+ * Idempotent: a second call changes nothing (the first on_closed stays). */
+static inline void tm2__transport_close(tm2__transport *t, void (*on_closed)(tm2__transport *t))
+{
+    t->ops->close(t, on_closed);
+}
+
+/* ---- the TCP transport ------------------------------------------------------ */
+
+typedef struct tm2__tcp_transport_config {
+    tm2_node_key key;                 /* copied; wiped when the transport is freed */
+    const tm2_node_info *node_info;   /* ours; copied (see set_node_info) */
+    uint32_t handshake_timeout_ms;    /* secret connection, then NodeInfo, each; 0: 3000 */
+    uint32_t dial_timeout_ms;         /* TCP connect; 0: 3000 */
+    uint32_t max_pending_inbound;     /* inbound upgrades in flight; 0: 64 */
+    /* Applied to every stream (its handshake_timeout_ms is replaced by the
+     * one above); max_queued and read_budget stay in force after handover. */
+    tm2__sc_stream_config stream;
+    tm2_log_fn log;                   /* NULL: no logging */
+    void *log_user;
+    tm2_log_level log_level;
+} tm2__tcp_transport_config;
+
+/* Builds a TCP transport on lp's loop (lp must outlive it). cbs->on_conn is
+ * required. data goes to (*out)->data. Returns 0, TM2_EINVAL, TM2_EKEY,
+ * TM2_ENOMEM, or a set_node_info error. The transport is released only
+ * through tm2__transport_close, and the loop must run for that. */
+int tm2__tcp_transport_new(tm2__sc_loop *lp, const tm2__tcp_transport_config *cfg,
+                           const tm2__transport_cbs *cbs, void *data, tm2__transport **out);
+
+#endif
