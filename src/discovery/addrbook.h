@@ -117,7 +117,8 @@ int64_t tm2__addrbook_retry_at(const tm2__addrbook *b, const tm2__addrbook_entry
 /* Drops the dead entries (see above); returns how many. */
 size_t tm2__addrbook_expire(tm2__addrbook *b, int64_t now);
 
-/* Returns true for IDs not to dial (connected, being dialled, banned). */
+/* Returns true for IDs not to dial (connected, being dialled, banned). It
+ * must not change the book. */
 typedef bool (*tm2__addrbook_skip_fn)(const tm2_id *id, void *user);
 
 /* Up to max dial candidates into out, best first: entries whose back-off has
