@@ -98,7 +98,7 @@ typedef struct tm2__transport_reject {
     /* Outbound: the address dialled. Inbound: the remote "ip:port", with the
      * authenticated ID once the secret connection is up (else no ID). */
     tm2_netaddr addr;
-    const tm2_id *auth_id;        /* authenticated ID, NULL before stage CHECK */
+    const tm2_id *auth_id;        /* authenticated ID; NULL until the secret connection is up */
     bool outbound;
     int stage;                    /* enum tm2__transport_stage */
     int err;                      /* TM2_E* */

@@ -1,0 +1,942 @@
+#include "net/transport.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#define DEFAULT_TIMEOUT_MS          3000u
+#define DEFAULT_MAX_PENDING_INBOUND 64u
+#define LISTEN_BACKLOG              511
+#define WHY_LEN                     256
+#define RX_INITIAL                  512u
+/* Plaintext kept after the NodeInfo. Once the NodeInfo is complete the
+ * stream is paused, and a pause still lets the rest of the current socket
+ * read through (at most TM2__SC_READ_BUF of wire bytes): anything beyond
+ * twice that is a bug, not traffic. */
+#define LEFTOVER_MAX (2u * TM2__SC_READ_BUF)
+/* Drops over the inbound cap are logged at most this often. */
+#define DROP_LOG_INTERVAL_MS 1000u
+
+enum hs_phase {
+    HS_CONNECT = 1,   /* dial: TCP connect in flight */
+    HS_SECRET,        /* secret connection handshake */
+    HS_NODEINFO,      /* ours sent, theirs being read */
+    HS_HANDOVER,      /* checked; handed over on the next loop turn */
+    HS_DONE,          /* handed over */
+    HS_FAILED,        /* rejected or aborted; closing */
+};
+
+enum listener_state { LST_NONE = 0, LST_OPEN, LST_CLOSING };
+
+typedef struct tcpt tcpt;
+
+/* One upgrade in flight. Separate from the conn because its timer may still
+ * be closing when the owner frees a conn handed over to it. */
+typedef struct hs {
+    tcpt *t;
+    tm2__transport_conn *c;
+    struct hs *prev, *next;     /* t->pending */
+    uv_timer_t timer;           /* connect deadline, NodeInfo deadline, handover turn */
+    uv_connect_t creq;
+    int phase;
+    bool outbound;
+    bool authed;                /* secret connection up: c->id is known */
+    bool keyed;                 /* c->socket_addr's ip:port is in t->keys (in flight) */
+    bool handed_over;
+    bool stream_closed;
+    bool timer_closed;
+    uint8_t *rx;                /* NodeInfo bytes, then what followed them */
+    size_t rx_len, rx_cap;
+    size_t ni_len;              /* length of the sized NodeInfo at the front of rx */
+} hs;
+
+/* An entry of the duplicate set: at most one per ip:port. */
+typedef struct addr_key {
+    uint8_t ip[16];
+    uint16_t port;
+    bool active;                /* handed over (else: in flight) */
+} addr_key;
+
+struct tcpt {
+    tm2__transport base;
+    tm2__sc_loop *lp;
+    uv_loop_t *loop;
+    tm2_node_key key;
+    tm2_id self_id;
+    tm2_node_info *ni;          /* ours, owned */
+    uint8_t *ni_bytes;          /* ours, sized, as sent */
+    size_t ni_bytes_len;
+    uint32_t hs_timeout_ms, dial_timeout_ms, max_pending_in;
+    tm2__sc_stream_config scfg;
+    tm2_log_fn log;
+    void *log_user;
+    tm2_log_level log_level;
+
+    uv_tcp_t listener;
+    int lstate;
+    tm2_netaddr laddr;
+    uv_timer_t anchor;          /* always open until close: completion is never synchronous */
+    uv_tcp_t spare;             /* drops an over-cap socket when malloc fails */
+    bool spare_busy;
+
+    hs *pending;
+    size_t pending_in, pending_out, active;
+    addr_key *keys;
+    size_t n_keys, cap_keys;
+
+    tm2__transport_stats st;
+    bool drop_logged;
+    uint64_t drop_log_ms, drops_unlogged;
+
+    int open;                   /* anchor, listener, spare, live hs records */
+    bool closing;
+    void (*on_closed)(tm2__transport *t);
+};
+
+static const tm2__transport_ops tcp_ops;
+
+/* ---- logging ------------------------------------------------------------------ */
+
+static bool log_on(const tcpt *t, tm2_log_level lv) { return t->log && lv <= t->log_level; }
+
+static void tlog(tcpt *t, tm2_log_level lv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void tlog(tcpt *t, tm2_log_level lv, const char *fmt, ...)
+{
+    if (!log_on(t, lv))
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    t->log(t->log_user, lv, line);
+}
+
+/* A logfmt-safe quoted copy: reasons carry peer-supplied text (network
+ * names, monikers) that must not break or forge log lines. */
+static const char *quote(const char *s, char *buf, size_t cap)
+{
+    size_t o = 0;
+    buf[o++] = '"';
+    for (; *s && o + 6 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)ch;
+        } else if (ch < 0x20 || ch > 0x7e) {
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", ch);
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+static const char *addr_str(const tm2_netaddr *a, char *buf, size_t cap)
+{
+    if (tm2_netaddr_format(a, buf, cap) < 0)
+        snprintf(buf, cap, "?");
+    return buf;
+}
+
+static const char *stage_name(int stage)
+{
+    switch (stage) {
+    case TM2__TSTAGE_CONNECT:  return "connect";
+    case TM2__TSTAGE_ACCEPT:   return "accept";
+    case TM2__TSTAGE_SECRET:   return "secret";
+    case TM2__TSTAGE_NODEINFO: return "nodeinfo";
+    case TM2__TSTAGE_CHECK:    return "check";
+    default:                   return "?";
+    }
+}
+
+/* ---- duplicate set ------------------------------------------------------------ *
+ * Linear: it holds the upgrades in flight (capped inbound, bounded by the
+ * switch outbound) and the connections handed over (bounded by the peer
+ * limits), and is only searched once per new connection. */
+
+static addr_key *key_find(tcpt *t, const tm2_netaddr *a)
+{
+    for (size_t i = 0; i < t->n_keys; i++)
+        if (t->keys[i].port == a->port && memcmp(t->keys[i].ip, a->ip, 16) == 0)
+            return &t->keys[i];
+    return NULL;
+}
+
+static int key_add(tcpt *t, const tm2_netaddr *a)
+{
+    if (t->n_keys == t->cap_keys) {
+        size_t cap = t->cap_keys ? t->cap_keys * 2 : 16;
+        addr_key *k = realloc(t->keys, cap * sizeof *k);
+        if (!k)
+            return TM2_ENOMEM;
+        t->keys = k;
+        t->cap_keys = cap;
+    }
+    addr_key *k = &t->keys[t->n_keys++];
+    memcpy(k->ip, a->ip, 16);
+    k->port = a->port;
+    k->active = false;
+    return 0;
+}
+
+static void key_del(tcpt *t, addr_key *k)
+{
+    *k = t->keys[--t->n_keys];
+}
+
+/* ---- teardown ----------------------------------------------------------------- */
+
+static void maybe_finish(tcpt *t)
+{
+    if (!t->closing || t->open > 0)
+        return;
+    if (t->on_closed)
+        t->on_closed(&t->base);
+    tm2_node_info_free(t->ni);
+    free(t->ni_bytes);
+    free(t->keys);
+    tm2_node_key_wipe(&t->key);
+    free(t);
+}
+
+void tm2__transport_conn_free(tm2__transport_conn *c)
+{
+    if (!c)
+        return;
+    tm2_node_info_free(c->node_info);
+    free(c->leftover);
+    free(c);
+}
+
+static void hs_maybe_free(hs *h)
+{
+    if (!h->timer_closed || (!h->handed_over && !h->stream_closed))
+        return;
+    tcpt *t = h->t;
+    if (!h->handed_over)
+        tm2__transport_conn_free(h->c);
+    free(h->rx);
+    free(h);
+    t->open--;
+    maybe_finish(t);
+}
+
+static void hs_timer_closed(uv_handle_t *hd)
+{
+    hs *h = hd->data;
+    h->timer_closed = true;
+    hs_maybe_free(h);
+}
+
+static void hs_unlink(hs *h)
+{
+    tcpt *t = h->t;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        t->pending = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    if (h->outbound)
+        t->pending_out--;
+    else
+        t->pending_in--;
+}
+
+/* Ends an upgrade in flight without a word to the owner. */
+static void hs_abort(hs *h)
+{
+    if (h->phase == HS_FAILED || h->phase == HS_DONE)
+        return;
+    tcpt *t = h->t;
+    h->phase = HS_FAILED;
+    hs_unlink(h);
+    if (h->keyed) {
+        addr_key *k = key_find(t, &h->c->socket_addr);
+        if (k && !k->active)
+            key_del(t, k);
+        h->keyed = false;
+    }
+    tm2__sc_stream_close(&h->c->stream);
+    uv_close((uv_handle_t *)&h->timer, hs_timer_closed);
+}
+
+static void hs_fail(hs *h, int stage, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Ends an upgrade in flight and reports it. Everything is closed before the
+ * owner hears of it, so the callback may close the transport. */
+static void hs_fail(hs *h, int stage, int err, const char *fmt, ...)
+{
+    if (h->phase == HS_FAILED || h->phase == HS_DONE)
+        return;
+    tcpt *t = h->t;
+    char why[WHY_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+
+    tm2_id auth = h->c->id;
+    tm2__transport_reject r = {
+        .addr = h->c->socket_addr,
+        .auth_id = h->authed ? &auth : NULL,
+        .outbound = h->outbound,
+        .stage = stage,
+        .err = err,
+        .why = why,
+        .dial_user = h->c->dial_user,
+    };
+    hs_abort(h);
+    t->st.rejected++;
+    if (log_on(t, TM2_LOG_INFO)) {
+        char a[TM2_NETADDR_STRLEN + 1], q[2 * WHY_LEN];
+        tlog(t, TM2_LOG_INFO,
+             "msg=\"connection rejected\" addr=%s outbound=%s stage=%s err=\"%s\" reason=%s",
+             addr_str(&r.addr, a, sizeof a), r.outbound ? "true" : "false", stage_name(stage),
+             tm2_strerror(err), quote(why, q, sizeof q));
+    }
+    if (t->base.cbs.on_reject)
+        t->base.cbs.on_reject(&t->base, &r);
+}
+
+/* ---- the upgrade -------------------------------------------------------------- */
+
+static void s_on_handshake(tm2__sc_stream *s, int err);
+static void s_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len);
+static void s_on_error(tm2__sc_stream *s, int err);
+static void s_on_close(tm2__sc_stream *s);
+
+static const tm2__sc_stream_cbs hs_stream_cbs = {
+    .on_handshake = s_on_handshake,
+    .on_read = s_on_read,
+    .on_error = s_on_error,
+    .on_close = s_on_close,
+};
+
+static int map_uv(int uverr)
+{
+    switch (uverr) {
+    case UV_ECONNREFUSED: return TM2_ECONNREFUSED;
+    case UV_ETIMEDOUT:    return TM2_ETIMEDOUT;
+    case UV_ENOMEM:       return TM2_ENOMEM;
+    default:              return TM2_EIO;
+    }
+}
+
+static hs *hs_new(tcpt *t, bool outbound)
+{
+    hs *h = calloc(1, sizeof *h);
+    tm2__transport_conn *c = calloc(1, sizeof *c);
+    if (!h || !c) {
+        free(h);
+        free(c);
+        return NULL;
+    }
+    tm2__sc_stream_config sc = t->scfg;
+    sc.handshake_timeout_ms = t->hs_timeout_ms;
+    if (tm2__sc_stream_init(&c->stream, t->lp, &sc, &hs_stream_cbs) != 0) {
+        free(h);
+        free(c);
+        return NULL;
+    }
+    c->stream.data = h;
+    c->outbound = outbound;
+    h->t = t;
+    h->c = c;
+    h->outbound = outbound;
+    uv_timer_init(t->loop, &h->timer);
+    h->timer.data = h;
+    h->creq.data = h;
+    h->next = t->pending;
+    if (t->pending)
+        t->pending->prev = h;
+    t->pending = h;
+    if (outbound)
+        t->pending_out++;
+    else
+        t->pending_in++;
+    t->open++;
+    return h;
+}
+
+static int rx_append(hs *h, const uint8_t *data, size_t len, size_t limit)
+{
+    if (len > limit - h->rx_len)
+        return TM2_ETOOBIG;
+    if (h->rx_len + len > h->rx_cap) {
+        size_t cap = h->rx_cap ? h->rx_cap : RX_INITIAL;
+        while (cap < h->rx_len + len)
+            cap *= 2;
+        uint8_t *b = realloc(h->rx, cap);
+        if (!b)
+            return TM2_ENOMEM;
+        h->rx = b;
+        h->rx_cap = cap;
+    }
+    memcpy(h->rx + h->rx_len, data, len);
+    h->rx_len += len;
+    return 0;
+}
+
+/* WIRE.md 5.4 and 5.5 in order, then ourselves. 0, or the rejection was
+ * reported. */
+static int hs_check(hs *h)
+{
+    tcpt *t = h->t;
+    tm2__transport_conn *c = h->c;
+    const tm2_node_info *ni = c->node_info;
+    char why[WHY_LEN];
+    int r = tm2_node_info_validate(ni, why, sizeof why);
+    if (r) {
+        hs_fail(h, TM2__TSTAGE_CHECK, r, "invalid node info: %s", why);
+        return r;
+    }
+    if (strcmp(c->id.s, ni->net_address.id.s) != 0) {
+        hs_fail(h, TM2__TSTAGE_CHECK, TM2_EIDMISMATCH,
+                "connection ID does not match node info ID (expected %s got %s)", c->id.s,
+                ni->net_address.id.s);
+        return TM2_EIDMISMATCH;
+    }
+    r = tm2_node_info_compatible(t->ni, ni, why, sizeof why);
+    if (r) {
+        hs_fail(h, TM2__TSTAGE_CHECK, r, "incompatible node info: %s", why);
+        return r;
+    }
+    if (h->outbound && strcmp(c->id.s, c->socket_addr.id.s) != 0) {
+        hs_fail(h, TM2__TSTAGE_CHECK, TM2_EIDMISMATCH,
+                "connection ID does not match dialed ID (expected %s got %s)",
+                c->socket_addr.id.s, c->id.s);
+        return TM2_EIDMISMATCH;
+    }
+    if (strcmp(c->id.s, t->self_id.s) == 0) {
+        hs_fail(h, TM2__TSTAGE_CHECK, TM2_ESELF, "connection to ourselves (%s)", c->id.s);
+        return TM2_ESELF;
+    }
+    return 0;
+}
+
+static void hs_handover(hs *h)
+{
+    tcpt *t = h->t;
+    tm2__transport_conn *c = h->c;
+    if (t->base.cbs.accept_filter) {
+        char why[WHY_LEN] = "";
+        int r = t->base.cbs.accept_filter(&t->base, c, why, sizeof why);
+        if (h->phase != HS_HANDOVER)
+            return;   /* the filter closed the transport */
+        if (r) {
+            if (r > 0)
+                r = TM2_EREJECTED;
+            why[sizeof why - 1] = '\0';
+            hs_fail(h, TM2__TSTAGE_CHECK, r, "rejected by the switch: %s",
+                    why[0] ? why : tm2_strerror(r));
+            return;
+        }
+    }
+    size_t n = h->rx_len - h->ni_len;
+    if (n) {
+        c->leftover = malloc(n);
+        if (!c->leftover) {
+            hs_fail(h, TM2__TSTAGE_CHECK, TM2_ENOMEM, "out of memory");
+            return;
+        }
+        memcpy(c->leftover, h->rx + h->ni_len, n);
+        c->leftover_len = n;
+    }
+    free(h->rx);
+    h->rx = NULL;
+    h->rx_len = h->rx_cap = 0;
+
+    hs_unlink(h);
+    addr_key *k = key_find(t, &c->socket_addr);
+    if (k)
+        k->active = true;
+    h->keyed = false;
+    t->active++;
+    t->st.upgraded++;
+    h->phase = HS_DONE;
+    h->handed_over = true;
+    c->stream.cbs = (tm2__sc_stream_cbs){0};
+    c->stream.data = NULL;
+    uv_close((uv_handle_t *)&h->timer, hs_timer_closed);
+    if (log_on(t, TM2_LOG_DEBUG)) {
+        char a[TM2_NETADDR_STRLEN + 1];
+        tlog(t, TM2_LOG_DEBUG, "msg=\"connection upgraded\" peer=%s addr=%s outbound=%s", c->id.s,
+             addr_str(&c->socket_addr, a, sizeof a), c->outbound ? "true" : "false");
+    }
+    t->base.cbs.on_conn(&t->base, c);
+}
+
+static void hs_timer_cb(uv_timer_t *tm)
+{
+    hs *h = tm->data;
+    switch (h->phase) {
+    case HS_CONNECT:
+        hs_fail(h, TM2__TSTAGE_CONNECT, TM2_ETIMEDOUT, "dial timed out after %" PRIu32 " ms",
+                h->t->dial_timeout_ms);
+        break;
+    case HS_NODEINFO:
+        hs_fail(h, TM2__TSTAGE_NODEINFO, TM2_ETIMEDOUT,
+                "node info exchange timed out after %" PRIu32 " ms", h->t->hs_timeout_ms);
+        break;
+    case HS_HANDOVER:
+        hs_handover(h);
+        break;
+    default:
+        break;
+    }
+}
+
+static void s_on_handshake(tm2__sc_stream *s, int err)
+{
+    hs *h = s->data;
+    tcpt *t = h->t;
+    if (err) {
+        hs_fail(h, TM2__TSTAGE_SECRET, err, "secret connection handshake failed: %s",
+                tm2_strerror(err));
+        return;
+    }
+    tm2__transport_conn *c = h->c;
+    c->id = *tm2__sc_stream_remote_id(s);
+    h->authed = true;
+    if (!h->outbound)
+        c->socket_addr.id = c->id;
+    h->phase = HS_NODEINFO;
+    int e = tm2__sc_stream_write(s, t->ni_bytes, t->ni_bytes_len);
+    if (e) {
+        hs_fail(h, TM2__TSTAGE_NODEINFO, e, "sending our node info failed: %s", tm2_strerror(e));
+        return;
+    }
+    if (uv_timer_start(&h->timer, hs_timer_cb, t->hs_timeout_ms, 0) != 0)
+        hs_fail(h, TM2__TSTAGE_NODEINFO, TM2_EIO, "cannot arm the node info deadline");
+}
+
+static void s_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len)
+{
+    hs *h = s->data;
+    if (h->phase == HS_HANDOVER) {
+        /* The rest of the read that completed the NodeInfo, after the pause. */
+        int e = rx_append(h, data, len, h->ni_len + LEFTOVER_MAX);
+        if (e)
+            hs_fail(h, TM2__TSTAGE_NODEINFO, e, "too much data after the node info");
+        return;
+    }
+    if (h->phase != HS_NODEINFO)
+        return;
+    /* Before completion rx holds less than one NodeInfo (the size prefix
+     * bounds it), so this limit only ever cuts a read that could not fit. */
+    int e = rx_append(h, data, len, (size_t)TM2_NODE_INFO_MAX_SIZE + LEFTOVER_MAX);
+    if (e) {
+        hs_fail(h, TM2__TSTAGE_NODEINFO, e, "reading node info: %s", tm2_strerror(e));
+        return;
+    }
+    tm2_node_info *ni;
+    size_t used;
+    int r = tm2_node_info_decode(h->rx, h->rx_len, &ni, &used);
+    if (r == TM2_EAGAIN)
+        return;
+    if (r == TM2_ETOOBIG) {
+        hs_fail(h, TM2__TSTAGE_NODEINFO, r, "node info larger than %d bytes",
+                TM2_NODE_INFO_MAX_SIZE);
+        return;
+    }
+    if (r) {
+        hs_fail(h, TM2__TSTAGE_NODEINFO, r, "decoding node info: %s", tm2_strerror(r));
+        return;
+    }
+    h->c->node_info = ni;
+    h->ni_len = used;
+    if (hs_check(h))
+        return;
+    /* Hand over on a later turn, once this read is fully delivered: what
+     * follows the NodeInfo is collected as leftover meanwhile. */
+    uv_timer_stop(&h->timer);
+    h->phase = HS_HANDOVER;
+    (void)tm2__sc_stream_pause(s, true);
+    if (uv_timer_start(&h->timer, hs_timer_cb, 0, 0) != 0)
+        hs_fail(h, TM2__TSTAGE_NODEINFO, TM2_EIO, "cannot schedule the handover");
+}
+
+static void s_on_error(tm2__sc_stream *s, int err)
+{
+    hs *h = s->data;
+    hs_fail(h, TM2__TSTAGE_NODEINFO, err, "connection failed during node info exchange: %s",
+            tm2_strerror(err));
+}
+
+static void s_on_close(tm2__sc_stream *s)
+{
+    hs *h = s->data;
+    h->stream_closed = true;
+    hs_maybe_free(h);
+}
+
+/* ---- accept ------------------------------------------------------------------- */
+
+static void drop_closed(uv_handle_t *hd) { free(hd); }
+
+static void spare_closed(uv_handle_t *hd)
+{
+    tcpt *t = hd->data;
+    t->spare_busy = false;
+    t->open--;
+    maybe_finish(t);
+}
+
+/* Over the cap: the socket must still be accepted (libuv stops accepting
+ * until it is), then it is closed at once; its descriptor goes now, its
+ * handle on the next turn. */
+static void drop_conn(tcpt *t, uv_stream_t *server)
+{
+    uv_tcp_t *tcp = malloc(sizeof *tcp);
+    uv_close_cb cb = drop_closed;
+    if (!tcp) {
+        if (t->spare_busy) {
+            tlog(t, TM2_LOG_ERROR, "msg=\"out of memory dropping an inbound connection\"");
+            return;
+        }
+        tcp = &t->spare;
+        t->spare_busy = true;
+        t->open++;
+        cb = spare_closed;
+    }
+    if (uv_tcp_init(t->loop, tcp) != 0) {
+        if (cb == spare_closed) {
+            t->spare_busy = false;
+            t->open--;
+        } else {
+            free(tcp);
+        }
+        return;
+    }
+    tcp->data = t;
+    (void)uv_accept(server, (uv_stream_t *)tcp);
+    uv_close((uv_handle_t *)tcp, cb);
+    t->st.dropped++;
+    t->drops_unlogged++;
+    uint64_t now = uv_now(t->loop);
+    if (!t->drop_logged || now - t->drop_log_ms >= DROP_LOG_INTERVAL_MS) {
+        tlog(t, TM2_LOG_WARN,
+             "msg=\"inbound connection closed: too many handshakes in flight\" pending=%zu "
+             "max_pending=%" PRIu32 " dropped=%" PRIu64 " dropped_total=%" PRIu64,
+             t->pending_in, t->max_pending_in, t->drops_unlogged, t->st.dropped);
+        t->drop_logged = true;
+        t->drop_log_ms = now;
+        t->drops_unlogged = 0;
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    tcpt *t = server->data;
+    if (status < 0) {
+        tlog(t, TM2_LOG_WARN, "msg=\"accept failed\" err=\"%s\"", uv_strerror(status));
+        return;
+    }
+    if (t->pending_in >= t->max_pending_in) {
+        drop_conn(t, server);
+        return;
+    }
+    hs *h = hs_new(t, false);
+    if (!h) {
+        tlog(t, TM2_LOG_ERROR, "msg=\"out of memory accepting a connection\"");
+        drop_conn(t, server);
+        return;
+    }
+    tm2__transport_conn *c = h->c;
+    h->phase = HS_SECRET;
+    uv_tcp_t *tcp = tm2__sc_stream_tcp(&c->stream);
+    int r = uv_accept(server, (uv_stream_t *)tcp);
+    if (r) {
+        hs_fail(h, TM2__TSTAGE_ACCEPT, map_uv(r), "accept failed: %s", uv_strerror(r));
+        return;
+    }
+    t->st.accepted++;
+    struct sockaddr_storage ss;
+    int len = (int)sizeof ss;
+    if ((r = uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len)) != 0) {
+        hs_fail(h, TM2__TSTAGE_ACCEPT, TM2_EIO, "remote address unknown: %s", uv_strerror(r));
+        return;
+    }
+    if ((r = tm2_netaddr_from_sockaddr((const struct sockaddr *)&ss, NULL, &c->socket_addr))) {
+        hs_fail(h, TM2__TSTAGE_ACCEPT, r, "remote address unusable: %s", tm2_strerror(r));
+        return;
+    }
+    if (key_find(t, &c->socket_addr)) {
+        char a[TM2_NETADDR_STRLEN + 1];
+        hs_fail(h, TM2__TSTAGE_ACCEPT, TM2_EDUPLICATE, "duplicate connection from %s",
+                addr_str(&c->socket_addr, a, sizeof a));
+        return;
+    }
+    if ((r = key_add(t, &c->socket_addr))) {
+        hs_fail(h, TM2__TSTAGE_ACCEPT, r, "out of memory");
+        return;
+    }
+    h->keyed = true;
+    if ((r = tm2__sc_stream_start(&c->stream, &t->key, NULL)))
+        hs_fail(h, TM2__TSTAGE_SECRET, r, "cannot start the handshake: %s", tm2_strerror(r));
+}
+
+/* ---- operations --------------------------------------------------------------- */
+
+static void listener_closed(uv_handle_t *hd)
+{
+    tcpt *t = hd->data;
+    t->lstate = LST_NONE;
+    t->open--;
+    maybe_finish(t);
+}
+
+static int t_listen(tm2__transport *base, const char *addr)
+{
+    tcpt *t = (tcpt *)base;
+    if (t->closing || t->lstate != LST_NONE)
+        return TM2_ESTATE;
+    if (!addr)
+        return TM2_EINVAL;
+    tm2_netaddr a;
+    int r = tm2_netaddr_parse(addr, TM2_NETADDR_NO_ID, &a);
+    if (r)
+        return r;
+    struct sockaddr_storage ss;
+    if ((r = tm2_netaddr_to_sockaddr(&a, (struct sockaddr *)&ss, sizeof ss)))
+        return r;
+    if (uv_tcp_init(t->loop, &t->listener) != 0)
+        return TM2_EIO;
+    t->listener.data = t;
+    t->lstate = LST_OPEN;
+    t->open++;
+    const char *what = "bind";
+    int u = uv_tcp_bind(&t->listener, (const struct sockaddr *)&ss, 0);
+    if (!u) {
+        what = "listen";
+        u = uv_listen((uv_stream_t *)&t->listener, LISTEN_BACKLOG, on_connection);
+    }
+    int len = (int)sizeof ss;
+    if (!u) {
+        what = "getsockname";
+        u = uv_tcp_getsockname(&t->listener, (struct sockaddr *)&ss, &len);
+    }
+    if (!u && tm2_netaddr_from_sockaddr((const struct sockaddr *)&ss, NULL, &t->laddr) != 0)
+        u = UV_EINVAL;
+    if (u) {
+        tlog(t, TM2_LOG_ERROR, "msg=\"cannot listen\" addr=\"%s\" op=%s err=\"%s\"", addr, what,
+             uv_strerror(u));
+        t->lstate = LST_CLOSING;
+        uv_close((uv_handle_t *)&t->listener, listener_closed);
+        return TM2_EIO;
+    }
+    t->laddr.id = t->self_id;
+    if (log_on(t, TM2_LOG_INFO)) {
+        char b[TM2_NETADDR_STRLEN + 1];
+        tlog(t, TM2_LOG_INFO, "msg=\"listening\" addr=%s", addr_str(&t->laddr, b, sizeof b));
+    }
+    return 0;
+}
+
+static int t_listen_addr(const tm2__transport *base, tm2_netaddr *out)
+{
+    const tcpt *t = (const tcpt *)base;
+    if (t->lstate != LST_OPEN || t->closing)
+        return TM2_ESTATE;
+    *out = t->laddr;
+    return 0;
+}
+
+static int t_set_node_info(tm2__transport *base, const tm2_node_info *ni)
+{
+    tcpt *t = (tcpt *)base;
+    if (!ni)
+        return TM2_EINVAL;
+    char why[WHY_LEN];
+    int r = tm2_node_info_validate(ni, why, sizeof why);
+    if (r) {
+        char q[2 * WHY_LEN];
+        tlog(t, TM2_LOG_ERROR, "msg=\"our node info is invalid\" reason=%s",
+             quote(why, q, sizeof q));
+        return r;
+    }
+    if (strcmp(ni->net_address.id.s, t->self_id.s) != 0)
+        return TM2_EINVAL;
+    int n = tm2_node_info_encode(ni, NULL, 0);
+    if (n < 0)
+        return n;
+    uint8_t *b = malloc((size_t)n);
+    if (!b)
+        return TM2_ENOMEM;
+    if ((r = tm2_node_info_encode(ni, b, (size_t)n)) < 0) {
+        free(b);
+        return r;
+    }
+    /* Our own copy, decoded from what goes on the wire: checks compare the
+     * peer against exactly what it received. */
+    tm2_node_info *copy;
+    size_t used;
+    if ((r = tm2_node_info_decode(b, (size_t)n, &copy, &used))) {
+        free(b);
+        return r;
+    }
+    tm2_node_info_free(t->ni);
+    free(t->ni_bytes);
+    t->ni = copy;
+    t->ni_bytes = b;
+    t->ni_bytes_len = (size_t)n;
+    return 0;
+}
+
+static void connect_cb(uv_connect_t *req, int status)
+{
+    hs *h = req->data;
+    if (h->phase != HS_CONNECT)
+        return;   /* timed out or aborted: status is UV_ECANCELED */
+    if (status < 0) {
+        hs_fail(h, TM2__TSTAGE_CONNECT, map_uv(status), "dial failed: %s", uv_strerror(status));
+        return;
+    }
+    uv_timer_stop(&h->timer);
+    h->phase = HS_SECRET;
+    int r = tm2__sc_stream_start(&h->c->stream, &h->t->key, NULL);
+    if (r)
+        hs_fail(h, TM2__TSTAGE_SECRET, r, "cannot start the handshake: %s", tm2_strerror(r));
+}
+
+static int t_dial(tm2__transport *base, const tm2_netaddr *addr, void *dial_user)
+{
+    tcpt *t = (tcpt *)base;
+    if (t->closing)
+        return TM2_ECLOSED;
+    if (!addr || !addr->id.s[0] || tm2_id_validate(addr->id.s) != 0)
+        return TM2_EINVAL;
+    if (key_find(t, addr))
+        return TM2_EDUPLICATE;
+    struct sockaddr_storage ss;
+    if (tm2_netaddr_to_sockaddr(addr, (struct sockaddr *)&ss, sizeof ss) != 0)
+        return TM2_EINVAL;
+    hs *h = hs_new(t, true);
+    if (!h)
+        return TM2_ENOMEM;
+    tm2__transport_conn *c = h->c;
+    c->socket_addr = *addr;
+    c->dial_user = dial_user;
+    h->phase = HS_CONNECT;
+    int r = key_add(t, addr);
+    if (r) {
+        hs_abort(h);
+        return r;
+    }
+    h->keyed = true;
+    int u = uv_tcp_connect(&h->creq, tm2__sc_stream_tcp(&c->stream),
+                           (const struct sockaddr *)&ss, connect_cb);
+    if (!u)
+        u = uv_timer_start(&h->timer, hs_timer_cb, t->dial_timeout_ms, 0);
+    if (u) {
+        hs_abort(h);
+        return map_uv(u);
+    }
+    return 0;
+}
+
+static void t_remove(tm2__transport *base, const tm2_netaddr *socket_addr)
+{
+    tcpt *t = (tcpt *)base;
+    if (!socket_addr)
+        return;
+    addr_key *k = key_find(t, socket_addr);
+    if (k && k->active) {
+        key_del(t, k);
+        t->active--;
+    }
+}
+
+static void t_stats(const tm2__transport *base, tm2__transport_stats *st)
+{
+    const tcpt *t = (const tcpt *)base;
+    *st = t->st;
+    st->pending_inbound = t->pending_in;
+    st->pending_outbound = t->pending_out;
+    st->active = t->active;
+}
+
+static void anchor_closed(uv_handle_t *hd)
+{
+    tcpt *t = hd->data;
+    t->open--;
+    maybe_finish(t);
+}
+
+static void t_close(tm2__transport *base, void (*on_closed)(tm2__transport *t))
+{
+    tcpt *t = (tcpt *)base;
+    if (t->closing)
+        return;
+    t->closing = true;
+    t->on_closed = on_closed;
+    if (t->lstate == LST_OPEN) {
+        t->lstate = LST_CLOSING;
+        uv_close((uv_handle_t *)&t->listener, listener_closed);
+    }
+    while (t->pending)
+        hs_abort(t->pending);
+    uv_close((uv_handle_t *)&t->anchor, anchor_closed);
+}
+
+static const tm2__transport_ops tcp_ops = {
+    .listen = t_listen,
+    .listen_addr = t_listen_addr,
+    .set_node_info = t_set_node_info,
+    .dial = t_dial,
+    .remove = t_remove,
+    .stats = t_stats,
+    .close = t_close,
+};
+
+int tm2__tcp_transport_new(tm2__sc_loop *lp, const tm2__tcp_transport_config *cfg,
+                           const tm2__transport_cbs *cbs, void *data, tm2__transport **out)
+{
+    if (!lp || !cfg || !cbs || !cbs->on_conn || !out || !cfg->node_info)
+        return TM2_EINVAL;
+    *out = NULL;
+    int r = tm2_node_key_check(&cfg->key);
+    if (r)
+        return r;
+    tcpt *t = calloc(1, sizeof *t);
+    if (!t)
+        return TM2_ENOMEM;
+    t->base.ops = &tcp_ops;
+    t->base.cbs = *cbs;
+    t->base.data = data;
+    t->lp = lp;
+    t->loop = lp->loop;
+    t->key = cfg->key;
+    tm2_node_key_id(&t->key, &t->self_id);
+    t->hs_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_TIMEOUT_MS;
+    t->dial_timeout_ms = cfg->dial_timeout_ms ? cfg->dial_timeout_ms : DEFAULT_TIMEOUT_MS;
+    t->max_pending_in = cfg->max_pending_inbound ? cfg->max_pending_inbound
+                                                 : DEFAULT_MAX_PENDING_INBOUND;
+    t->scfg = cfg->stream;
+    t->log = cfg->log;
+    t->log_user = cfg->log_user;
+    t->log_level = cfg->log_level;
+    if ((r = t_set_node_info(&t->base, cfg->node_info))) {
+        tm2_node_key_wipe(&t->key);
+        free(t);
+        return r;
+    }
+    uv_timer_init(t->loop, &t->anchor);
+    t->anchor.data = t;
+    t->open = 1;
+    *out = &t->base;
+    return 0;
+}
