@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sodium.h>
-
 #define DEFAULT_TIMEOUT_MS          3000u
 #define DEFAULT_MAX_PENDING_INBOUND 64u
 #define LISTEN_BACKLOG              511
@@ -18,8 +16,9 @@
  * read through (at most TM2__SC_READ_BUF of wire bytes): anything beyond
  * twice that is a bug, not traffic. */
 #define LEFTOVER_MAX (2u * TM2__SC_READ_BUF)
-/* Drops over the inbound cap are logged at most this often. */
-#define DROP_LOG_INTERVAL_MS 1000u
+/* Events a flood can repeat (drops over the cap, accept errors) are logged
+ * at most this often, with a count of what was not logged. */
+#define FLOOD_LOG_INTERVAL_MS 1000u
 
 enum hs_phase {
     HS_CONNECT = 1,   /* dial: TCP connect in flight */
@@ -33,6 +32,12 @@ enum hs_phase {
 enum listener_state { LST_NONE = 0, LST_OPEN, LST_CLOSING };
 
 typedef struct tcpt tcpt;
+
+typedef struct ratelimit {
+    bool started;
+    uint64_t last_ms;
+    uint64_t unlogged;          /* events since the last line, this one included */
+} ratelimit;
 
 /* One upgrade in flight. Separate from the conn because its timer may still
  * be closing when the owner frees a conn handed over to it. */
@@ -89,8 +94,7 @@ struct tcpt {
     size_t n_keys, cap_keys;
 
     tm2__transport_stats st;
-    bool drop_logged;
-    uint64_t drop_log_ms, drops_unlogged;
+    ratelimit drop_log, accept_err_log;
 
     int open;                   /* anchor, listener, spare, live hs records */
     bool closing;
@@ -138,6 +142,19 @@ static const char *quote(const char *s, char *buf, size_t cap)
     buf[o++] = '"';
     buf[o] = '\0';
     return buf;
+}
+
+/* Counts one event; true when it should be logged now (rl->unlogged then
+ * says how many it stands for; reset it after logging). */
+static bool rl_tick(const tcpt *t, ratelimit *rl)
+{
+    uint64_t now = uv_now(t->loop);
+    rl->unlogged++;
+    if (rl->started && now - rl->last_ms < FLOOD_LOG_INTERVAL_MS)
+        return false;
+    rl->started = true;
+    rl->last_ms = now;
+    return true;
 }
 
 static const char *addr_str(const tm2_netaddr *a, char *buf, size_t cap)
@@ -625,16 +642,12 @@ static void drop_conn(tcpt *t, uv_stream_t *server)
     (void)uv_accept(server, (uv_stream_t *)tcp);
     uv_close((uv_handle_t *)tcp, cb);
     t->st.dropped++;
-    t->drops_unlogged++;
-    uint64_t now = uv_now(t->loop);
-    if (!t->drop_logged || now - t->drop_log_ms >= DROP_LOG_INTERVAL_MS) {
+    if (rl_tick(t, &t->drop_log)) {
         tlog(t, TM2_LOG_WARN,
              "msg=\"inbound connection closed: too many handshakes in flight\" pending=%zu "
              "max_pending=%" PRIu32 " dropped=%" PRIu64 " dropped_total=%" PRIu64,
-             t->pending_in, t->max_pending_in, t->drops_unlogged, t->st.dropped);
-        t->drop_logged = true;
-        t->drop_log_ms = now;
-        t->drops_unlogged = 0;
+             t->pending_in, t->max_pending_in, t->drop_log.unlogged, t->st.dropped);
+        t->drop_log.unlogged = 0;
     }
 }
 
@@ -642,7 +655,12 @@ static void on_connection(uv_stream_t *server, int status)
 {
     tcpt *t = server->data;
     if (status < 0) {
-        tlog(t, TM2_LOG_WARN, "msg=\"accept failed\" err=\"%s\"", uv_strerror(status));
+        /* Out of descriptors, typically: libuv sheds the socket itself. */
+        if (rl_tick(t, &t->accept_err_log)) {
+            tlog(t, TM2_LOG_WARN, "msg=\"accept failed\" err=\"%s\" count=%" PRIu64,
+                 uv_strerror(status), t->accept_err_log.unlogged);
+            t->accept_err_log.unlogged = 0;
+        }
         return;
     }
     if (t->pending_in >= t->max_pending_in) {
@@ -732,8 +750,9 @@ static int t_listen(tm2__transport *base, const char *addr)
     if (!u && tm2_netaddr_from_sockaddr((const struct sockaddr *)&ss, NULL, &t->laddr) != 0)
         u = UV_EINVAL;
     if (u) {
-        tlog(t, TM2_LOG_ERROR, "msg=\"cannot listen\" addr=\"%s\" op=%s err=\"%s\"", addr, what,
-             uv_strerror(u));
+        char q[2 * WHY_LEN];
+        tlog(t, TM2_LOG_ERROR, "msg=\"cannot listen\" addr=%s op=%s err=\"%s\"",
+             quote(addr, q, sizeof q), what, uv_strerror(u));
         t->lstate = LST_CLOSING;
         uv_close((uv_handle_t *)&t->listener, listener_closed);
         return TM2_EIO;

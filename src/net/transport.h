@@ -63,7 +63,8 @@ typedef struct tm2__transport tm2__transport;
  * (&c->stream), and from the stream's on_close (or later)
  * tm2__transport_conn_free(c). The owner may take node_info or leftover for
  * itself by setting the field to NULL (leftover_len to 0); it then frees them
- * itself (tm2_node_info_free, free). */
+ * itself (tm2_node_info_free, free). The stream stays on the tm2__sc_loop the
+ * transport was built on, which must outlive it. */
 typedef struct tm2__transport_conn {
     tm2__sc_stream stream;        /* authenticated secret connection */
     tm2_node_info *node_info;     /* the peer's NodeInfo, validated and checked */
