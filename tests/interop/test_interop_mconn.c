@@ -30,9 +30,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "conn/mconn.h"
 #include "conn/packet.h"
 #include "conn/secret_conn.h"
+#include "net/mconn_stream.h"
 #include "refproc.h"
 #include "tm2p2p/channel.h"
 #include "tm2p2p/key.h"
@@ -98,8 +101,11 @@ typedef struct chan_plan {
     size_t next_echo;                 /* next msg[] expected back */
 } chan_plan;
 
+typedef struct glue glue;
+
 typedef struct fixture {
     refproc ref;
+    glue *g;                          /* the libuv side, when the test uses it */
     int lfd, fd;
     tm2__sc sc;
     bool sc_used;
@@ -108,6 +114,7 @@ typedef struct fixture {
     chan_plan ch[NCH];
     size_t send_limit;                /* queue msg[] below this index only */
     uint64_t msgs_total, bytes_total;
+    uint64_t wire_total;              /* sized Msg packets carrying them, one way */
 
     uint8_t *pbuf;                    /* produced plaintext not yet sealed */
     size_t pfill;
@@ -212,11 +219,10 @@ static int cb_fail(fixture *f, int code, const char *fmt, ...)
 }
 
 /* An echo must be the next message expected on its channel, byte for byte.
- * Failures are recorded and returned, so the core stops; the test reports
- * them after the call. */
-static int on_receive(void *user, uint8_t id, const uint8_t *data, size_t len)
+ * Failures are recorded and returned, so the connection stops; the test
+ * reports them after the call. */
+static int check_echo(fixture *f, uint8_t id, const uint8_t *data, size_t len)
 {
-    fixture *f = user;
     size_t k = 0;
     while (k < NCH && chan_id[k] != id)
         k++;
@@ -235,6 +241,11 @@ static int on_receive(void *user, uint8_t id, const uint8_t *data, size_t len)
                        c->next_echo, len);
     c->next_echo++;
     return 0;
+}
+
+static int on_receive(void *user, uint8_t id, const uint8_t *data, size_t len)
+{
+    return check_echo(user, id, data, len);
 }
 
 static int setup(void **state)
@@ -277,16 +288,28 @@ static int setup(void **state)
             f->ch[k].msg[j] = m;
             f->msgs_total++;
             f->bytes_total += len;
+            size_t off = 0;
+            do {
+                size_t chunk = len - off < 1024 ? len - off : 1024;
+                off += chunk;
+                f->wire_total += tm2__packet_msg_size(chan_id[k], off == len, chunk);
+            } while (off < len);
         }
     }
     *state = f;
     return 0;
 }
 
+static void glue_release(glue *g);
+
 static int teardown(void **state)
 {
     fixture *f = *state;
     refproc_stop(&f->ref);
+    if (f->g != NULL) {
+        glue_release(f->g);
+        free(f->g);
+    }
     if (f->mc != NULL)
         tm2__mconn_free(f->mc);
     if (f->fd >= 0)
@@ -438,21 +461,27 @@ static void check_core(fixture *f)
         fail_msg("mconn failed: %s (%s)", tm2_strerror(e), why ? why : "");
 }
 
-static void start_mconn(fixture *f)
+/* Our side's settings, matching what start_reference gives the reference. */
+static void mconn_settings(tm2_mconn_config *cfg, tm2_channel_desc d[NCH])
 {
-    tm2_mconn_config cfg;
-    tm2_mconn_config_default(&cfg);
-    cfg.send_rate = 0;
-    cfg.recv_rate = 0;
-    cfg.flush_throttle_ms = FLUSH_MS;
-    cfg.ping_interval_ms = PING_MS;
-    cfg.pong_timeout_ms = PONG_MS;
-    tm2_channel_desc d[NCH];
+    tm2_mconn_config_default(cfg);
+    cfg->send_rate = 0;
+    cfg->recv_rate = 0;
+    cfg->flush_throttle_ms = FLUSH_MS;
+    cfg->ping_interval_ms = PING_MS;
+    cfg->pong_timeout_ms = PONG_MS;
     for (size_t k = 0; k < NCH; k++)
         d[k] = (tm2_channel_desc){.id = chan_id[k], .priority = chan_prio[k],
                                   .send_queue_capacity = SEND_QUEUE,
                                   .recv_buffer_capacity = 4096,
                                   .recv_message_capacity = RECV_CAP};
+}
+
+static void start_mconn(fixture *f)
+{
+    tm2_mconn_config cfg;
+    tm2_channel_desc d[NCH];
+    mconn_settings(&cfg, d);
     tm2__mconn_callbacks cb = {.on_receive = on_receive};
     assert_int_equal(tm2__mconn_new(&f->mc, &cfg, d, NCH, &cb, f, tv_now_ms()), 0);
 }
@@ -484,22 +513,30 @@ static void feed_wire(fixture *f, const uint8_t *in, size_t len)
     }
 }
 
+typedef int (*try_send_fn)(void *conn, uint8_t ch, tm2__msg *m);
+
 /* Queues what the current phase allows: the messages below send_limit, at
- * most WINDOW per channel not yet echoed. */
-static void queue_messages(fixture *f)
+ * most WINDOW per channel not yet echoed. 0 or the first error other than a
+ * full queue. */
+static int queue_messages(fixture *f, try_send_fn try_send, void *conn)
 {
     for (size_t k = 0; k < NCH; k++) {
         chan_plan *c = &f->ch[k];
         while (c->next_send < f->send_limit && c->next_send - c->next_echo < WINDOW) {
-            int r = tm2__mconn_try_send(f->mc, chan_id[k], c->msg[c->next_send]);
+            int r = try_send(conn, chan_id[k], c->msg[c->next_send]);
             if (r == TM2_EFULL)
                 break;
             if (r != 0)
-                check_core(f);
-            assert_int_equal(r, 0);
+                return r;
             c->next_send++;
         }
     }
+    return 0;
+}
+
+static int core_try_send(void *conn, uint8_t ch, tm2__msg *m)
+{
+    return tm2__mconn_try_send(conn, ch, m);
 }
 
 /* Produces into pbuf and seals it: whole frames at once, the partial last
@@ -549,7 +586,10 @@ static void step(fixture *f, uint64_t deadline)
             if (r != 0)
                 check_core(f);
         }
-        queue_messages(f);
+        int qr = queue_messages(f, core_try_send, f->mc);
+        if (qr != 0)
+            check_core(f);
+        assert_int_equal(qr, 0);
         if (f->tx_off == f->tx_len)
             produce(f, now);
     }
@@ -667,6 +707,11 @@ static void close_orderly(fixture *f)
     }
     assert_int_equal(st.send.bytes, f->tap_out.bytes);
     assert_int_equal(st.recv.bytes, f->tap_in.bytes);
+    /* Both sides cut the messages into the same packets. */
+    assert_int_equal(f->tap_out.bytes - f->wire_total,
+                     TM2__PACKET_PING_SIZE * (f->tap_out.pings + f->tap_out.pongs));
+    assert_int_equal(f->tap_in.bytes - f->wire_total,
+                     TM2__PACKET_PING_SIZE * (f->tap_in.pings + f->tap_in.pongs));
 }
 
 static uint64_t stat_field(char **w, int n, const char *name)
@@ -679,10 +724,15 @@ static uint64_t stat_field(char **w, int n, const char *name)
     return 0;
 }
 
-/* The reference's own account: every message and byte echoed, nothing left
- * queued, and the Pings and Pongs it saw are exactly the ones we sent and
- * received. Then DONE eof and exit status 0. */
-static void check_reference(fixture *f)
+/* What the reference saw in the Ping/Pong counts of its final STATS line. */
+typedef struct ref_counts {
+    uint64_t pings_in, pongs_in, pings_out, pongs_out;
+} ref_counts;
+
+/* The reference's own account, its last STATS line: every message and byte
+ * echoed, nothing left queued. Then it must report how the stream ended
+ * (DONE eof, or with allow_reset also DONE reset) and exit with status 0. */
+static ref_counts check_reference(fixture *f, bool allow_reset)
 {
     char line[REFPROC_LINE_MAX];
     char *w[16];
@@ -692,18 +742,34 @@ static void check_reference(fixture *f)
     assert_int_equal(stat_field(w, n, "bytes"), f->bytes_total);
     assert_int_equal(stat_field(w, n, "echoed"), f->msgs_total);
     assert_int_equal(stat_field(w, n, "queued"), 0);
-    assert_int_equal(stat_field(w, n, "pings_in"), f->tap_out.pings);
-    assert_int_equal(stat_field(w, n, "pongs_in"), f->tap_out.pongs);
-    assert_int_equal(stat_field(w, n, "pings_out"), f->tap_in.pings);
-    assert_int_equal(stat_field(w, n, "pongs_out"), f->tap_in.pongs);
+    ref_counts rc = {
+        .pings_in = stat_field(w, n, "pings_in"),
+        .pongs_in = stat_field(w, n, "pongs_in"),
+        .pings_out = stat_field(w, n, "pings_out"),
+        .pongs_out = stat_field(w, n, "pongs_out"),
+    };
     print_message("reference: %" PRIu64 " Pings in, %" PRIu64 " Pongs in, %" PRIu64
                   " Pings out, %" PRIu64 " Pongs out\n",
-                  f->tap_out.pings, f->tap_out.pongs, f->tap_in.pings, f->tap_in.pongs);
+                  rc.pings_in, rc.pongs_in, rc.pings_out, rc.pongs_out);
 
     n = refproc_expect(&f->ref, "DONE", line, sizeof line, w, 3, LINE_MS);
     assert_int_equal(n, 2);
-    assert_string_equal(w[1], "eof");
+    if (!(strcmp(w[1], "eof") == 0 || (allow_reset && strcmp(w[1], "reset") == 0)))
+        fail_msg("reference ended with DONE %s", w[1]);
+    print_message("reference saw the stream end: %s\n", w[1]);
     assert_int_equal(refproc_wait(&f->ref, LINE_MS), 0);
+    return rc;
+}
+
+/* After the orderly close the counts are exact: the reference saw the Pings
+ * and Pongs we sent and sent the ones we received. */
+static void check_reference_core(fixture *f)
+{
+    ref_counts rc = check_reference(f, false);
+    assert_int_equal(rc.pings_in, f->tap_out.pings);
+    assert_int_equal(rc.pongs_in, f->tap_out.pongs);
+    assert_int_equal(rc.pings_out, f->tap_in.pings);
+    assert_int_equal(rc.pongs_out, f->tap_in.pongs);
 }
 
 static void hex32(const uint8_t *b, char out[65])
@@ -724,14 +790,15 @@ static void expect_key_line(fixture *f, const char *tag, char pub[65], char id[T
     strcpy(id, w[2]);
 }
 
-/* Each side authenticated the other's key; then the reference started its
- * MConnection. */
-static void check_identities(fixture *f, const char *ref_pub, const char *ref_id)
+/* Each side authenticated the other's key (remote_pub and remote_id are
+ * what tm2p2p authenticated); then the reference started its MConnection. */
+static void check_identities(fixture *f, const uint8_t *remote_pub, const char *remote_id,
+                             const char *ref_pub, const char *ref_id)
 {
     char pub[65];
-    hex32(tm2__sc_remote_pubkey(&f->sc), pub);
+    hex32(remote_pub, pub);
     assert_string_equal(pub, ref_pub);
-    assert_string_equal(tm2__sc_remote_id(&f->sc)->s, ref_id);
+    assert_string_equal(remote_id, ref_id);
 
     char seen_pub[65], seen_id[TM2_ID_LEN + 1];
     expect_key_line(f, "REMOTE", seen_pub, seen_id);
@@ -792,13 +859,14 @@ static void start_reference(fixture *f, const char *addr_flag, const char *addr,
 static void run_exchange(fixture *f, const char *ref_pub, const char *ref_id)
 {
     handshake(f, tv_now_ms() + HANDSHAKE_MS);
-    check_identities(f, ref_pub, ref_id);
+    check_identities(f, tm2__sc_remote_pubkey(&f->sc), tm2__sc_remote_id(&f->sc)->s, ref_pub,
+                     ref_id);
     start_mconn(f);
     exchange_empty(f);
     exchange_bulk(f);
     idle(f);
     close_orderly(f);
-    check_reference(f);
+    check_reference_core(f);
 }
 
 static void core_dials_reference(void **state)
@@ -827,6 +895,424 @@ static void reference_dials_core(void **state)
     run_exchange(f, ref_pub, ref_id);
 }
 
+/* ---- the libuv glue (net/mconn_stream.h) -------------------------------------
+ *
+ * The same exchange through the glue a node uses: the secret-connection
+ * stream runs the handshake, tm2__mcs_start takes it over. The phases follow
+ * the echoes from the callbacks; a one-shot timer ends the idle phase and
+ * another bounds the whole run. Callbacks only record what happened (a
+ * mismatch is returned from on_receive, which closes the connection);
+ * assertions run after the loop has stopped, so a failure never unwinds
+ * through libuv.
+ *
+ * The glue has no Ping/Pong counters and no half-close, so the idle phase is
+ * judged by time and bytes: it lasts three ping intervals plus a pong
+ * timeout, so every Ping sent in those intervals either was answered or would
+ * have failed the connection, and the core's byte counts may grow only by
+ * whole 12-byte Pings and Pongs. The reference's counts must then match ours
+ * up to the packets in flight when the connection closed. */
+
+enum { G_HANDSHAKE, G_EMPTY, G_BULK, G_IDLE, G_DONE };
+
+struct glue {
+    fixture *f;
+    uv_loop_t loop;
+    bool loop_ok;
+    tm2__mcs_loop l;
+    bool l_ok;
+    tm2__mcs c;
+    bool c_ok;
+    uv_tcp_t server;
+    bool server_ok;
+    uv_connect_t creq;
+    uv_timer_t deadline, idle_end;
+    bool timers_ok;
+
+    int phase;
+    size_t empty_k;                   /* channel whose empty message is out */
+    int err;                          /* first failure, 0 if none */
+    char what[192];
+    bool closed;                      /* on_close came */
+    uint64_t bulk_t0, bulk_ms;
+    uint8_t remote_pub[TM2_PUBKEY_SIZE];  /* copied at the handshake */
+    tm2_id remote_id;
+    tm2_mconn_status idle0, last;     /* status at the start and end of idle */
+    uint64_t idle_t0, idle_ms;
+};
+
+static void glue_fail(glue *g, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void glue_fail(glue *g, int err, const char *fmt, ...)
+{
+    if (g->err == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(g->what, sizeof g->what, fmt, ap);
+        va_end(ap);
+        g->err = err;
+    }
+    if (g->c_ok)
+        tm2__mcs_close(&g->c);
+}
+
+static int glue_try_send(void *conn, uint8_t ch, tm2__msg *m)
+{
+    return tm2__mcs_try_send(conn, ch, m);
+}
+
+/* Three ping intervals and a pong timeout after the last echo. */
+static void glue_on_idle_end(uv_timer_t *t)
+{
+    glue *g = t->data;
+    if (g->phase != G_IDLE)
+        return;
+    int r = tm2__mcs_status(&g->c, &g->last);
+    if (r != 0) {
+        glue_fail(g, r, "status at the end of the idle phase");
+        return;
+    }
+    g->idle_ms = uv_now(&g->loop) - g->idle_t0;
+    g->phase = G_DONE;
+    tm2__mcs_close(&g->c);
+}
+
+/* Moves the phases on after an echo, a freed queue slot or the start. */
+static void glue_advance(glue *g)
+{
+    fixture *f = g->f;
+    if (g->phase == G_EMPTY) {
+        while (g->empty_k < NCH && f->ch[g->empty_k].next_echo == 1)
+            g->empty_k++;
+        if (g->empty_k < NCH) {
+            chan_plan *c = &f->ch[g->empty_k];
+            if (c->next_send == 0) {
+                int r = tm2__mcs_try_send(&g->c, chan_id[g->empty_k], c->msg[0]);
+                if (r != 0) {
+                    glue_fail(g, r, "sending the empty message on channel 0x%02x", chan_id[g->empty_k]);
+                    return;
+                }
+                c->next_send = 1;
+            }
+            return;
+        }
+        g->phase = G_BULK;
+        g->bulk_t0 = uv_now(&g->loop);
+        f->send_limit = NMSG;
+    }
+    if (g->phase == G_BULK) {
+        int r = queue_messages(f, glue_try_send, &g->c);
+        if (r != 0) {
+            glue_fail(g, r, "queueing messages");
+            return;
+        }
+        if (!all_echoed(f, NMSG))
+            return;
+        uv_update_time(&g->loop);
+        g->bulk_ms = uv_now(&g->loop) - g->bulk_t0;
+        r = tm2__mcs_status(&g->c, &g->idle0);
+        if (r != 0) {
+            glue_fail(g, r, "status at the start of the idle phase");
+            return;
+        }
+        g->phase = G_IDLE;
+        g->idle_t0 = uv_now(&g->loop);
+        uv_timer_start(&g->idle_end, glue_on_idle_end, IDLE_PINGS * PING_MS + PONG_MS, 0);
+    }
+}
+
+static int glue_on_receive(tm2__mcs *c, uint8_t ch, const uint8_t *data, size_t len)
+{
+    glue *g = c->data;
+    if (g->phase != G_EMPTY && g->phase != G_BULK) {
+        glue_fail(g, TM2_EPROTO, "%zu-byte message on channel 0x%02x while idle", len, ch);
+        return TM2_EPROTO;
+    }
+    int r = check_echo(g->f, ch, data, len);
+    if (r != 0) {
+        glue_fail(g, r, "%s", g->f->cb_what);
+        return r;
+    }
+    glue_advance(g);
+    return 0;
+}
+
+static void glue_on_send_room(tm2__mcs *c, uint8_t ch)
+{
+    (void)ch;
+    glue_advance(c->data);
+}
+
+static void glue_on_error(tm2__mcs *c, int err, const char *reason)
+{
+    glue_fail(c->data, err, "connection failed: %s", reason ? reason : tm2_strerror(err));
+}
+
+static void glue_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Everything else is closed once the connection is. */
+static void glue_on_close(tm2__mcs *c)
+{
+    glue *g = c->data;
+    g->closed = true;
+    if (g->server_ok && !uv_is_closing((uv_handle_t *)&g->server))
+        uv_close((uv_handle_t *)&g->server, glue_handle_closed);
+    if (g->timers_ok) {
+        uv_close((uv_handle_t *)&g->deadline, glue_handle_closed);
+        uv_close((uv_handle_t *)&g->idle_end, glue_handle_closed);
+        g->timers_ok = false;
+    }
+    if (g->l_ok) {
+        tm2__mcs_loop_close(&g->l);
+        g->l_ok = false;
+    }
+}
+
+static void glue_on_deadline(uv_timer_t *t)
+{
+    glue *g = t->data;
+    glue_fail(g, TM2_ETIMEDOUT, "deadline passed in phase %d", g->phase);
+}
+
+static void glue_on_handshake(tm2__sc_stream *s, int err)
+{
+    glue *g = tm2__mcs_of_stream(s)->data;
+    if (err != 0) {
+        glue_fail(g, err, "handshake failed");
+        return;
+    }
+    memcpy(g->remote_pub, tm2__sc_stream_remote_pubkey(s), TM2_PUBKEY_SIZE);
+    g->remote_id = *tm2__sc_stream_remote_id(s);
+
+    tm2_mconn_config cfg;
+    tm2_channel_desc d[NCH];
+    mconn_settings(&cfg, d);
+    /* Nothing was read past the handshake: the reference speaks only when
+     * spoken to, and a Ping needs a whole interval. */
+    int r = tm2__mcs_start(&g->c, &cfg, d, NCH, NULL, 0);
+    if (r != 0) {
+        glue_fail(g, r, "start");
+        return;
+    }
+    g->phase = G_EMPTY;
+    glue_advance(g);
+}
+
+/* Plaintext before the start would be lost; there must be none. */
+static void glue_on_pre_read(tm2__sc_stream *s, const uint8_t *data, size_t len)
+{
+    (void)data;
+    glue_fail(tm2__mcs_of_stream(s)->data, TM2_EPROTO, "%zu bytes before the start", len);
+}
+
+static void glue_on_pre_error(tm2__sc_stream *s, int err)
+{
+    glue_fail(tm2__mcs_of_stream(s)->data, err, "stream failed before the start");
+}
+
+static void glue_start_stream(glue *g)
+{
+    int r = tm2__sc_stream_start(tm2__mcs_stream(&g->c), &g->f->key, NULL);
+    if (r != 0)
+        glue_fail(g, r, "stream start");
+}
+
+static void glue_on_connect(uv_connect_t *req, int status)
+{
+    glue *g = req->data;
+    if (status != 0) {
+        glue_fail(g, TM2_EIO, "connect: %s", uv_strerror(status));
+        return;
+    }
+    glue_start_stream(g);
+}
+
+static void glue_on_connection(uv_stream_t *server, int status)
+{
+    glue *g = server->data;
+    if (status != 0 ||
+        uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(tm2__mcs_stream(&g->c))) != 0) {
+        glue_fail(g, TM2_EIO, "accept");
+        return;
+    }
+    /* One connection is all this test takes. */
+    uv_close((uv_handle_t *)&g->server, glue_handle_closed);
+    g->server_ok = false;
+    glue_start_stream(g);
+}
+
+/* Heap state owned by the fixture, so the teardown can still close it after
+ * an assertion left the test function. */
+static glue *glue_new(fixture *f)
+{
+    glue *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    g->f = f;
+    f->g = g;
+    g->phase = G_HANDSHAKE;
+    assert_int_equal(uv_loop_init(&g->loop), 0);
+    g->loop_ok = true;
+    assert_int_equal(tm2__mcs_loop_init(&g->l, &g->loop), 0);
+    g->l_ok = true;
+
+    tm2__sc_stream_config scfg = {.handshake_timeout_ms = HANDSHAKE_MS};
+    tm2__sc_stream_cbs pre = {
+        .on_handshake = glue_on_handshake,
+        .on_read = glue_on_pre_read,
+        .on_error = glue_on_pre_error,
+    };
+    tm2__mcs_cbs cbs = {
+        .on_receive = glue_on_receive,
+        .on_send_room = glue_on_send_room,
+        .on_error = glue_on_error,
+        .on_close = glue_on_close,
+    };
+    assert_int_equal(tm2__mcs_init(&g->c, &g->l, &scfg, &pre, &cbs), 0);
+    g->c.data = g;
+    g->c_ok = true;
+
+    assert_int_equal(uv_timer_init(&g->loop, &g->deadline), 0);
+    assert_int_equal(uv_timer_init(&g->loop, &g->idle_end), 0);
+    g->deadline.data = g->idle_end.data = g;
+    g->timers_ok = true;
+    assert_int_equal(uv_timer_start(&g->deadline, glue_on_deadline, TRANSFER_MS, 0), 0);
+    return g;
+}
+
+static void glue_walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, glue_handle_closed);
+}
+
+/* Closes whatever is still open and ends the loop; after a normal run and
+ * from the teardown when an assertion stopped the test half-way. */
+static void glue_release(glue *g)
+{
+    if (!g->loop_ok)
+        return;
+    if (g->c_ok && !g->closed)
+        tm2__mcs_close(&g->c);
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    if (g->c_ok && g->closed) {
+        tm2__mcs_destroy(&g->c);
+        g->c_ok = false;
+    }
+    if (g->l_ok) {
+        tm2__mcs_loop_close(&g->l);
+        g->l_ok = false;
+    }
+    uv_walk(&g->loop, glue_walk_close, NULL);
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&g->loop) == 0)
+        g->loop_ok = false;
+}
+
+static void glue_run(glue *g)
+{
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    glue_release(g);
+    assert_false(g->loop_ok);
+}
+
+/* After the loop: every echo came back, the idle phase held, identities, and
+ * the reference's account. */
+static void glue_check(glue *g, const char *ref_pub, const char *ref_id)
+{
+    fixture *f = g->f;
+    if (g->err != 0)
+        fail_msg("glue: %s: %s (phase %d)", g->what, tm2_strerror(g->err), g->phase);
+    assert_true(g->closed);
+    assert_int_equal(g->phase, G_DONE);
+    assert_true(all_echoed(f, NMSG));
+    print_message("%" PRIu64 " messages, %" PRIu64 " bytes echoed on %d channels in %" PRIu64 " ms\n",
+                  f->msgs_total, f->bytes_total, NCH, g->bulk_ms);
+
+    /* Idle: only whole Pings and Pongs, at least one per interval each way. */
+    const uint64_t P = TM2__PACKET_PING_SIZE;
+    uint64_t sent = g->last.send.bytes - g->idle0.send.bytes;
+    uint64_t recvd = g->last.recv.bytes - g->idle0.recv.bytes;
+    assert_true(g->idle_ms >= IDLE_PINGS * PING_MS + PONG_MS);
+    assert_int_equal(sent % P, 0);
+    assert_int_equal(recvd % P, 0);
+    assert_true(sent >= 2 * IDLE_PINGS * P);
+    assert_true(recvd >= 2 * IDLE_PINGS * P);
+    print_message("idle %" PRIu64 " ms: %" PRIu64 " Pings and Pongs sent, %" PRIu64 " received\n",
+                  g->idle_ms, sent / P, recvd / P);
+    assert_int_equal(g->last.n_channels, NCH);
+    for (size_t k = 0; k < NCH; k++)
+        assert_int_equal(g->last.channels[k].send_queue_size, 0);
+
+    check_identities(f, g->remote_pub, g->remote_id.s, ref_pub, ref_id);
+
+    /* Whole run: the data packets are the same both ways; the rest are
+     * Pings and Pongs, which the reference counted too, give or take the
+     * ones in flight at the close (a reset may also drop what it had not
+     * read yet). */
+    assert_true(g->last.send.bytes >= f->wire_total);
+    assert_true(g->last.recv.bytes >= f->wire_total);
+    uint64_t ctl_sent = g->last.send.bytes - f->wire_total;
+    uint64_t ctl_recvd = g->last.recv.bytes - f->wire_total;
+    assert_int_equal(ctl_sent % P, 0);
+    assert_int_equal(ctl_recvd % P, 0);
+    ref_counts rc = check_reference(f, true);
+    assert_true(rc.pings_in + rc.pongs_in <= ctl_sent / P);
+    assert_true(rc.pings_out + rc.pongs_out >= ctl_recvd / P);
+    assert_true(rc.pings_out + rc.pongs_out <= ctl_recvd / P + 2);
+    assert_true(rc.pings_in >= IDLE_PINGS);
+    assert_true(rc.pings_out >= IDLE_PINGS);
+    assert_true(rc.pongs_in + 1 >= rc.pings_out);
+    assert_true(rc.pongs_out + 1 >= rc.pings_in);
+}
+
+static void glue_dials_reference(void **state)
+{
+    fixture *f = *state;
+    char ref_seed[65], ref_pub[65], ref_id[TM2_ID_LEN + 1];
+    keys(f, 0x15, 0x16, ref_seed);
+    start_reference(f, "--listen", "127.0.0.1:0", ref_seed);
+    uint16_t port = expect_listen(f);
+    expect_key_line(f, "LOCAL", ref_pub, ref_id);
+
+    glue *g = glue_new(f);
+    struct sockaddr_in a;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", port, &a), 0);
+    g->creq.data = g;
+    assert_int_equal(uv_tcp_connect(&g->creq, tm2__sc_stream_tcp(tm2__mcs_stream(&g->c)),
+                                    (struct sockaddr *)&a, glue_on_connect), 0);
+    glue_run(g);
+    glue_check(g, ref_pub, ref_id);
+}
+
+static void reference_dials_glue(void **state)
+{
+    fixture *f = *state;
+    char ref_seed[65], ref_pub[65], ref_id[TM2_ID_LEN + 1];
+    keys(f, 0x17, 0x18, ref_seed);
+
+    glue *g = glue_new(f);
+    struct sockaddr_in a;
+    int alen = sizeof a;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &a), 0);
+    assert_int_equal(uv_tcp_init(&g->loop, &g->server), 0);
+    g->server.data = g;
+    g->server_ok = true;
+    assert_int_equal(uv_tcp_bind(&g->server, (struct sockaddr *)&a, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&g->server, 4, glue_on_connection), 0);
+    assert_int_equal(uv_tcp_getsockname(&g->server, (struct sockaddr *)&a, &alen), 0);
+
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", ntohs(a.sin_port));
+    start_reference(f, "--dial", addr, ref_seed);
+    expect_key_line(f, "LOCAL", ref_pub, ref_id);
+
+    glue_run(g);
+    glue_check(g, ref_pub, ref_id);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -834,6 +1320,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(core_dials_reference, setup, teardown),
         cmocka_unit_test_setup_teardown(reference_dials_core, setup, teardown),
+        cmocka_unit_test_setup_teardown(glue_dials_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(reference_dials_glue, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
