@@ -5,11 +5,13 @@
  * connection idles across three ping intervals (1 s instead of 60 s, on both
  * sides) and both ends must see every Ping answered and no error.
  *
- * The tm2p2p side here is the sans-I/O mconn core over the sans-I/O secret
- * connection core, driven by a plain poll() loop, so a failure points at the
- * protocol rather than at an event loop. Ping and Pong packets are counted in
- * the plaintext stream in both directions on both sides; the reference's
- * counts (its STATS line) must equal ours after the orderly close.
+ * The tm2p2p side runs twice. First as the sans-I/O mconn core over the
+ * sans-I/O secret connection core, driven by a plain poll() loop, so a
+ * failure points at the protocol rather than at an event loop; Ping and Pong
+ * packets are counted in the plaintext stream in both directions on both
+ * sides, and the reference's counts (its STATS line) must equal ours after
+ * the orderly close. Then through the libuv glue a node uses
+ * (net/mconn_stream.h); see the comment above its part.
  *
  * Empty messages are exchanged one at a time with nothing else queued: the
  * reference drops an empty message (and leaks its queue count) when another
