@@ -130,6 +130,14 @@ TM2_API bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id);
 TM2_API int tm2_switch_subscribe(tm2_switch *sw, unsigned mask, const tm2_id *peer_id,
                                  size_t queue_cap, tm2_subscription **out);
 
+/* Runs fn(sw, user) on the network thread every interval_ms (first run one
+ * interval after the call, or after start if called before it) until
+ * tm2_switch_stop. For reactors' periodic work (discovery's requests, seed
+ * crawling); fn must not block. Any thread. 0 or TM2_EINVAL, TM2_ENOMEM,
+ * TM2_ECLOSED (stopped). */
+TM2_API int tm2_switch_every(tm2_switch *sw, uint32_t interval_ms,
+                             void (*fn)(tm2_switch *sw, void *user), void *user);
+
 /* The redial back-off: min(base * 2^attempts, max) + uniform jitter of
  * +-min(10% of that, 10 s). base <= 0 means 1 s, max <= 0 means 60 s.
  * rnd01 is a uniform random number in [0, 1). Milliseconds. */
