@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #define DEFAULT_TIMEOUT_MS          3000u
@@ -40,7 +41,8 @@ typedef struct ratelimit {
 } ratelimit;
 
 /* One upgrade in flight. Separate from the conn because its timer may still
- * be closing when the owner frees a conn handed over to it. */
+ * be closing when the owner frees a conn handed over to it. Until the
+ * handover, both the stream's data and the mcs's data point here. */
 typedef struct hs {
     tcpt *t;
     tm2__transport_conn *c;
@@ -52,7 +54,7 @@ typedef struct hs {
     bool authed;                /* secret connection up: c->id is known */
     bool keyed;                 /* c->socket_addr's ip:port is in t->keys (in flight) */
     bool handed_over;
-    bool stream_closed;
+    bool conn_closed;           /* the mcs reported on_close */
     bool timer_closed;
     uint8_t *rx;                /* NodeInfo bytes, then what followed them */
     size_t rx_len, rx_cap;
@@ -68,7 +70,7 @@ typedef struct addr_key {
 
 struct tcpt {
     tm2__transport base;
-    tm2__sc_loop *lp;
+    tm2__mcs_loop *ml;
     uv_loop_t *loop;
     tm2_node_key key;
     tm2_id self_id;
@@ -77,6 +79,7 @@ struct tcpt {
     size_t ni_bytes_len;
     uint32_t hs_timeout_ms, dial_timeout_ms, max_pending_in;
     tm2__sc_stream_config scfg;
+    tm2__mcs_cbs conn_cbs;
     tm2_log_fn log;
     void *log_user;
     tm2_log_level log_level;
@@ -226,18 +229,26 @@ static void maybe_finish(tcpt *t)
     free(t);
 }
 
+tm2__transport_conn *tm2__transport_conn_of(tm2__mcs *m)
+{
+    return (tm2__transport_conn *)(void *)((char *)m - offsetof(tm2__transport_conn, mcs));
+}
+
 void tm2__transport_conn_free(tm2__transport_conn *c)
 {
     if (!c)
         return;
+    tm2__mcs_destroy(&c->mcs);
     tm2_node_info_free(c->node_info);
     free(c->leftover);
     free(c);
 }
 
+static tm2__sc_stream *stream_of(tm2__transport_conn *c) { return tm2__mcs_stream(&c->mcs); }
+
 static void hs_maybe_free(hs *h)
 {
-    if (!h->timer_closed || (!h->handed_over && !h->stream_closed))
+    if (!h->timer_closed || (!h->handed_over && !h->conn_closed))
         return;
     tcpt *t = h->t;
     if (!h->handed_over)
@@ -285,7 +296,7 @@ static void hs_abort(hs *h)
             key_del(t, k);
         h->keyed = false;
     }
-    tm2__sc_stream_close(&h->c->stream);
+    tm2__mcs_close(&h->c->mcs);
     uv_close((uv_handle_t *)&h->timer, hs_timer_closed);
 }
 
@@ -333,13 +344,18 @@ static void hs_fail(hs *h, int stage, int err, const char *fmt, ...)
 static void s_on_handshake(tm2__sc_stream *s, int err);
 static void s_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len);
 static void s_on_error(tm2__sc_stream *s, int err);
-static void s_on_close(tm2__sc_stream *s);
+static void c_on_close(tm2__mcs *m);
 
+/* The mcs keeps its own stream on_close. */
 static const tm2__sc_stream_cbs hs_stream_cbs = {
     .on_handshake = s_on_handshake,
     .on_read = s_on_read,
     .on_error = s_on_error,
-    .on_close = s_on_close,
+};
+
+/* Before start the glue reports nothing but on_close. */
+static const tm2__mcs_cbs hs_conn_cbs = {
+    .on_close = c_on_close,
 };
 
 static int map_uv(int uverr)
@@ -363,12 +379,13 @@ static hs *hs_new(tcpt *t, bool outbound)
     }
     tm2__sc_stream_config sc = t->scfg;
     sc.handshake_timeout_ms = t->hs_timeout_ms;
-    if (tm2__sc_stream_init(&c->stream, t->lp, &sc, &hs_stream_cbs) != 0) {
+    if (tm2__mcs_init(&c->mcs, t->ml, &sc, &hs_stream_cbs, &hs_conn_cbs) != 0) {
         free(h);
         free(c);
         return NULL;
     }
-    c->stream.data = h;
+    c->mcs.data = h;
+    stream_of(c)->data = h;
     c->outbound = outbound;
     h->t = t;
     h->c = c;
@@ -485,8 +502,17 @@ static void hs_handover(hs *h)
     t->st.upgraded++;
     h->phase = HS_DONE;
     h->handed_over = true;
-    c->stream.cbs = (tm2__sc_stream_cbs){0};
-    c->stream.data = NULL;
+    /* Nothing may call back into h from here: the stream keeps only the
+     * glue's on_close (tm2__mcs_start installs the rest), the mcs gets the
+     * owner's callbacks. */
+    tm2__sc_stream *s = stream_of(c);
+    s->cbs.on_handshake = NULL;
+    s->cbs.on_read = NULL;
+    s->cbs.on_error = NULL;
+    s->cbs.on_writable = NULL;
+    s->data = NULL;
+    c->mcs.cbs = t->conn_cbs;
+    c->mcs.data = NULL;
     uv_close((uv_handle_t *)&h->timer, hs_timer_closed);
     if (log_on(t, TM2_LOG_DEBUG)) {
         char a[TM2_NETADDR_STRLEN + 1];
@@ -593,10 +619,10 @@ static void s_on_error(tm2__sc_stream *s, int err)
             tm2_strerror(err));
 }
 
-static void s_on_close(tm2__sc_stream *s)
+static void c_on_close(tm2__mcs *m)
 {
-    hs *h = s->data;
-    h->stream_closed = true;
+    hs *h = m->data;
+    h->conn_closed = true;
     hs_maybe_free(h);
 }
 
@@ -675,7 +701,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     tm2__transport_conn *c = h->c;
     h->phase = HS_SECRET;
-    uv_tcp_t *tcp = tm2__sc_stream_tcp(&c->stream);
+    uv_tcp_t *tcp = tm2__sc_stream_tcp(stream_of(c));
     int r = uv_accept(server, (uv_stream_t *)tcp);
     if (r) {
         hs_fail(h, TM2__TSTAGE_ACCEPT, map_uv(r), "accept failed: %s", uv_strerror(r));
@@ -703,7 +729,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     h->keyed = true;
-    if ((r = tm2__sc_stream_start(&c->stream, &t->key, NULL)))
+    if ((r = tm2__sc_stream_start(stream_of(c), &t->key, NULL)))
         hs_fail(h, TM2__TSTAGE_SECRET, r, "cannot start the handshake: %s", tm2_strerror(r));
 }
 
@@ -826,7 +852,7 @@ static void connect_cb(uv_connect_t *req, int status)
     }
     uv_timer_stop(&h->timer);
     h->phase = HS_SECRET;
-    int r = tm2__sc_stream_start(&h->c->stream, &h->t->key, NULL);
+    int r = tm2__sc_stream_start(stream_of(h->c), &h->t->key, NULL);
     if (r)
         hs_fail(h, TM2__TSTAGE_SECRET, r, "cannot start the handshake: %s", tm2_strerror(r));
 }
@@ -856,7 +882,7 @@ static int t_dial(tm2__transport *base, const tm2_netaddr *addr, void *dial_user
         return r;
     }
     h->keyed = true;
-    int u = uv_tcp_connect(&h->creq, tm2__sc_stream_tcp(&c->stream),
+    int u = uv_tcp_connect(&h->creq, tm2__sc_stream_tcp(stream_of(c)),
                            (const struct sockaddr *)&ss, connect_cb);
     if (!u)
         u = uv_timer_start(&h->timer, hs_timer_cb, t->dial_timeout_ms, 0);
@@ -921,10 +947,10 @@ static const tm2__transport_ops tcp_ops = {
     .close = t_close,
 };
 
-int tm2__tcp_transport_new(tm2__sc_loop *lp, const tm2__tcp_transport_config *cfg,
+int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *cfg,
                            const tm2__transport_cbs *cbs, void *data, tm2__transport **out)
 {
-    if (!lp || !cfg || !cbs || !cbs->on_conn || !out || !cfg->node_info)
+    if (!ml || !cfg || !cbs || !cbs->on_conn || !out || !cfg->node_info)
         return TM2_EINVAL;
     *out = NULL;
     int r = tm2_node_key_check(&cfg->key);
@@ -936,8 +962,8 @@ int tm2__tcp_transport_new(tm2__sc_loop *lp, const tm2__tcp_transport_config *cf
     t->base.ops = &tcp_ops;
     t->base.cbs = *cbs;
     t->base.data = data;
-    t->lp = lp;
-    t->loop = lp->loop;
+    t->ml = ml;
+    t->loop = ml->sc.loop;
     t->key = cfg->key;
     tm2_node_key_id(&t->key, &t->self_id);
     t->hs_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_TIMEOUT_MS;
@@ -945,6 +971,7 @@ int tm2__tcp_transport_new(tm2__sc_loop *lp, const tm2__tcp_transport_config *cf
     t->max_pending_in = cfg->max_pending_inbound ? cfg->max_pending_inbound
                                                  : DEFAULT_MAX_PENDING_INBOUND;
     t->scfg = cfg->stream;
+    t->conn_cbs = cfg->conn_cbs;
     t->log = cfg->log;
     t->log_user = cfg->log_user;
     t->log_level = cfg->log_level;

@@ -1,6 +1,9 @@
 /* Internal: the transport (the reference's MultiplexTransport): listens,
  * accepts and dials TCP connections and upgrades each into a verified peer
  * connection (WIRE.md 7): secret connection, NodeInfo exchange, checks.
+ * Every connection lives in a tm2__mcs (net/mconn_stream.h) from its first
+ * byte: the upgrade runs on that connection's stream, and what is handed
+ * over is the connection ready for tm2__mcs_start.
  *
  * The seam is a small vtable (tm2__transport_ops) so that tests and a
  * simulator can plug their own transport under the switch; the switch only
@@ -39,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/mconn_stream.h"
 #include "net/sc_stream.h"
 #include "tm2p2p/error.h"
 #include "tm2p2p/key.h"
@@ -54,19 +58,24 @@ typedef struct tm2__transport tm2__transport;
  *
  * Ownership: from on_conn on, the owner owns the whole object and
  * everything in it; the transport keeps no pointer to it (only its
- * "ip:port" in the duplicate set, until tm2__transport_remove). The stream
- * is open and paused, with no callbacks and data == NULL. Before on_conn
- * returns, the owner installs its own callbacks and data
- * (c->stream.cbs = ...; c->stream.data = ...), then resumes reading with
- * tm2__sc_stream_pause(&c->stream, false) once it has consumed the leftover
- * bytes (or closes the stream). To dispose of it: tm2__sc_stream_close
- * (&c->stream), and from the stream's on_close (or later)
- * tm2__transport_conn_free(c). The owner may take node_info or leftover for
- * itself by setting the field to NULL (leftover_len to 0); it then frees them
- * itself (tm2_node_info_free, free). The stream stays on the tm2__sc_loop the
+ * "ip:port" in the duplicate set, until tm2__transport_remove).
+ *
+ * State at on_conn: mcs is initialised, not started (TM2__MCS_INIT); its
+ * stream is open (authenticated) and paused, with no callbacks left but the
+ * glue's own on_close, and data == NULL. mcs.cbs holds the transport
+ * config's conn_cbs and mcs.data is NULL. The owner sets mcs.data (and may
+ * replace mcs.cbs), then either starts it, normally before on_conn returns:
+ *     tm2__mcs_start(&c->mcs, cfg, descs, n, c->leftover, c->leftover_len)
+ * (which copies the leftover and resumes reading), or closes it
+ * (tm2__mcs_close). Either way the end is mcs.cbs.on_close(&c->mcs), from
+ * which (or later) the owner calls
+ * tm2__transport_conn_free(tm2__transport_conn_of(m)).
+ * The owner may take node_info or leftover for itself by setting the field
+ * to NULL (leftover_len to 0); it then frees them itself
+ * (tm2_node_info_free, free). The connection stays on the tm2__mcs_loop the
  * transport was built on, which must outlive it. */
 typedef struct tm2__transport_conn {
-    tm2__sc_stream stream;        /* authenticated secret connection */
+    tm2__mcs mcs;                 /* the connection; mcs.s is the secret connection */
     tm2_node_info *node_info;     /* the peer's NodeInfo, validated and checked */
     uint8_t *leftover;            /* plaintext that followed the NodeInfo (the
                                    * first mconn bytes); NULL when none */
@@ -80,8 +89,12 @@ typedef struct tm2__transport_conn {
     void *dial_user;              /* outbound: what tm2__transport_dial got; else NULL */
 } tm2__transport_conn;
 
-/* Frees c, its NodeInfo and leftover bytes. Only after c->stream's on_close
- * ran (or before the stream was ever initialised). NULL is a no-op. */
+/* The conn holding m (an mcs handed over by this transport). */
+tm2__transport_conn *tm2__transport_conn_of(tm2__mcs *m);
+
+/* Destroys c->mcs (tm2__mcs_destroy) and frees c, its NodeInfo and
+ * leftover bytes. Only after mcs.cbs.on_close ran, once no other thread can
+ * still be inside a call on the mcs. NULL is a no-op. */
 void tm2__transport_conn_free(tm2__transport_conn *c);
 
 /* ---- callbacks -------------------------------------------------------------- */
@@ -230,16 +243,20 @@ typedef struct tm2__tcp_transport_config {
     /* Applied to every stream (its handshake_timeout_ms is replaced by the
      * one above); max_queued and read_budget stay in force after handover. */
     tm2__sc_stream_config stream;
+    /* Installed as mcs.cbs of every connection handed over (the owner's
+     * receive, send-room, error and close callbacks). */
+    tm2__mcs_cbs conn_cbs;
     tm2_log_fn log;                   /* NULL: no logging */
     void *log_user;
     tm2_log_level log_level;
 } tm2__tcp_transport_config;
 
-/* Builds a TCP transport on lp's loop (lp must outlive it). cbs->on_conn is
- * required. data goes to (*out)->data. Returns 0, TM2_EINVAL, TM2_EKEY,
- * TM2_ENOMEM, or a set_node_info error. The transport is released only
- * through tm2__transport_close, and the loop must run for that. */
-int tm2__tcp_transport_new(tm2__sc_loop *lp, const tm2__tcp_transport_config *cfg,
+/* Builds a TCP transport on ml's loop (ml must outlive it and every
+ * connection it hands over). cbs->on_conn is required. data goes to
+ * (*out)->data. Returns 0, TM2_EINVAL, TM2_EKEY, TM2_ENOMEM, or a
+ * set_node_info error. The transport is released only through
+ * tm2__transport_close, and the loop must run for that. */
+int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *cfg,
                            const tm2__transport_cbs *cbs, void *data, tm2__transport **out);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "conn/packet.h"
 #include "net/transport.h"
 #include "tv.h"
 
@@ -22,7 +23,7 @@
 
 typedef struct world {
     uv_loop_t loop;
-    tm2__sc_loop lp;
+    tm2__mcs_loop ml;
     uv_timer_t watchdog;
     bool timed_out;
 } world;
@@ -37,7 +38,7 @@ static void world_init(world *w)
 {
     memset(w, 0, sizeof *w);
     assert_int_equal(uv_loop_init(&w->loop), 0);
-    assert_int_equal(tm2__sc_loop_init(&w->lp, &w->loop), 0);
+    assert_int_equal(tm2__mcs_loop_init(&w->ml, &w->loop), 0);
     uv_timer_init(&w->loop, &w->watchdog);
     w->watchdog.data = w;
 }
@@ -66,7 +67,7 @@ static void count_walk(uv_handle_t *h, void *arg)
 static void world_finish(world *w)
 {
     uv_close((uv_handle_t *)&w->watchdog, NULL);
-    tm2__sc_loop_close(&w->lp);
+    tm2__mcs_loop_close(&w->ml);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     int open = 0;
     uv_walk(&w->loop, count_walk, &open);
@@ -124,6 +125,8 @@ static void fill_ni(tm2_node_info *ni, const tm2_id *id, int port, const char *n
 
 typedef struct node node;
 
+#define GREET_CH 0x40
+
 typedef struct conn_rec {
     node *n;
     tm2__transport_conn *c;     /* until closed */
@@ -135,8 +138,10 @@ typedef struct conn_rec {
     char network[64];
     size_t moniker_len;
     size_t leftover_len;
-    uint8_t rx[256];            /* leftover, then what was read */
+    uint8_t leftover[256];      /* its first bytes */
+    uint8_t rx[256];            /* messages received on GREET_CH, concatenated */
     size_t rx_len;
+    int msgs;
     bool errored, closed;
     int err;
 } conn_rec;
@@ -208,36 +213,40 @@ static int count_substr(const char *hay, const char *needle)
     return k;
 }
 
-static void own_on_read(tm2__sc_stream *s, const uint8_t *d, size_t len)
+static int own_on_receive(tm2__mcs *m, uint8_t ch, const uint8_t *d, size_t len)
 {
-    conn_rec *r = s->data;
+    conn_rec *r = m->data;
+    assert_int_equal(ch, GREET_CH);
     size_t room = sizeof r->rx - r->rx_len;
     if (len > room)
         len = room;
     if (len)
         memcpy(r->rx + r->rx_len, d, len);
     r->rx_len += len;
+    r->msgs++;
+    return 0;
 }
 
-static void own_on_error(tm2__sc_stream *s, int err)
+static void own_on_error(tm2__mcs *m, int err, const char *reason)
 {
-    conn_rec *r = s->data;
+    conn_rec *r = m->data;
+    assert_non_null(reason);
     r->errored = true;
     r->err = err;
-    tm2__sc_stream_close(s);
 }
 
-static void own_on_close(tm2__sc_stream *s)
+static void own_on_close(tm2__mcs *m)
 {
-    conn_rec *r = s->data;
+    conn_rec *r = m->data;
+    assert_ptr_equal(tm2__transport_conn_of(m), r->c);
     tm2__transport_conn_free(r->c);
     r->c = NULL;
     r->closed = true;
     r->n->n_conn_closed++;
 }
 
-static const tm2__sc_stream_cbs own_cbs = {
-    .on_read = own_on_read,
+static const tm2__mcs_cbs own_cbs = {
+    .on_receive = own_on_receive,
     .on_error = own_on_error,
     .on_close = own_on_close,
 };
@@ -265,21 +274,47 @@ static void n_on_conn(tm2__transport *t, tm2__transport_conn *c)
     snprintf(r->moniker, sizeof r->moniker, "%s", c->node_info->moniker);
     snprintf(r->network, sizeof r->network, "%s", c->node_info->network);
     r->moniker_len = strlen(c->node_info->moniker);
-    /* Handed over paused and bare. */
-    assert_null(c->stream.data);
-    assert_null(c->stream.cbs.on_read);
-    assert_true(c->stream.paused);
+    /* Handed over not started, its stream open, paused and bare, with the
+     * configured callbacks. */
+    tm2__sc_stream *s = tm2__mcs_stream(&c->mcs);
+    assert_int_equal(c->mcs.phase, TM2__MCS_INIT);
+    assert_int_equal(s->phase, TM2__SCS_OPEN);
+    assert_true(s->paused);
+    assert_null(s->data);
+    assert_null(s->cbs.on_read);
+    assert_null(s->cbs.on_handshake);
+    assert_non_null(s->cbs.on_close);
+    assert_null(c->mcs.data);
+    assert_ptr_equal(c->mcs.cbs.on_receive, own_on_receive);
+    assert_string_equal(tm2__sc_stream_remote_id(s)->s, c->id.s);
+    assert_ptr_equal(tm2__transport_conn_of(&c->mcs), c);
     r->leftover_len = c->leftover_len;
     assert_true((c->leftover == NULL) == (c->leftover_len == 0));
-    c->stream.cbs = own_cbs;
-    c->stream.data = r;
-    own_on_read(&c->stream, c->leftover, c->leftover_len);
+    if (c->leftover_len)
+        memcpy(r->leftover, c->leftover,
+               c->leftover_len < sizeof r->leftover ? c->leftover_len : sizeof r->leftover);
+    c->mcs.data = r;
+
+    tm2_channel_desc descs[16];
+    memset(descs, 0, sizeof descs);
+    for (size_t i = 0; i < n->n_channels; i++) {
+        descs[i].id = n->channels[i];
+        descs[i].priority = 1;
+    }
+    tm2_mconn_config mc;
+    tm2_mconn_config_default(&mc);
+    mc.flush_throttle_ms = 0;
+    assert_int_equal(tm2__mcs_start(&c->mcs, &mc, descs, n->n_channels, c->leftover,
+                                    c->leftover_len),
+                     0);
     if (n->greet) {
         char g[64];
         int k = snprintf(g, sizeof g, "hello from %s", n->moniker);
-        assert_int_equal(tm2__sc_stream_write(&c->stream, (const uint8_t *)g, (size_t)k), 0);
+        tm2__msg *msg = tm2__msg_new(g, (size_t)k);
+        assert_non_null(msg);
+        assert_int_equal(tm2__mcs_try_send(&c->mcs, GREET_CH, msg), 0);
+        tm2__msg_unref(msg);
     }
-    assert_int_equal(tm2__sc_stream_pause(&c->stream, false), 0);
     if (n->close_in_conn)
         tm2__transport_close(t, n_on_closed);
 }
@@ -347,6 +382,7 @@ static node *node_new(world *w, uint8_t seed, const node_opts *o)
     memset(&cfg, 0, sizeof cfg);
     cfg.key = n->key;
     cfg.node_info = &ni;
+    cfg.conn_cbs = own_cbs;
     if (o) {
         cfg.handshake_timeout_ms = o->hs_timeout_ms;
         cfg.dial_timeout_ms = o->dial_timeout_ms;
@@ -357,7 +393,7 @@ static node *node_new(world *w, uint8_t seed, const node_opts *o)
             cfg.log_level = TM2_LOG_DEBUG;
         }
     }
-    assert_int_equal(tm2__tcp_transport_new(&w->lp, &cfg, &node_cbs, n, &n->t), 0);
+    assert_int_equal(tm2__tcp_transport_new(&w->ml, &cfg, &node_cbs, n, &n->t), 0);
     assert_int_equal(tm2__transport_listen(n->t, o && o->listen ? o->listen : "127.0.0.1:0"), 0);
     assert_int_equal(tm2__transport_listen_addr(n->t, &n->laddr), 0);
     assert_string_equal(n->laddr.id.s, n->id.s);
@@ -372,7 +408,7 @@ static void node_close(node *n)
 {
     for (int i = 0; i < n->n_conns; i++)
         if (n->conns[i].c)
-            tm2__sc_stream_close(&n->conns[i].c->stream);
+            tm2__mcs_close(&n->conns[i].c->mcs);
     if (n->t)
         tm2__transport_close(n->t, n_on_closed);
 }
@@ -510,7 +546,7 @@ static void mp_connect(mpeer *m, world *w, uint8_t seed, const tm2_netaddr *to, 
     m->w = w;
     key_from_byte(&m->key, &m->id, seed);
     tm2__sc_stream_config cfg = {.handshake_timeout_ms = 10000};
-    assert_int_equal(tm2__sc_stream_init(&m->s, &w->lp, &cfg, &mp_cbs), 0);
+    assert_int_equal(tm2__sc_stream_init(&m->s, &w->ml.sc, &cfg, &mp_cbs), 0);
     m->s.data = m;
     uv_tcp_t *tcp = tm2__sc_stream_tcp(&m->s);
     if (src_port >= 0) {
@@ -527,15 +563,15 @@ static void mp_connect(mpeer *m, world *w, uint8_t seed, const tm2_netaddr *to, 
     assert_int_equal(uv_tcp_connect(&m->creq, tcp, (const struct sockaddr *)&ss, mp_connected), 0);
 }
 
-/* The mpeer's NodeInfo (sized, malloc'd) claiming id, with extra appended. */
+/* The mpeer's NodeInfo (sized, malloc'd) claiming id, with x extra bytes
+ * appended. */
 static size_t mp_ni(uint8_t **out, const tm2_id *id, const char *network, const char *moniker,
-                    const char *extra)
+                    const uint8_t *extra, size_t x)
 {
     tm2_node_info ni;
     fill_ni(&ni, id, 26656, network, moniker, default_channels, sizeof default_channels);
     int n = tm2_node_info_encode(&ni, NULL, 0);
     assert_true(n > 0);
-    size_t x = extra ? strlen(extra) : 0;
     *out = malloc((size_t)n + x);
     assert_non_null(*out);
     assert_int_equal(tm2_node_info_encode(&ni, *out, (size_t)n), n);
@@ -670,15 +706,16 @@ static void upgrade_both_ways(void **state)
     WAIT_FOR(&w, 5000, a->n_conns == 2 && b->n_conns == 2);
     check_pair(&b->conns[1], &a->conns[1], b, a, &tok2);
 
-    /* The first bytes each owner wrote arrive intact, whether they came as
-     * leftover with the NodeInfo or through reads after the handover. */
+    /* The first message each owner sent arrives intact, whether its bytes
+     * came as leftover with the NodeInfo or through reads after the
+     * handover. */
     for (int i = 0; i < 2; i++) {
         node *n = i ? b : a, *o = i ? a : b;
         char want[64];
         int k = snprintf(want, sizeof want, "hello from %s", o->moniker);
         for (int j = 0; j < 2; j++) {
             conn_rec *r = &n->conns[j];
-            WAIT_FOR(&w, 5000, r->rx_len >= (size_t)k);
+            WAIT_FOR(&w, 5000, r->msgs == 1);
             assert_int_equal(r->rx_len, k);
             assert_memory_equal(r->rx, want, (size_t)k);
         }
@@ -728,9 +765,15 @@ static void leftover_and_pieces(void **state)
     mpeer m;
     memset(&m, 0, sizeof m);
     key_from_byte(&m.key, &m.id, 9);
-    static const char extra[] = "\x01\x02 first mconn bytes";
-    m.out_len = mp_ni(&m.out, &m.id, "test-chain", "manual", extra);
-    size_t ni_len = m.out_len - strlen(extra);
+    /* Real mconn packets: the first rides with the NodeInfo, the second
+     * comes after the handover. */
+    uint8_t pkt1[64], pkt2[64];
+    int k1 = tm2__packet_encode_msg(pkt1, sizeof pkt1, GREET_CH, 1,
+                                    (const uint8_t *)"first mconn bytes", 17);
+    int k2 = tm2__packet_encode_msg(pkt2, sizeof pkt2, GREET_CH, 1, (const uint8_t *)"later", 5);
+    assert_true(k1 > 0 && k2 > 0);
+    m.out_len = mp_ni(&m.out, &m.id, "test-chain", "manual", pkt1, (size_t)k1);
+    size_t ni_len = m.out_len - (size_t)k1;
     m.cuts[0] = 1;              /* the size prefix's first byte alone */
     m.cuts[1] = 7;
     m.cuts[2] = ni_len / 2;
@@ -740,8 +783,12 @@ static void leftover_and_pieces(void **state)
     conn_rec *r = &n->conns[0];
     assert_string_equal(r->id.s, m.id.s);
     assert_string_equal(r->moniker, "manual");
-    assert_int_equal(r->leftover_len, strlen(extra));
-    assert_memory_equal(r->rx, extra, strlen(extra));
+    assert_int_equal(r->leftover_len, k1);
+    assert_memory_equal(r->leftover, pkt1, (size_t)k1);
+    /* Fed to the mconn by tm2__mcs_start before anything read later. */
+    WAIT_FOR(&w, 5000, r->msgs == 1);
+    assert_int_equal(r->rx_len, 17);
+    assert_memory_equal(r->rx, "first mconn bytes", 17);
 
     /* And the peer got our sized NodeInfo, whole. */
     WAIT_FOR(&w, 5000, sized_complete(m.in, m.in_len));
@@ -754,10 +801,11 @@ static void leftover_and_pieces(void **state)
     assert_int_equal(theirs->net_address.port, n->laddr.port);
     tm2_node_info_free(theirs);
 
-    /* Bytes sent after the handover arrive through the owner's reads. */
-    assert_int_equal(tm2__sc_stream_write(&m.s, (const uint8_t *)"later", 5), 0);
-    WAIT_FOR(&w, 5000, r->rx_len == strlen(extra) + 5);
-    assert_memory_equal(r->rx + strlen(extra), "later", 5);
+    /* Bytes sent after the handover arrive through the mconn's reads. */
+    assert_int_equal(tm2__sc_stream_write(&m.s, pkt2, (size_t)k2), 0);
+    WAIT_FOR(&w, 5000, r->msgs == 2);
+    assert_int_equal(r->rx_len, 22);
+    assert_memory_equal(r->rx + 17, "later", 5);
 
     tm2__sc_stream_close(&m.s);
     WAIT_FOR(&w, 5000, m.closed && r->closed);
@@ -1029,7 +1077,7 @@ static void invalid_nodeinfo_rejected(void **state)
     mpeer m;
     memset(&m, 0, sizeof m);
     key_from_byte(&m.key, &m.id, 9);
-    m.out_len = mp_ni(&m.out, &m.id, "test-chain", "", NULL);
+    m.out_len = mp_ni(&m.out, &m.id, "test-chain", "", NULL, 0);
     const rej_rec *x = reject_manual(&w, n, &m, 9);
     assert_int_equal(x->err, TM2_ENODEINFO);
     assert_int_equal(x->stage, TM2__TSTAGE_CHECK);
@@ -1051,7 +1099,7 @@ static void reason_text_is_logged_safely(void **state)
     mpeer m;
     memset(&m, 0, sizeof m);
     key_from_byte(&m.key, &m.id, 9);
-    m.out_len = mp_ni(&m.out, &m.id, "evil\"\nmsg=forged", "mallory", NULL);
+    m.out_len = mp_ni(&m.out, &m.id, "evil\"\nmsg=forged", "mallory", NULL, 0);
     const rej_rec *x = reject_manual(&w, n, &m, 9);
     assert_int_equal(x->err, TM2_EINCOMPAT);
     assert_non_null(strstr(x->why, "evil\"\nmsg=forged"));
@@ -1078,7 +1126,7 @@ static void nodeinfo_id_mismatch(void **state)
     tm2_node_key other;
     tm2_id other_id;
     key_from_byte(&other, &other_id, 33);
-    m.out_len = mp_ni(&m.out, &other_id, "test-chain", "liar", NULL);
+    m.out_len = mp_ni(&m.out, &other_id, "test-chain", "liar", NULL, 0);
     const rej_rec *x = reject_manual(&w, n, &m, 9);
     assert_int_equal(x->err, TM2_EIDMISMATCH);
     assert_non_null(strstr(x->why, "node info ID"));
@@ -1122,7 +1170,7 @@ static void peer_leaves_during_nodeinfo(void **state)
     memset(&m, 0, sizeof m);
     key_from_byte(&m.key, &m.id, 9);
     /* Half a NodeInfo, then gone: an error at once, not a deadline. */
-    size_t full = mp_ni(&m.out, &m.id, "test-chain", "quitter", NULL);
+    size_t full = mp_ni(&m.out, &m.id, "test-chain", "quitter", NULL, 0);
     m.out_len = full / 2;
     mp_connect(&m, &w, 9, &n->laddr, -1);
     WAIT_FOR(&w, 5000, m.hs_done);
@@ -1362,7 +1410,7 @@ static void duplicate_inbound_addr(void **state)
     memset(&m2, 0, sizeof m2);
     memset(&m3, 0, sizeof m3);
     key_from_byte(&m1.key, &m1.id, 9);
-    m1.out_len = mp_ni(&m1.out, &m1.id, "test-chain", "first", NULL);
+    m1.out_len = mp_ni(&m1.out, &m1.id, "test-chain", "first", NULL, 0);
     mp_connect(&m1, &w, 9, &n->laddr, 0);
     WAIT_FOR(&w, 5000, n->n_conns == 1);
     int port = m1.src_port;
@@ -1375,7 +1423,7 @@ static void duplicate_inbound_addr(void **state)
 
     /* Same source ip:port again: a duplicate while still active. */
     key_from_byte(&m2.key, &m2.id, 10);
-    m2.out_len = mp_ni(&m2.out, &m2.id, "test-chain", "second", NULL);
+    m2.out_len = mp_ni(&m2.out, &m2.id, "test-chain", "second", NULL, 0);
     mp_connect(&m2, &w, 10, &n->laddr, port);
     WAIT_FOR(&w, 5000, n->n_rej == 1 && m2.closed);
     assert_int_equal(n->rej[0].err, TM2_EDUPLICATE);
@@ -1386,7 +1434,7 @@ static void duplicate_inbound_addr(void **state)
     /* Removed: the address may come back. */
     tm2__transport_remove(n->t, &n->conns[0].socket_addr);
     key_from_byte(&m3.key, &m3.id, 11);
-    m3.out_len = mp_ni(&m3.out, &m3.id, "test-chain", "third", NULL);
+    m3.out_len = mp_ni(&m3.out, &m3.id, "test-chain", "third", NULL, 0);
     mp_connect(&m3, &w, 11, &n->laddr, port);
     WAIT_FOR(&w, 5000, n->n_conns == 2);
     assert_int_equal(n->conns[1].socket_addr.port, port);
@@ -1574,7 +1622,7 @@ static void api_edges(void **state)
     cfg.node_info = &ni;
     tm2__transport *t;
     tm2__transport_cbs no_conn = {0};
-    assert_int_equal(tm2__tcp_transport_new(&w.lp, &cfg, &no_conn, NULL, &t), TM2_EINVAL);
+    assert_int_equal(tm2__tcp_transport_new(&w.ml, &cfg, &no_conn, NULL, &t), TM2_EINVAL);
     /* Our NodeInfo must carry our ID and be valid. */
     tm2_node_key k2;
     tm2_id id2;
@@ -1582,14 +1630,14 @@ static void api_edges(void **state)
     tm2_node_info bad = ni;
     netaddr_at(&bad.net_address, &id2, "127.0.0.1", 0);
     cfg.node_info = &bad;
-    assert_int_equal(tm2__tcp_transport_new(&w.lp, &cfg, &node_cbs, NULL, &t), TM2_EINVAL);
+    assert_int_equal(tm2__tcp_transport_new(&w.ml, &cfg, &node_cbs, NULL, &t), TM2_EINVAL);
     bad = ni;
     bad.moniker = "";
-    assert_int_equal(tm2__tcp_transport_new(&w.lp, &cfg, &node_cbs, NULL, &t), TM2_ENODEINFO);
+    assert_int_equal(tm2__tcp_transport_new(&w.ml, &cfg, &node_cbs, NULL, &t), TM2_ENODEINFO);
     cfg.node_info = &ni;
     node n;
     memset(&n, 0, sizeof n);
-    assert_int_equal(tm2__tcp_transport_new(&w.lp, &cfg, &node_cbs, &n, &t), 0);
+    assert_int_equal(tm2__tcp_transport_new(&w.ml, &cfg, &node_cbs, &n, &t), 0);
     n.t = t;
 
     tm2_netaddr la;
@@ -1605,7 +1653,7 @@ static void api_edges(void **state)
     tm2__transport *t2;
     node n2;
     memset(&n2, 0, sizeof n2);
-    assert_int_equal(tm2__tcp_transport_new(&w.lp, &cfg, &node_cbs, &n2, &t2), 0);
+    assert_int_equal(tm2__tcp_transport_new(&w.ml, &cfg, &node_cbs, &n2, &t2), 0);
     char busy[64];
     snprintf(busy, sizeof busy, "127.0.0.1:%u", la.port);
     assert_int_equal(tm2__transport_listen(t2, busy), TM2_EIO);
