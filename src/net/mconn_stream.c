@@ -226,8 +226,9 @@ static int core_receive(void *user, uint8_t ch, const uint8_t *data, size_t len)
 static void core_room(void *user, uint8_t ch)
 {
     tm2__mcs *c = user;
-    if (c->waiters)
-        uv_cond_broadcast(&c->room);
+    /* Waiting senders are woken once per batch, not per packet: by then
+     * every slot freed by the batch is open to them. */
+    c->room_signal = true;
     if (c->cbs.on_send_room && c->phase == TM2__MCS_RUNNING && !c->closed)
         c->cbs.on_send_room(c, ch);
 }
@@ -292,6 +293,11 @@ static int write_out(tm2__mcs *c, uint64_t now)
             return wait_writable(c, q, mq);   /* q > 0: an empty queue leaves a full batch */
         memcpy(sb, c->tail, c->tail_len);
         int n = tm2__mconn_produce(c->core, sb + c->tail_len, max - c->tail_len, now);
+        if (c->room_signal) {
+            c->room_signal = false;
+            if (c->waiters)
+                uv_cond_broadcast(&c->room);
+        }
         if (n < 0)
             return n;
         if (n == 0)

@@ -150,6 +150,7 @@ struct tm2__mcs {
     bool held;                  /* the loop thread holds lock outside a callback */
     bool rpaused;               /* reads paused for the receive rate */
     bool blocked;               /* waiting for on_writable */
+    bool room_signal;           /* a queue gained room during produce */
     uint64_t timer_due;         /* deadline the timer is armed for, 0 = none */
     uint8_t *pre;               /* plaintext read before start, not yet fed */
     size_t pre_len;
