@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "codec/amino.h"
+#include "common/file.h"
 
 /* Field numbers of NodeInfo, VersionInfo and NodeInfoOther. */
 enum {
@@ -368,19 +369,7 @@ void tm2_node_info_free(tm2_node_info *ni)
 
 /* ---- validation ------------------------------------------------------------ */
 
-static int fail(int code, char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(int code, char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why && why_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#define fail tm2__fail
 
 /* The reference's IsASCIIText (non-empty, bytes 0x20..0x7e) and
  * ASCIITrim(s) != "" (something besides spaces). */

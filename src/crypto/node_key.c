@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/file.h"
+
 #define KEY_TYPE_LEGACY "/tm.PrivKeyEd25519"
 /* A real file is about 110 bytes; the cap only bounds what we read. */
 #define KEY_FILE_MAX    (64 * 1024)
@@ -89,17 +91,7 @@ void tm2_node_key_wipe(tm2_node_key *key)
 
 /* ---- messages -------------------------------------------------------------- */
 
-__attribute__((format(printf, 4, 5)))
-static int fail(int code, char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why && why_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#define fail tm2__fail
 
 /* A JSON key from the file, made safe to print. */
 static void printable(const char *s, char *out, size_t cap)
@@ -340,46 +332,24 @@ int tm2_node_key_load(const char *path, tm2_node_key *key, char *why, size_t why
         why[0] = '\0';
     if (!path || !key)
         return fail(TM2_EINVAL, why, why_len, "no node key path");
-    /* O_NONBLOCK: a FIFO at path must not hang us; it fails the check below. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return fail(TM2_ENOTFOUND, why, why_len, "node key file %s does not exist", path);
-        return fail(TM2_EKEYFILE, why, why_len, "cannot open node key file %s: %s", path,
-                    strerror(errno));
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    char *buf;
+    size_t len;
+    int os_err;
+    int r = tm2__file_read(path, KEY_FILE_MAX, &buf, &len, &os_err);
+    if (r == TM2_ENOTFOUND)
+        return fail(r, why, why_len, "node key file %s does not exist", path);
+    if (r == TM2_ETOOBIG)
+        return fail(TM2_EKEYFILE, why, why_len, "node key file %s is larger than %d bytes", path,
+                    KEY_FILE_MAX);
+    if (r == TM2_ENOMEM)
+        return fail(r, why, why_len, "out of memory reading %s", path);
+    if (r < 0 && os_err == EINVAL)
         return fail(TM2_EKEYFILE, why, why_len, "node key file %s is not a regular file", path);
-    }
-    char *buf = malloc(KEY_FILE_MAX + 1);
-    if (!buf) {
-        close(fd);
-        return fail(TM2_ENOMEM, why, why_len, "out of memory reading %s", path);
-    }
-    size_t len = 0;
-    int r = 0;
-    while (len <= KEY_FILE_MAX) {
-        ssize_t got = read(fd, buf + len, KEY_FILE_MAX + 1 - len);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            r = fail(TM2_EKEYFILE, why, why_len, "cannot read node key file %s: %s", path,
-                     strerror(errno));
-            break;
-        }
-        if (got == 0)
-            break;
-        len += (size_t)got;
-    }
-    close(fd);
-    if (r == 0 && len > KEY_FILE_MAX)
-        r = fail(TM2_EKEYFILE, why, why_len, "node key file %s is larger than %d bytes", path,
-                 KEY_FILE_MAX);
+    if (r < 0)
+        return fail(TM2_EKEYFILE, why, why_len, "cannot read node key file %s: %s", path,
+                    strerror(os_err));
     uint8_t priv[TM2_PRIVKEY_SIZE];
-    if (r == 0)
-        r = parse_key_json(path, buf, len, priv, why, why_len);
+    r = parse_key_json(path, buf, len, priv, why, why_len);
     if (r == 0)
         memcpy(key->priv, priv, sizeof priv);
     sodium_memzero(priv, sizeof priv);
@@ -390,125 +360,16 @@ int tm2_node_key_load(const char *path, tm2_node_key *key, char *why, size_t why
 
 /* ---- writing --------------------------------------------------------------- */
 
-static int mkdir_one(const char *dir, mode_t mode, char *why, size_t why_len)
+static int write_key_file(const char *path, const char *data, size_t len, bool overwrite,
+                          char *why, size_t why_len)
 {
-    if (mkdir(dir, mode) == 0)
-        return 0;
-    int e = errno;
-    struct stat st;
-    if (e == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-        return 0;
-    return fail(TM2_EIO, why, why_len, "cannot create directory %s: %s", dir,
-                strerror(e == EEXIST ? ENOTDIR : e));
-}
-
-int tm2__mkdir_parents(const char *path, char *why, size_t why_len)
-{
-    char dir[PATH_MAX];
-    size_t n = strlen(path);
-    if (n >= sizeof dir)
-        return fail(TM2_EIO, why, why_len, "path too long: %s", path);
-    memcpy(dir, path, n + 1);
-    char *last = strrchr(dir, '/');
-    if (!last || last == dir)
-        return 0;
-    *last = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/' || p[-1] == '/')
-            continue;
-        *p = '\0';
-        int r = mkdir_one(dir, 0755, why, why_len);
-        *p = '/';
-        if (r < 0)
-            return r;
-    }
-    return mkdir_one(dir, 0700, why, why_len);
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int sync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        strcpy(dir, ".");
-    else if (slash == path)
-        strcpy(dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = fsync(fd);
-    close(fd);
-    return r;
-}
-
-/* Publishes tmp at path. Without overwrite, an existing path wins: rename
- * with RENAME_NOREPLACE, or link() where the file system lacks it. */
-static int publish(const char *tmp, const char *path, bool overwrite)
-{
-    if (overwrite)
-        return rename(tmp, path);
-    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
-        return -1;
-    if (link(tmp, path) < 0)
-        return -1;
-    unlink(tmp);
-    return 0;
-}
-
-static int write_file_atomic(const char *path, const char *data, size_t len, bool overwrite,
-                             char *why, size_t why_len)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp)
-        return fail(TM2_EIO, why, why_len, "path too long: %s", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return fail(TM2_EIO, why, why_len, "cannot create a temporary file next to %s: %s", path,
-                    strerror(errno));
-    int e = 0;
-    const char *what = NULL;
-    if (fchmod(fd, 0600) < 0)
-        e = errno, what = "set the mode of";
-    else if (write_all(fd, data, len) < 0)
-        e = errno, what = "write";
-    else if (fsync(fd) < 0)
-        e = errno, what = "sync";
-    if (close(fd) < 0 && !what)
-        e = errno, what = "close";
-    if (!what && publish(tmp, path, overwrite) < 0) {
-        e = errno;
-        unlink(tmp);
-        if (e == EEXIST)
-            return fail(TM2_EEXIST, why, why_len, "node key file %s already exists", path);
-        return fail(TM2_EIO, why, why_len, "cannot move the new key into place at %s: %s", path,
-                    strerror(e));
-    }
-    if (what) {
-        unlink(tmp);
-        return fail(TM2_EIO, why, why_len, "cannot %s a temporary file next to %s: %s", what,
-                    path, strerror(e));
-    }
-    if (sync_dir_of(path) < 0)
-        return fail(TM2_EIO, why, why_len, "wrote %s but could not sync its directory: %s", path,
-                    strerror(errno));
+    const char *what;
+    int os_err;
+    int r = tm2__file_write_atomic(path, data, len, 0600, overwrite, &what, &os_err);
+    if (r == TM2_EEXIST)
+        return fail(r, why, why_len, "node key file %s already exists", path);
+    if (r < 0)
+        return fail(r, why, why_len, "cannot %s %s: %s", what, path, strerror(os_err));
     return 0;
 }
 
@@ -522,7 +383,7 @@ int tm2__node_key_write(const char *path, const tm2_node_key *key, bool overwrit
     if (tm2_node_key_check(key) < 0)
         return fail(TM2_EKEY, why, why_len,
                     "refusing to write %s: the key's public half does not match its seed", path);
-    int r = tm2__mkdir_parents(path, why, why_len);
+    int r = tm2__mkdir_parents(path, 0700, why, why_len);
     if (r < 0)
         return r;
     /* Byte for byte what the reference writes: 2-space indent, no newline. */
@@ -536,7 +397,7 @@ int tm2__node_key_write(const char *path, const tm2_node_key *key, bool overwrit
     size_t n = strlen(text);
     memcpy(text + n, tail, sizeof tail);
     n += sizeof tail - 1;
-    r = write_file_atomic(path, text, n, overwrite, why, why_len);
+    r = write_key_file(path, text, n, overwrite, why, why_len);
     sodium_memzero(text, sizeof text);
     return r;
 }

@@ -14,8 +14,4 @@
 int tm2__node_key_write(const char *path, const tm2_node_key *key, bool overwrite,
                         char *why, size_t why_len);
 
-/* Creates the missing parent directories of path: the last one 0700 (it
- * holds secrets), the others 0755. 0 or TM2_EIO. */
-int tm2__mkdir_parents(const char *path, char *why, size_t why_len);
-
 #endif

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "crypto/node_key.h"
+#include "common/file.h"
 
 /* Last-seen granularity of the dial order: peers seen within the same ten
  * minutes are equally fresh, and the seed decides among them. */
@@ -41,17 +41,7 @@ struct rank {
     const tm2__addrbook_entry *e;
 };
 
-__attribute__((format(printf, 4, 5)))
-static int fail(int code, char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why && why_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#define fail tm2__fail
 
 static int64_t clamp_time(int64_t t)
 {
@@ -438,38 +428,6 @@ int tm2__addrbook_encode(const tm2__addrbook *b, char **text, size_t *len, uint6
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int sync_dir_of(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = fsync(fd);
-    close(fd);
-    return r;
-}
-
 int tm2__addrbook_write_file(const char *path, const char *text, size_t len, char *why,
                              size_t why_len)
 {
@@ -477,36 +435,14 @@ int tm2__addrbook_write_file(const char *path, const char *text, size_t len, cha
         why[0] = '\0';
     if (!path || !*path || (!text && len))
         return fail(TM2_EINVAL, why, why_len, "no address book path");
-    int rc = tm2__mkdir_parents(path, why, why_len);
+    int rc = tm2__mkdir_parents(path, 0755, why, why_len);
     if (rc < 0)
         return rc;
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp)
-        return fail(TM2_EIO, why, why_len, "path too long: %s", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return fail(TM2_EIO, why, why_len, "cannot create a temporary file next to %s: %s",
-                    path, strerror(errno));
-    int e = 0;
-    const char *what = NULL;
-    if (fchmod(fd, 0644) < 0)
-        e = errno, what = "set the mode of";
-    else if (write_all(fd, text, len) < 0)
-        e = errno, what = "write";
-    else if (fsync(fd) < 0)
-        e = errno, what = "sync";
-    if (close(fd) < 0 && !what)
-        e = errno, what = "close";
-    if (!what && rename(tmp, path) < 0)
-        e = errno, what = "rename";
-    if (what) {
-        unlink(tmp);
-        return fail(TM2_EIO, why, why_len, "cannot %s the new address book for %s: %s", what,
-                    path, strerror(e));
-    }
-    if (sync_dir_of(path) < 0)
-        return fail(TM2_EIO, why, why_len, "wrote %s but could not sync its directory: %s",
-                    path, strerror(errno));
+    const char *what;
+    int os_err;
+    if (tm2__file_write_atomic(path, text, len, 0644, true, &what, &os_err) < 0)
+        return fail(TM2_EIO, why, why_len, "cannot %s address book %s: %s", what, path,
+                    strerror(os_err));
     return 0;
 }
 
@@ -801,42 +737,24 @@ int tm2__addrbook_load(tm2__addrbook *b, const char *path, int64_t now, char *wh
         return fail(TM2_EINVAL, why, why_len, "no address book or path");
     if (b->n)
         return fail(TM2_ESTATE, why, why_len, "address book: load needs an empty book");
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return fail(TM2_ENOTFOUND, why, why_len, "address book %s does not exist", path);
-        return fail(TM2_EIO, why, why_len, "cannot open address book %s: %s", path,
-                    strerror(errno));
+    char *buf;
+    size_t len;
+    int os_err;
+    int rc = tm2__file_read(path, TM2__ADDRBOOK_FILE_MAX, &buf, &len, &os_err);
+    if (rc == TM2_ENOTFOUND)
+        return fail(rc, why, why_len, "address book %s does not exist", path);
+    if (rc == TM2_ETOOBIG) {
+        snprintf(reason, sizeof reason, "larger than %u bytes", TM2__ADDRBOOK_FILE_MAX);
+        return move_aside(path, rc, reason, why, why_len);
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    if (rc == TM2_ENOMEM)
+        return fail(rc, why, why_len, "out of memory reading %s", path);
+    if (rc < 0 && os_err == EINVAL)
         return fail(TM2_EIO, why, why_len, "address book %s is not a regular file", path);
-    }
-    /* One byte over the limit is enough to know the file is too big. */
-    char *buf = malloc(TM2__ADDRBOOK_FILE_MAX + 1);
-    if (!buf) {
-        close(fd);
-        return fail(TM2_ENOMEM, why, why_len, "out of memory reading %s", path);
-    }
-    size_t len = 0;
-    while (len <= TM2__ADDRBOOK_FILE_MAX) {
-        ssize_t got = read(fd, buf + len, TM2__ADDRBOOK_FILE_MAX + 1 - len);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            int e = errno;
-            close(fd);
-            free(buf);
-            return fail(TM2_EIO, why, why_len, "cannot read address book %s: %s", path,
-                        strerror(e));
-        }
-        if (got == 0)
-            break;
-        len += (size_t)got;
-    }
-    close(fd);
-    int rc = parse(b, buf, len, now, reason, sizeof reason);
+    if (rc < 0)
+        return fail(TM2_EIO, why, why_len, "cannot read address book %s: %s", path,
+                    strerror(os_err));
+    rc = parse(b, buf, len, now, reason, sizeof reason);
     free(buf);
     if (rc == TM2_EDECODE || rc == TM2_ETOOBIG)
         return move_aside(path, rc, reason, why, why_len);
