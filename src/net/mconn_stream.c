@@ -9,9 +9,11 @@
 #define FRAME TM2__SC_FRAME_SIZE
 
 /* While waiting for on_writable with a deadline already due (the partial
- * frame cannot be flushed yet), the timer still polls now and then so a pong
- * timeout is not missed behind a stalled socket. */
-#define BLOCKED_POLL_MS 20u
+ * frame cannot be flushed yet), the core's other deadlines are hidden behind
+ * it; the timer then polls at an eighth of the pong timeout (within these
+ * bounds) so a pong timeout is still caught behind a stalled socket. */
+#define BLOCKED_POLL_MIN_MS 5u
+#define BLOCKED_POLL_MAX_MS 1000u
 
 static void pass(tm2__mcs *c, const uint8_t *in, size_t len, bool from_list);
 
@@ -145,7 +147,10 @@ static void handle_closed(tm2__mcs *c)
     tm2__mcs_loop *l = c->lp;
     uv_mutex_lock(&l->lock);
     c->detached = true;
-    for (tm2__mcs **p = &l->pending; *p; p = &(*p)->next_pending) {
+    /* Only a listed connection is flagged scheduled (the flag is cleared
+     * after the list is taken), so most closes skip the walk. */
+    bool listed = atomic_load_explicit(&c->scheduled, memory_order_relaxed);
+    for (tm2__mcs **p = &l->pending; listed && *p; p = &(*p)->next_pending) {
         if (*p == c) {
             *p = c->next_pending;
             if (l->pending_tail == &c->next_pending)
@@ -351,8 +356,14 @@ static void arm_timer(tm2__mcs *c, uint64_t now)
         }
         return;
     }
-    if (d <= now)
-        d = now + (c->blocked ? BLOCKED_POLL_MS : 1u);
+    if (d <= now && c->blocked) {
+        d = now + c->blocked_poll_ms;
+        uint64_t r = tm2__mconn_recv_paused_until(c->core, now);
+        if (r && r < d)
+            d = r;
+    } else if (d <= now) {
+        d = now + 1;
+    }
     if (d == c->timer_due)
         return;
     /* Relative to the loop's cached time, which trails the clock: the timer
@@ -508,6 +519,9 @@ int tm2__mcs_start(tm2__mcs *c, const tm2_mconn_config *cfg, const tm2_channel_d
     c->core = core;
     uv_mutex_unlock(&c->lock);
     c->max_pkt = tm2__mconn_max_packet_size(core);
+    uint32_t poll = cfg->ping_interval_ms ? cfg->pong_timeout_ms / 8 : BLOCKED_POLL_MAX_MS;
+    c->blocked_poll_ms = poll < BLOCKED_POLL_MIN_MS ? BLOCKED_POLL_MIN_MS
+                         : poll > BLOCKED_POLL_MAX_MS ? BLOCKED_POLL_MAX_MS : poll;
     c->pre = copy;
     c->pre_len = pre_len;
     static const tm2__sc_stream_cbs run_cbs = {

@@ -91,8 +91,9 @@ void tm2__mcs_loop_bind_thread(tm2__mcs_loop *l);
 bool tm2__mcs_loop_on_thread(const tm2__mcs_loop *l);
 
 /* Closes the helper's handles and frees its buffers. Every connection must
- * have reported on_close first. l must stay valid until the loop has run
- * once more. Loop thread. */
+ * have reported on_close first, and no other thread may still be inside a
+ * call on one of them (a send wakes the loop through l). l must stay valid
+ * until the loop has run once more. Loop thread. */
 void tm2__mcs_loop_close(tm2__mcs_loop *l);
 
 /* ---- connections -------------------------------------------------------------- */
@@ -155,6 +156,7 @@ struct tm2__mcs {
     uint8_t *pre;               /* plaintext read before start, not yet fed */
     size_t pre_len;
     size_t max_pkt;
+    uint32_t blocked_poll_ms;
     size_t tail_len;
     uint8_t tail[TM2__SC_DATA_MAX];   /* produced, not yet a whole frame */
 
