@@ -841,6 +841,8 @@ static void pong_timeout_silent_peer(void **state)
 /* b stops reading: a's Pings go unanswered. */
 typedef struct stall {
     ep a, b;
+    uint32_t sent;
+    bool saw_blocked;
 } stall;
 
 static void stall_b_started(ep *e)
@@ -853,6 +855,71 @@ static void stall_a_err(ep *e)
     stall *st = e->user;
     tm2__mcs_close(&st->b.c);
     close_listener(e->f);
+}
+
+/* a also has more to send than b will ever read: its writes stall behind
+ * the stopped reader, and the pong timeout still fires on time. */
+static void stall_fill(ep *e)
+{
+    stall *st = e->user;
+    for (;;) {
+        tm2__msg *m = gen_msg(0x20, st->sent, 64 * 1024);
+        int r = tm2__mcs_try_send(&e->c, 0x20, m);
+        tm2__msg_unref(m);
+        if (r == TM2_EFULL)
+            return;
+        assert_int_equal(r, 0);
+        st->sent++;
+    }
+}
+
+static void stall_room(ep *e, uint8_t ch)
+{
+    (void)ch;
+    stall_fill(e);
+}
+
+static void stall_poll(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    stall *st = f->user;
+    if (st->a.started && !st->a.errored && st->a.c.blocked)
+        st->saw_blocked = true;
+}
+
+static void pong_timeout_while_writes_stall(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 30000);
+    stall *st = calloc(1, sizeof *st);
+    assert_non_null(st);
+    f.user = st;
+    ep_setup(&st->a, &f, "a", 1);
+    ep_setup(&st->b, &f, "b", 2);
+    keepalive_cfg(&st->a);
+    st->b.cfg.ping_interval_ms = 60000;
+    st->b.cfg.pong_timeout_ms = 45000;
+    ep_add_channel(&st->a, 0x20, 1, 4, 0);
+    ep_add_channel(&st->b, 0x20, 1, 4, 0);
+    st->a.user = st->b.user = st;
+    st->a.on_err = stall_a_err;
+    st->a.on_started = stall_fill;
+    st->a.on_room = stall_room;
+    st->b.on_started = stall_b_started;
+    uv_timer_start(&f.poll, stall_poll, 5, 5);
+    pair_connect(&f, &st->a, &st->b);
+    fixture_run(&f);
+    assert_true(st->saw_blocked);
+    assert_int_equal(st->a.err, TM2_EPONG);
+    uint64_t took = st->a.t_err - st->a.t_start;
+    assert_true(took >= PING_MS + PONG_MS - 5);
+    assert_true(took < 5000);
+    assert_false(st->b.errored);
+    fixture_close(&f);
+    ep_destroy(&st->a);
+    ep_destroy(&st->b);
+    free(st);
 }
 
 static void pong_timeout_peer_stops_reading(void **state)
@@ -1516,6 +1583,7 @@ int main(void)
         cmocka_unit_test(idle_counts_pings_and_pongs),
         cmocka_unit_test(pong_timeout_silent_peer),
         cmocka_unit_test(pong_timeout_peer_stops_reading),
+        cmocka_unit_test(pong_timeout_while_writes_stall),
         cmocka_unit_test(unknown_channel_closes),
         cmocka_unit_test(recv_rate_pauses_reading),
         cmocka_unit_test(preread_bytes_handed_over),
