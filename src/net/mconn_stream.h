@@ -184,7 +184,9 @@ tm2__mcs *tm2__mcs_of_stream(tm2__sc_stream *s);
 /* Takes over the open stream and starts the MConnection with cfg (NULL =
  * tm2_mconn_config_default) and the channels in descs. pre[0..pre_len) is
  * plaintext the caller read from the stream and did not consume; it is fed
- * before anything read later. Reading is resumed if the caller paused it.
+ * before anything read later. The stream's callbacks become the glue's
+ * (its data field stays the caller's). Reading is resumed if the caller
+ * paused it.
  * Nothing is delivered and nothing written before start returns: the first
  * pass runs on a later loop turn.
  * 0, TM2_ESTATE (started twice, closed, or the stream not open), the
