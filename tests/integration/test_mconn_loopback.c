@@ -4,7 +4,8 @@
  * that stops reading and one that never answers, an unknown channel, the
  * receive rate pause, plaintext handed over from before the start, sends
  * from other threads, and close waking waiting senders. Every wait is on a
- * loop event or a thread join under a watchdog; nothing sleeps. */
+ * loop event, a loop timer that checks a condition, or a thread join, all
+ * under a watchdog; nothing sleeps. */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
