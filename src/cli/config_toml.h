@@ -1,0 +1,69 @@
+/* The node's config.toml: the subset of TOML a TM2 config file uses, and the
+ * keys tm2p2p reads from it (WIRE.md section 10).
+ *
+ * The reader understands tables ([a] and [a.b]), bare, quoted and dotted
+ * keys, basic and literal one-line strings, integers (decimal with '_'
+ * separators, 0x/0o/0b), floats, booleans, arrays and inline tables, and
+ * '#' comments. Multi-line strings and date-times are rejected with a message.
+ * Everything outside the keys below is checked for syntax and then ignored, so
+ * a complete gno config.toml loads.
+ *
+ * Keys read: top-level `moniker` and `node_key_file`; in [p2p] every key of
+ * the reference's P2PConfig, plus `seed_mode` (CometBFT's name for the
+ * seed-mode switch). A key read with the wrong type, a negative value where
+ * the reference forbids one, a duplicate key or table, and a bad duration are
+ * errors; an unknown key in [p2p] is reported through the warning callback. */
+#ifndef TM2_CLI_CONFIG_TOML_H
+#define TM2_CLI_CONFIG_TOML_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Strings are malloc'd and never NULL after cli_config_defaults. */
+typedef struct cli_config {
+    char *moniker;                 /* "" (the node then uses the host name) */
+    char *node_key_file;           /* "secrets/node_key.json", relative to the home */
+
+    char *laddr;                   /* "tcp://0.0.0.0:26656" */
+    char *external_address;        /* "" */
+    char *seeds;                   /* "" */
+    char *persistent_peers;        /* "" */
+    char *private_peer_ids;        /* "" */
+    char *addr_book_file;          /* "config/addrbook.json", relative to the home */
+    uint64_t max_num_inbound_peers;        /* 40 */
+    uint64_t max_num_outbound_peers;       /* 10 */
+    int64_t flush_throttle_timeout_ns;     /* 100 ms */
+    int64_t max_packet_msg_payload_size;   /* 1024 */
+    int64_t send_rate;                     /* 5120000 bytes/s */
+    int64_t recv_rate;                     /* 5120000 bytes/s */
+    bool pex;                              /* true */
+    bool seed_mode;                        /* false */
+} cli_config;
+
+typedef void (*cli_config_warn_fn)(void *user, const char *msg);
+
+/* Fills c with the defaults. 0 or -1 (out of memory). */
+int cli_config_defaults(cli_config *c);
+void cli_config_free(cli_config *c);
+
+/* Replaces *slot with a copy of s. 0 or -1 (out of memory). */
+int cli_config_set_str(char **slot, const char *s);
+
+/* Applies the TOML text[0..len) (it need not be NUL-terminated) on top of c.
+ * name labels messages ("config.toml:12: ..."). Returns 0, or -1 with one
+ * line in err naming the line and the key; c may then be partly updated. */
+int cli_config_parse(cli_config *c, const char *text, size_t len, const char *name,
+                     cli_config_warn_fn warn, void *warn_user, char *err, size_t err_len);
+
+/* Reads and applies the file at path. A missing file is not an error:
+ * *found says whether it existed. Files over 1 MiB are refused. */
+int cli_config_load(cli_config *c, const char *path, bool *found, cli_config_warn_fn warn,
+                    void *warn_user, char *err, size_t err_len);
+
+/* Go's time.ParseDuration: an optional sign, then one or more decimal
+ * numbers (fractions allowed) each with a unit ns, us, µs, μs, ms, s, m, h;
+ * "0" alone is allowed. 0, or -1 on bad syntax or int64 overflow. */
+int cli_parse_duration(const char *s, int64_t *ns);
+
+#endif

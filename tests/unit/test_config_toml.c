@@ -1,0 +1,516 @@
+/* config.toml reader of the tm2p2p program: TOML subset, the [p2p] keys and
+ * their defaults (WIRE.md section 10), and one test per error rule. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tv.h"
+
+/* The reader is part of the program, not the library: compile it in. */
+#include "cli/config_toml.c"
+
+typedef struct warns {
+    int n;
+    char last[512];
+} warns;
+
+static void on_warn(void *user, const char *msg)
+{
+    warns *w = user;
+    w->n++;
+    snprintf(w->last, sizeof w->last, "%s", msg);
+}
+
+/* Parses text on top of the defaults; returns the parse result, err filled. */
+static int parse(cli_config *c, const char *text, char *err, size_t cap, warns *w)
+{
+    assert_int_equal(cli_config_defaults(c), 0);
+    return cli_config_parse(c, text, strlen(text), "config.toml", on_warn, w, err, cap);
+}
+
+/* Expects text to fail with an error containing every fragment given. */
+static void expect_error(const char *text, const char *frag1, const char *frag2)
+{
+    cli_config c;
+    char err[512];
+    warns w = {0};
+    int r = parse(&c, text, err, sizeof err, &w);
+    if (r != -1)
+        fail_msg("accepted: %s", text);
+    if (!strstr(err, frag1) || (frag2 && !strstr(err, frag2)))
+        fail_msg("error for %s was '%s', wanted '%s' and '%s'", text, err, frag1, frag2 ? frag2 : "");
+    cli_config_free(&c);
+}
+
+static void defaults(void **state)
+{
+    (void)state;
+    cli_config c;
+    assert_int_equal(cli_config_defaults(&c), 0);
+    assert_string_equal(c.moniker, "");
+    assert_string_equal(c.node_key_file, "secrets/node_key.json");
+    assert_string_equal(c.laddr, "tcp://0.0.0.0:26656");
+    assert_string_equal(c.external_address, "");
+    assert_string_equal(c.seeds, "");
+    assert_string_equal(c.persistent_peers, "");
+    assert_string_equal(c.private_peer_ids, "");
+    assert_string_equal(c.addr_book_file, "config/addrbook.json");
+    assert_int_equal(c.max_num_inbound_peers, 40);
+    assert_int_equal(c.max_num_outbound_peers, 10);
+    assert_int_equal(c.flush_throttle_timeout_ns, 100000000);
+    assert_int_equal(c.max_packet_msg_payload_size, 1024);
+    assert_int_equal(c.send_rate, 5120000);
+    assert_int_equal(c.recv_rate, 5120000);
+    assert_true(c.pex);
+    assert_false(c.seed_mode);
+    cli_config_free(&c);
+}
+
+/* An empty file and a file of comments leave every default in place. */
+static void empty_keeps_defaults(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "", err, sizeof err, &w), 0);
+    assert_string_equal(c.laddr, "tcp://0.0.0.0:26656");
+    cli_config_free(&c);
+    assert_int_equal(parse(&c, "# only a comment\n\n   \t\n# another\n", err, sizeof err, &w), 0);
+    assert_int_equal(c.max_num_outbound_peers, 10);
+    assert_true(c.pex);
+    cli_config_free(&c);
+    assert_int_equal(w.n, 0);
+}
+
+/* A file shaped like what gno writes (go-toml: keys sorted, durations as
+ * strings, other sections with arrays) loads, and only our keys change. */
+static const char gno_like[] =
+    "# This is a TOML config file.\n"
+    "abci = \"socket\"\n"
+    "db_backend = \"goleveldb\"\n"
+    "home = \"\"\n"
+    "moniker = \"val-01\"\n"
+    "node_key_file = \"secrets/node_key.json\"\n"
+    "prof_laddr = \"\"\n"
+    "\n"
+    "[consensus]\n"
+    "  home = \"\"\n"
+    "  peer_gossip_sleep_duration = \"100ms\"\n"
+    "  skip_timeout_commit = false\n"
+    "  [consensus.timeouts]\n"
+    "    timeout_commit = \"1s\"\n"
+    "\n"
+    "[mempool]\n"
+    "  size = 5000\n"
+    "  max_tx_bytes = 1_048_576\n"
+    "  ratio = 0.5\n"
+    "\n"
+    "[p2p]\n"
+    "  addr_book_file = \"config/book.json\"\n"
+    "  external_address = \"127.0.0.1:36656\"\n"
+    "  flush_throttle_timeout = \"10ms\"\n"
+    "  home = \"\"\n"
+    "  laddr = \"tcp://127.0.0.1:36656\"   # inline comment\n"
+    "  max_num_inbound_peers = 80\n"
+    "  max_num_outbound_peers = 40\n"
+    "  max_packet_msg_payload_size = 2048\n"
+    "  persistent_peers = \"g1x36slx9at870e9rd53d2405n80s4ff94dx42dl@127.0.0.1:26656\"\n"
+    "  pex = false\n"
+    "  private_peer_ids = \"g1x36slx9at870e9rd53d2405n80s4ff94dx42dl\"\n"
+    "  recv_rate = 0x10\n"
+    "  seeds = \"\"\n"
+    "  send_rate = 10240000\n"
+    "\n"
+    "[rpc]\n"
+    "  cors_allowed_headers = [\"Origin\", \"Accept\",\n"
+    "                          \"Content-Type\", # comment inside an array\n"
+    "  ]\n"
+    "  cors_allowed_origins = [\"*\"]\n"
+    "  laddr = \"tcp://127.0.0.1:26657\"\n"
+    "  nested = [[1, 2], [\"a\"], []]\n"
+    "  table = { a = 1, b.c = \"x\", d = [true] }\n"
+    "\n"
+    "[[array.of.tables]]\n"
+    "  laddr = 1\n"
+    "[[array.of.tables]]\n"
+    "  laddr = 2\n";
+
+static void gno_config(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    int r = parse(&c, gno_like, err, sizeof err, &w);
+    if (r)
+        fail_msg("%s", err);
+    assert_string_equal(c.moniker, "val-01");
+    assert_string_equal(c.node_key_file, "secrets/node_key.json");
+    assert_string_equal(c.addr_book_file, "config/book.json");
+    assert_string_equal(c.external_address, "127.0.0.1:36656");
+    assert_int_equal(c.flush_throttle_timeout_ns, 10000000);
+    assert_string_equal(c.laddr, "tcp://127.0.0.1:36656");
+    assert_int_equal(c.max_num_inbound_peers, 80);
+    assert_int_equal(c.max_num_outbound_peers, 40);
+    assert_int_equal(c.max_packet_msg_payload_size, 2048);
+    assert_string_equal(c.persistent_peers, "g1x36slx9at870e9rd53d2405n80s4ff94dx42dl@127.0.0.1:26656");
+    assert_false(c.pex);
+    assert_string_equal(c.private_peer_ids, "g1x36slx9at870e9rd53d2405n80s4ff94dx42dl");
+    assert_int_equal(c.recv_rate, 16);
+    assert_int_equal(c.send_rate, 10240000);
+    assert_int_equal(w.n, 0);
+    cli_config_free(&c);
+}
+
+/* Keys of other tables with our names never touch our settings. */
+static void other_tables_ignored(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "[rpc]\nladdr = \"tcp://127.0.0.1:1\"\n[p2p.sub]\npex = 3\n", err,
+                           sizeof err, &w), 0);
+    assert_string_equal(c.laddr, "tcp://0.0.0.0:26656");
+    assert_true(c.pex);
+    cli_config_free(&c);
+    /* moniker only counts at the top level */
+    assert_int_equal(parse(&c, "[rpc]\nmoniker = \"x\"\n", err, sizeof err, &w), 0);
+    assert_string_equal(c.moniker, "");
+    cli_config_free(&c);
+}
+
+static void dotted_and_quoted_keys(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "p2p.laddr = \"tcp://127.0.0.1:1\"\n\"p2p\" . 'pex' = false\n"
+                               "[\"p2p\"]\nseed_mode = true\n", err, sizeof err, &w), 0);
+    assert_string_equal(c.laddr, "tcp://127.0.0.1:1");
+    assert_false(c.pex);
+    assert_true(c.seed_mode);
+    cli_config_free(&c);
+}
+
+static void strings(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "moniker = \"a\\\"b\\\\c\\td\\u00e9\\U0001F600\"\n"
+                               "[p2p]\nseeds = 'C:\\no\\escapes'\nladdr = \"\"\n", err, sizeof err, &w), 0);
+    assert_string_equal(c.moniker, "a\"b\\c\td\xc3\xa9\xf0\x9f\x98\x80");
+    assert_string_equal(c.seeds, "C:\\no\\escapes");
+    assert_string_equal(c.laddr, "");
+    cli_config_free(&c);
+}
+
+static void crlf_and_bom(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "\xef\xbb\xbfmoniker = \"m\"\r\n[p2p]\r\npex = false # c\r\n", err,
+                           sizeof err, &w), 0);
+    assert_string_equal(c.moniker, "m");
+    assert_false(c.pex);
+    cli_config_free(&c);
+    /* line numbers count CRLF lines */
+    expect_error("a = 1\r\nb = 2\r\n[p2p]\r\npex = 1\r\n", "config.toml:4:", "p2p.pex");
+}
+
+static void integers(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "[p2p]\nsend_rate = +1_000\nrecv_rate = 0o17\nmax_num_inbound_peers = 0b101\n"
+                               "max_num_outbound_peers = 0\nmax_packet_msg_payload_size = 9223372036854775807\n",
+                           err, sizeof err, &w), 0);
+    assert_int_equal(c.send_rate, 1000);
+    assert_int_equal(c.recv_rate, 15);
+    assert_int_equal(c.max_num_inbound_peers, 5);
+    assert_int_equal(c.max_num_outbound_peers, 0);
+    assert_int_equal(c.max_packet_msg_payload_size, INT64_MAX);
+    cli_config_free(&c);
+    expect_error("[p2p]\nsend_rate = 9223372036854775808\n", "config.toml:2:", "64 bits");
+    expect_error("[p2p]\nsend_rate = 0123\n", "config.toml:2:", "leading zeros");
+    expect_error("[p2p]\nsend_rate = 1__0\n", "config.toml:2:", "'_'");
+    expect_error("[p2p]\nsend_rate = _10\n", "config.toml:2:", "'_'");
+    expect_error("[p2p]\nsend_rate = 10_\n", "config.toml:2:", "'_'");
+    expect_error("[p2p]\nsend_rate = 12ab\n", "config.toml:2:", "bad number");
+    expect_error("[p2p]\nsend_rate = -0x10\n", "config.toml:2:", "sign");
+}
+
+static void durations(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t ns;
+    } good[] = {
+        {"0", 0},
+        {"100ms", 100000000},
+        {"10s", 10000000000LL},
+        {"1m30s", 90000000000LL},
+        {"1.5s", 1500000000},
+        {".5ms", 500000},
+        {"2h", 7200000000000LL},
+        {"1us", 1000},
+        {"1\xc2\xb5s", 1000},
+        {"1\xce\xbcs", 1000},
+        {"7ns", 7},
+        {"+3s", 3000000000LL},
+        {"-1s", -1000000000LL},
+        {"9223372036854775807ns", INT64_MAX},
+        {"-9223372036854775808ns", INT64_MIN},
+        {"1h1m1s1ms1us1ns", 3661001001001LL},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        int64_t ns = 42;
+        if (cli_parse_duration(good[i].s, &ns) != 0)
+            fail_msg("rejected %s", good[i].s);
+        if (ns != good[i].ns)
+            fail_msg("%s -> %lld", good[i].s, (long long)ns);
+    }
+    static const char *const bad[] = {"", "10", "ms", "1x", "1.s.", ".s", "-", "1s2",
+                                      "9223372036854775808ns", "2562048h", "1 s", "1S"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t ns = 42;
+        if (cli_parse_duration(bad[i], &ns) == 0)
+            fail_msg("accepted '%s'", bad[i]);
+        assert_int_equal(ns, 42);
+    }
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    /* an integer is a count of nanoseconds, like go-toml reads a time.Duration */
+    assert_int_equal(parse(&c, "[p2p]\nflush_throttle_timeout = 5000000\n", err, sizeof err, &w), 0);
+    assert_int_equal(c.flush_throttle_timeout_ns, 5000000);
+    cli_config_free(&c);
+    assert_int_equal(parse(&c, "[p2p]\nflush_throttle_timeout = \"0s\"\n", err, sizeof err, &w), 0);
+    assert_int_equal(c.flush_throttle_timeout_ns, 0);
+    cli_config_free(&c);
+}
+
+/* ---- one test per rejection rule ---- */
+
+static void error_wrong_type(void **state)
+{
+    (void)state;
+    expect_error("[p2p]\nmax_num_inbound_peers = \"40\"\n", "p2p.max_num_inbound_peers", "expected an integer");
+    expect_error("[p2p]\npex = 1\n", "p2p.pex", "expected a boolean");
+    expect_error("[p2p]\nladdr = 26656\n", "p2p.laddr", "expected a string");
+    expect_error("[p2p]\nseeds = [\"a\"]\n", "p2p.seeds", "found an array");
+    expect_error("[p2p]\nsend_rate = 1.5\n", "p2p.send_rate", "found a float");
+    expect_error("[p2p]\nflush_throttle_timeout = true\n", "p2p.flush_throttle_timeout", "duration");
+    expect_error("moniker = { a = 1 }\n", "moniker", "found a table");
+}
+
+static void error_negative(void **state)
+{
+    (void)state;
+    expect_error("[p2p]\nsend_rate = -1\n", "p2p.send_rate", "negative");
+    expect_error("[p2p]\nrecv_rate = -5\n", "p2p.recv_rate", "negative");
+    expect_error("[p2p]\nmax_packet_msg_payload_size = -1024\n", "p2p.max_packet_msg_payload_size", "negative");
+    expect_error("[p2p]\nmax_num_inbound_peers = -1\n", "p2p.max_num_inbound_peers", "negative");
+    expect_error("[p2p]\nmax_num_outbound_peers = -1\n", "p2p.max_num_outbound_peers", "negative");
+    expect_error("[p2p]\nflush_throttle_timeout = \"-10ms\"\n", "p2p.flush_throttle_timeout", "negative");
+    expect_error("[p2p]\nflush_throttle_timeout = -1\n", "p2p.flush_throttle_timeout", "negative");
+}
+
+static void error_bad_duration(void **state)
+{
+    (void)state;
+    expect_error("[p2p]\nflush_throttle_timeout = \"100\"\n", "p2p.flush_throttle_timeout", "bad duration");
+    expect_error("[p2p]\nflush_throttle_timeout = \"fast\"\n", "config.toml:2:", "bad duration \"fast\"");
+}
+
+static void error_empty_moniker(void **state)
+{
+    (void)state;
+    expect_error("moniker = \"\"\n", "config.toml:1:", "moniker: must not be empty");
+}
+
+static void error_duplicates(void **state)
+{
+    (void)state;
+    expect_error("[p2p]\npex = true\npex = false\n", "config.toml:3:", "p2p.pex: defined twice");
+    expect_error("[p2p]\n[rpc]\n[p2p]\n", "config.toml:3:", "table [p2p] defined twice");
+    expect_error("p2p.pex = true\n[p2p]\npex = false\n", "config.toml:3:", "defined twice");
+    expect_error("[rpc]\nx = 1\nx = 2\n", "config.toml:3:", "rpc.x");
+}
+
+static void error_syntax(void **state)
+{
+    (void)state;
+    expect_error("[p2p]\nladdr = tcp://0.0.0.0:1\n", "config.toml:2:", "unquoted value 'tcp://0.0.0.0:1'");
+    expect_error("[p2p]\nladdr = \"open\n", "config.toml:2:", "unterminated string");
+    expect_error("[p2p]\nladdr = \"\"\"x\"\"\"\n", "config.toml:2:", "multi-line");
+    expect_error("[p2p]\nladdr = '''x'''\n", "config.toml:2:", "multi-line");
+    expect_error("when = 1979-05-27\n", "config.toml:1:", "date-time");
+    expect_error("when = 07:32:00\n", "config.toml:1:", "date-time");
+    expect_error("[p2p]\npex true\n", "config.toml:2:", "expected '='");
+    expect_error("[p2p]\npex =\n", "config.toml:2:", "missing value");
+    expect_error("[p2p]\npex = # nothing\n", "config.toml:2:", "missing value");
+    expect_error("[p2p]\n= 1\n", "config.toml:2:", "missing key");
+    expect_error("[p2p]\npex = true false\n", "config.toml:2:", "after the value");
+    expect_error("[p2p]\nladdr = \"a\\qb\"\n", "config.toml:2:", "escape");
+    expect_error("[p2p]\nladdr = \"a\\u12\"\n", "config.toml:2:", "\\u escape");
+    expect_error("[p2p]\nladdr = \"\\ud800\"\n", "config.toml:2:", "Unicode");
+    expect_error("[p2p]\nladdr = \"\\u0000\"\n", "config.toml:2:", "NUL");
+    expect_error("[p2p]\nladdr = \"a\x01b\"\n", "config.toml:2:", "control character");
+    expect_error("# bell \x07\n", "config.toml:1:", "control character");
+    expect_error("[p2p\npex = true\n", "config.toml:1:", "expected ']'");
+    expect_error("[[a]\n", "config.toml:1:", "expected ']]'");
+    expect_error("[]\n", "config.toml:1:", "missing key");
+    expect_error("[p2p] x = 1\n", "config.toml:1:", "after the value");
+    expect_error("a = [1 2]\n", "config.toml:1:", "expected ',' or ']'");
+    expect_error("a = [1,\n", "config.toml:2:", "missing value");
+    expect_error("a = {b = 1\n", "config.toml:1:", "expected ',' or '}'");
+    expect_error("a = {b 1}\n", "config.toml:1:", "expected '='");
+    expect_error("k!y = 1\n", "config.toml:1:", "expected '=' after key 'k'");
+    expect_error("!k = 1\n", "config.toml:1:", "bad character '!'");
+    expect_error("a = 1.\n", "config.toml:1:", "bad number");
+    expect_error("a = 01.5\n", "config.toml:1:", "bad number");
+    expect_error("a = 1e\n", "config.toml:1:", "bad number");
+}
+
+static void error_nesting(void **state)
+{
+    (void)state;
+    char text[256] = "a = ";
+    for (int i = 0; i < 40; i++)
+        strcat(text, "[");
+    strcat(text, "\n");
+    expect_error(text, "config.toml:1:", "nested too deeply");
+}
+
+static void error_nul_byte(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    assert_int_equal(cli_config_defaults(&c), 0);
+    static const char text[] = "moniker = \"a\"\n\0\n";
+    assert_int_equal(cli_config_parse(&c, text, sizeof text - 1, "f", NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "NUL"));
+    cli_config_free(&c);
+}
+
+/* Text ending without a newline, and a value ending the input, parse. */
+static void no_final_newline(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "[p2p]\npex = false", err, sizeof err, &w), 0);
+    assert_false(c.pex);
+    cli_config_free(&c);
+    /* not NUL-terminated: the length bounds the parse */
+    assert_int_equal(cli_config_defaults(&c), 0);
+    const char text[] = {'[', 'p', '2', 'p', ']', '\n', 's', 'e', 'n', 'd', '_', 'r', 'a', 't', 'e',
+                         ' ', '=', ' ', '7', '7'};
+    assert_int_equal(cli_config_parse(&c, text, 19, "f", NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(c.send_rate, 7);
+    cli_config_free(&c);
+}
+
+static void unknown_p2p_key_warns(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    assert_int_equal(parse(&c, "[p2p]\nupnp = false\n[mempool]\nsize = 1\n", err, sizeof err, &w), 0);
+    assert_int_equal(w.n, 1);
+    assert_non_null(strstr(w.last, "config.toml:2:"));
+    assert_non_null(strstr(w.last, "p2p.upnp"));
+    cli_config_free(&c);
+}
+
+static void load_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/tm2-config-toml-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256], err[512];
+    snprintf(path, sizeof path, "%s/config.toml", dir);
+    cli_config c;
+    bool found = true;
+
+    assert_int_equal(cli_config_defaults(&c), 0);
+    assert_int_equal(cli_config_load(&c, path, &found, NULL, NULL, err, sizeof err), 0);
+    assert_false(found);
+    assert_string_equal(c.laddr, "tcp://0.0.0.0:26656");
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("[p2p]\nladdr = \"tcp://127.0.0.1:5\"\n", f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(cli_config_load(&c, path, &found, NULL, NULL, err, sizeof err), 0);
+    assert_true(found);
+    assert_string_equal(c.laddr, "tcp://127.0.0.1:5");
+
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("[p2p]\n\nsend_rate = -1\n", f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(cli_config_load(&c, path, &found, NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, ":3: p2p.send_rate"));
+
+    /* over 1 MiB */
+    f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < (1 << 20) / 8 + 1; i++)
+        fputs("# xxxxx\n", f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(cli_config_load(&c, path, &found, NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "larger than"));
+    unlink(path);
+
+    /* a directory */
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(cli_config_load(&c, path, &found, NULL, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "directory"));
+    rmdir(path);
+    rmdir(dir);
+    cli_config_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(empty_keeps_defaults),
+        cmocka_unit_test(gno_config),
+        cmocka_unit_test(other_tables_ignored),
+        cmocka_unit_test(dotted_and_quoted_keys),
+        cmocka_unit_test(strings),
+        cmocka_unit_test(crlf_and_bom),
+        cmocka_unit_test(integers),
+        cmocka_unit_test(durations),
+        cmocka_unit_test(error_wrong_type),
+        cmocka_unit_test(error_negative),
+        cmocka_unit_test(error_bad_duration),
+        cmocka_unit_test(error_empty_moniker),
+        cmocka_unit_test(error_duplicates),
+        cmocka_unit_test(error_syntax),
+        cmocka_unit_test(error_nesting),
+        cmocka_unit_test(error_nul_byte),
+        cmocka_unit_test(no_final_newline),
+        cmocka_unit_test(unknown_p2p_key_warns),
+        cmocka_unit_test(load_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
