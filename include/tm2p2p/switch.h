@@ -63,9 +63,16 @@ typedef struct tm2_switch_config {
     uint32_t dial_timeout_ms;         /* TCP connect; 0: 3000 */
 
     /* Persistent peers are dialled at start, redialled with back-off when
-     * lost, and exempt from the inbound and outbound caps. */
+     * lost or when a dial fails, and exempt from the inbound and outbound
+     * caps (as the reference's documentation says; its code applies the
+     * outbound cap to them): they neither count against max_inbound /
+     * max_outbound nor are refused by them. Each address must carry an ID. */
     const tm2_netaddr *persistent_peers;
     size_t n_persistent_peers;
+    /* Redial back-off (tm2_backoff_ms): attempt n of a persistent peer waits
+     * min(base * 2^n, max) +- jitter. 0: 1 s and 10 min like the reference. */
+    uint32_t redial_base_ms;
+    uint32_t redial_max_ms;
     /* Private peers are never shared by discovery. */
     const tm2_id *private_peer_ids;
     size_t n_private_peer_ids;
@@ -89,7 +96,12 @@ TM2_API int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out);
 
 /* Binds the listener, starts reactors and the network thread, queues the
  * persistent peers. Waits until the listener is bound (so
- * tm2_switch_listen_addr is known on return). */
+ * tm2_switch_listen_addr is known on return). If the process's SIGPIPE
+ * disposition is the default (terminate), it is set to ignore: a peer that
+ * resets its connection must not kill the process; a handler or ignore set
+ * by the application is left alone. Returns 0, TM2_ESTATE (started before),
+ * a reactor's start error, the listen error (TM2_EIO, TM2_EHOST...),
+ * TM2_ENOMEM, TM2_EIO. */
 TM2_API int tm2_switch_start(tm2_switch *sw);
 
 /* Closes every peer (remove_peer with reason 0), stops reactors, joins the
@@ -104,7 +116,12 @@ TM2_API int tm2_switch_listen_addr(const tm2_switch *sw, tm2_netaddr *out);
 
 /* Queues addresses for dialling (the reference's DialPeers). Ourselves,
  * connected peers and addresses without an ID are skipped; while the
- * outbound count is at its cap, non-persistent dials are dropped. */
+ * outbound count is at its cap, non-persistent dials are dropped (with a
+ * DIAL_FAILED event, TM2_ELIMIT). The cap is checked again when a queued dial
+ * runs, counting dials in flight, so it is never overshot. An address whose
+ * ID is a persistent peer's is dialled as persistent. Returns the number of
+ * addresses taken (not skipped), TM2_EINVAL, TM2_ENOMEM or TM2_ECLOSED
+ * (stopped). */
 TM2_API int tm2_switch_dial_peers(tm2_switch *sw, const tm2_netaddr *addrs, size_t n);
 
 /* Sends data on channel ch to every connected peer that advertised it,

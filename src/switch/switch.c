@@ -1,0 +1,968 @@
+/* The switch: lifecycle, the network thread, commands from other threads,
+ * broadcast and the snapshot other threads read (see switch.h). */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "switch/switch_internal.h"
+
+#define DEFAULT_MAX_INBOUND   40u
+#define DEFAULT_MAX_OUTBOUND  10u
+#define DEFAULT_REDIAL_BASE   1000
+#define DEFAULT_REDIAL_MAX    (10 * 60 * 1000)
+/* Dial requests queued at once beyond the persistent peers. */
+#define DIALQ_EXTRA           1024u
+/* The redial scan (the reference's redial task) catches persistent peers
+ * whose redial could not be queued. */
+#define REDIAL_SCAN_MS        5000u
+
+/* ---- logging ----------------------------------------------------------------------- */
+
+bool tm2__sw_log_on(const tm2_switch *sw, tm2_log_level lv)
+{
+    return sw->log && lv <= sw->log_level;
+}
+
+void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *fmt, ...)
+{
+    if (!tm2__sw_log_on(sw, lv))
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    sw->log(sw->log_user, lv, line);
+}
+
+/* Reasons carry peer-supplied text (monikers, networks): quoted and escaped
+ * so they can neither break nor forge a log line. */
+const char *tm2__sw_quote(const char *s, char *buf, size_t cap)
+{
+    size_t o = 0;
+    buf[o++] = '"';
+    for (; *s && o + 6 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)ch;
+        } else if (ch < 0x20 || ch > 0x7e) {
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", ch);
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+const char *tm2__sw_addr_str(const tm2_netaddr *a, char *buf, size_t cap)
+{
+    if (tm2_netaddr_format(a, buf, cap) < 0)
+        snprintf(buf, cap, "?");
+    return buf;
+}
+
+void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
+                     const tm2_netaddr *addr, bool outbound, int reason, const char *text)
+{
+    tm2_event ev;
+    tm2__event_fill(&ev, type, id, addr, outbound, reason, text);
+    tm2__events_publish(sw->events, &ev);
+}
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+uint64_t tm2__sw_now(tm2_switch *sw)
+{
+    uv_update_time(&sw->loop);
+    return uv_now(&sw->loop);
+}
+
+double tm2__sw_rand01(void)
+{
+    return (double)randombytes_random() / 4294967296.0;
+}
+
+bool tm2__sw_is_persistent_id(const tm2_switch *sw, const tm2_id *id, size_t *idx)
+{
+    for (size_t i = 0; i < sw->n_persistent; i++) {
+        if (strcmp(sw->persistent[i].addr.id.s, id->s) == 0) {
+            if (idx)
+                *idx = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id)
+{
+    if (!sw || !id)
+        return false;
+    for (size_t i = 0; i < sw->n_priv; i++)
+        if (strcmp(sw->priv_ids[i].s, id->s) == 0)
+            return true;
+    return false;
+}
+
+void tm2__sw_update_counts(tm2_switch *sw)
+{
+    uv_mutex_lock(&sw->snap_lock);
+    sw->snap_in = tm2__peer_set_inbound(&sw->peers);
+    sw->snap_out = tm2__peer_set_outbound(&sw->peers);
+    sw->snap_dialing = tm2__dialq_count(&sw->dialq) + tm2__peer_set_count(&sw->inflight);
+    uv_mutex_unlock(&sw->snap_lock);
+}
+
+void tm2__sw_wake(tm2_switch *sw)
+{
+    uv_async_send(&sw->wake);
+}
+
+/* ---- tm2_switch_new ----------------------------------------------------------------- */
+
+static char *dup_or(const char *s, const char *def)
+{
+    const char *v = s ? s : def;
+    size_t n = strlen(v);
+    char *d = malloc(n + 1);
+    if (d)
+        memcpy(d, v, n + 1);
+    return d;
+}
+
+static void free_config_copies(tm2_switch *sw)
+{
+    free(sw->listen_addr);
+    free(sw->persistent);
+    free(sw->priv_ids);
+    if (sw->reactors) {
+        for (size_t i = 0; i < sw->n_reactors; i++) {
+            free((char *)sw->reactors[i].r.name);
+            free((tm2_channel_desc *)sw->reactors[i].r.channels);
+        }
+    }
+    free(sw->reactors);
+    free(sw->descs);
+    free(sw->app_version);
+    free(sw->network);
+    free(sw->moniker);
+    free(sw->tx_index);
+    free(sw->rpc_address);
+}
+
+static bool mconn_zero(const tm2_mconn_config *m)
+{
+    return !m->send_rate && !m->recv_rate && !m->max_packet_payload && !m->flush_throttle_ms &&
+           !m->ping_interval_ms && !m->pong_timeout_ms;
+}
+
+static int copy_reactors(tm2_switch *sw, const tm2_switch_config *cfg)
+{
+    for (int i = 0; i < 256; i++)
+        sw->ch_owner[i] = -1;
+    if (cfg->n_reactors && !cfg->reactors)
+        return TM2_EINVAL;
+    if (cfg->n_reactors > TM2_NODE_INFO_MAX_CHANNELS)
+        return TM2_EINVAL;
+    size_t total = 0;
+    for (size_t i = 0; i < cfg->n_reactors; i++) {
+        const tm2_reactor *r = &cfg->reactors[i];
+        if (r->n_channels && !r->channels)
+            return TM2_EINVAL;
+        if (r->n_channels > TM2_NODE_INFO_MAX_CHANNELS)
+            return TM2_EINVAL;
+        for (size_t j = 0; j < r->n_channels; j++) {
+            uint8_t ch = r->channels[j].id;
+            if (sw->ch_owner[ch] >= 0)
+                return TM2_EEXIST;
+            sw->ch_owner[ch] = (int16_t)i;
+            total++;
+        }
+    }
+    /* A connection needs a channel, and a NodeInfo lists at most 16. */
+    if (total == 0 || total > TM2_NODE_INFO_MAX_CHANNELS)
+        return TM2_EINVAL;
+    sw->reactors = calloc(cfg->n_reactors, sizeof *sw->reactors);
+    sw->descs = calloc(total, sizeof *sw->descs);
+    if (!sw->reactors || !sw->descs)
+        return TM2_ENOMEM;
+    sw->n_reactors = cfg->n_reactors;
+    for (size_t i = 0; i < cfg->n_reactors; i++) {
+        const tm2_reactor *r = &cfg->reactors[i];
+        tm2_reactor *d = &sw->reactors[i].r;
+        *d = *r;
+        d->name = dup_or(r->name, "");
+        tm2_channel_desc *ch = NULL;
+        if (r->n_channels && !(ch = malloc(r->n_channels * sizeof *ch)))
+            return TM2_ENOMEM;
+        if (ch)
+            memcpy(ch, r->channels, r->n_channels * sizeof *ch);
+        d->channels = ch;
+        if (!d->name)
+            return TM2_ENOMEM;
+        for (size_t j = 0; j < r->n_channels; j++) {
+            sw->descs[sw->n_descs] = r->channels[j];
+            sw->ni_channels[sw->n_descs] = r->channels[j].id;
+            tm2__bit_set(sw->our_ch, r->channels[j].id);
+            sw->n_descs++;
+        }
+    }
+    return 0;
+}
+
+static int build_node_info(tm2_switch *sw, const tm2_switch_config *cfg)
+{
+    sw->app_version = dup_or(cfg->app_version, "");
+    sw->network = dup_or(cfg->network, "");
+    sw->moniker = dup_or(cfg->moniker, "");
+    sw->tx_index = dup_or(cfg->tx_index, "off");
+    sw->rpc_address = dup_or(cfg->rpc_address, "");
+    if (!sw->app_version || !sw->network || !sw->moniker || !sw->tx_index || !sw->rpc_address)
+        return TM2_ENOMEM;
+    static const char *const names[5] = {"abci", "app", "bft", "blockchain", "p2p"};
+    for (size_t i = 0; i < 5; i++) {
+        sw->versions[i].name = names[i];
+        sw->versions[i].version = i == 1 ? sw->app_version : TM2_PROTOCOL_VERSION;
+        sw->versions[i].optional = false;
+    }
+    tm2_node_info *ni = &sw->ni;
+    ni->versions = sw->versions;
+    ni->n_versions = 5;
+    ni->has_net_address = true;
+    /* Until bound: the external address, else the configured listen one
+     * (port 0 included), else the unspecified address. */
+    memset(&ni->net_address, 0, sizeof ni->net_address);
+    if (sw->has_external) {
+        ni->net_address = sw->external;
+    } else if (sw->listen_addr) {
+        int r = tm2_netaddr_parse(sw->listen_addr, TM2_NETADDR_NO_ID, &ni->net_address);
+        if (r)
+            return TM2_EADDR;
+    } else {
+        ni->net_address.ip[10] = 0xff;
+        ni->net_address.ip[11] = 0xff;
+    }
+    ni->net_address.id = sw->id;
+    ni->network = sw->network;
+    ni->software = "";
+    ni->version = TM2_PROTOCOL_VERSION;
+    ni->channels = sw->ni_channels;
+    ni->n_channels = sw->n_descs;
+    ni->moniker = sw->moniker;
+    ni->tx_index = sw->tx_index;
+    ni->rpc_address = sw->rpc_address;
+    char why[128];
+    if (tm2_node_info_validate(ni, why, sizeof why) != 0) {
+        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"invalid switch config: node info\" reason=\"%s\"",
+                    why);
+        return TM2_EINVAL;
+    }
+    int n = tm2_node_info_encode(ni, NULL, 0);
+    if (n < 0)
+        return TM2_EINVAL;
+    return 0;
+}
+
+int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
+{
+    if (!cfg || !out)
+        return TM2_EINVAL;
+    *out = NULL;
+    if (tm2_node_key_check(&cfg->key) != 0)
+        return TM2_EINVAL;
+    if ((cfg->n_persistent_peers && !cfg->persistent_peers) ||
+        (cfg->n_private_peer_ids && !cfg->private_peer_ids))
+        return TM2_EINVAL;
+    if (sodium_init() < 0)
+        return TM2_EIO;
+    tm2_switch *sw = calloc(1, sizeof *sw);
+    if (!sw)
+        return TM2_ENOMEM;
+    sw->key = cfg->key;
+    tm2_node_key_id(&sw->key, &sw->id);
+    sw->log = cfg->log;
+    sw->log_user = cfg->log_user;
+    sw->log_level = cfg->log_level;
+    sw->max_inbound = cfg->max_inbound ? cfg->max_inbound : DEFAULT_MAX_INBOUND;
+    sw->max_outbound = cfg->max_outbound ? cfg->max_outbound : DEFAULT_MAX_OUTBOUND;
+    sw->max_pending_inbound = cfg->max_pending_inbound;
+    sw->handshake_timeout_ms = cfg->handshake_timeout_ms;
+    sw->dial_timeout_ms = cfg->dial_timeout_ms;
+    sw->redial_base_ms = cfg->redial_base_ms ? cfg->redial_base_ms : DEFAULT_REDIAL_BASE;
+    sw->redial_max_ms = cfg->redial_max_ms ? cfg->redial_max_ms : DEFAULT_REDIAL_MAX;
+    if (mconn_zero(&cfg->mconn))
+        tm2_mconn_config_default(&sw->mconn);
+    else
+        sw->mconn = cfg->mconn;
+
+    int r = 0;
+    if (cfg->listen_addr) {
+        tm2_netaddr tmp;
+        if (tm2_netaddr_parse(cfg->listen_addr, TM2_NETADDR_NO_ID, &tmp) != 0) {
+            r = TM2_EADDR;
+            goto fail;
+        }
+        if (!(sw->listen_addr = dup_or(cfg->listen_addr, ""))) {
+            r = TM2_ENOMEM;
+            goto fail;
+        }
+    }
+    if (cfg->external_addr) {
+        /* The caller's thread: a host name may be resolved here, once. */
+        if (tm2_netaddr_parse(cfg->external_addr, TM2_NETADDR_NO_ID | TM2_NETADDR_RESOLVE,
+                              &sw->external) != 0) {
+            r = TM2_EADDR;
+            goto fail;
+        }
+        sw->has_external = true;
+    }
+    if (cfg->n_persistent_peers) {
+        sw->persistent = calloc(cfg->n_persistent_peers, sizeof *sw->persistent);
+        if (!sw->persistent) {
+            r = TM2_ENOMEM;
+            goto fail;
+        }
+        for (size_t i = 0; i < cfg->n_persistent_peers; i++) {
+            const tm2_netaddr *a = &cfg->persistent_peers[i];
+            if (!a->id.s[0] || tm2_id_validate(a->id.s) != 0) {
+                r = TM2_EINVAL;
+                goto fail;
+            }
+            /* Ourselves and repeated IDs are left out. */
+            if (strcmp(a->id.s, sw->id.s) == 0 || tm2__sw_is_persistent_id(sw, &a->id, NULL))
+                continue;
+            sw->persistent[sw->n_persistent++].addr = *a;
+        }
+    }
+    if (cfg->n_private_peer_ids) {
+        sw->priv_ids = calloc(cfg->n_private_peer_ids, sizeof *sw->priv_ids);
+        if (!sw->priv_ids) {
+            r = TM2_ENOMEM;
+            goto fail;
+        }
+        for (size_t i = 0; i < cfg->n_private_peer_ids; i++) {
+            sw->priv_ids[i] = cfg->private_peer_ids[i];
+            sw->priv_ids[i].s[TM2_ID_LEN] = '\0';
+        }
+        sw->n_priv = cfg->n_private_peer_ids;
+    }
+    if ((r = copy_reactors(sw, cfg)) != 0)
+        goto fail;
+    if ((r = build_node_info(sw, cfg)) != 0)
+        goto fail;
+    if ((r = tm2__events_new(&sw->events)) != 0)
+        goto fail;
+    if (uv_mutex_init(&sw->life_lock) != 0) {
+        r = TM2_EIO;
+        goto fail;
+    }
+    if (uv_cond_init(&sw->life_cond) != 0) {
+        uv_mutex_destroy(&sw->life_lock);
+        r = TM2_EIO;
+        goto fail;
+    }
+    if (uv_mutex_init(&sw->cmd_lock) != 0) {
+        r = TM2_EIO;
+        goto fail_life;
+    }
+    if (uv_mutex_init(&sw->snap_lock) != 0) {
+        uv_mutex_destroy(&sw->cmd_lock);
+        r = TM2_EIO;
+        goto fail_life;
+    }
+    sw->cmds_tail = &sw->cmds;
+    if ((r = tm2__peer_set_init(&sw->peers)) != 0)
+        goto fail_locks;
+    if ((r = tm2__peer_set_init(&sw->inflight)) != 0) {
+        tm2__peer_set_free(&sw->peers);
+        goto fail_locks;
+    }
+    if ((r = tm2__dialq_init(&sw->dialq, DIALQ_EXTRA + sw->n_persistent)) != 0) {
+        tm2__peer_set_free(&sw->inflight);
+        tm2__peer_set_free(&sw->peers);
+        goto fail_locks;
+    }
+    *out = sw;
+    return 0;
+
+fail_locks:
+    uv_mutex_destroy(&sw->snap_lock);
+    uv_mutex_destroy(&sw->cmd_lock);
+fail_life:
+    uv_cond_destroy(&sw->life_cond);
+    uv_mutex_destroy(&sw->life_lock);
+fail:
+    if (sw->events)
+        tm2__events_free(sw->events);
+    free_config_copies(sw);
+    tm2_node_key_wipe(&sw->key);
+    free(sw);
+    return r;
+}
+
+/* ---- accessors ---------------------------------------------------------------------- */
+
+const tm2_id *tm2_switch_id(const tm2_switch *sw) { return sw ? &sw->id : NULL; }
+
+const tm2_node_info *tm2_switch_node_info(const tm2_switch *sw) { return sw ? &sw->ni : NULL; }
+
+int tm2_switch_listen_addr(const tm2_switch *sw, tm2_netaddr *out)
+{
+    if (!sw || !out)
+        return TM2_EINVAL;
+    uv_mutex_lock((uv_mutex_t *)&sw->life_lock);
+    bool bound = sw->bound && sw->state == SW_RUNNING;
+    if (bound)
+        *out = sw->bound_addr;
+    uv_mutex_unlock((uv_mutex_t *)&sw->life_lock);
+    return bound ? 0 : TM2_ESTATE;
+}
+
+int tm2_switch_subscribe(tm2_switch *sw, unsigned mask, const tm2_id *peer_id, size_t queue_cap,
+                         tm2_subscription **out)
+{
+    if (!sw)
+        return TM2_EINVAL;
+    return tm2__events_subscribe(sw->events, mask, peer_id, queue_cap, out);
+}
+
+size_t tm2_switch_peers(tm2_switch *sw, tm2_peer **out, size_t cap)
+{
+    if (!sw)
+        return 0;
+    uv_mutex_lock(&sw->snap_lock);
+    size_t n = sw->n_snap;
+    for (size_t i = 0; i < n && i < cap && out; i++)
+        out[i] = tm2_peer_ref(sw->snap[i]);
+    uv_mutex_unlock(&sw->snap_lock);
+    return n;
+}
+
+void tm2_switch_counts(tm2_switch *sw, size_t *inbound, size_t *outbound, size_t *dialing)
+{
+    if (!sw)
+        return;
+    uv_mutex_lock(&sw->snap_lock);
+    if (inbound)
+        *inbound = sw->snap_in;
+    if (outbound)
+        *outbound = sw->snap_out;
+    if (dialing)
+        *dialing = sw->snap_dialing;
+    uv_mutex_unlock(&sw->snap_lock);
+}
+
+/* Synchronous on the caller's thread: the bytes are copied once into one
+ * shared message and queued on every peer without waiting; the snapshot
+ * lock keeps each listed peer's connection alive meanwhile. */
+int tm2_switch_broadcast(tm2_switch *sw, uint8_t ch, const void *data, size_t len)
+{
+    if (!sw || (len && !data))
+        return TM2_EINVAL;
+    if (!tm2__bit(sw->our_ch, ch))
+        return TM2_ECHANNEL;
+    tm2__msg *m = tm2__msg_new(data, len);
+    if (!m)
+        return TM2_ENOMEM;
+    int queued = 0;
+    uv_mutex_lock(&sw->snap_lock);
+    for (size_t i = 0; i < sw->n_snap; i++) {
+        tm2_peer *p = sw->snap[i];
+        if (!tm2__bit(p->their_ch, ch) || !atomic_load(&p->running))
+            continue;
+        if (tm2__mcs_try_send(&p->conn->mcs, ch, m) == 0)
+            queued++;
+    }
+    uv_mutex_unlock(&sw->snap_lock);
+    tm2__msg_unref(m);
+    return queued;
+}
+
+/* ---- commands ------------------------------------------------------------------------- */
+
+/* Queues c for the loop; false (c not taken) once the loop takes no more.
+ * The wake-up is sent under cmd_lock: the loop closes its async handle only
+ * after closing the list under the same lock, so no send can hit a closed
+ * handle. */
+static bool post(tm2_switch *sw, tm2__cmd *c)
+{
+    c->next = NULL;
+    uv_mutex_lock(&sw->cmd_lock);
+    bool ok = !sw->cmd_closed;
+    if (ok) {
+        *sw->cmds_tail = c;
+        sw->cmds_tail = &c->next;
+        if (sw->cmd_live)
+            uv_async_send(&sw->wake);
+    }
+    uv_mutex_unlock(&sw->cmd_lock);
+    return ok;
+}
+
+static void cmd_free(tm2__cmd *c)
+{
+    if (c->peer)
+        tm2_peer_unref(c->peer);
+    free(c->addrs);
+    free(c);
+}
+
+static bool our_addr(tm2_switch *sw, tm2_netaddr *a)
+{
+    uv_mutex_lock(&sw->life_lock);
+    bool ok = sw->bound;
+    if (ok)
+        *a = sw->bound_addr;
+    uv_mutex_unlock(&sw->life_lock);
+    return ok;
+}
+
+static bool snap_has(tm2_switch *sw, const tm2_id *id)
+{
+    bool has = false;
+    uv_mutex_lock(&sw->snap_lock);
+    for (size_t i = 0; i < sw->n_snap && !has; i++)
+        has = strcmp(sw->snap[i]->id.s, id->s) == 0;
+    uv_mutex_unlock(&sw->snap_lock);
+    return has;
+}
+
+bool tm2__sw_is_self(tm2_switch *sw, const tm2_netaddr *a)
+{
+    if (strcmp(a->id.s, sw->id.s) == 0)
+        return true;
+    tm2_netaddr mine;
+    if (our_addr(sw, &mine) && tm2_netaddr_same(&mine, a))
+        return true;
+    mine = sw->ni.net_address;
+    return !tm2_netaddr_is_unspecified(&mine) && mine.port && tm2_netaddr_same(&mine, a);
+}
+
+int tm2_switch_dial_peers(tm2_switch *sw, const tm2_netaddr *addrs, size_t n)
+{
+    if (!sw || (n && !addrs))
+        return TM2_EINVAL;
+    tm2__cmd *c = calloc(1, sizeof *c);
+    if (!c)
+        return TM2_ENOMEM;
+    c->type = CMD_DIAL;
+    c->addrs = n ? malloc(n * sizeof *c->addrs) : NULL;
+    if (n && !c->addrs) {
+        free(c);
+        return TM2_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const tm2_netaddr *a = &addrs[i];
+        if (!a->id.s[0] || tm2_id_validate(a->id.s) != 0) {
+            tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial skipped: address without valid ID\"");
+            continue;
+        }
+        if (tm2__sw_is_self(sw, a)) {
+            char b[TM2_NETADDR_STRLEN + 1];
+            tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial skipped: ourselves\" addr=%s",
+                        tm2__sw_addr_str(a, b, sizeof b));
+            continue;
+        }
+        if (snap_has(sw, &a->id))
+            continue;
+        c->addrs[c->n++] = *a;
+    }
+    int taken = (int)c->n;
+    if (!c->n) {
+        cmd_free(c);
+        return 0;
+    }
+    uv_mutex_lock(&sw->life_lock);
+    bool stopped = sw->state == SW_STOPPED;
+    uv_mutex_unlock(&sw->life_lock);
+    if (stopped || !post(sw, c)) {
+        cmd_free(c);
+        return TM2_ECLOSED;
+    }
+    return taken;
+}
+
+void tm2_switch_stop_peer_for_error(tm2_switch *sw, tm2_peer *p, int err)
+{
+    if (!sw || !p || p->sw != sw)
+        return;
+    uv_mutex_lock(&sw->life_lock);
+    bool running = sw->state == SW_RUNNING && sw->handles_init;
+    uv_mutex_unlock(&sw->life_lock);
+    if (running && tm2__mcs_loop_on_thread(&sw->ml)) {
+        tm2__sw_peer_remove(sw, p, err, NULL);
+        return;
+    }
+    tm2__cmd *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->type = CMD_STOP_PEER;
+    c->peer = tm2_peer_ref(p);
+    c->err = err;
+    if (!post(sw, c))
+        cmd_free(c);
+}
+
+/* ---- the network thread ----------------------------------------------------------------- */
+
+static void handle_closed(uv_handle_t *h) { (void)h; }
+
+static void transport_closed(tm2__transport *t)
+{
+    tm2_switch *sw = t->data;
+    sw->transport = NULL;
+    tm2__sw_wake(sw);
+}
+
+/* Everything is closed once the transport is gone and every connection
+ * reported on_close; the remaining handles close here, on a turn of their
+ * own, and uv_run then returns. */
+static void maybe_finish(tm2_switch *sw)
+{
+    if (!sw->stopping || sw->finished || sw->transport || sw->open_conns)
+        return;
+    tm2__sw_release_peers(sw);
+    sw->finished = true;
+    tm2__sw_dial_clear(sw);
+    uv_close((uv_handle_t *)&sw->dial_timer, handle_closed);
+    uv_close((uv_handle_t *)&sw->redial_timer, handle_closed);
+    uv_close((uv_handle_t *)&sw->wake, handle_closed);
+    tm2__mcs_loop_close(&sw->ml);
+}
+
+/* Stop on the loop: transport, peers, reactors, then the handles. */
+static void begin_stop(tm2_switch *sw)
+{
+    if (sw->stopping)
+        return;
+    sw->stopping = true;
+    uv_mutex_lock(&sw->cmd_lock);
+    sw->cmd_closed = true;
+    sw->cmd_live = false;
+    uv_mutex_unlock(&sw->cmd_lock);
+    if (sw->transport && !sw->transport_closing) {
+        sw->transport_closing = true;
+        tm2__transport_close(sw->transport, transport_closed);
+    }
+    /* In-flight dials are aborted without a word from the transport. */
+    tm2__sw_dial_clear(sw);
+    for (size_t i = tm2__peer_set_count(&sw->peers); i-- > 0;) {
+        const tm2__peer_entry *e = tm2__peer_set_at(&sw->peers, i);
+        if (e)
+            tm2__sw_peer_remove(sw, e->peer, 0, NULL);
+    }
+    uv_timer_stop(&sw->dial_timer);
+    uv_timer_stop(&sw->redial_timer);
+    for (size_t i = sw->n_reactors; i-- > 0;) {
+        tm2__reactor_slot *s = &sw->reactors[i];
+        if (s->started && s->r.stop)
+            s->r.stop(sw, s->r.user);
+        s->started = false;
+    }
+    tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"switch stopping\"");
+    maybe_finish(sw);
+}
+
+static void run_commands(tm2_switch *sw)
+{
+    uv_mutex_lock(&sw->cmd_lock);
+    tm2__cmd *list = sw->cmds;
+    sw->cmds = NULL;
+    sw->cmds_tail = &sw->cmds;
+    bool stop = sw->stop_requested;
+    uv_mutex_unlock(&sw->cmd_lock);
+    while (list) {
+        tm2__cmd *c = list;
+        list = c->next;
+        switch (c->type) {
+        case CMD_DIAL:
+            if (!sw->stopping)
+                for (size_t i = 0; i < c->n; i++)
+                    tm2__sw_dial_request(sw, &c->addrs[i]);
+            break;
+        case CMD_STOP_PEER:
+            if (!sw->stopping)
+                tm2__sw_peer_remove(sw, c->peer, c->err, NULL);
+            break;
+        default:
+            break;
+        }
+        cmd_free(c);
+    }
+    if (stop)
+        begin_stop(sw);
+}
+
+static void wake_cb(uv_async_t *a)
+{
+    tm2_switch *sw = a->data;
+    if (sw->finished)
+        return;
+    run_commands(sw);
+    tm2__sw_release_peers(sw);
+    if (!sw->stopping)
+        tm2__sw_arm_dial_timer(sw);
+    maybe_finish(sw);
+}
+
+static void start_done(tm2_switch *sw, int err)
+{
+    uv_mutex_lock(&sw->life_lock);
+    sw->start_err = err;
+    sw->start_done = true;
+    uv_cond_signal(&sw->life_cond);
+    uv_mutex_unlock(&sw->life_lock);
+}
+
+/* Binds the listener and advertises what it got. */
+static int bind_listener(tm2_switch *sw)
+{
+    if (!sw->listen_addr)
+        return 0;
+    int r = tm2__transport_listen(sw->transport, sw->listen_addr);
+    if (r)
+        return r;
+    tm2_netaddr la;
+    if ((r = tm2__transport_listen_addr(sw->transport, &la)) != 0)
+        return r;
+    uv_mutex_lock(&sw->life_lock);
+    sw->bound_addr = la;
+    sw->bound = true;
+    if (!sw->has_external) {
+        sw->ni.net_address = la;
+        sw->ni.net_address.id = sw->id;
+    }
+    uv_mutex_unlock(&sw->life_lock);
+    return tm2__transport_set_node_info(sw->transport, &sw->ni);
+}
+
+static void thread_main(void *arg)
+{
+    tm2_switch *sw = arg;
+    tm2__mcs_loop_bind_thread(&sw->ml);
+    int err = 0;
+    for (size_t i = 0; i < sw->n_reactors && !err; i++) {
+        tm2__reactor_slot *s = &sw->reactors[i];
+        if (s->r.start && (err = s->r.start(sw, s->r.user)) != 0) {
+            tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"reactor failed to start\" reactor=\"%s\" err=\"%s\"",
+                        s->r.name, tm2_strerror(err));
+            if (err > 0)
+                err = TM2_EINVAL;
+            break;
+        }
+        s->started = true;
+    }
+    if (!err)
+        err = bind_listener(sw);
+    start_done(sw, err);
+    if (err) {
+        begin_stop(sw);
+    } else {
+        uint64_t now = tm2__sw_now(sw);
+        for (size_t i = 0; i < sw->n_persistent; i++)
+            (void)tm2__dialq_push(&sw->dialq, now, &sw->persistent[i].addr, TM2__DIAL_PERSISTENT);
+        tm2__sw_update_counts(sw);
+        uv_timer_start(&sw->redial_timer, tm2__sw_redial_scan_cb, REDIAL_SCAN_MS, REDIAL_SCAN_MS);
+        if (tm2__sw_log_on(sw, TM2_LOG_INFO)) {
+            char b[TM2_NETADDR_STRLEN + 1];
+            tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"switch started\" id=%s addr=%s", sw->id.s,
+                        tm2__sw_addr_str(&sw->ni.net_address, b, sizeof b));
+        }
+        run_commands(sw);
+        tm2__sw_arm_dial_timer(sw);
+    }
+    uv_run(&sw->loop, UV_RUN_DEFAULT);
+    /* Close callbacks queued by the last turn. */
+    uv_run(&sw->loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&sw->loop) != 0)
+        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"switch loop closed with handles open\"");
+}
+
+static int init_loop(tm2_switch *sw)
+{
+    if (uv_loop_init(&sw->loop) != 0)
+        return TM2_EIO;
+    int r = tm2__mcs_loop_init(&sw->ml, &sw->loop);
+    if (r) {
+        uv_loop_close(&sw->loop);
+        return r;
+    }
+    tm2__tcp_transport_config tc;
+    memset(&tc, 0, sizeof tc);
+    tc.key = sw->key;
+    tc.node_info = &sw->ni;
+    tc.handshake_timeout_ms = sw->handshake_timeout_ms;
+    tc.dial_timeout_ms = sw->dial_timeout_ms;
+    tc.max_pending_inbound = sw->max_pending_inbound;
+    tc.conn_cbs = tm2__sw_conn_cbs;
+    tc.log = sw->log;
+    tc.log_user = sw->log_user;
+    tc.log_level = sw->log_level;
+    r = tm2__tcp_transport_new(&sw->ml, &tc, &tm2__sw_transport_cbs, sw, &sw->transport);
+    tm2_node_key_wipe(&tc.key);
+    if (r) {
+        tm2__mcs_loop_close(&sw->ml);
+        uv_run(&sw->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&sw->loop);
+        return r;
+    }
+    uv_async_init(&sw->loop, &sw->wake, wake_cb);
+    sw->wake.data = sw;
+    uv_timer_init(&sw->loop, &sw->dial_timer);
+    sw->dial_timer.data = sw;
+    uv_timer_init(&sw->loop, &sw->redial_timer);
+    sw->redial_timer.data = sw;
+    uv_unref((uv_handle_t *)&sw->redial_timer);
+    return 0;
+}
+
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) != 0)
+        return;
+    if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_IGN;
+        sigemptyset(&sa.sa_mask);
+        (void)sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+int tm2_switch_start(tm2_switch *sw)
+{
+    if (!sw)
+        return TM2_EINVAL;
+    uv_mutex_lock(&sw->life_lock);
+    bool fresh = sw->state == SW_NEW && !sw->handles_init;
+    uv_mutex_unlock(&sw->life_lock);
+    if (!fresh)
+        return TM2_ESTATE;
+    ignore_sigpipe();
+    int r = init_loop(sw);
+    if (r)
+        return r;
+    uv_mutex_lock(&sw->life_lock);
+    sw->handles_init = true;
+    sw->state = SW_RUNNING;
+    uv_mutex_unlock(&sw->life_lock);
+    uv_mutex_lock(&sw->cmd_lock);
+    sw->cmd_live = true;
+    uv_mutex_unlock(&sw->cmd_lock);
+    if (uv_thread_create(&sw->thread, thread_main, sw) != 0) {
+        /* Nothing ran on the loop yet: tear it down here. */
+        sw->stopping = true;
+        uv_mutex_lock(&sw->cmd_lock);
+        sw->cmd_live = false;
+        sw->cmd_closed = true;
+        uv_mutex_unlock(&sw->cmd_lock);
+        tm2__transport_close(sw->transport, transport_closed);
+        uv_close((uv_handle_t *)&sw->dial_timer, handle_closed);
+        uv_close((uv_handle_t *)&sw->redial_timer, handle_closed);
+        uv_close((uv_handle_t *)&sw->wake, handle_closed);
+        tm2__mcs_loop_close(&sw->ml);
+        uv_run(&sw->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&sw->loop);
+        uv_mutex_lock(&sw->life_lock);
+        sw->state = SW_STOPPED;
+        sw->handles_init = false;
+        uv_mutex_unlock(&sw->life_lock);
+        tm2__events_close(sw->events);
+        return TM2_EIO;
+    }
+    uv_mutex_lock(&sw->life_lock);
+    while (!sw->start_done)
+        uv_cond_wait(&sw->life_cond, &sw->life_lock);
+    r = sw->start_err;
+    uv_mutex_unlock(&sw->life_lock);
+    if (r) {
+        uv_thread_join(&sw->thread);
+        uv_mutex_lock(&sw->life_lock);
+        sw->state = SW_STOPPED;
+        sw->handles_init = false;
+        sw->bound = false;
+        uv_mutex_unlock(&sw->life_lock);
+        tm2__events_close(sw->events);
+    }
+    return r;
+}
+
+void tm2_switch_stop(tm2_switch *sw)
+{
+    if (!sw)
+        return;
+    uv_mutex_lock(&sw->life_lock);
+    int state = sw->state;
+    bool running = state == SW_RUNNING && sw->handles_init;
+    uv_mutex_unlock(&sw->life_lock);
+    if (state == SW_STOPPED)
+        return;
+    if (running && tm2__mcs_loop_on_thread(&sw->ml)) {
+        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"tm2_switch_stop called on the network thread\"");
+        return;
+    }
+    if (running) {
+        /* A flag, not a queued command: stopping needs no memory. */
+        uv_mutex_lock(&sw->cmd_lock);
+        sw->stop_requested = true;
+        if (sw->cmd_live)
+            uv_async_send(&sw->wake);
+        uv_mutex_unlock(&sw->cmd_lock);
+        uv_thread_join(&sw->thread);
+    }
+    uv_mutex_lock(&sw->life_lock);
+    sw->state = SW_STOPPED;
+    sw->handles_init = false;
+    sw->bound = false;
+    uv_mutex_unlock(&sw->life_lock);
+    /* Commands posted while stopping never ran. */
+    uv_mutex_lock(&sw->cmd_lock);
+    sw->cmd_closed = true;
+    tm2__cmd *list = sw->cmds;
+    sw->cmds = NULL;
+    sw->cmds_tail = &sw->cmds;
+    uv_mutex_unlock(&sw->cmd_lock);
+    while (list) {
+        tm2__cmd *c = list;
+        list = c->next;
+        cmd_free(c);
+    }
+    uv_mutex_lock(&sw->snap_lock);
+    sw->n_snap = 0;
+    sw->snap_in = sw->snap_out = sw->snap_dialing = 0;
+    uv_mutex_unlock(&sw->snap_lock);
+    tm2__events_close(sw->events);
+}
+
+void tm2_switch_free(tm2_switch *sw)
+{
+    if (!sw)
+        return;
+    tm2_switch_stop(sw);
+    uv_mutex_lock(&sw->life_lock);
+    bool stopped = sw->state == SW_STOPPED;
+    uv_mutex_unlock(&sw->life_lock);
+    if (!stopped)
+        return;   /* called on the network thread: refused */
+    tm2__events_free(sw->events);
+    tm2__dialq_free(&sw->dialq);
+    tm2__peer_set_free(&sw->inflight);
+    tm2__peer_set_free(&sw->peers);
+    free(sw->snap);
+    uv_mutex_destroy(&sw->snap_lock);
+    uv_mutex_destroy(&sw->cmd_lock);
+    uv_cond_destroy(&sw->life_cond);
+    uv_mutex_destroy(&sw->life_lock);
+    free_config_copies(sw);
+    tm2_node_key_wipe(&sw->key);
+    sodium_memzero(sw, sizeof *sw);
+    free(sw);
+}

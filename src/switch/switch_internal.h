@@ -1,0 +1,239 @@
+/* Internal: the switch's state, shared by switch.c (lifecycle, commands,
+ * broadcast), switch_peer.c (transport callbacks, peer lifecycle),
+ * switch_dial.c (dial and redial services) and peer.c (the tm2_peer API).
+ *
+ * Threads: fields marked "loop" are touched only on the network thread;
+ * "snap" fields are under snap_lock, "cmd" fields under cmd_lock, "life"
+ * fields under life_lock. A peer's "lock" fields are under its own mutex. */
+#ifndef TM2_SWITCH_INTERNAL_H
+#define TM2_SWITCH_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "net/mconn_stream.h"
+#include "net/transport.h"
+#include "switch/dial_queue.h"
+#include "switch/events.h"
+#include "switch/peer_set.h"
+#include "tm2p2p/switch.h"
+
+#define TM2__SW_REASON_LEN TM2_EVENT_REASON_LEN
+
+/* ---- peers --------------------------------------------------------------------- */
+
+typedef struct tm2__kv {
+    char *key;
+    void *value;
+    void (*free_fn)(void *);
+    struct tm2__kv *next;
+} tm2__kv;
+
+struct tm2_peer {
+    atomic_size_t refs;
+    tm2_switch *sw;                 /* loop paths only, while the switch lives */
+    tm2__transport_conn *conn;      /* owns the mcs and the NodeInfo */
+    tm2_id id;
+    tm2_netaddr socket_addr;
+    bool outbound, persistent, priv;
+    atomic_bool running;
+    uint8_t our_ch[32];             /* bitmaps of channel bytes */
+    uint8_t their_ch[32];
+
+    uv_mutex_t lock;
+    uv_cond_t idle;
+    unsigned inflight;              /* lock: calls inside the mcs from other threads */
+    bool gone;                      /* lock: the mcs reported on_close */
+    tm2__kv *kv;                    /* lock */
+
+    /* loop */
+    bool started;                   /* mcs started */
+    bool listed;                    /* in the peer set and the snapshot */
+    bool in_add;                    /* add_peer callbacks running */
+    bool removing;                  /* removal begun */
+    bool removed;                   /* removal done */
+    bool replaced;                  /* lost to a simultaneous dial: no redial */
+    size_t n_added;                 /* reactors that got add_peer */
+    int reason;
+    char reason_text[TM2__SW_REASON_LEN];
+    struct tm2_peer *next_release;
+};
+
+static inline bool tm2__bit(const uint8_t map[32], uint8_t ch)
+{
+    return (map[ch >> 3] >> (ch & 7)) & 1u;
+}
+
+static inline void tm2__bit_set(uint8_t map[32], uint8_t ch)
+{
+    map[ch >> 3] = (uint8_t)(map[ch >> 3] | (1u << (ch & 7)));
+}
+
+/* A peer for conn with one reference (the switch's); NULL on ENOMEM. */
+tm2_peer *tm2__peer_new(tm2_switch *sw, tm2__transport_conn *conn);
+
+/* The mcs reported on_close: no sender from another thread is inside the
+ * mcs once this returns, and none will enter it again. Loop thread. */
+void tm2__peer_mark_gone(tm2_peer *p);
+
+/* ---- the switch ------------------------------------------------------------------- */
+
+enum tm2__sw_state { SW_NEW = 0, SW_RUNNING, SW_STOPPED };
+
+enum tm2__cmd_type { CMD_DIAL = 1, CMD_STOP_PEER };
+
+typedef struct tm2__cmd {
+    int type;
+    tm2_peer *peer;                 /* CMD_STOP_PEER: a reference */
+    int err;
+    tm2_netaddr *addrs;             /* CMD_DIAL */
+    size_t n;
+    struct tm2__cmd *next;
+} tm2__cmd;
+
+typedef struct tm2__persistent {
+    tm2_netaddr addr;
+    uint32_t attempts;
+} tm2__persistent;
+
+/* A dial handed to the transport (its dial_user). */
+typedef struct tm2__dial_ctx {
+    tm2_netaddr addr;
+    unsigned flags;
+} tm2__dial_ctx;
+
+typedef struct tm2__reactor_slot {
+    tm2_reactor r;                  /* name and channels point into this switch's copies */
+    bool started;
+} tm2__reactor_slot;
+
+struct tm2_switch {
+    /* Immutable after tm2_switch_new (our address: after start). */
+    tm2_node_key key;
+    tm2_id id;
+    char *listen_addr;
+    bool has_external;
+    tm2_netaddr external;
+    uint32_t max_inbound, max_outbound, max_pending_inbound;
+    uint32_t handshake_timeout_ms, dial_timeout_ms;
+    int64_t redial_base_ms, redial_max_ms;
+    tm2__persistent *persistent;    /* attempts: loop */
+    size_t n_persistent;
+    tm2_id *priv_ids;
+    size_t n_priv;
+    tm2_mconn_config mconn;
+    tm2__reactor_slot *reactors;
+    size_t n_reactors;
+    tm2_channel_desc *descs;        /* all channels, registration order */
+    size_t n_descs;
+    int16_t ch_owner[256];          /* channel byte -> reactor index, -1 */
+    uint8_t our_ch[32];
+    tm2_log_fn log;
+    void *log_user;
+    tm2_log_level log_level;
+
+    /* Our NodeInfo and the strings it points at. */
+    tm2_node_info ni;
+    tm2_version_info versions[5];
+    char *app_version, *network, *moniker, *tx_index, *rpc_address;
+    uint8_t ni_channels[TM2_NODE_INFO_MAX_CHANNELS];
+    bool bound;
+    tm2_netaddr bound_addr;         /* our ID @ the bound listen address */
+
+    tm2__events *events;
+
+    /* The network thread. */
+    uv_loop_t loop;
+    tm2__mcs_loop ml;
+    uv_thread_t thread;
+    uv_async_t wake;
+    uv_timer_t dial_timer;
+    uv_timer_t redial_timer;
+    bool handles_init;
+
+    /* life */
+    uv_mutex_t life_lock;
+    uv_cond_t life_cond;
+    int state;                      /* enum tm2__sw_state */
+    bool start_done;
+    int start_err;
+    bool freed_events;
+
+    /* cmd */
+    uv_mutex_t cmd_lock;
+    tm2__cmd *cmds, **cmds_tail;
+    bool cmd_closed;                /* the loop no longer takes commands */
+    bool cmd_live;                  /* the async handle may be signalled */
+    bool stop_requested;
+
+    /* snap: what other threads may read. */
+    uv_mutex_t snap_lock;
+    tm2_peer **snap;
+    size_t n_snap, cap_snap;
+    size_t snap_in, snap_out, snap_dialing;
+
+    /* loop */
+    tm2__transport *transport;      /* NULL once closed */
+    bool transport_closing;
+    tm2__peer_set peers;
+    tm2__peer_set inflight;         /* ID -> tm2__dial_ctx */
+    size_t n_in_np, n_out_np;       /* non-persistent inbound / outbound peers */
+    size_t n_inflight_np;           /* non-persistent dials in flight */
+    tm2__dialq dialq;
+    uint64_t dial_timer_due;        /* 0: not armed */
+    size_t open_conns;              /* peers whose mcs has not reported on_close */
+    tm2_peer *release;              /* peers whose switch reference goes next turn */
+    bool stopping;
+    bool finished;
+};
+
+/* ---- switch.c ------------------------------------------------------------------------- */
+
+void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool tm2__sw_log_on(const tm2_switch *sw, tm2_log_level lv);
+/* A logfmt-safe quoted copy of s in buf. */
+const char *tm2__sw_quote(const char *s, char *buf, size_t cap);
+const char *tm2__sw_addr_str(const tm2_netaddr *a, char *buf, size_t cap);
+void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
+                     const tm2_netaddr *addr, bool outbound, int reason, const char *text);
+/* Refreshes the counts other threads read. Loop thread. */
+void tm2__sw_update_counts(tm2_switch *sw);
+/* Wakes the loop for the release list / commands. Any thread. */
+void tm2__sw_wake(tm2_switch *sw);
+bool tm2__sw_is_persistent_id(const tm2_switch *sw, const tm2_id *id, size_t *idx);
+uint64_t tm2__sw_now(tm2_switch *sw);
+/* Ourselves: our ID, or our bound or advertised dial address. */
+bool tm2__sw_is_self(tm2_switch *sw, const tm2_netaddr *a);
+double tm2__sw_rand01(void);
+
+/* ---- switch_peer.c ----------------------------------------------------------------------- */
+
+extern const tm2__transport_cbs tm2__sw_transport_cbs;
+extern const tm2__mcs_cbs tm2__sw_conn_cbs;
+/* Removes p (reactors' remove_peer, DISCONNECTED event, redial of a
+ * persistent peer). Idempotent. Loop thread. */
+void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *text);
+/* Processes the release list. Loop thread. */
+void tm2__sw_release_peers(tm2_switch *sw);
+
+/* ---- switch_dial.c ------------------------------------------------------------------------- */
+
+/* Queues a dial request (the reference's DialPeers, on the loop). */
+void tm2__sw_dial_request(tm2_switch *sw, const tm2_netaddr *addr);
+/* Queues the persistent peer idx at now + back-off. */
+void tm2__sw_redial(tm2_switch *sw, size_t idx);
+/* Re-arms the dial timer at the queue's next due time. */
+void tm2__sw_arm_dial_timer(tm2_switch *sw);
+void tm2__sw_dial_timer_cb(uv_timer_t *t);
+void tm2__sw_redial_scan_cb(uv_timer_t *t);
+/* A dial handed to the transport ended (ctx freed). */
+void tm2__sw_dial_done(tm2_switch *sw, tm2__dial_ctx *ctx);
+/* Drops every queued and in-flight dial (stop). */
+void tm2__sw_dial_clear(tm2_switch *sw);
+
+#endif

@@ -1,0 +1,342 @@
+/* The switch's side of the transport (admission, rejections) and the
+ * lifecycle of a peer: init_peer -> start -> add_peer -> receive ... ->
+ * remove_peer -> on_close -> release on a later loop turn. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "switch/switch_internal.h"
+
+/* ---- snapshot ------------------------------------------------------------------------ */
+
+static int snap_reserve(tm2_switch *sw)
+{
+    uv_mutex_lock(&sw->snap_lock);
+    int r = 0;
+    if (sw->n_snap == sw->cap_snap) {
+        size_t cap = sw->cap_snap ? sw->cap_snap * 2 : 16;
+        tm2_peer **a = realloc(sw->snap, cap * sizeof *a);
+        if (a) {
+            sw->snap = a;
+            sw->cap_snap = cap;
+        } else {
+            r = TM2_ENOMEM;
+        }
+    }
+    uv_mutex_unlock(&sw->snap_lock);
+    return r;
+}
+
+static void snap_add(tm2_switch *sw, tm2_peer *p)
+{
+    uv_mutex_lock(&sw->snap_lock);
+    sw->snap[sw->n_snap++] = p;   /* room reserved by snap_reserve */
+    uv_mutex_unlock(&sw->snap_lock);
+}
+
+static void snap_remove(tm2_switch *sw, tm2_peer *p)
+{
+    uv_mutex_lock(&sw->snap_lock);
+    for (size_t i = 0; i < sw->n_snap; i++) {
+        if (sw->snap[i] == p) {
+            sw->snap[i] = sw->snap[--sw->n_snap];
+            break;
+        }
+    }
+    uv_mutex_unlock(&sw->snap_lock);
+}
+
+/* ---- removal -------------------------------------------------------------------------- */
+
+static void log_peer(tm2_switch *sw, tm2_log_level lv, const char *what, const tm2_peer *p,
+                     int reason, const char *text)
+{
+    if (!tm2__sw_log_on(sw, lv))
+        return;
+    char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
+    tm2__sw_log(sw, lv, "msg=\"%s\" peer=%s addr=%s outbound=%s err=\"%s\" reason=%s", what,
+                p->id.s, tm2__sw_addr_str(&p->socket_addr, a, sizeof a),
+                p->outbound ? "true" : "false", reason ? tm2_strerror(reason) : "none",
+                tm2__sw_quote(text, q, sizeof q));
+}
+
+/* The second half of a removal; for a peer still in its add_peer round it
+ * runs once the round is over. */
+static void finish_remove(tm2_switch *sw, tm2_peer *p)
+{
+    if (p->removed)
+        return;
+    p->removed = true;
+    if (p->listed) {
+        p->listed = false;
+        tm2__peer_set_remove(&sw->peers, &p->id);
+        snap_remove(sw, p);
+        if (!p->persistent) {
+            if (p->outbound)
+                sw->n_out_np--;
+            else
+                sw->n_in_np--;
+        }
+        tm2__sw_update_counts(sw);
+    }
+    if (sw->transport && !sw->transport_closing)
+        tm2__transport_remove(sw->transport, &p->socket_addr);
+    if (p->n_added) {
+        for (size_t i = 0; i < p->n_added; i++) {
+            tm2__reactor_slot *s = &sw->reactors[i];
+            if (s->r.remove_peer)
+                s->r.remove_peer(p, p->reason, s->r.user);
+        }
+        tm2__sw_publish(sw, TM2_EVENT_PEER_DISCONNECTED, &p->id, &p->socket_addr, p->outbound,
+                        p->reason, p->reason_text);
+        log_peer(sw, TM2_LOG_INFO, "peer disconnected", p, p->reason, p->reason_text);
+    }
+    size_t idx;
+    if (p->persistent && !sw->stopping && !p->replaced &&
+        tm2__sw_is_persistent_id(sw, &p->id, &idx))
+        tm2__sw_redial(sw, idx);
+}
+
+void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *text)
+{
+    if (p->removing)
+        return;
+    p->removing = true;
+    atomic_store(&p->running, false);
+    p->reason = reason;
+    if (!text)
+        text = reason ? tm2_strerror(reason) : "";
+    snprintf(p->reason_text, sizeof p->reason_text, "%s", text);
+    /* No callback of this connection follows but on_close. */
+    tm2__mcs_close(&p->conn->mcs);
+    if (!p->in_add)
+        finish_remove(sw, p);
+}
+
+/* ---- release ---------------------------------------------------------------------------- */
+
+void tm2__sw_release_peers(tm2_switch *sw)
+{
+    tm2_peer *list = sw->release;
+    sw->release = NULL;
+    while (list) {
+        tm2_peer *p = list;
+        list = p->next_release;
+        tm2_peer_unref(p);
+    }
+}
+
+/* ---- mcs callbacks ------------------------------------------------------------------------- */
+
+static int c_on_receive(tm2__mcs *m, uint8_t ch, const uint8_t *data, size_t len)
+{
+    tm2_peer *p = m->data;
+    tm2_switch *sw = p->sw;
+    if (p->removing)
+        return 0;
+    int16_t o = sw->ch_owner[ch];
+    if (o < 0)
+        return TM2_ECHANNEL;   /* the core knows only our channels: not reached */
+    tm2__reactor_slot *s = &sw->reactors[o];
+    if (s->r.receive)
+        s->r.receive(p, ch, data, len, s->r.user);
+    return 0;
+}
+
+static void c_on_error(tm2__mcs *m, int err, const char *reason)
+{
+    tm2_peer *p = m->data;
+    tm2__sw_peer_remove(p->sw, p, err, reason);
+}
+
+static void c_on_close(tm2__mcs *m)
+{
+    tm2_peer *p = m->data;
+    tm2_switch *sw = p->sw;
+    tm2__peer_mark_gone(p);
+    sw->open_conns--;
+    /* The switch's reference goes on a later turn, never inside a callback
+     * of the peer's own connection. */
+    p->next_release = sw->release;
+    sw->release = p;
+    tm2__sw_wake(sw);
+}
+
+const tm2__mcs_cbs tm2__sw_conn_cbs = {
+    .on_receive = c_on_receive,
+    .on_error = c_on_error,
+    .on_close = c_on_close,
+};
+
+/* A connection no peer could be made for: freed once closed (the glue
+ * touches nothing after on_close, which the transport's contract allows). */
+static void orphan_close(tm2__mcs *m)
+{
+    tm2_switch *sw = m->data;
+    tm2__transport_conn_free(tm2__transport_conn_of(m));
+    sw->open_conns--;
+    tm2__sw_wake(sw);
+}
+
+static const tm2__mcs_cbs orphan_cbs = {
+    .on_close = orphan_close,
+};
+
+/* ---- transport callbacks -------------------------------------------------------------------- */
+
+/* Of two connections between the same two nodes, both sides keep the one
+ * dialled by the node with the smaller ID, so a simultaneous dial ends with
+ * the same single connection on each side. */
+static bool wins(const tm2_switch *sw, const tm2_id *remote, bool outbound)
+{
+    bool we_lead = strcmp(sw->id.s, remote->s) < 0;
+    return outbound == we_lead;
+}
+
+static int t_accept_filter(tm2__transport *t, const tm2__transport_conn *c, char *why,
+                           size_t why_len)
+{
+    tm2_switch *sw = t->data;
+    if (sw->stopping)
+        return TM2_ECLOSED;
+    bool persistent = tm2__sw_is_persistent_id(sw, &c->id, NULL);
+    tm2_peer *old = tm2__peer_set_find(&sw->peers, &c->id);
+    if (old) {
+        if (old->outbound != c->outbound && wins(sw, &c->id, c->outbound)) {
+            old->replaced = true;
+            tm2__sw_peer_remove(sw, old, TM2_EDUPLICATE,
+                                "replaced by the connection both sides keep");
+        } else {
+            snprintf(why, why_len, "peer %s already connected", c->id.s);
+            return TM2_EDUPLICATE;
+        }
+    }
+    if (!c->outbound && !persistent && sw->n_in_np >= sw->max_inbound) {
+        snprintf(why, why_len, "too many inbound peers (%zu of %u)", sw->n_in_np,
+                 (unsigned)sw->max_inbound);
+        return TM2_ELIMIT;
+    }
+    return 0;
+}
+
+static void t_on_reject(tm2__transport *t, const tm2__transport_reject *r)
+{
+    tm2_switch *sw = t->data;
+    char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
+    if (r->outbound) {
+        tm2__dial_ctx *ctx = r->dial_user;
+        tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &r->addr.id, &r->addr, true, r->err, r->why);
+        tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
+                    r->addr.id.s, tm2__sw_addr_str(&r->addr, a, sizeof a), tm2_strerror(r->err),
+                    tm2__sw_quote(r->why, q, sizeof q));
+        bool persistent = ctx && (ctx->flags & TM2__DIAL_PERSISTENT);
+        tm2_id id = r->addr.id;
+        if (ctx)
+            tm2__sw_dial_done(sw, ctx);
+        size_t idx;
+        if (persistent && !sw->stopping && tm2__sw_is_persistent_id(sw, &id, &idx) &&
+            !tm2__peer_set_has(&sw->peers, &id))
+            tm2__sw_redial(sw, idx);
+        tm2__sw_arm_dial_timer(sw);
+        return;
+    }
+    tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, r->auth_id, &r->addr, false, r->err, r->why);
+    tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"peer rejected\" peer=%s addr=%s err=\"%s\" reason=%s",
+                r->auth_id ? r->auth_id->s : "", tm2__sw_addr_str(&r->addr, a, sizeof a),
+                tm2_strerror(r->err), tm2__sw_quote(r->why, q, sizeof q));
+}
+
+static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
+{
+    tm2_switch *sw = t->data;
+    if (c->outbound && c->dial_user)
+        tm2__sw_dial_done(sw, c->dial_user);
+    c->dial_user = NULL;
+    tm2_peer *p = tm2__peer_new(sw, c);
+    if (!p) {
+        char a[TM2_NETADDR_STRLEN + 1];
+        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"out of memory adding a peer\" peer=%s addr=%s",
+                    c->id.s, tm2__sw_addr_str(&c->socket_addr, a, sizeof a));
+        tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, &c->id, &c->socket_addr, c->outbound,
+                        TM2_ENOMEM, NULL);
+        if (sw->transport)
+            tm2__transport_remove(sw->transport, &c->socket_addr);
+        sw->open_conns++;
+        c->mcs.data = sw;
+        c->mcs.cbs = orphan_cbs;
+        tm2__mcs_close(&c->mcs);
+        return;
+    }
+    sw->open_conns++;
+    c->mcs.data = p;
+    c->mcs.cbs = tm2__sw_conn_cbs;
+    if (snap_reserve(sw) != 0) {
+        tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, &p->id, &p->socket_addr, p->outbound,
+                        TM2_ENOMEM, NULL);
+        tm2__sw_peer_remove(sw, p, TM2_ENOMEM, NULL);
+        return;
+    }
+
+    for (size_t i = 0; i < sw->n_reactors; i++) {
+        tm2__reactor_slot *s = &sw->reactors[i];
+        if (s->r.init_peer)
+            s->r.init_peer(p, s->r.user);
+    }
+    int r = p->removing ? TM2_ECLOSED
+                        : tm2__mcs_start(&c->mcs, &sw->mconn, sw->descs, sw->n_descs, c->leftover,
+                                         c->leftover_len);
+    free(c->leftover);
+    c->leftover = NULL;
+    c->leftover_len = 0;
+    if (r) {
+        /* Never added: no add_peer, no remove_peer, no CONNECTED. */
+        tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, &p->id, &p->socket_addr, p->outbound, r,
+                        "connection failed to start");
+        log_peer(sw, TM2_LOG_INFO, "peer failed to start", p, r, tm2_strerror(r));
+        tm2__sw_peer_remove(sw, p, r, NULL);
+        return;
+    }
+    p->started = true;
+    atomic_store(&p->running, true);
+    if (tm2__peer_set_add(&sw->peers, &p->id, p, p->outbound) != 0) {
+        tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, &p->id, &p->socket_addr, p->outbound,
+                        TM2_ENOMEM, NULL);
+        tm2__sw_peer_remove(sw, p, TM2_ENOMEM, NULL);
+        return;
+    }
+    p->listed = true;
+    snap_add(sw, p);
+    if (!p->persistent) {
+        if (p->outbound)
+            sw->n_out_np++;
+        else
+            sw->n_in_np++;
+    } else {
+        size_t idx;
+        if (tm2__sw_is_persistent_id(sw, &p->id, &idx))
+            sw->persistent[idx].attempts = 0;
+    }
+    tm2__sw_update_counts(sw);
+
+    /* A reactor may stop the peer from its add_peer: the reactors that
+     * already got add_peer then get remove_peer once the round is over,
+     * the others get neither. */
+    p->in_add = true;
+    for (size_t i = 0; i < sw->n_reactors && !p->removing; i++) {
+        tm2__reactor_slot *s = &sw->reactors[i];
+        p->n_added = i + 1;
+        if (s->r.add_peer)
+            s->r.add_peer(p, s->r.user);
+    }
+    p->in_add = false;
+    tm2__sw_publish(sw, TM2_EVENT_PEER_CONNECTED, &p->id, &p->socket_addr, p->outbound, 0, "");
+    log_peer(sw, TM2_LOG_INFO, "peer connected", p, 0, "");
+    if (p->removing)
+        finish_remove(sw, p);
+}
+
+const tm2__transport_cbs tm2__sw_transport_cbs = {
+    .on_conn = t_on_conn,
+    .on_reject = t_on_reject,
+    .accept_filter = t_accept_filter,
+};
