@@ -1,0 +1,153 @@
+/* Peer discovery: the peer-exchange reactor (channel 0x50), seeds, seed mode
+ * and the address book (WIRE.md section 9).
+ *
+ * A tm2_discovery is a reactor: build it, put tm2_discovery_reactor() in the
+ * switch config's reactors, and free it after the switch. One discovery
+ * object serves one switch, once.
+ *
+ * What it does, all on the switch's network thread:
+ * - Every interval it asks one random connected peer that advertised 0x50
+ *   for its peers, and asks every new outbound peer at once (as the
+ *   reference v1.2.0 does).
+ * - It answers a Request with at most max_addrs addresses: the advertised
+ *   NodeInfo addresses of its connected peers that pass tm2_netaddr_validate,
+ *   shuffled, never a private peer's and never the asker's own; nothing is
+ *   sent when there is none. A seed-mode node also answers from its book.
+ * - A Response is accepted only if we asked that peer since its last
+ *   Response and it carries 1..max_addrs valid addresses; its addresses go
+ *   to the address book and the ones we are not connected to are dialled
+ *   while the outbound count is below target_outbound. Rejected messages
+ *   (oversized, unsolicited, malformed, failing validation) are ignored,
+ *   counted and logged, and the connection is kept, as the reference does;
+ *   but each one is a strike against the peer (see abuse_limit).
+ * - Requests from one peer closer together than request_min_gap_ms are
+ *   ignored (a strike each).
+ * - Below target_outbound it dials candidates from the address book; when
+ *   the book has none to offer it dials the seeds. Seeds are also dialled at
+ *   start. Once the outbound peers that are not seeds meet the target, the
+ *   node no longer relies on seeds: it stops dialling them and drops its
+ *   connections to them (persistent peers excepted), freeing their slots.
+ * - Seed mode (CometBFT's model; the reference has none): every
+ *   non-persistent peer is disconnected seed_disconnect_ms after the first
+ *   exchange with it (we answered its Request or got its Response), and
+ *   seed_disconnect_ms + 2 * interval_ms after it connected at the latest,
+ *   so inbound slots stay free. The node crawls: each interval it dials up
+ *   to target_outbound book entries, asks each for its peers and lets it go
+ *   after the answer; dial results keep the book's records fresh. Inbound
+ *   peers' advertised addresses enter the book.
+ *
+ * Address book: loaded by tm2_discovery_new (a missing file is a fresh
+ * book; a corrupt one is logged, renamed to "<path>.corrupt" and replaced by
+ * an empty book), all its entries dialled at start regardless of back-off
+ * (up to target_outbound), saved on a tick when it changed and always when
+ * the switch stops. The save (write, fsync, rename) runs on the network
+ * thread: it is small (at most addrbook_max entries of ~100 bytes) and only
+ * happens when something changed, at most once per interval.
+ *
+ * Thread rules: tm2_discovery_new, _free and _get_stats may be called from any
+ * thread (free only after tm2_switch_free); _get_stats is safe while the switch
+ * runs. */
+#ifndef TM2P2P_DISCOVERY_H
+#define TM2P2P_DISCOVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tm2p2p/error.h"
+#include "tm2p2p/netaddr.h"
+#include "tm2p2p/reactor.h"
+#include "tm2p2p/switch.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The discovery channel and the reference's figures (WIRE.md 9.1, 9.3). */
+#define TM2_DISCOVERY_CHANNEL              0x50
+#define TM2_DISCOVERY_DEFAULT_INTERVAL_MS  3000
+/* The reference v1.2.0 rejects a Response with more entries than this, so
+ * it is also the largest max_addrs. */
+#define TM2_DISCOVERY_MAX_ADDRS            30
+
+typedef struct tm2_discovery_config {
+    uint32_t interval_ms;          /* request/dial/save tick; 0: 3000 */
+    uint32_t max_addrs;            /* per Response, sent and accepted; 0: 30; at most 30 */
+    /* Requests from one peer closer together than this are ignored;
+     * 0: interval_ms / 2. */
+    uint32_t request_min_gap_ms;
+    /* A peer is stopped (logged) once it has this many strikes: one per
+     * ignored Request and per rejected message, one forgiven per interval.
+     * An honest peer stays near zero. 0: 10. */
+    uint32_t abuse_limit;
+
+    const char *addrbook_path;     /* copied; NULL: in memory only */
+    size_t addrbook_max;           /* entries; 0: 1000; at most 10000 */
+
+    /* Bootstrap nodes, each with an ID (TM2_EINVAL otherwise); copied. */
+    const tm2_netaddr *seeds;
+    size_t n_seeds;
+
+    bool seed_mode;
+    /* Seed mode: how long a peer stays after the first exchange; keep it
+     * well above the connection's flush throttle so the answer leaves
+     * before the close. 0: 3000. */
+    uint32_t seed_disconnect_ms;
+
+    /* Outbound peers the node aims for: set it to the switch's
+     * max_outbound. In seed mode, the most crawl dials in flight. 0: 10. */
+    uint32_t target_outbound;
+
+    tm2_log_fn log;                /* NULL: no logging */
+    void *log_user;
+    tm2_log_level log_level;
+} tm2_discovery_config;
+
+/* Counters since tm2_discovery_new. */
+typedef struct tm2_discovery_stats {
+    uint64_t requests_sent;
+    uint64_t requests_received;
+    uint64_t requests_answered;     /* a Response was queued */
+    uint64_t requests_ignored;      /* rate-limited */
+    uint64_t responses_received;
+    uint64_t responses_rejected;    /* sum of the four below */
+    uint64_t responses_oversized;   /* more than max_addrs entries */
+    uint64_t responses_unsolicited;
+    uint64_t responses_malformed;   /* did not decode (incl. unknown message types) */
+    uint64_t responses_invalid;     /* decoded, failed ValidateBasic */
+    uint64_t addrs_received;        /* entries of accepted Responses */
+    uint64_t addrs_accepted;        /* entered or refreshed the book */
+    uint64_t addrs_rejected;        /* ours, or refused by the book */
+    uint64_t dials;                 /* addresses handed to the switch (seeds included) */
+    uint64_t seed_dials;
+    uint64_t dial_failures;         /* reported by the switch for our dials */
+    uint64_t peers_stopped;         /* for abuse */
+    uint64_t peers_released;        /* seed-mode and no-longer-needed seed disconnects */
+    uint64_t book_saves;
+    uint64_t book_save_errors;
+    uint64_t book_size;             /* entries at the last tick */
+} tm2_discovery_stats;
+
+typedef struct tm2_discovery tm2_discovery;
+
+/* Validates cfg, copies it and loads the address book (blocking file I/O
+ * on the caller's thread). Returns 0 or TM2_EINVAL, TM2_ENOMEM, TM2_EIO
+ * (the book file exists but cannot be read). A corrupt book is not an
+ * error: it is logged and moved aside. */
+TM2_API int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out);
+
+/* The reactor to put in tm2_switch_config.reactors: channel 0x50,
+ * priority 1, send queue 20, receive capacity 5242880 (WIRE.md 9.1). Valid
+ * until tm2_discovery_free. */
+TM2_API const tm2_reactor *tm2_discovery_reactor(tm2_discovery *d);
+
+/* A snapshot of the counters. Any thread. */
+TM2_API void tm2_discovery_get_stats(const tm2_discovery *d, tm2_discovery_stats *out);
+
+/* After tm2_switch_free (or if the reactor was never used). NULL is fine. */
+TM2_API void tm2_discovery_free(tm2_discovery *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,814 @@
+/* The discovery reactor's logic (see pex_core.h and tm2p2p/discovery.h). */
+#include "discovery/pex_core.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "discovery/pex_msg.h"
+
+#define DEF_ABUSE_LIMIT        10
+#define DEF_SEED_DISCONNECT_MS 3000
+#define DEF_TARGET_OUTBOUND    10
+/* Seeds are few; this only bounds a config mistake. */
+#define MAX_SEEDS              1024
+/* Dials handed to the switch per tick, so one tick stays short whatever
+ * target_outbound is; the next tick dials more. */
+#define MAX_DIALS_PER_TICK     64
+/* A seed that told us nothing new is redialled after interval << shift,
+ * the shift growing by one per dial up to this. */
+#define SEED_MAX_SHIFT         6
+/* Entries a seed-mode answer takes from the book skip addresses that
+ * failed this many dials in a row. */
+#define SHARE_MAX_ATTEMPTS     2
+/* Every encoded Response with at most TM2_DISCOVERY_MAX_ADDRS entries fits:
+ * each entry is under TM2_NETADDR_STRLEN + 3 bytes. */
+#define RESPONSE_BUF           4096
+
+#define STATS(X)                                                                             \
+    X(requests_sent) X(requests_received) X(requests_answered) X(requests_ignored)           \
+    X(responses_received) X(responses_rejected) X(responses_oversized)                       \
+    X(responses_unsolicited) X(responses_malformed) X(responses_invalid) X(addrs_received)   \
+    X(addrs_accepted) X(addrs_rejected) X(dials) X(seed_dials) X(dial_failures)              \
+    X(peers_stopped) X(peers_released) X(book_saves) X(book_save_errors) X(book_size)
+
+enum {
+#define X(n) ST_##n,
+    STATS(X)
+#undef X
+    ST_COUNT
+};
+
+typedef struct pex_peer {
+    void *h;
+    tm2__pex_peer_info info;
+    bool is_seed;         /* outbound, not persistent, ID among the seeds */
+    bool awaiting;        /* we sent a Request since its last Response */
+    bool req_seen;
+    bool exchanged;       /* seed mode: the release clock runs */
+    bool stop_pending;
+    bool stop_sent;
+    int stop_reason;
+    uint32_t strikes;
+    uint64_t connected_ms;
+    uint64_t last_req_ms;
+    uint64_t release_at;  /* 0: none */
+} pex_peer;
+
+typedef struct pex_seed {
+    tm2_netaddr addr;
+    uint64_t next_ms;     /* earliest redial while the book offers nothing */
+    uint32_t shift;
+} pex_seed;
+
+struct tm2__pex {
+    tm2_discovery_config cfg;   /* addrbook_path and seeds point into this object */
+    char *path;
+    pex_seed *seeds;
+    tm2_netaddr *seed_addrs;    /* cfg.seeds */
+    tm2_netaddr *seed_buf;      /* scratch for one dial call */
+    tm2__pex_ops ops;
+    tm2__addrbook *book;
+    tm2_id self;
+    pex_peer **peers;
+    size_t n_peers, cap_peers;
+    _Atomic uint64_t st[ST_COUNT];
+};
+
+/* ---- small helpers ------------------------------------------------------------- */
+
+static void plog(const tm2__pex *x, tm2_log_level lv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void plog(const tm2__pex *x, tm2_log_level lv, const char *fmt, ...)
+{
+    if (!x->cfg.log || lv > x->cfg.log_level)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    x->cfg.log(x->cfg.log_user, lv, line);
+}
+
+static void bump(tm2__pex *x, int i, uint64_t by)
+{
+    atomic_fetch_add_explicit(&x->st[i], by, memory_order_relaxed);
+}
+
+static bool id_eq(const tm2_id *a, const tm2_id *b) { return strcmp(a->s, b->s) == 0; }
+
+static uint64_t rand64(void)
+{
+    uint64_t r;
+    randombytes_buf(&r, sizeof r);
+    return r;
+}
+
+static void shuffle(tm2_netaddr *a, size_t n)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = randombytes_uniform((uint32_t)i);
+        tm2_netaddr t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
+    }
+}
+
+static pex_peer *find_peer(const tm2__pex *x, const void *h)
+{
+    for (size_t i = 0; i < x->n_peers; i++)
+        if (x->peers[i]->h == h)
+            return x->peers[i];
+    return NULL;
+}
+
+static pex_peer *find_peer_id(const tm2__pex *x, const tm2_id *id)
+{
+    for (size_t i = 0; i < x->n_peers; i++)
+        if (id_eq(&x->peers[i]->info.id, id))
+            return x->peers[i];
+    return NULL;
+}
+
+static pex_seed *find_seed(const tm2__pex *x, const tm2_id *id)
+{
+    for (size_t i = 0; i < x->cfg.n_seeds; i++)
+        if (id_eq(&x->seeds[i].addr.id, id))
+            return &x->seeds[i];
+    return NULL;
+}
+
+static bool is_self(const tm2__pex *x, const tm2_id *id)
+{
+    return x->self.s[0] && id_eq(&x->self, id);
+}
+
+static bool is_private(const tm2__pex *x, const tm2_id *id)
+{
+    return x->ops.is_private && x->ops.is_private(x->ops.user, id);
+}
+
+/* Outbound peers that count towards the target: not seeds, not leaving. */
+static size_t nonseed_outbound(const tm2__pex *x)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < x->n_peers; i++) {
+        const pex_peer *p = x->peers[i];
+        n += p->info.outbound && !p->is_seed && !p->stop_pending;
+    }
+    return n;
+}
+
+static size_t dials_in_flight(const tm2__pex *x)
+{
+    size_t in = 0, out = 0, dialing = 0;
+    if (x->ops.counts)
+        x->ops.counts(x->ops.user, &in, &out, &dialing);
+    return dialing;
+}
+
+static size_t dial_need(const tm2__pex *x)
+{
+    size_t have = nonseed_outbound(x) + dials_in_flight(x);
+    size_t need = x->cfg.target_outbound > have ? x->cfg.target_outbound - have : 0;
+    return need < MAX_DIALS_PER_TICK ? need : MAX_DIALS_PER_TICK;
+}
+
+static void dial(tm2__pex *x, const tm2_netaddr *a, size_t n)
+{
+    if (n == 0)
+        return;
+    bump(x, ST_dials, n);
+    if (x->ops.dial)
+        x->ops.dial(x->ops.user, a, n);
+}
+
+/* ---- stopping peers: deferred to the end of each entry point ------------------- */
+
+static void mark_stop(pex_peer *p, int reason)
+{
+    if (p->stop_pending)
+        return;
+    p->stop_pending = true;
+    p->stop_reason = reason;
+}
+
+/* Re-scans after every stop: ops->stop may remove peers synchronously. */
+static void flush_stops(tm2__pex *x)
+{
+    for (;;) {
+        pex_peer *p = NULL;
+        for (size_t i = 0; i < x->n_peers && !p; i++)
+            if (x->peers[i]->stop_pending && !x->peers[i]->stop_sent)
+                p = x->peers[i];
+        if (!p)
+            return;
+        p->stop_sent = true;
+        if (x->ops.stop)
+            x->ops.stop(x->ops.user, p->h, p->stop_reason);
+    }
+}
+
+static void release(tm2__pex *x, pex_peer *p, const char *why)
+{
+    if (p->stop_pending)
+        return;
+    mark_stop(p, 0);
+    bump(x, ST_peers_released, 1);
+    plog(x, TM2_LOG_DEBUG, "msg=\"discovery releases peer\" peer=%s reason=\"%s\"", p->info.id.s,
+         why);
+}
+
+static void strike(tm2__pex *x, pex_peer *p, int reason, const char *what)
+{
+    p->strikes++;
+    if (p->strikes < x->cfg.abuse_limit || p->stop_pending)
+        return;
+    mark_stop(p, reason);
+    bump(x, ST_peers_stopped, 1);
+    plog(x, TM2_LOG_WARN,
+         "msg=\"stopping peer for discovery abuse\" peer=%s strikes=%" PRIu32 " last=\"%s\"",
+         p->info.id.s, p->strikes, what);
+}
+
+/* ---- book ----------------------------------------------------------------------- */
+
+static bool skip_for_dial(const tm2_id *id, void *user)
+{
+    const tm2__pex *x = user;
+    return is_self(x, id) || find_seed(x, id) || find_peer_id(x, id);
+}
+
+/* Picks up to max book entries (back-off honoured unless ignore_backoff),
+ * marks them attempted and hands them to the switch. */
+static size_t dial_from_book(tm2__pex *x, tm2__pex_time t, size_t max, bool ignore_backoff)
+{
+    tm2_netaddr c[MAX_DIALS_PER_TICK];
+    if (max > MAX_DIALS_PER_TICK)
+        max = MAX_DIALS_PER_TICK;
+    if (max == 0)
+        return 0;
+    int64_t now = ignore_backoff ? TM2__ADDRBOOK_TIME_MAX : t.unix_s;
+    size_t n = tm2__addrbook_pick(x->book, now, rand64(), skip_for_dial, x, c, max);
+    for (size_t i = 0; i < n; i++)
+        tm2__addrbook_mark_attempt(x->book, &c[i].id, t.unix_s);
+    if (n)
+        plog(x, TM2_LOG_DEBUG, "msg=\"dialling from the address book\" count=%zu", n);
+    dial(x, c, n);
+    return n;
+}
+
+static void dial_seeds(tm2__pex *x, tm2__pex_time t, bool force)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < x->cfg.n_seeds; i++) {
+        pex_seed *s = &x->seeds[i];
+        if (is_self(x, &s->addr.id) || find_peer_id(x, &s->addr.id))
+            continue;
+        if (!force && t.ms < s->next_ms)
+            continue;
+        x->seed_buf[k++] = s->addr;
+        s->next_ms = t.ms + ((uint64_t)x->cfg.interval_ms << s->shift);
+        if (s->shift < SEED_MAX_SHIFT)
+            s->shift++;
+    }
+    if (k == 0)
+        return;
+    bump(x, ST_seed_dials, k);
+    plog(x, TM2_LOG_INFO, "msg=\"dialling seeds\" count=%zu", k);
+    dial(x, x->seed_buf, k);
+}
+
+static void save_book(tm2__pex *x, bool force)
+{
+    if (!x->path)
+        return;
+    char why[256];
+    int rc = tm2__addrbook_save(x->book, x->path, force, why, sizeof why);
+    if (rc == 1) {
+        bump(x, ST_book_saves, 1);
+    } else if (rc < 0) {
+        bump(x, ST_book_save_errors, 1);
+        plog(x, TM2_LOG_ERROR, "msg=\"cannot save the address book\" err=\"%s\" reason=\"%s\"",
+             tm2_strerror(rc), why);
+    }
+}
+
+/* ---- requests and answers --------------------------------------------------------- */
+
+static void send_request(tm2__pex *x, pex_peer *p)
+{
+    uint8_t req[TM2__PEX_REQUEST_SIZE];
+    int len = tm2__pex_encode_request(req, sizeof req);
+    int rc = len < 0 ? len : x->ops.send(x->ops.user, p->h, req, (size_t)len);
+    if (rc == 0) {
+        p->awaiting = true;
+        bump(x, ST_requests_sent, 1);
+        plog(x, TM2_LOG_DEBUG, "msg=\"discovery request sent\" peer=%s", p->info.id.s);
+    } else {
+        plog(x, TM2_LOG_DEBUG, "msg=\"discovery request not sent\" peer=%s err=\"%s\"",
+             p->info.id.s, tm2_strerror(rc));
+    }
+}
+
+/* Reservoir of at most max addresses, uniformly drawn from what is offered. */
+typedef struct pick {
+    tm2_netaddr *out;
+    size_t max, n, seen;
+} pick;
+
+static void offer(pick *k, const tm2_netaddr *a)
+{
+    if (k->n < k->max) {
+        k->out[k->n++] = *a;
+    } else {
+        /* seen is bounded by the book and the peer set, far below 2^32. */
+        uint32_t j = randombytes_uniform((uint32_t)(k->seen + 1));
+        if (j < k->max)
+            k->out[j] = *a;
+    }
+    k->seen++;
+}
+
+static bool shareable_peer(const tm2__pex *x, const pex_peer *asker, const pex_peer *p)
+{
+    return p != asker && !p->stop_pending && p->info.has_addr && !p->info.is_private &&
+           !id_eq(&p->info.id, &asker->info.id) && !is_self(x, &p->info.id) &&
+           !is_private(x, &p->info.id);
+}
+
+static size_t select_answer(const tm2__pex *x, const pex_peer *asker, tm2_netaddr *out)
+{
+    pick k = {.out = out, .max = x->cfg.max_addrs};
+    for (size_t i = 0; i < x->n_peers; i++)
+        if (shareable_peer(x, asker, x->peers[i]))
+            offer(&k, &x->peers[i]->info.addr);
+    if (x->cfg.seed_mode) {
+        /* A seed's peers come and go; its book is what it knows. */
+        size_t n = tm2__addrbook_size(x->book);
+        for (size_t i = 0; i < n; i++) {
+            const tm2__addrbook_entry *e = tm2__addrbook_at(x->book, i);
+            const tm2_id *id = &e->addr.id;
+            if (e->attempts >= SHARE_MAX_ATTEMPTS || id_eq(id, &asker->info.id) ||
+                is_self(x, id) || find_peer_id(x, id) || is_private(x, id))
+                continue;
+            offer(&k, &e->addr);
+        }
+    }
+    shuffle(out, k.n);
+    return k.n;
+}
+
+/* Seed mode: the peer leaves seed_disconnect_ms after the first exchange. */
+static void exchanged(tm2__pex *x, pex_peer *p, tm2__pex_time t)
+{
+    if (!x->cfg.seed_mode || p->info.persistent || p->exchanged)
+        return;
+    p->exchanged = true;
+    uint64_t at = t.ms + x->cfg.seed_disconnect_ms;
+    if (p->release_at == 0 || at < p->release_at)
+        p->release_at = at;
+}
+
+static void handle_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
+{
+    bump(x, ST_requests_received, 1);
+    if (p->req_seen && t.ms - p->last_req_ms < x->cfg.request_min_gap_ms) {
+        bump(x, ST_requests_ignored, 1);
+        plog(x, TM2_LOG_DEBUG, "msg=\"discovery request ignored: too soon\" peer=%s",
+             p->info.id.s);
+        strike(x, p, TM2_EREJECTED, "requests too often");
+        return;
+    }
+    p->req_seen = true;
+    p->last_req_ms = t.ms;
+
+    tm2_netaddr sel[TM2_DISCOVERY_MAX_ADDRS];
+    size_t n = select_answer(x, p, sel);
+    if (n == 0) {
+        plog(x, TM2_LOG_DEBUG, "msg=\"no peers to share\" peer=%s", p->info.id.s);
+    } else {
+        uint8_t buf[RESPONSE_BUF];
+        int len = tm2__pex_encode_response(sel, n, buf, sizeof buf);
+        int rc = len < 0 ? len : x->ops.send(x->ops.user, p->h, buf, (size_t)len);
+        if (rc == 0) {
+            bump(x, ST_requests_answered, 1);
+            plog(x, TM2_LOG_DEBUG, "msg=\"discovery request answered\" peer=%s count=%zu",
+                 p->info.id.s, n);
+        } else {
+            plog(x, TM2_LOG_DEBUG, "msg=\"discovery response not sent\" peer=%s err=\"%s\"",
+                 p->info.id.s, tm2_strerror(rc));
+        }
+    }
+    exchanged(x, p, t);
+}
+
+static void reject(tm2__pex *x, pex_peer *p, int counter, const char *what, int err)
+{
+    bump(x, counter, 1);
+    bump(x, ST_responses_rejected, 1);
+    plog(x, TM2_LOG_WARN, "msg=\"discovery response rejected\" peer=%s reason=\"%s\" err=\"%s\"",
+         p->info.id.s, what, tm2_strerror(err));
+    strike(x, p, TM2_EPROTO, what);
+}
+
+static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, size_t n,
+                            tm2__pex_time t)
+{
+    bump(x, ST_addrs_received, n);
+    /* A seed-mode node crawls the book on its own schedule; others dial
+     * what they hear while below the target. */
+    size_t need = x->cfg.seed_mode ? 0 : dial_need(x);
+    tm2_netaddr to_dial[TM2_DISCOVERY_MAX_ADDRS];
+    size_t k = 0, added = 0, accepted = 0;
+    for (size_t i = 0; i < n; i++) {
+        const tm2_netaddr *a = &addrs[i];
+        if (is_self(x, &a->id)) {
+            bump(x, ST_addrs_rejected, 1);
+            continue;
+        }
+        int r = tm2__addrbook_add(x->book, a, t.unix_s);
+        if (r < 0) {
+            bump(x, ST_addrs_rejected, 1);
+            continue;
+        }
+        accepted++;
+        added += r == TM2__AB_ADDED;
+        if (k >= need || find_peer_id(x, &a->id) || find_seed(x, &a->id))
+            continue;
+        /* The book may keep a proven address for this ID: dial that one. */
+        const tm2__addrbook_entry *e = tm2__addrbook_find(x->book, &a->id);
+        if (!e || tm2__addrbook_retry_at(x->book, e) > t.unix_s)
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < k && !dup; j++)
+            dup = id_eq(&to_dial[j].id, &e->addr.id);
+        if (dup)
+            continue;
+        to_dial[k++] = e->addr;
+        tm2__addrbook_mark_attempt(x->book, &a->id, t.unix_s);
+    }
+    bump(x, ST_addrs_accepted, accepted);
+    plog(x, TM2_LOG_DEBUG,
+         "msg=\"discovery response\" peer=%s count=%zu accepted=%zu new=%zu dial=%zu",
+         p->info.id.s, n, accepted, added, k);
+
+    if (p->is_seed) {
+        pex_seed *s = find_seed(x, &p->info.id);
+        /* News: the seed is worth asking again as soon as it is needed. */
+        if (s && added) {
+            s->shift = 0;
+            s->next_ms = 0;
+        }
+        release(x, p, "seed answered");
+        flush_stops(x);   /* frees its outbound slot before the dials below */
+        /* p may be gone now. */
+    }
+    dial(x, to_dial, k);
+}
+
+void tm2__pex_receive(tm2__pex *x, void *peer, const uint8_t *msg, size_t len, tm2__pex_time t)
+{
+    pex_peer *p = x ? find_peer(x, peer) : NULL;
+    if (!p || p->stop_pending)
+        return;
+    tm2__pex_msg m;
+    tm2_netaddr addrs[TM2_DISCOVERY_MAX_ADDRS];
+    int rc = tm2__pex_decode(msg, len, &m, addrs, x->cfg.max_addrs);
+
+    if (m.kind == TM2__PEX_REQUEST && rc == 0) {
+        handle_request(x, p, t);
+    } else if (m.kind == TM2__PEX_RESPONSE) {
+        bump(x, ST_responses_received, 1);
+        if (!p->awaiting) {
+            reject(x, p, ST_responses_unsolicited, "unsolicited", TM2_EPROTO);
+        } else {
+            p->awaiting = false;
+            size_t bad = 0;
+            if (rc == TM2_ETOOBIG) {
+                reject(x, p, ST_responses_oversized, "too many addresses", rc);
+            } else if (rc < 0) {
+                reject(x, p, ST_responses_malformed, "malformed", rc);
+            } else if ((rc = tm2__pex_response_validate(addrs, m.n_addrs, &bad)) < 0) {
+                reject(x, p, ST_responses_invalid, "invalid address list", rc);
+            } else {
+                /* Before handle_response: a released seed may be freed there. */
+                exchanged(x, p, t);
+                handle_response(x, p, addrs, m.n_addrs, t);
+            }
+        }
+    } else {
+        /* The reference logs and ignores undecodable messages; so do we,
+         * up to the strike limit. */
+        bump(x, ST_responses_malformed, 1);
+        plog(x, TM2_LOG_WARN, "msg=\"undecodable discovery message\" peer=%s len=%zu err=\"%s\"",
+             p->info.id.s, len, tm2_strerror(rc < 0 ? rc : TM2_EPROTO));
+        strike(x, p, TM2_EPROTO, "undecodable message");
+    }
+    flush_stops(x);
+}
+
+/* ---- peers -------------------------------------------------------------------- */
+
+int tm2__pex_add_peer(tm2__pex *x, void *peer, const tm2__pex_peer_info *info, tm2__pex_time t)
+{
+    if (!x || !peer || !info)
+        return TM2_EINVAL;
+    if (find_peer(x, peer))
+        return TM2_EEXIST;
+    if (x->n_peers == x->cap_peers) {
+        size_t cap = x->cap_peers ? 2 * x->cap_peers : 16;
+        pex_peer **np = realloc(x->peers, cap * sizeof *np);
+        if (!np)
+            return TM2_ENOMEM;
+        x->peers = np;
+        x->cap_peers = cap;
+    }
+    pex_peer *p = calloc(1, sizeof *p);
+    if (!p)
+        return TM2_ENOMEM;
+    p->h = peer;
+    p->info = *info;
+    p->connected_ms = t.ms;
+    bool seed_id = find_seed(x, &info->id) != NULL;
+    p->is_seed = info->outbound && !info->persistent && seed_id;
+    x->peers[x->n_peers++] = p;
+
+    /* The book learns addresses known to work (the one we dialled) and what
+     * inbound peers advertise; seeds stay out of it (they are dialled only
+     * while needed), and so do private peers. */
+    if (!seed_id && !info->is_private && !is_private(x, &info->id) && !is_self(x, &info->id)) {
+        if (info->outbound) {
+            if (tm2__addrbook_add(x->book, &info->dialled, t.unix_s) >= 0)
+                tm2__addrbook_mark_success(x->book, &info->id, t.unix_s);
+        } else if (info->has_addr) {
+            tm2__addrbook_add(x->book, &info->addr, t.unix_s);
+        }
+    }
+
+    if (x->cfg.seed_mode && !info->persistent)
+        p->release_at = t.ms + x->cfg.seed_disconnect_ms + 2 * (uint64_t)x->cfg.interval_ms;
+    /* New outbound peers are asked at once (as the reference v1.2.0 does); a
+     * seed-mode node asks everyone, since it keeps no one for long. */
+    if (info->has_channel && (info->outbound || x->cfg.seed_mode))
+        send_request(x, p);
+    flush_stops(x);
+    return 0;
+}
+
+bool tm2__pex_remove_peer(tm2__pex *x, void *peer)
+{
+    if (!x)
+        return false;
+    for (size_t i = 0; i < x->n_peers; i++) {
+        if (x->peers[i]->h != peer)
+            continue;
+        free(x->peers[i]);
+        x->peers[i] = x->peers[--x->n_peers];
+        return true;
+    }
+    return false;
+}
+
+void tm2__pex_dial_failed(tm2__pex *x, const tm2_id *id, tm2__pex_time t)
+{
+    if (!x || !id)
+        return;
+    if (tm2__addrbook_mark_failure(x->book, id, t.unix_s) == 0 || find_seed(x, id)) {
+        bump(x, ST_dial_failures, 1);
+        plog(x, TM2_LOG_DEBUG, "msg=\"discovery dial failed\" peer=%s", id->s);
+    }
+}
+
+/* ---- the tick -------------------------------------------------------------------- */
+
+static void request_random(tm2__pex *x)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < x->n_peers; i++)
+        n += x->peers[i]->info.has_channel && !x->peers[i]->stop_pending;
+    if (n == 0)
+        return;
+    size_t pickno = randombytes_uniform((uint32_t)n);
+    for (size_t i = 0; i < x->n_peers; i++) {
+        pex_peer *p = x->peers[i];
+        if (!p->info.has_channel || p->stop_pending)
+            continue;
+        if (pickno-- == 0) {
+            send_request(x, p);
+            return;
+        }
+    }
+}
+
+void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
+{
+    if (!x)
+        return;
+    for (size_t i = 0; i < x->n_peers; i++)
+        if (x->peers[i]->strikes)
+            x->peers[i]->strikes--;
+
+    if (x->cfg.seed_mode) {
+        for (size_t i = 0; i < x->n_peers; i++) {
+            pex_peer *p = x->peers[i];
+            if (p->release_at && t.ms >= p->release_at)
+                release(x, p, "seed mode");
+        }
+    } else {
+        request_random(x);
+    }
+
+    /* Seeds are for bootstrapping: a seed connection goes once the target
+     * is met without it, or when it had two intervals to answer. */
+    size_t nonseed = nonseed_outbound(x);
+    for (size_t i = 0; i < x->n_peers; i++) {
+        pex_peer *p = x->peers[i];
+        if (!p->is_seed)
+            continue;
+        if (nonseed >= x->cfg.target_outbound)
+            release(x, p, "target met without seeds");
+        else if (t.ms - p->connected_ms >= 2 * (uint64_t)x->cfg.interval_ms)
+            release(x, p, "seed had its chance");
+    }
+    flush_stops(x);
+
+    if (dial_from_book(x, t, dial_need(x), false) == 0 &&
+        nonseed_outbound(x) < x->cfg.target_outbound)
+        dial_seeds(x, t, false);
+
+    size_t gone = tm2__addrbook_expire(x->book, t.unix_s);
+    if (gone)
+        plog(x, TM2_LOG_DEBUG, "msg=\"dead addresses dropped\" count=%zu", gone);
+    save_book(x, false);
+    atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
+    flush_stops(x);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t)
+{
+    if (!x)
+        return;
+    if (self)
+        x->self = *self;
+    tm2__addrbook_remove(x->book, &x->self);
+    /* A restart is a fresh situation: every remembered address may be
+     * tried at once, whatever its back-off said. */
+    size_t n = dial_from_book(x, t, x->cfg.target_outbound, true);
+    dial_seeds(x, t, true);
+    atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
+    plog(x, TM2_LOG_INFO,
+         "msg=\"discovery started\" book=%zu book_dials=%zu seeds=%zu seed_mode=%s",
+         tm2__addrbook_size(x->book), n, x->cfg.n_seeds, x->cfg.seed_mode ? "true" : "false");
+}
+
+void tm2__pex_stop(tm2__pex *x, tm2__pex_time t)
+{
+    (void)t;
+    if (!x)
+        return;
+    save_book(x, true);
+    plog(x, TM2_LOG_INFO, "msg=\"discovery stopped\" book=%zu", tm2__addrbook_size(x->book));
+}
+
+static int fill_config(tm2_discovery_config *c)
+{
+    if (c->interval_ms == 0)
+        c->interval_ms = TM2_DISCOVERY_DEFAULT_INTERVAL_MS;
+    if (c->max_addrs == 0)
+        c->max_addrs = TM2_DISCOVERY_MAX_ADDRS;
+    if (c->max_addrs > TM2_DISCOVERY_MAX_ADDRS)
+        return TM2_EINVAL;
+    if (c->request_min_gap_ms == 0)
+        c->request_min_gap_ms = c->interval_ms / 2;
+    if (c->abuse_limit == 0)
+        c->abuse_limit = DEF_ABUSE_LIMIT;
+    if (c->addrbook_max == 0)
+        c->addrbook_max = TM2__ADDRBOOK_DEFAULT_MAX;
+    if (c->addrbook_max > TM2__ADDRBOOK_MAX_LIMIT)
+        return TM2_EINVAL;
+    if (c->seed_disconnect_ms == 0)
+        c->seed_disconnect_ms = DEF_SEED_DISCONNECT_MS;
+    if (c->target_outbound == 0)
+        c->target_outbound = DEF_TARGET_OUTBOUND;
+    if ((c->n_seeds && !c->seeds) || c->n_seeds > MAX_SEEDS)
+        return TM2_EINVAL;
+    for (size_t i = 0; i < c->n_seeds; i++)
+        if (tm2_id_validate(c->seeds[i].id.s) != 0)
+            return TM2_EINVAL;
+    return 0;
+}
+
+static void load_book(tm2__pex *x, int64_t unix_now, int *err)
+{
+    char why[512];
+    int rc = tm2__addrbook_load(x->book, x->path, unix_now, why, sizeof why);
+    if (rc >= 0) {
+        plog(x, TM2_LOG_INFO, "msg=\"address book loaded\" path=\"%s\" entries=%d", x->path, rc);
+    } else if (rc == TM2_ENOTFOUND) {
+        plog(x, TM2_LOG_INFO, "msg=\"no address book yet\" path=\"%s\"", x->path);
+    } else if (rc == TM2_EDECODE || rc == TM2_ETOOBIG) {
+        plog(x, TM2_LOG_WARN, "msg=\"corrupt address book moved aside\" reason=\"%s\"", why);
+    } else {
+        plog(x, TM2_LOG_ERROR, "msg=\"cannot load the address book\" err=\"%s\" reason=\"%s\"",
+             tm2_strerror(rc), why);
+        *err = rc == TM2_ENOMEM ? TM2_ENOMEM : TM2_EIO;
+    }
+}
+
+int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64_t unix_now,
+                 tm2__pex **out)
+{
+    if (!cfg || !ops || !ops->send || !out)
+        return TM2_EINVAL;
+    *out = NULL;
+    if (sodium_init() < 0)
+        return TM2_EIO;
+    tm2__pex *x = calloc(1, sizeof *x);
+    if (!x)
+        return TM2_ENOMEM;
+    x->cfg = *cfg;
+    x->ops = *ops;
+    int rc = fill_config(&x->cfg);
+    if (rc < 0)
+        goto fail;
+    rc = TM2_ENOMEM;
+    if (cfg->addrbook_path) {
+        x->path = strdup(cfg->addrbook_path);
+        if (!x->path)
+            goto fail;
+    }
+    x->cfg.addrbook_path = x->path;
+    if (x->cfg.n_seeds) {
+        x->seeds = calloc(x->cfg.n_seeds, sizeof *x->seeds);
+        x->seed_addrs = calloc(x->cfg.n_seeds, sizeof *x->seed_addrs);
+        x->seed_buf = calloc(x->cfg.n_seeds, sizeof *x->seed_buf);
+        if (!x->seeds || !x->seed_addrs || !x->seed_buf)
+            goto fail;
+        for (size_t i = 0; i < x->cfg.n_seeds; i++)
+            x->seeds[i].addr = x->seed_addrs[i] = cfg->seeds[i];
+    }
+    x->cfg.seeds = x->seed_addrs;
+    tm2__addrbook_config bc = {.max_entries = x->cfg.addrbook_max};
+    rc = tm2__addrbook_new(NULL, &bc, &x->book);
+    if (rc < 0)
+        goto fail;
+    if (x->path) {
+        rc = 0;
+        load_book(x, unix_now, &rc);
+        if (rc < 0)
+            goto fail;
+    }
+    *out = x;
+    return 0;
+fail:
+    tm2__pex_free(x);
+    return rc;
+}
+
+void tm2__pex_free(tm2__pex *x)
+{
+    if (!x)
+        return;
+    for (size_t i = 0; i < x->n_peers; i++) {
+        if (x->ops.forget)
+            x->ops.forget(x->ops.user, x->peers[i]->h);
+        free(x->peers[i]);
+    }
+    free(x->peers);
+    tm2__addrbook_free(x->book);
+    free(x->seeds);
+    free(x->seed_addrs);
+    free(x->seed_buf);
+    free(x->path);
+    free(x);
+}
+
+const tm2_discovery_config *tm2__pex_config(const tm2__pex *x) { return &x->cfg; }
+
+void tm2__pex_stats(const tm2__pex *x, tm2_discovery_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!x)
+        return;
+#define X(n) out->n = atomic_load_explicit(&x->st[ST_##n], memory_order_relaxed);
+    STATS(X)
+#undef X
+}
+
+tm2__addrbook *tm2__pex_book(tm2__pex *x) { return x ? x->book : NULL; }
+
+int tm2__pex_strikes(const tm2__pex *x, void *peer)
+{
+    const pex_peer *p = x ? find_peer(x, peer) : NULL;
+    return p ? (int)p->strikes : -1;
+}

@@ -1,0 +1,92 @@
+/* Internal: the discovery reactor's logic without the switch (see
+ * include/tm2p2p/discovery.h for the behaviour).
+ *
+ * The core knows peers as opaque handles plus a tm2__pex_peer_info, reaches
+ * the switch only through tm2__pex_ops, and is told the time at every
+ * call, so it can be driven by unit tests with fake peers and a fake clock.
+ * pex_reactor.c binds it to a real switch.
+ *
+ * Re-entrancy: the core asks the switch to stop peers only at the end of
+ * an entry point, one at a time, re-reading its peer table after each, so
+ * ops->stop may call tm2__pex_remove_peer synchronously. No other op may
+ * call back into the core.
+ *
+ * Thread rules: one thread at a time (the network thread); only
+ * tm2__pex_stats may run concurrently with the rest. */
+#ifndef TM2_DISCOVERY_PEX_CORE_H
+#define TM2_DISCOVERY_PEX_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "discovery/addrbook.h"
+#include "tm2p2p/discovery.h"
+
+/* Monotonic milliseconds for deadlines, Unix seconds for the book. */
+typedef struct tm2__pex_time {
+    uint64_t ms;
+    int64_t unix_s;
+} tm2__pex_time;
+
+typedef struct tm2__pex_peer_info {
+    tm2_id id;
+    bool outbound;
+    bool persistent;
+    bool is_private;
+    bool has_channel;         /* advertised 0x50 */
+    bool has_addr;            /* advertised address passes tm2_netaddr_validate */
+    tm2_netaddr addr;         /* the advertised NodeInfo address */
+    tm2_netaddr dialled;      /* outbound: the address dialled */
+} tm2__pex_peer_info;
+
+typedef struct tm2__pex_ops {
+    void *user;
+    /* Queue msg on channel 0x50 without waiting; 0 or a TM2_E* code. */
+    int (*send)(void *user, void *peer, const uint8_t *msg, size_t len);
+    void (*dial)(void *user, const tm2_netaddr *addrs, size_t n);
+    /* Disconnect; reason 0 for a release, else why. */
+    void (*stop)(void *user, void *peer, int reason);
+    void (*counts)(void *user, size_t *inbound, size_t *outbound, size_t *dialing);
+    bool (*is_private)(void *user, const tm2_id *id);
+    /* Called by tm2__pex_free for each peer still known (may be NULL). */
+    void (*forget)(void *user, void *peer);
+} tm2__pex_ops;
+
+typedef struct tm2__pex tm2__pex;
+
+/* Checks and copies cfg (defaults filled in) and loads the book from its
+ * path at unix_now. Returns 0, TM2_EINVAL, TM2_ENOMEM or TM2_EIO. */
+int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64_t unix_now,
+                 tm2__pex **out);
+void tm2__pex_free(tm2__pex *x);
+
+/* The configuration with defaults filled in. */
+const tm2_discovery_config *tm2__pex_config(const tm2__pex *x);
+
+/* The switch started: self is our ID (dropped from the book); the book's
+ * entries and the seeds are dialled. */
+void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t);
+/* The switch stops: the book is saved (path set). */
+void tm2__pex_stop(tm2__pex *x, tm2__pex_time t);
+
+/* A peer's connection runs (peer is its handle, unique while connected).
+ * 0 or TM2_ENOMEM (then the peer is unknown to discovery). */
+int tm2__pex_add_peer(tm2__pex *x, void *peer, const tm2__pex_peer_info *info, tm2__pex_time t);
+/* The peer is gone; false if it was not known. */
+bool tm2__pex_remove_peer(tm2__pex *x, void *peer);
+/* A message on channel 0x50 from peer. */
+void tm2__pex_receive(tm2__pex *x, void *peer, const uint8_t *msg, size_t len, tm2__pex_time t);
+/* The periodic work (every interval_ms). */
+void tm2__pex_tick(tm2__pex *x, tm2__pex_time t);
+/* The switch could not connect to id. */
+void tm2__pex_dial_failed(tm2__pex *x, const tm2_id *id, tm2__pex_time t);
+
+void tm2__pex_stats(const tm2__pex *x, tm2_discovery_stats *out);
+
+/* For tests: the book (owned by the core) and a peer's strike count
+ * (-1 if unknown). */
+tm2__addrbook *tm2__pex_book(tm2__pex *x);
+int tm2__pex_strikes(const tm2__pex *x, void *peer);
+
+#endif

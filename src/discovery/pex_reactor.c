@@ -1,0 +1,237 @@
+/* The discovery reactor bound to a switch (see tm2p2p/discovery.h): the
+ * logic is pex_core.c; this file turns reactor callbacks, the switch's
+ * periodic tick and its dial-failed events into core calls, and core
+ * operations into switch and peer calls. */
+#include "tm2p2p/discovery.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "discovery/pex_core.h"
+
+/* Dial failures are read from a subscription on each tick. A full queue
+ * drops events, which only delays the back-off of a few addresses (an
+ * attempt already holds them back for a while). */
+#define DIAL_EVENTS_QUEUE    512
+#define DIAL_EVENTS_PER_TICK 1024
+
+#define RECV_MESSAGE_CAPACITY 5242880
+#define SEND_QUEUE_CAPACITY   20
+
+struct tm2_discovery {
+    tm2__pex *core;
+    tm2_reactor reactor;
+    tm2_channel_desc channel;
+    tm2_switch *sw;
+    tm2_subscription *sub;
+    bool started;
+};
+
+static tm2__pex_time now(void)
+{
+    return (tm2__pex_time){.ms = uv_hrtime() / 1000000, .unix_s = (int64_t)time(NULL)};
+}
+
+static void dlog(tm2_discovery *d, tm2_log_level lv, const char *msg)
+{
+    const tm2_discovery_config *c = tm2__pex_config(d->core);
+    if (c->log && lv <= c->log_level)
+        c->log(c->log_user, lv, msg);
+}
+
+/* ---- core operations ------------------------------------------------------------ */
+
+static int op_send(void *user, void *peer, const uint8_t *msg, size_t len)
+{
+    (void)user;
+    return tm2_peer_try_send(peer, TM2_DISCOVERY_CHANNEL, msg, len);
+}
+
+static void op_dial(void *user, const tm2_netaddr *addrs, size_t n)
+{
+    tm2_discovery *d = user;
+    if (tm2_switch_dial_peers(d->sw, addrs, n) < 0)
+        dlog(d, TM2_LOG_DEBUG, "msg=\"discovery dials not queued\"");
+}
+
+static void op_stop(void *user, void *peer, int reason)
+{
+    tm2_discovery *d = user;
+    tm2_switch_stop_peer_for_error(d->sw, peer, reason);
+}
+
+static void op_counts(void *user, size_t *inbound, size_t *outbound, size_t *dialing)
+{
+    tm2_discovery *d = user;
+    tm2_switch_counts(d->sw, inbound, outbound, dialing);
+}
+
+static bool op_is_private(void *user, const tm2_id *id)
+{
+    tm2_discovery *d = user;
+    return tm2_switch_is_private(d->sw, id);
+}
+
+static void op_forget(void *user, void *peer)
+{
+    (void)user;
+    tm2_peer_unref(peer);
+}
+
+/* ---- reactor callbacks --------------------------------------------------------- */
+
+static void on_tick(tm2_switch *sw, void *user)
+{
+    (void)sw;
+    tm2_discovery *d = user;
+    tm2__pex_time t = now();
+    for (int i = 0; d->sub && i < DIAL_EVENTS_PER_TICK; i++) {
+        tm2_event ev;
+        if (tm2_subscription_next(d->sub, &ev, 0) != 0)
+            break;
+        if (ev.type == TM2_EVENT_DIAL_FAILED && ev.peer_id.s[0])
+            tm2__pex_dial_failed(d->core, &ev.peer_id, t);
+    }
+    tm2__pex_tick(d->core, t);
+}
+
+static int r_start(tm2_switch *sw, void *user)
+{
+    tm2_discovery *d = user;
+    if (d->started)
+        return TM2_ESTATE;
+    d->started = true;
+    d->sw = sw;
+    /* Without dial-failed events the book only loses its failure counts. */
+    if (tm2_switch_subscribe(sw, TM2_EVENT_DIAL_FAILED, NULL, DIAL_EVENTS_QUEUE, &d->sub) < 0) {
+        d->sub = NULL;
+        dlog(d, TM2_LOG_WARN, "msg=\"discovery cannot watch dial failures\"");
+    }
+    int rc = tm2_switch_every(sw, tm2__pex_config(d->core)->interval_ms, on_tick, d);
+    if (rc < 0)
+        return rc;
+    tm2__pex_start(d->core, tm2_switch_id(sw), now());
+    return 0;
+}
+
+static void r_stop(tm2_switch *sw, void *user)
+{
+    (void)sw;
+    tm2_discovery *d = user;
+    if (!d->started)
+        return;
+    if (d->sub) {
+        tm2_unsubscribe(d->sub);
+        d->sub = NULL;
+    }
+    tm2__pex_stop(d->core, now());
+}
+
+static void r_add_peer(tm2_peer *p, void *user)
+{
+    tm2_discovery *d = user;
+    tm2__pex_peer_info info;
+    memset(&info, 0, sizeof info);
+    info.id = *tm2_peer_id(p);
+    info.outbound = tm2_peer_is_outbound(p);
+    info.persistent = tm2_peer_is_persistent(p);
+    info.is_private = tm2_peer_is_private(p);
+    const tm2_node_info *ni = tm2_peer_node_info(p);
+    if (ni) {
+        info.has_channel = tm2_node_info_has_channel(ni, TM2_DISCOVERY_CHANNEL);
+        /* Only an address of the peer's own ID is its address to share. */
+        info.has_addr = ni->has_net_address && strcmp(ni->net_address.id.s, info.id.s) == 0 &&
+                        tm2_netaddr_validate(&ni->net_address) == 0;
+        if (info.has_addr)
+            info.addr = ni->net_address;
+    }
+    if (info.outbound)
+        tm2_peer_socket_addr(p, &info.dialled);
+    tm2_peer_ref(p);
+    if (tm2__pex_add_peer(d->core, p, &info, now()) < 0) {
+        tm2_peer_unref(p);
+        dlog(d, TM2_LOG_ERROR, "msg=\"discovery cannot track a peer: out of memory\"");
+    }
+}
+
+static void r_remove_peer(tm2_peer *p, int reason, void *user)
+{
+    (void)reason;
+    tm2_discovery *d = user;
+    if (tm2__pex_remove_peer(d->core, p))
+        tm2_peer_unref(p);
+}
+
+static void r_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, void *user)
+{
+    tm2_discovery *d = user;
+    if (ch == TM2_DISCOVERY_CHANNEL)
+        tm2__pex_receive(d->core, p, msg, len, now());
+}
+
+/* ---- public API -------------------------------------------------------------- */
+
+int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
+{
+    if (!cfg || !out)
+        return TM2_EINVAL;
+    *out = NULL;
+    tm2_discovery *d = calloc(1, sizeof *d);
+    if (!d)
+        return TM2_ENOMEM;
+    tm2__pex_ops ops = {
+        .user = d,
+        .send = op_send,
+        .dial = op_dial,
+        .stop = op_stop,
+        .counts = op_counts,
+        .is_private = op_is_private,
+        .forget = op_forget,
+    };
+    int rc = tm2__pex_new(cfg, &ops, (int64_t)time(NULL), &d->core);
+    if (rc < 0) {
+        free(d);
+        return rc;
+    }
+    d->channel = (tm2_channel_desc){
+        .id = TM2_DISCOVERY_CHANNEL,
+        .priority = 1,
+        .send_queue_capacity = SEND_QUEUE_CAPACITY,
+        .recv_message_capacity = RECV_MESSAGE_CAPACITY,
+    };
+    d->reactor = (tm2_reactor){
+        .name = "discovery",
+        .channels = &d->channel,
+        .n_channels = 1,
+        .user = d,
+        .start = r_start,
+        .stop = r_stop,
+        .add_peer = r_add_peer,
+        .remove_peer = r_remove_peer,
+        .receive = r_receive,
+    };
+    *out = d;
+    return 0;
+}
+
+const tm2_reactor *tm2_discovery_reactor(tm2_discovery *d) { return d ? &d->reactor : NULL; }
+
+void tm2_discovery_get_stats(const tm2_discovery *d, tm2_discovery_stats *out)
+{
+    if (!out)
+        return;
+    tm2__pex_stats(d ? d->core : NULL, out);
+}
+
+void tm2_discovery_free(tm2_discovery *d)
+{
+    if (!d)
+        return;
+    if (d->sub)
+        tm2_unsubscribe(d->sub);
+    tm2__pex_free(d->core);
+    free(d);
+}

@@ -1,0 +1,1094 @@
+/* The discovery reactor's logic (src/discovery/pex_core.c) with fake peers,
+ * a fake switch and a fake clock: what an answer holds, the request rate
+ * limit, one test per Response rejection rule, strikes and their decay,
+ * requests on connect and on the tick, dialling from responses, the book
+ * and the seeds, releasing seeds, seed mode, dial failures, the book file
+ * and the configuration checks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "discovery/pex_core.h"
+#include "discovery/pex_msg.h"
+#include "tv.h"
+
+/* ---- the fake switch ------------------------------------------------------------- */
+
+#define MAX_SENT 512
+#define MAX_DIALLED 1024
+#define MAX_STOPS 64
+
+typedef struct sent_msg {
+    void *peer;
+    uint8_t msg[4096];
+    size_t len;
+} sent_msg;
+
+typedef struct fake {
+    sent_msg *sent;
+    size_t n_sent;
+    tm2_netaddr dialled[MAX_DIALLED];
+    size_t n_dialled;
+    struct {
+        void *peer;
+        int reason;
+    } stops[MAX_STOPS];
+    size_t n_stops;
+    size_t dialing;
+    tm2_id privates[8];
+    size_t n_privates;
+    size_t forgotten;
+    bool remove_on_stop;   /* call back into the core from stop, as a switch may */
+    tm2__pex *x;
+} fake;
+
+static int f_send(void *user, void *peer, const uint8_t *msg, size_t len)
+{
+    fake *f = user;
+    assert_true(f->n_sent < MAX_SENT);
+    assert_true(len <= sizeof f->sent[0].msg);
+    f->sent[f->n_sent].peer = peer;
+    memcpy(f->sent[f->n_sent].msg, msg, len);
+    f->sent[f->n_sent].len = len;
+    f->n_sent++;
+    return 0;
+}
+
+static void f_dial(void *user, const tm2_netaddr *addrs, size_t n)
+{
+    fake *f = user;
+    assert_true(n > 0);
+    assert_true(f->n_dialled + n <= MAX_DIALLED);
+    memcpy(&f->dialled[f->n_dialled], addrs, n * sizeof *addrs);
+    f->n_dialled += n;
+}
+
+static void f_stop(void *user, void *peer, int reason)
+{
+    fake *f = user;
+    assert_true(f->n_stops < MAX_STOPS);
+    f->stops[f->n_stops].peer = peer;
+    f->stops[f->n_stops].reason = reason;
+    f->n_stops++;
+    if (f->remove_on_stop)
+        assert_true(tm2__pex_remove_peer(f->x, peer));
+}
+
+static void f_counts(void *user, size_t *in, size_t *out, size_t *dialing)
+{
+    fake *f = user;
+    *in = 0;
+    *out = 0;
+    *dialing = f->dialing;
+}
+
+static bool f_is_private(void *user, const tm2_id *id)
+{
+    fake *f = user;
+    for (size_t i = 0; i < f->n_privates; i++)
+        if (strcmp(f->privates[i].s, id->s) == 0)
+            return true;
+    return false;
+}
+
+static void f_forget(void *user, void *peer)
+{
+    (void)peer;
+    ((fake *)user)->forgotten++;
+}
+
+/* ---- ids, addresses, peers, time ------------------------------------------------- */
+
+static void make_id(unsigned i, tm2_id *id)
+{
+    uint8_t seed[32] = {0};
+    seed[0] = (uint8_t)i;
+    seed[1] = (uint8_t)(i >> 8);
+    seed[31] = 0xd1;
+    tm2_node_key k;
+    tm2_node_key_from_seed(&k, seed);
+    tm2_node_key_id(&k, id);
+    tm2_node_key_wipe(&k);
+}
+
+/* Node i lives at 127.0.<i/250>.<i%250+1>:<20000+i>. */
+static tm2_netaddr addr_of(unsigned i)
+{
+    tm2_id id;
+    make_id(i, &id);
+    char s[TM2_NETADDR_STRLEN + 1];
+    snprintf(s, sizeof s, "%s@127.0.%u.%u:%u", id.s, i / 250, i % 250 + 1, 20000 + i);
+    tm2_netaddr a;
+    assert_int_equal(tm2_netaddr_parse(s, 0, &a), 0);
+    return a;
+}
+
+static tm2_netaddr addr_str(const char *s)
+{
+    tm2_netaddr a;
+    assert_int_equal(tm2_netaddr_parse(s, 0, &a), 0);
+    return a;
+}
+
+/* Fake peer handles: addresses of these, index = node number. */
+static char handles[1024];
+#define H(i) ((void *)&handles[i])
+
+static tm2__pex_time T(uint64_t ms)
+{
+    return (tm2__pex_time){.ms = 1000000 + ms, .unix_s = 1700000000 + (int64_t)(ms / 1000)};
+}
+
+#define SELF 999u
+
+typedef struct env {
+    fake f;
+    tm2__pex *x;
+    tm2_discovery_config cfg;
+} env;
+
+static void env_cfg(env *e)
+{
+    memset(e, 0, sizeof *e);
+    e->f.sent = calloc(MAX_SENT, sizeof *e->f.sent);
+    assert_non_null(e->f.sent);
+    e->cfg.interval_ms = 1000;
+}
+
+static void env_start(env *e)
+{
+    tm2__pex_ops ops = {
+        .user = &e->f,
+        .send = f_send,
+        .dial = f_dial,
+        .stop = f_stop,
+        .counts = f_counts,
+        .is_private = f_is_private,
+        .forget = f_forget,
+    };
+    assert_int_equal(tm2__pex_new(&e->cfg, &ops, T(0).unix_s, &e->x), 0);
+    e->f.x = e->x;
+    tm2_id self;
+    make_id(SELF, &self);
+    tm2__pex_start(e->x, &self, T(0));
+}
+
+static void env_init(env *e)
+{
+    env_cfg(e);
+    env_start(e);
+}
+
+static void env_free(env *e)
+{
+    tm2__pex_free(e->x);
+    free(e->f.sent);
+}
+
+static tm2__pex_peer_info info_of(unsigned i, bool outbound)
+{
+    tm2__pex_peer_info in;
+    memset(&in, 0, sizeof in);
+    in.addr = addr_of(i);
+    in.dialled = in.addr;
+    in.id = in.addr.id;
+    in.outbound = outbound;
+    in.has_channel = true;
+    in.has_addr = true;
+    return in;
+}
+
+static void connect_peer(env *e, unsigned i, bool outbound, uint64_t ms)
+{
+    tm2__pex_peer_info in = info_of(i, outbound);
+    assert_int_equal(tm2__pex_add_peer(e->x, H(i), &in, T(ms)), 0);
+}
+
+static tm2_discovery_stats stats(env *e)
+{
+    tm2_discovery_stats s;
+    tm2__pex_stats(e->x, &s);
+    return s;
+}
+
+static void send_request(env *e, unsigned from, uint64_t ms)
+{
+    uint8_t req[TM2__PEX_REQUEST_SIZE];
+    assert_int_equal(tm2__pex_encode_request(req, sizeof req), TM2__PEX_REQUEST_SIZE);
+    tm2__pex_receive(e->x, H(from), req, sizeof req, T(ms));
+}
+
+static void send_response(env *e, unsigned from, const tm2_netaddr *a, size_t n, uint64_t ms)
+{
+    uint8_t buf[8192];
+    int len = tm2__pex_encode_response(a, n, buf, sizeof buf);
+    assert_true(len > 0);
+    tm2__pex_receive(e->x, H(from), buf, (size_t)len, T(ms));
+}
+
+/* Messages sent to peer i since index from. */
+static size_t sent_to(const env *e, unsigned i, size_t from)
+{
+    size_t n = 0;
+    for (size_t k = from; k < e->f.n_sent; k++)
+        n += e->f.sent[k].peer == H(i);
+    return n;
+}
+
+static bool is_request(const sent_msg *m)
+{
+    tm2__pex_msg pm;
+    return tm2__pex_decode(m->msg, m->len, &pm, NULL, 0) == 0 && pm.kind == TM2__PEX_REQUEST;
+}
+
+/* Decodes a sent Response into a (30 or fewer) and returns the count. */
+static size_t decode_answer(const sent_msg *m, tm2_netaddr *a)
+{
+    tm2__pex_msg pm;
+    assert_int_equal(tm2__pex_decode(m->msg, m->len, &pm, a, TM2__PEX_MAX_SHARED), 0);
+    assert_int_equal(pm.kind, TM2__PEX_RESPONSE);
+    return pm.n_addrs;
+}
+
+static bool contains_id(const tm2_netaddr *a, size_t n, unsigned node)
+{
+    tm2_id id;
+    make_id(node, &id);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(a[i].id.s, id.s) == 0)
+            return true;
+    return false;
+}
+
+static bool dialled_node(const env *e, unsigned node, size_t from)
+{
+    tm2_id id;
+    make_id(node, &id);
+    for (size_t i = from; i < e->f.n_dialled; i++)
+        if (strcmp(e->f.dialled[i].id.s, id.s) == 0)
+            return true;
+    return false;
+}
+
+static const tm2__addrbook_entry *book_entry(env *e, unsigned node)
+{
+    tm2_id id;
+    make_id(node, &id);
+    return tm2__addrbook_find(tm2__pex_book(e->x), &id);
+}
+
+/* An outbound peer we asked at connect time, so its next Response is solicited. */
+static void asked_peer(env *e, unsigned i, uint64_t ms)
+{
+    size_t before = e->f.n_sent;
+    connect_peer(e, i, true, ms);
+    assert_int_equal(sent_to(e, i, before), 1);
+    assert_true(is_request(&e->f.sent[e->f.n_sent - 1]));
+}
+
+/* ---- answering requests ---------------------------------------------------------- */
+
+static void test_request_bytes_on_outbound_connect(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    connect_peer(&e, 1, true, 0);
+    assert_int_equal(e.f.n_sent, 1);
+    assert_ptr_equal(e.f.sent[0].peer, H(1));
+    uint8_t want[TM2__PEX_REQUEST_SIZE];
+    tv_hex("0a0c2f7032702e52657175657374", want, sizeof want);
+    assert_int_equal(e.f.sent[0].len, sizeof want);
+    assert_memory_equal(e.f.sent[0].msg, want, sizeof want);
+    assert_int_equal(stats(&e).requests_sent, 1);
+
+    /* Inbound peers are not asked on connect (outside seed mode), nor is a
+     * peer that did not advertise the channel. */
+    connect_peer(&e, 2, false, 0);
+    tm2__pex_peer_info in = info_of(3, true);
+    in.has_channel = false;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(3), &in, T(0)), 0);
+    assert_int_equal(e.f.n_sent, 1);
+    env_free(&e);
+}
+
+static void test_answer_content(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    for (unsigned i = 1; i <= 40; i++) {
+        tm2__pex_peer_info in = info_of(i, false);
+        if (i == 5)
+            in.is_private = true;        /* the peer says so */
+        if (i == 7) {
+            in.has_addr = false;         /* advertised an address that fails Validate */
+            in.addr = addr_str("g1x36slx9at870e9rd53d2405n80s4ff94dx42dl@0.0.0.0:26656");
+        }
+        assert_int_equal(tm2__pex_add_peer(e.x, H(i), &in, T(0)), 0);
+    }
+    make_id(6, &e.f.privates[e.f.n_privates++]);   /* the switch's list says so */
+
+    send_request(&e, 1, 10);
+    send_request(&e, 2, 10);
+    assert_int_equal(e.f.n_sent, 2);
+    tm2_netaddr a1[TM2__PEX_MAX_SHARED], a2[TM2__PEX_MAX_SHARED];
+    assert_ptr_equal(e.f.sent[0].peer, H(1));
+    size_t n1 = decode_answer(&e.f.sent[0], a1);
+    size_t n2 = decode_answer(&e.f.sent[1], a2);
+    assert_int_equal(n1, 30);
+    assert_int_equal(n2, 30);
+    assert_false(contains_id(a1, n1, 1));   /* never the asker */
+    assert_false(contains_id(a2, n2, 2));
+    for (unsigned bad = 5; bad <= 7; bad++) {
+        assert_false(contains_id(a1, n1, bad));
+        assert_false(contains_id(a2, n2, bad));
+    }
+    for (size_t i = 0; i < n1; i++) {
+        assert_int_equal(tm2_netaddr_validate(&a1[i]), 0);
+        for (size_t j = i + 1; j < n1; j++)
+            assert_string_not_equal(a1[i].id.s, a1[j].id.s);
+    }
+    /* Drawn at random: two answers of 30 out of 36 are (all but surely) not equal. */
+    assert_false(e.f.sent[0].len == e.f.sent[1].len &&
+                 memcmp(e.f.sent[0].msg, e.f.sent[1].msg, e.f.sent[0].len) == 0);
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.requests_received, 2);
+    assert_int_equal(s.requests_answered, 2);
+    env_free(&e);
+}
+
+static void test_answer_max_addrs(void **state)
+{
+    (void)state;
+    env e;
+    env_cfg(&e);
+    e.cfg.max_addrs = 5;
+    env_start(&e);
+    for (unsigned i = 1; i <= 10; i++)
+        connect_peer(&e, i, false, 0);
+    send_request(&e, 1, 0);
+    assert_int_equal(e.f.n_sent, 1);
+    tm2_netaddr a[TM2__PEX_MAX_SHARED];
+    assert_int_equal(decode_answer(&e.f.sent[0], a), 5);
+    env_free(&e);
+}
+
+static void test_answer_nothing_to_share(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    connect_peer(&e, 1, false, 0);
+    tm2__pex_peer_info in = info_of(2, false);
+    in.is_private = true;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(2), &in, T(0)), 0);
+    send_request(&e, 1, 0);
+    assert_int_equal(e.f.n_sent, 0);
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.requests_received, 1);
+    assert_int_equal(s.requests_answered, 0);
+    env_free(&e);
+}
+
+static void test_request_rate_limit(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);                          /* interval 1000: gap 500 */
+    connect_peer(&e, 1, false, 0);
+    connect_peer(&e, 2, false, 0);
+    send_request(&e, 1, 0);
+    send_request(&e, 1, 100);              /* too soon: ignored */
+    send_request(&e, 1, 499);              /* still too soon */
+    send_request(&e, 1, 500);              /* answered */
+    assert_int_equal(sent_to(&e, 1, 0), 2);
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.requests_received, 4);
+    assert_int_equal(s.requests_ignored, 2);
+    assert_int_equal(s.requests_answered, 2);
+    assert_int_equal(tm2__pex_strikes(e.x, H(1)), 2);
+    assert_int_equal(e.f.n_stops, 0);
+    /* Peers are limited one by one. */
+    send_request(&e, 2, 501);
+    assert_int_equal(sent_to(&e, 2, 0), 1);
+    env_free(&e);
+}
+
+static void test_request_flood_stops_peer(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);                          /* abuse limit 10 */
+    connect_peer(&e, 1, false, 0);
+    connect_peer(&e, 2, false, 0);
+    for (uint64_t ms = 0; ms <= 10; ms++)
+        send_request(&e, 1, ms);
+    assert_int_equal(e.f.n_stops, 1);
+    assert_ptr_equal(e.f.stops[0].peer, H(1));
+    assert_int_equal(e.f.stops[0].reason, TM2_EREJECTED);
+    assert_int_equal(stats(&e).peers_stopped, 1);
+    /* A stopping peer is no longer served, nor stopped twice. */
+    send_request(&e, 1, 5000);
+    assert_int_equal(sent_to(&e, 1, 0), 1);
+    assert_int_equal(e.f.n_stops, 1);
+    env_free(&e);
+}
+
+/* ---- responses ----------------------------------------------------------------- */
+
+static void test_response_accepted(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    connect_peer(&e, 50, false, 0);        /* connected: not dialled */
+    asked_peer(&e, 1, 0);
+    tm2_netaddr a[6] = {addr_of(SELF), addr_of(50), addr_of(11), addr_of(12), addr_of(13),
+                        addr_of(1)};
+    send_response(&e, 1, a, 6, 10);
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.responses_received, 1);
+    assert_int_equal(s.responses_rejected, 0);
+    assert_int_equal(s.addrs_received, 6);
+    assert_int_equal(s.addrs_rejected, 1);    /* ourselves */
+    assert_int_equal(s.addrs_accepted, 5);
+    assert_int_equal(e.f.n_dialled, 3);
+    for (unsigned i = 11; i <= 13; i++) {
+        assert_true(dialled_node(&e, i, 0));
+        const tm2__addrbook_entry *be = book_entry(&e, i);
+        assert_non_null(be);
+        assert_true(be->last_attempt > 0);    /* marked as being dialled */
+    }
+    assert_false(dialled_node(&e, 50, 0));
+    assert_false(dialled_node(&e, 1, 0));
+    assert_false(dialled_node(&e, SELF, 0));
+    assert_null(book_entry(&e, SELF));
+    /* The same answer again is unsolicited: we asked once. */
+    send_response(&e, 1, a + 2, 3, 20);
+    s = stats(&e);
+    assert_int_equal(s.responses_unsolicited, 1);
+    assert_int_equal(s.responses_rejected, 1);
+    env_free(&e);
+}
+
+static void test_response_dials_only_what_is_needed(void **state)
+{
+    (void)state;
+    env e;
+    env_cfg(&e);
+    e.cfg.target_outbound = 4;
+    env_start(&e);
+    e.f.dialing = 1;
+    asked_peer(&e, 1, 0);                  /* 1 outbound + 1 dialling: 2 more wanted */
+    tm2_netaddr a[10];
+    for (unsigned i = 0; i < 10; i++)
+        a[i] = addr_of(100 + i);
+    send_response(&e, 1, a, 10, 10);
+    assert_int_equal(e.f.n_dialled, 2);
+    assert_int_equal(tm2__addrbook_size(tm2__pex_book(e.x)), 11);
+    env_free(&e);
+}
+
+static void test_response_unsolicited(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    connect_peer(&e, 1, false, 0);         /* inbound: never asked */
+    tm2_netaddr a[2] = {addr_of(11), addr_of(12)};
+    send_response(&e, 1, a, 2, 10);
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.responses_unsolicited, 1);
+    assert_int_equal(s.responses_rejected, 1);
+    assert_int_equal(s.addrs_received, 0);
+    assert_null(book_entry(&e, 11));
+    assert_int_equal(e.f.n_dialled, 0);
+    assert_int_equal(tm2__pex_strikes(e.x, H(1)), 1);
+    env_free(&e);
+}
+
+static void test_response_oversized(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    asked_peer(&e, 1, 0);
+    tm2_netaddr a[31];
+    for (unsigned i = 0; i < 31; i++)
+        a[i] = addr_of(100 + i);
+    send_response(&e, 1, a, 31, 10);
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.responses_oversized, 1);
+    assert_int_equal(s.responses_rejected, 1);
+    assert_null(book_entry(&e, 100));
+    assert_int_equal(e.f.n_dialled, 0);
+    env_free(&e);
+
+    /* The limit is max_addrs, both ways. */
+    env_cfg(&e);
+    e.cfg.max_addrs = 5;
+    env_start(&e);
+    asked_peer(&e, 1, 0);
+    send_response(&e, 1, a, 6, 10);
+    assert_int_equal(stats(&e).responses_oversized, 1);
+    asked_peer(&e, 2, 20);
+    send_response(&e, 2, a, 5, 30);
+    assert_int_equal(stats(&e).responses_rejected, 1);
+    assert_non_null(book_entry(&e, 104));
+    env_free(&e);
+}
+
+static void test_response_malformed(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    asked_peer(&e, 1, 0);
+    /* A Response whose value holds field 2. */
+    uint8_t bad[] = {0x0a, 0x0d, '/', 'p', '2', 'p', '.', 'R', 'e', 's', 'p', 'o',
+                     'n',  's',  'e', 0x12, 0x03, 0x12, 0x01, 'x'};
+    tm2__pex_receive(e.x, H(1), bad, sizeof bad, T(10));
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.responses_malformed, 1);
+    assert_int_equal(s.responses_rejected, 1);
+    /* An entry that is a host name, not an IP: the whole message goes. */
+    asked_peer(&e, 2, 20);
+    char host[TM2_NETADDR_STRLEN + 32];
+    tm2_netaddr ok = addr_of(11);
+    snprintf(host, sizeof host, "%s@localhost:26656", ok.id.s);
+    uint8_t msg[256];
+    size_t hl = strlen(host);
+    size_t n = 0;
+    static const char url[] = "/p2p.Response";
+    msg[n++] = 0x0a;
+    msg[n++] = (uint8_t)(sizeof url - 1);
+    memcpy(msg + n, url, sizeof url - 1);
+    n += sizeof url - 1;
+    msg[n++] = 0x12;
+    msg[n++] = (uint8_t)(hl + 2);
+    msg[n++] = 0x0a;
+    msg[n++] = (uint8_t)hl;
+    memcpy(msg + n, host, hl);
+    n += hl;
+    tm2__pex_receive(e.x, H(2), msg, n, T(30));
+    assert_int_equal(stats(&e).responses_malformed, 2);
+    assert_int_equal(e.f.n_dialled, 0);
+    /* Unknown message types and garbage are counted and ignored too. */
+    uint8_t other[] = {0x0a, 0x08, '/', 'p', '2', 'p', '.', 'F', 'o', 'o'};
+    tm2__pex_receive(e.x, H(2), other, sizeof other, T(40));
+    uint8_t junk[] = {0xff, 0xff, 0xff};
+    tm2__pex_receive(e.x, H(2), junk, sizeof junk, T(40));
+    tm2__pex_receive(e.x, H(2), junk, 0, T(40));
+    assert_int_equal(stats(&e).responses_malformed, 5);
+    assert_int_equal(e.f.n_stops, 0);      /* logged and ignored, like the reference */
+    env_free(&e);
+}
+
+static void test_response_invalid(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    /* One address failing Validate rejects the whole answer. */
+    asked_peer(&e, 1, 0);
+    tm2_netaddr a[3] = {addr_of(11), addr_of(12), addr_of(13)};
+    a[1].ip[15] = 0;
+    a[1].ip[14] = 0;
+    a[1].ip[13] = 0;
+    a[1].ip[12] = 0;   /* ::ffff:0.0.0.0 */
+    assert_int_equal(tm2_netaddr_validate(&a[1]), TM2_EUNSPEC);
+    send_response(&e, 1, a, 3, 10);
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.responses_invalid, 1);
+    assert_null(book_entry(&e, 11));
+    /* A documentation-range address too. */
+    asked_peer(&e, 2, 20);
+    tm2_netaddr doc = addr_str("g1x36slx9at870e9rd53d2405n80s4ff94dx42dl@[2001:db8::1]:26656");
+    send_response(&e, 2, &doc, 1, 30);
+    assert_int_equal(stats(&e).responses_invalid, 2);
+    /* And an empty answer (ValidateBasic wants at least one). */
+    asked_peer(&e, 3, 40);
+    send_response(&e, 3, NULL, 0, 50);
+    s = stats(&e);
+    assert_int_equal(s.responses_invalid, 3);
+    assert_int_equal(s.responses_rejected, 3);
+    assert_int_equal(e.f.n_dialled, 0);
+    env_free(&e);
+}
+
+static void test_strikes_decay_and_stop(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    connect_peer(&e, 1, false, 0);
+    connect_peer(&e, 2, false, 0);
+    uint8_t junk[] = {0x0a, 0x01};
+    for (int i = 0; i < 9; i++)
+        tm2__pex_receive(e.x, H(1), junk, sizeof junk, T(10));
+    assert_int_equal(tm2__pex_strikes(e.x, H(1)), 9);
+    tm2__pex_tick(e.x, T(1000));            /* one forgiven */
+    tm2__pex_receive(e.x, H(1), junk, sizeof junk, T(1010));
+    assert_int_equal(e.f.n_stops, 0);
+    tm2__pex_receive(e.x, H(1), junk, sizeof junk, T(1020));
+    assert_int_equal(e.f.n_stops, 1);
+    assert_ptr_equal(e.f.stops[0].peer, H(1));
+    assert_int_equal(e.f.stops[0].reason, TM2_EPROTO);
+    /* The other peer is untouched. */
+    assert_int_equal(tm2__pex_strikes(e.x, H(2)), 0);
+    env_free(&e);
+}
+
+static void test_stop_may_reenter(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    e.f.remove_on_stop = true;
+    for (unsigned i = 1; i <= 5; i++)
+        connect_peer(&e, i, false, 0);
+    uint8_t junk[] = {0x01};
+    for (unsigned i = 1; i <= 5; i += 2)
+        for (int k = 0; k < 10; k++)
+            tm2__pex_receive(e.x, H(i), junk, sizeof junk, T(10));
+    assert_int_equal(e.f.n_stops, 3);
+    assert_int_equal(tm2__pex_strikes(e.x, H(1)), -1);   /* gone */
+    assert_int_equal(tm2__pex_strikes(e.x, H(2)), 0);
+    tm2__pex_tick(e.x, T(1000));
+    env_free(&e);
+    assert_int_equal(e.f.forgotten, 2);
+}
+
+/* ---- the tick ------------------------------------------------------------------ */
+
+static void test_tick_asks_a_random_peer_with_the_channel(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    tm2_discovery_stats s0 = stats(&e);
+    tm2__pex_tick(e.x, T(1000));            /* nobody connected: nothing */
+    assert_int_equal(stats(&e).requests_sent, s0.requests_sent);
+
+    connect_peer(&e, 1, false, 0);
+    connect_peer(&e, 2, false, 0);
+    tm2__pex_peer_info in = info_of(3, false);
+    in.has_channel = false;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(3), &in, T(0)), 0);
+    for (int k = 0; k < 64; k++)
+        tm2__pex_tick(e.x, T(1000 * (uint64_t)(k + 2)));
+    size_t to1 = sent_to(&e, 1, 0), to2 = sent_to(&e, 2, 0);
+    assert_int_equal(to1 + to2, 64);
+    assert_true(to1 > 0 && to2 > 0);        /* 2^-63 odds of failing */
+    assert_int_equal(sent_to(&e, 3, 0), 0);
+    env_free(&e);
+}
+
+static void test_seeds_dialled_with_backoff(void **state)
+{
+    (void)state;
+    env e;
+    env_cfg(&e);
+    tm2_netaddr seed = addr_of(500);
+    e.cfg.seeds = &seed;
+    e.cfg.n_seeds = 1;
+    e.cfg.target_outbound = 3;
+    env_start(&e);
+    assert_int_equal(e.f.n_dialled, 1);     /* at start */
+    assert_true(dialled_node(&e, 500, 0));
+    /* Book empty and too few peers: redialled, each time later. */
+    tm2__pex_tick(e.x, T(1000));            /* due at 1000 */
+    assert_int_equal(e.f.n_dialled, 2);
+    tm2__pex_tick(e.x, T(2000));            /* next at 1000 + 2000 */
+    assert_int_equal(e.f.n_dialled, 2);
+    tm2__pex_tick(e.x, T(3000));
+    assert_int_equal(e.f.n_dialled, 3);
+    tm2__pex_tick(e.x, T(6000));            /* next at 3000 + 4000 */
+    assert_int_equal(e.f.n_dialled, 3);
+    tm2__pex_tick(e.x, T(7000));
+    assert_int_equal(e.f.n_dialled, 4);
+    assert_int_equal(stats(&e).seed_dials, 4);
+
+    /* The seed connects: asked at once; its answer fills the book, the
+     * new addresses are dialled and the seed is let go. */
+    asked_peer(&e, 500, 7100);
+    tm2_netaddr a[5];
+    for (unsigned i = 0; i < 5; i++)
+        a[i] = addr_of(10 + i);
+    size_t d0 = e.f.n_dialled;
+    send_response(&e, 500, a, 5, 7200);
+    assert_int_equal(e.f.n_dialled - d0, 3);
+    assert_int_equal(e.f.n_stops, 1);
+    assert_ptr_equal(e.f.stops[0].peer, H(500));
+    assert_int_equal(e.f.stops[0].reason, 0);
+    assert_int_equal(stats(&e).peers_released, 1);
+    /* Seeds never enter the book. */
+    assert_null(book_entry(&e, 500));
+    assert_int_equal(tm2__pex_remove_peer(e.x, H(500)), true);
+
+    /* The book still has candidates: no seed dial, the book is used. */
+    d0 = e.f.n_dialled;
+    tm2__pex_tick(e.x, T(8000));
+    assert_int_equal(e.f.n_dialled - d0, 2);
+    assert_false(dialled_node(&e, 500, d0));
+    /* Everything in the book is backing off now: seeds again (their answer
+     * was news, so without delay). */
+    d0 = e.f.n_dialled;
+    tm2__pex_tick(e.x, T(9000));
+    assert_int_equal(e.f.n_dialled - d0, 1);
+    assert_true(dialled_node(&e, 500, d0));
+    env_free(&e);
+}
+
+static void test_seed_released_once_target_met(void **state)
+{
+    (void)state;
+    env e;
+    env_cfg(&e);
+    tm2_netaddr seed = addr_of(500);
+    e.cfg.seeds = &seed;
+    e.cfg.n_seeds = 1;
+    e.cfg.target_outbound = 2;
+    env_start(&e);
+    asked_peer(&e, 500, 0);
+    tm2__pex_tick(e.x, T(100));
+    assert_int_equal(e.f.n_stops, 0);       /* still needed */
+    connect_peer(&e, 1, true, 200);
+    connect_peer(&e, 2, true, 200);
+    size_t d0 = e.f.n_dialled;
+    tm2__pex_tick(e.x, T(300));
+    assert_int_equal(e.f.n_stops, 1);
+    assert_ptr_equal(e.f.stops[0].peer, H(500));
+    assert_int_equal(e.f.stops[0].reason, 0);
+    assert_int_equal(e.f.n_dialled, d0);    /* target met: no dials */
+    env_free(&e);
+
+    /* A seed that does not answer goes after two intervals. */
+    env_cfg(&e);
+    e.cfg.seeds = &seed;
+    e.cfg.n_seeds = 1;
+    env_start(&e);
+    asked_peer(&e, 500, 0);
+    tm2__pex_tick(e.x, T(1999));
+    assert_int_equal(e.f.n_stops, 0);
+    tm2__pex_tick(e.x, T(2000));
+    assert_int_equal(e.f.n_stops, 1);
+    env_free(&e);
+
+    /* A persistent seed is never let go. */
+    env_cfg(&e);
+    e.cfg.seeds = &seed;
+    e.cfg.n_seeds = 1;
+    e.cfg.target_outbound = 1;
+    env_start(&e);
+    tm2__pex_peer_info in = info_of(500, true);
+    in.persistent = true;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(500), &in, T(0)), 0);
+    connect_peer(&e, 1, true, 0);
+    tm2__pex_tick(e.x, T(5000));
+    assert_int_equal(e.f.n_stops, 0);
+    env_free(&e);
+}
+
+static void test_outbound_connect_and_dial_failure_recorded(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    connect_peer(&e, 1, true, 0);
+    const tm2__addrbook_entry *be = book_entry(&e, 1);
+    assert_non_null(be);
+    assert_true(be->last_success > 0);
+    /* An inbound peer's advertised address is remembered, a private one's is not. */
+    connect_peer(&e, 2, false, 0);
+    assert_non_null(book_entry(&e, 2));
+    tm2__pex_peer_info in = info_of(3, false);
+    in.is_private = true;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(3), &in, T(0)), 0);
+    assert_null(book_entry(&e, 3));
+
+    tm2_id id;
+    make_id(2, &id);
+    tm2__pex_dial_failed(e.x, &id, T(5000));
+    be = book_entry(&e, 2);
+    assert_int_equal(be->attempts, 1);
+    assert_int_equal(stats(&e).dial_failures, 1);
+    make_id(77, &id);                       /* not ours: not counted */
+    tm2__pex_dial_failed(e.x, &id, T(5000));
+    assert_int_equal(stats(&e).dial_failures, 1);
+    env_free(&e);
+}
+
+/* ---- seed mode ----------------------------------------------------------------- */
+
+static void test_seed_mode(void **state)
+{
+    (void)state;
+    env e;
+    env_cfg(&e);
+    e.cfg.seed_mode = true;
+    e.cfg.seed_disconnect_ms = 500;
+    e.cfg.target_outbound = 2;
+    env_start(&e);
+
+    /* Its book: three gossiped addresses, one of them a private peer's. */
+    asked_peer(&e, 1, 0);                   /* outbound: a crawl peer */
+    tm2_netaddr a[3] = {addr_of(11), addr_of(12), addr_of(13)};
+    make_id(13, &e.f.privates[e.f.n_privates++]);
+    send_response(&e, 1, a, 3, 100);
+    assert_int_equal(e.f.n_dialled, 0);     /* seeds crawl on the tick, not on answers */
+
+    /* Inbound peers are asked too, and answered from the book. */
+    size_t s0 = e.f.n_sent;
+    connect_peer(&e, 2, false, 100);
+    assert_int_equal(sent_to(&e, 2, s0), 1);
+    send_request(&e, 2, 200);
+    assert_int_equal(sent_to(&e, 2, s0), 2);
+    tm2_netaddr got[TM2__PEX_MAX_SHARED];
+    size_t n = decode_answer(&e.f.sent[e.f.n_sent - 1], got);
+    assert_int_equal(n, 3);                 /* 11, 12 and peer 1 */
+    assert_true(contains_id(got, n, 11));
+    assert_true(contains_id(got, n, 12));
+    assert_true(contains_id(got, n, 1));
+    assert_false(contains_id(got, n, 13));
+    assert_false(contains_id(got, n, 2));
+
+    /* A peer that never exchanges anything, and a persistent one. */
+    connect_peer(&e, 3, false, 100);
+    tm2__pex_peer_info in = info_of(4, false);
+    in.persistent = true;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(4), &in, T(100)), 0);
+
+    /* Peer 1 answered at 100 and goes at 600, peer 2 was answered at 200
+     * and goes at 700, peer 3 at 100 + 500 + 2 * 1000. */
+    tm2__pex_tick(e.x, T(599));
+    assert_int_equal(e.f.n_stops, 0);
+    tm2__pex_tick(e.x, T(600));
+    assert_int_equal(e.f.n_stops, 1);
+    assert_ptr_equal(e.f.stops[0].peer, H(1));
+    assert_int_equal(e.f.stops[0].reason, 0);
+    tm2__pex_remove_peer(e.x, H(1));
+    tm2__pex_tick(e.x, T(700));
+    assert_int_equal(e.f.n_stops, 2);
+    assert_ptr_equal(e.f.stops[1].peer, H(2));
+    tm2__pex_remove_peer(e.x, H(2));
+    tm2__pex_tick(e.x, T(2599));
+    assert_int_equal(e.f.n_stops, 2);
+    tm2__pex_tick(e.x, T(2600));
+    assert_int_equal(e.f.n_stops, 3);
+    assert_ptr_equal(e.f.stops[2].peer, H(3));
+    tm2__pex_remove_peer(e.x, H(3));
+    tm2__pex_tick(e.x, T(60000));
+    assert_int_equal(e.f.n_stops, 3);
+    assert_int_equal(stats(&e).peers_released, 3);
+    env_free(&e);
+}
+
+static void test_seed_mode_crawls_the_book(void **state)
+{
+    (void)state;
+    env e;
+    env_cfg(&e);
+    e.cfg.seed_mode = true;
+    e.cfg.target_outbound = 2;
+    env_start(&e);
+    asked_peer(&e, 1, 0);
+    tm2_netaddr a[5];
+    for (unsigned i = 0; i < 5; i++)
+        a[i] = addr_of(10 + i);
+    send_response(&e, 1, a, 5, 10);
+    tm2__pex_remove_peer(e.x, H(1));
+    /* Up to target_outbound dials per tick, each address once per back-off. */
+    tm2__pex_tick(e.x, T(1000));
+    assert_int_equal(e.f.n_dialled, 2);
+    tm2__pex_tick(e.x, T(2000));
+    assert_int_equal(e.f.n_dialled, 4);
+    tm2__pex_tick(e.x, T(3000));
+    assert_int_equal(e.f.n_dialled, 5);
+    for (unsigned i = 10; i < 15; i++)
+        assert_true(dialled_node(&e, i, 0));
+    /* Peer 1 was connected at 0 and waits its back-off (30 s), like the
+     * addresses just tried. */
+    assert_false(dialled_node(&e, 1, 0));
+    tm2__pex_tick(e.x, T(4000));
+    assert_int_equal(e.f.n_dialled, 5);
+    tm2__pex_tick(e.x, T(30000));
+    assert_int_equal(e.f.n_dialled, 6);
+    assert_true(dialled_node(&e, 1, 5));
+    env_free(&e);
+}
+
+/* ---- the book file --------------------------------------------------------------- */
+
+static char *tmp_dir(void)
+{
+    char tmpl[] = "/tmp/tm2_pex_XXXXXX";
+    char *d = mkdtemp(tmpl);
+    assert_non_null(d);
+    return strdup(d);
+}
+
+static void rm_dir(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_book_saved_and_reloaded(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/config/addrbook.json", dir);
+
+    env e;
+    env_cfg(&e);
+    e.cfg.addrbook_path = path;
+    e.cfg.target_outbound = 2;
+    env_start(&e);
+    asked_peer(&e, 1, 0);
+    tm2_netaddr a[4] = {addr_of(11), addr_of(12), addr_of(13), addr_of(14)};
+    send_response(&e, 1, a, 4, 10);
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+    tm2__pex_tick(e.x, T(1000));
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(stats(&e).book_saves, 1);
+    assert_int_equal(stats(&e).book_size, 5);
+    tm2__pex_tick(e.x, T(2000));            /* nothing changed: not written */
+    assert_int_equal(stats(&e).book_saves, 1);
+    tm2__pex_stop(e.x, T(3000));            /* always on stop */
+    assert_int_equal(stats(&e).book_saves, 2);
+    env_free(&e);
+
+    /* A restart without seeds dials from the book at once, back-off or not. */
+    env_cfg(&e);
+    e.cfg.addrbook_path = path;
+    e.cfg.target_outbound = 10;
+    env_start(&e);
+    assert_int_equal(tm2__addrbook_size(tm2__pex_book(e.x)), 5);
+    assert_int_equal(e.f.n_dialled, 5);
+    for (unsigned i = 11; i <= 14; i++)
+        assert_true(dialled_node(&e, i, 0));
+    assert_true(dialled_node(&e, 1, 0));
+    env_free(&e);
+
+    /* Our own ID in a book file is dropped at start. */
+    tm2__addrbook *b;
+    assert_int_equal(tm2__addrbook_new(NULL, NULL, &b), 0);
+    tm2_netaddr me = addr_of(SELF), other = addr_of(20);
+    assert_int_equal(tm2__addrbook_add(b, &me, T(0).unix_s), TM2__AB_ADDED);
+    assert_int_equal(tm2__addrbook_add(b, &other, T(0).unix_s), TM2__AB_ADDED);
+    char why[256];
+    assert_int_equal(tm2__addrbook_save(b, path, true, why, sizeof why), 1);
+    tm2__addrbook_free(b);
+    env_cfg(&e);
+    e.cfg.addrbook_path = path;
+    env_start(&e);
+    assert_null(book_entry(&e, SELF));
+    assert_non_null(book_entry(&e, 20));
+    assert_false(dialled_node(&e, SELF, 0));
+    env_free(&e);
+    rm_dir(dir);
+    free(dir);
+}
+
+static void test_corrupt_book_moved_aside(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir();
+    char path[512], aside[600];
+    snprintf(path, sizeof path, "%s/addrbook.json", dir);
+    snprintf(aside, sizeof aside, "%s.corrupt", path);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"peers\": 42", f);
+    fclose(f);
+
+    env e;
+    env_cfg(&e);
+    e.cfg.addrbook_path = path;
+    env_start(&e);
+    struct stat st;
+    assert_int_equal(stat(aside, &st), 0);
+    assert_int_not_equal(stat(path, &st), 0);
+    assert_int_equal(tm2__addrbook_size(tm2__pex_book(e.x)), 0);
+    assert_int_equal(e.f.n_dialled, 0);
+    tm2__pex_stop(e.x, T(10));              /* a fresh, empty book is written */
+    assert_int_equal(stat(path, &st), 0);
+    env_free(&e);
+    rm_dir(dir);
+    free(dir);
+}
+
+/* ---- configuration --------------------------------------------------------------- */
+
+static void test_config_checks(void **state)
+{
+    (void)state;
+    fake f = {0};
+    tm2__pex_ops ops = {.user = &f, .send = f_send};
+    tm2__pex *x = NULL;
+    tm2_discovery_config c = {0};
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), 0);
+    const tm2_discovery_config *d = tm2__pex_config(x);
+    assert_int_equal(d->interval_ms, 3000);
+    assert_int_equal(d->max_addrs, 30);
+    assert_int_equal(d->request_min_gap_ms, 1500);
+    assert_int_equal(d->abuse_limit, 10);
+    assert_int_equal(d->addrbook_max, 1000);
+    assert_int_equal(d->seed_disconnect_ms, 3000);
+    assert_int_equal(d->target_outbound, 10);
+    tm2__pex_free(x);
+
+    c.max_addrs = 31;
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
+    c.max_addrs = 0;
+    c.addrbook_max = TM2__ADDRBOOK_MAX_LIMIT + 1;
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
+    c.addrbook_max = 0;
+    c.n_seeds = 1;
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);   /* NULL seeds */
+    tm2_netaddr s;
+    assert_int_equal(tm2_netaddr_parse("127.0.0.1:26656", TM2_NETADDR_NO_ID, &s), 0);
+    c.seeds = &s;
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);   /* seed without ID */
+    assert_null(x);
+    ops.send = NULL;
+    c.n_seeds = 0;
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request_bytes_on_outbound_connect),
+        cmocka_unit_test(test_answer_content),
+        cmocka_unit_test(test_answer_max_addrs),
+        cmocka_unit_test(test_answer_nothing_to_share),
+        cmocka_unit_test(test_request_rate_limit),
+        cmocka_unit_test(test_request_flood_stops_peer),
+        cmocka_unit_test(test_response_accepted),
+        cmocka_unit_test(test_response_dials_only_what_is_needed),
+        cmocka_unit_test(test_response_unsolicited),
+        cmocka_unit_test(test_response_oversized),
+        cmocka_unit_test(test_response_malformed),
+        cmocka_unit_test(test_response_invalid),
+        cmocka_unit_test(test_strikes_decay_and_stop),
+        cmocka_unit_test(test_stop_may_reenter),
+        cmocka_unit_test(test_tick_asks_a_random_peer_with_the_channel),
+        cmocka_unit_test(test_seeds_dialled_with_backoff),
+        cmocka_unit_test(test_seed_released_once_target_met),
+        cmocka_unit_test(test_outbound_connect_and_dial_failure_recorded),
+        cmocka_unit_test(test_seed_mode),
+        cmocka_unit_test(test_seed_mode_crawls_the_book),
+        cmocka_unit_test(test_book_saved_and_reloaded),
+        cmocka_unit_test(test_corrupt_book_moved_aside),
+        cmocka_unit_test(test_config_checks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
