@@ -13,13 +13,13 @@
 
 static void dial_failed(tm2_switch *sw, const tm2_netaddr *addr, int err, const char *why)
 {
-    tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &addr->id, addr, true, err, why);
     if (tm2__sw_log_on(sw, TM2_LOG_INFO)) {
         char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
         tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
                     addr->id.s, tm2__sw_addr_str(addr, a, sizeof a), tm2_strerror(err),
                     tm2__sw_quote(why ? why : tm2_strerror(err), q, sizeof q));
     }
+    tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &addr->id, addr, true, err, why);
 }
 
 static bool is_persistent(tm2_switch *sw, const tm2_netaddr *addr, unsigned flags)

@@ -87,9 +87,10 @@ static void finish_remove(tm2_switch *sw, tm2_peer *p)
             if (s->r.remove_peer)
                 s->r.remove_peer(p, p->reason, s->r.user);
         }
+        /* Logged first: a reader woken by the event finds the line. */
+        log_peer(sw, TM2_LOG_INFO, "peer disconnected", p, p->reason, p->reason_text);
         tm2__sw_publish(sw, TM2_EVENT_PEER_DISCONNECTED, &p->id, &p->socket_addr, p->outbound,
                         p->reason, p->reason_text);
-        log_peer(sw, TM2_LOG_INFO, "peer disconnected", p, p->reason, p->reason_text);
     }
     size_t idx;
     if (p->persistent && !sw->stopping && !p->replaced &&
@@ -225,10 +226,10 @@ static void t_on_reject(tm2__transport *t, const tm2__transport_reject *r)
     char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
     if (r->outbound) {
         tm2__dial_ctx *ctx = r->dial_user;
-        tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &r->addr.id, &r->addr, true, r->err, r->why);
         tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
                     r->addr.id.s, tm2__sw_addr_str(&r->addr, a, sizeof a), tm2_strerror(r->err),
                     tm2__sw_quote(r->why, q, sizeof q));
+        tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &r->addr.id, &r->addr, true, r->err, r->why);
         bool persistent = ctx && (ctx->flags & TM2__DIAL_PERSISTENT);
         tm2_id id = r->addr.id;
         if (ctx)
@@ -240,10 +241,10 @@ static void t_on_reject(tm2__transport *t, const tm2__transport_reject *r)
         tm2__sw_arm_dial_timer(sw);
         return;
     }
-    tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, r->auth_id, &r->addr, false, r->err, r->why);
     tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"peer rejected\" peer=%s addr=%s err=\"%s\" reason=%s",
                 r->auth_id ? r->auth_id->s : "", tm2__sw_addr_str(&r->addr, a, sizeof a),
                 tm2_strerror(r->err), tm2__sw_quote(r->why, q, sizeof q));
+    tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, r->auth_id, &r->addr, false, r->err, r->why);
 }
 
 static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
@@ -329,8 +330,8 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
             s->r.add_peer(p, s->r.user);
     }
     p->in_add = false;
-    tm2__sw_publish(sw, TM2_EVENT_PEER_CONNECTED, &p->id, &p->socket_addr, p->outbound, 0, "");
     log_peer(sw, TM2_LOG_INFO, "peer connected", p, 0, "");
+    tm2__sw_publish(sw, TM2_EVENT_PEER_CONNECTED, &p->id, &p->socket_addr, p->outbound, 0, "");
     if (p->removing)
         finish_remove(sw, p);
 }

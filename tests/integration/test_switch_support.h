@@ -5,6 +5,7 @@
 #ifndef TM2_TEST_SWITCH_SUPPORT_H
 #define TM2_TEST_SWITCH_SUPPORT_H
 
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -293,6 +294,29 @@ TSH bool wait_node(node *n, uint32_t ms, node_pred pred, void *arg)
             n->evs[n->n_evs++] = ev;
         else if (r == TM2_ECLOSED)
             return pred(n, arg);
+    }
+}
+
+/* Like wait_node, for a predicate over two nodes: wakes on either's events. */
+TSH bool wait_two(node *a, node *b, uint32_t ms, node_pred pred, void *arg)
+{
+    uint64_t deadline = tv_now_ms() + ms;
+    node *ns[2] = {a, b};
+    for (;;) {
+        if (pred(a, arg))
+            return true;
+        uint64_t now = tv_now_ms();
+        if (now >= deadline)
+            return false;
+        struct pollfd pf[2] = {{.fd = tm2_subscription_fd(a->sub), .events = POLLIN},
+                               {.fd = tm2_subscription_fd(b->sub), .events = POLLIN}};
+        (void)poll(pf, 2, (int)(deadline - now));
+        for (int i = 0; i < 2; i++) {
+            tm2_event ev;
+            while (tm2_subscription_next(ns[i]->sub, &ev, 0) == 0)
+                if (ns[i]->n_evs < MAX_EVS)
+                    ns[i]->evs[ns[i]->n_evs++] = ev;
+        }
     }
 }
 
