@@ -148,6 +148,7 @@ static void test_max_outbound(void **state)
     tm2_switch_counts(d->sw, &in, &out, &dialing);
     assert_int_equal(out, 3);
     assert_int_equal(dialing, 0);
+    wait_evs(d, TM2_EVENT_PEER_CONNECTED, 0, NULL, 3, 20000);
     assert_int_equal(count_evs(d, TM2_EVENT_PEER_CONNECTED, 0, NULL), 3);
     /* At the cap, a new request is refused at once. */
     node *extra = node_new(9, NULL);
