@@ -113,8 +113,9 @@ typedef struct tm2_discovery_stats {
     uint64_t responses_rejected;    /* sum of the four below */
     uint64_t responses_oversized;   /* more than max_addrs entries */
     uint64_t responses_unsolicited;
-    uint64_t responses_malformed;   /* did not decode (incl. unknown message types) */
+    uint64_t responses_malformed;   /* a Response that did not decode */
     uint64_t responses_invalid;     /* decoded, failed ValidateBasic */
+    uint64_t messages_undecodable;  /* not a Request or Response, or a bad Request */
     uint64_t addrs_received;        /* entries of accepted Responses */
     uint64_t addrs_accepted;        /* entered or refreshed the book */
     uint64_t addrs_rejected;        /* ours, or refused by the book */

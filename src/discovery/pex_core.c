@@ -33,7 +33,8 @@
 #define STATS(X)                                                                             \
     X(requests_sent) X(requests_received) X(requests_answered) X(requests_ignored)           \
     X(responses_received) X(responses_rejected) X(responses_oversized)                       \
-    X(responses_unsolicited) X(responses_malformed) X(responses_invalid) X(addrs_received)   \
+    X(responses_unsolicited) X(responses_malformed) X(responses_invalid)                     \
+    X(messages_undecodable) X(addrs_received)                                                \
     X(addrs_accepted) X(addrs_rejected) X(dials) X(seed_dials) X(dial_failures)              \
     X(peers_stopped) X(peers_released) X(book_saves) X(book_save_errors) X(book_size)
 
@@ -507,7 +508,7 @@ void tm2__pex_receive(tm2__pex *x, void *peer, const uint8_t *msg, size_t len, t
     } else {
         /* The reference logs and ignores undecodable messages; so do we,
          * up to the strike limit. */
-        bump(x, ST_responses_malformed, 1);
+        bump(x, ST_messages_undecodable, 1);
         plog(x, TM2_LOG_WARN, "msg=\"undecodable discovery message\" peer=%s len=%zu err=\"%s\"",
              p->info.id.s, len, tm2_strerror(rc < 0 ? rc : TM2_EPROTO));
         strike(x, p, TM2_EPROTO, "undecodable message");

@@ -83,6 +83,22 @@ static void op_forget(void *user, void *peer)
 
 /* ---- reactor callbacks --------------------------------------------------------- */
 
+/* Failures that say nothing about the address (our own limits, a queue,
+ * the peer already connected through another dial) leave the book alone. */
+static bool address_failed(int reason)
+{
+    switch (reason) {
+    case TM2_ELIMIT:
+    case TM2_EFULL:
+    case TM2_ECLOSED:
+    case TM2_ENOMEM:
+    case TM2_EDUPLICATE:
+        return false;
+    default:
+        return true;
+    }
+}
+
 static void on_tick(tm2_switch *sw, void *user)
 {
     (void)sw;
@@ -92,7 +108,7 @@ static void on_tick(tm2_switch *sw, void *user)
         tm2_event ev;
         if (tm2_subscription_next(d->sub, &ev, 0) != 0)
             break;
-        if (ev.type == TM2_EVENT_DIAL_FAILED && ev.peer_id.s[0])
+        if (ev.type == TM2_EVENT_DIAL_FAILED && ev.peer_id.s[0] && address_failed(ev.reason))
             tm2__pex_dial_failed(d->core, &ev.peer_id, t);
     }
     tm2__pex_tick(d->core, t);
