@@ -296,6 +296,59 @@ static void test_private_and_stop_for_error(void **state)
     assert_int_equal(frees, 2);   /* freed with the peer, by its last holder */
 }
 
+/* A reactor stops the peer from inside its receive (remove_peer runs
+ * nested, nothing is freed under it; later messages of the same read are
+ * not delivered) and from inside add_peer (remove_peer follows the round). */
+static void test_stop_in_callbacks(void **state)
+{
+    (void)state;
+    node *a = node_new(1, NULL);
+    node *b = node_new(2, NULL);
+    a->kill_on_receive = true;
+    dial(b, a);
+    wait_peers(a, 1, 20000);
+    wait_peers(b, 1, 20000);
+    tm2_peer *p = peer_of(b, NULL);
+    assert_non_null(p);
+    uint8_t kill[4] = {0xee}, after[4] = {0x01};
+    assert_int_equal(tm2_peer_send(p, CH_B, kill, sizeof kill, 10000), 0);
+    int r = tm2_peer_send(p, CH_B, after, sizeof after, 10000);
+    assert_true(r == 0 || r == TM2_ECLOSED);   /* a may have closed already */
+    tm2_peer_unref(p);
+    wait_evs(a, TM2_EVENT_PEER_DISCONNECTED, TM2_EPROTO, tm2_switch_id(b->sw), 1, 20000);
+    wait_peers(b, 0, 20000);
+    wait_total(a, 1, 20000);   /* the event came from inside the callback */
+    assert_true(a->loop_send == 0 || a->loop_send == TM2_EFULL);
+    uv_mutex_lock(&a->mu);
+    assert_int_equal(a->total, 1);
+    assert_int_equal(a->n_removed, 1);
+    assert_int_equal(a->removed_reasons[0], TM2_EPROTO);
+    uv_mutex_unlock(&a->mu);
+
+    node *c = node_new(3, NULL);
+    c->kill_on_add = true;
+    dial(b, c);
+    wait_evs(c, TM2_EVENT_PEER_DISCONNECTED, TM2_EREJECTED, tm2_switch_id(b->sw), 1, 20000);
+    /* Connected, then disconnected: the events keep the reactor's order. */
+    assert_int_equal(count_evs(c, TM2_EVENT_PEER_CONNECTED, 0, NULL), 1);
+    size_t ic = SIZE_MAX, id = SIZE_MAX;
+    for (size_t i = 0; i < c->n_evs; i++) {
+        if (c->evs[i].type == TM2_EVENT_PEER_CONNECTED)
+            ic = i;
+        if (c->evs[i].type == TM2_EVENT_PEER_DISCONNECTED)
+            id = i;
+    }
+    assert_true(ic < id);
+    uv_mutex_lock(&c->mu);
+    assert_int_equal(c->n_removed, 1);
+    assert_int_equal(c->removed_reasons[0], TM2_EREJECTED);
+    uv_mutex_unlock(&c->mu);
+    assert_int_equal(npeers(c), 0);
+    node_free(c);
+    node_free(b);
+    node_free(a);
+}
+
 /* Config errors. */
 static void test_config(void **state)
 {
@@ -368,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_wrong_id),
         cmocka_unit_test(test_incompatible_network),
         cmocka_unit_test(test_private_and_stop_for_error),
+        cmocka_unit_test(test_stop_in_callbacks),
         cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

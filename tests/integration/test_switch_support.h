@@ -54,6 +54,10 @@ typedef struct node {
     /* A gate that blocks receive (a reader that never drains). */
     bool gate_closed;
     bool gated;
+    /* Stop the peer from inside its own callbacks. */
+    bool kill_on_add;
+    bool kill_on_receive;          /* a CH_B message starting with 0xee */
+    int loop_send;                 /* what a send from the network thread returned */
 
     /* Events read so far by the test thread. */
     tm2_event evs[MAX_EVS];
@@ -89,6 +93,8 @@ TSH void r_add_peer(tm2_peer *p, void *user)
     else
         *s = 2;
     atomic_fetch_add(&n->adds, 1);
+    if (n->kill_on_add)
+        tm2_switch_stop_peer_for_error(n->sw, p, TM2_EREJECTED);
 }
 
 TSH void r_remove_peer(tm2_peer *p, int reason, void *user)
@@ -112,6 +118,17 @@ TSH void r_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, void
     int *s = peer_state(p);
     if (!s || *s != 2)
         atomic_fetch_add(&n->order_errors, 1);
+    if (n->kill_on_receive && ch == CH_B && len >= 1 && msg[0] == 0xee) {
+        /* On the network thread a send never waits. */
+        uint8_t back[4] = {0xee};
+        n->loop_send = tm2_peer_send(p, CH_B, back, sizeof back, 10000);
+        tm2_switch_stop_peer_for_error(n->sw, p, TM2_EPROTO);
+        /* The peer is gone for the reactor already, and stays valid. */
+        if (tm2_peer_is_running(p) || *peer_state(p) != 3)
+            atomic_fetch_add(&n->order_errors, 1);
+        if (tm2_peer_try_send(p, CH_B, back, sizeof back) != TM2_ECLOSED)
+            atomic_fetch_add(&n->order_errors, 1);
+    }
     uv_mutex_lock(&n->mu);
     if (n->gate_closed) {
         n->gated = true;
