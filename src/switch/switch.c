@@ -511,6 +511,7 @@ static void cmd_free(tm2__cmd *c)
     if (c->peer)
         tm2_peer_unref(c->peer);
     free(c->addrs);
+    free(c->every);
     free(c);
 }
 
@@ -610,6 +611,31 @@ void tm2_switch_stop_peer_for_error(tm2_switch *sw, tm2_peer *p, int err)
         cmd_free(c);
 }
 
+int tm2_switch_every(tm2_switch *sw, uint32_t interval_ms,
+                     void (*fn)(tm2_switch *sw, void *user), void *user)
+{
+    if (!sw || !fn || !interval_ms)
+        return TM2_EINVAL;
+    tm2__cmd *c = calloc(1, sizeof *c);
+    tm2__every *e = calloc(1, sizeof *e);
+    if (!c || !e) {
+        free(c);
+        free(e);
+        return TM2_ENOMEM;
+    }
+    e->interval_ms = interval_ms;
+    e->fn = fn;
+    e->user = user;
+    e->sw = sw;
+    c->type = CMD_EVERY;
+    c->every = e;
+    if (!post(sw, c)) {
+        cmd_free(c);
+        return TM2_ECLOSED;
+    }
+    return 0;
+}
+
 /* ---- the network thread ----------------------------------------------------------------- */
 
 static void handle_closed(uv_handle_t *h) { (void)h; }
@@ -637,6 +663,24 @@ static void maybe_finish(tm2_switch *sw)
     tm2__mcs_loop_close(&sw->ml);
 }
 
+static void every_cb(uv_timer_t *t)
+{
+    tm2__every *e = t->data;
+    if (!e->sw->stopping)
+        e->fn(e->sw, e->user);
+}
+
+static void every_closed(uv_handle_t *h) { free(h->data); }
+
+static void every_start(tm2_switch *sw, tm2__every *e)
+{
+    uv_timer_init(&sw->loop, &e->timer);
+    e->timer.data = e;
+    e->next = sw->everys;
+    sw->everys = e;
+    uv_timer_start(&e->timer, every_cb, e->interval_ms, e->interval_ms);
+}
+
 /* Stop on the loop: transport, peers, reactors, then the handles. */
 static void begin_stop(tm2_switch *sw)
 {
@@ -660,6 +704,11 @@ static void begin_stop(tm2_switch *sw)
     }
     uv_timer_stop(&sw->dial_timer);
     uv_timer_stop(&sw->redial_timer);
+    while (sw->everys) {
+        tm2__every *e = sw->everys;
+        sw->everys = e->next;
+        uv_close((uv_handle_t *)&e->timer, every_closed);
+    }
     for (size_t i = sw->n_reactors; i-- > 0;) {
         tm2__reactor_slot *s = &sw->reactors[i];
         if (s->started && s->r.stop)
@@ -690,6 +739,12 @@ static void run_commands(tm2_switch *sw)
         case CMD_STOP_PEER:
             if (!sw->stopping)
                 tm2__sw_peer_remove(sw, c->peer, c->err, NULL);
+            break;
+        case CMD_EVERY:
+            if (!sw->stopping) {
+                every_start(sw, c->every);
+                c->every = NULL;
+            }
             break;
         default:
             break;

@@ -84,7 +84,17 @@ void tm2__peer_mark_gone(tm2_peer *p);
 
 enum tm2__sw_state { SW_NEW = 0, SW_RUNNING, SW_STOPPED };
 
-enum tm2__cmd_type { CMD_DIAL = 1, CMD_STOP_PEER };
+enum tm2__cmd_type { CMD_DIAL = 1, CMD_STOP_PEER, CMD_EVERY };
+
+/* Periodic work of tm2_switch_every. */
+typedef struct tm2__every {
+    uv_timer_t timer;
+    uint32_t interval_ms;
+    void (*fn)(tm2_switch *sw, void *user);
+    void *user;
+    tm2_switch *sw;
+    struct tm2__every *next;
+} tm2__every;
 
 typedef struct tm2__cmd {
     int type;
@@ -92,6 +102,7 @@ typedef struct tm2__cmd {
     int err;
     tm2_netaddr *addrs;             /* CMD_DIAL */
     size_t n;
+    tm2__every *every;              /* CMD_EVERY */
     struct tm2__cmd *next;
 } tm2__cmd;
 
@@ -187,6 +198,7 @@ struct tm2_switch {
     uint64_t dial_timer_due;        /* 0: not armed */
     size_t open_conns;              /* peers whose mcs has not reported on_close */
     tm2_peer *release;              /* peers whose switch reference goes next turn */
+    tm2__every *everys;             /* running periodic timers */
     bool stopping;
     bool finished;
 };

@@ -217,15 +217,38 @@ static void test_stop_under_load(void **state)
     close(silent);
 }
 
-/* Stop and free from a reactor's point of view: a stop while peers are
- * still handshaking with a switch that never started listening. */
-static void test_stop_idle_and_unstarted(void **state)
+typedef struct ticker {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int ticks;
+    bool off_thread;
+    uv_thread_t test_thread;
+} ticker;
+
+static void tick(tm2_switch *sw, void *user)
+{
+    (void)sw;
+    ticker *t = user;
+    uv_thread_t self = uv_thread_self();
+    uv_mutex_lock(&t->mu);
+    t->ticks++;
+    if (uv_thread_equal(&self, &t->test_thread))
+        t->off_thread = false;
+    uv_cond_broadcast(&t->cv);
+    uv_mutex_unlock(&t->mu);
+}
+
+/* Periodic work runs on the network thread from start to stop; stopping
+ * twice, stopping a switch that never started and freeing one with work
+ * still queued are all clean. */
+static void test_every_and_lifecycle(void **state)
 {
     (void)state;
     node *a = node_new(1, NULL);
     node_stop(a);
     node_stop(a);
     node_free(a);
+
     tm2_switch_config cfg;
     memset(&cfg, 0, sizeof cfg);
     node_key(2, &cfg.key);
@@ -235,14 +258,43 @@ static void test_stop_idle_and_unstarted(void **state)
     cfg.n_reactors = 1;
     cfg.network = "n";
     cfg.moniker = "m";
+    cfg.listen_addr = "tcp://127.0.0.1:0";
+    ticker t = {.off_thread = true, .test_thread = uv_thread_self()};
+    uv_mutex_init(&t.mu);
+    uv_cond_init(&t.cv);
     tm2_switch *sw;
     assert_int_equal(tm2_switch_new(&cfg, &sw), 0);
+    assert_int_equal(tm2_switch_every(sw, 0, tick, &t), TM2_EINVAL);
+    assert_int_equal(tm2_switch_every(sw, 5, tick, &t), 0);   /* before start */
+    assert_int_equal(tm2_switch_start(sw), 0);
+    uint64_t deadline = tv_now_ms() + 10000;
+    uv_mutex_lock(&t.mu);
+    while (t.ticks < 3 && tv_now_ms() < deadline)
+        uv_cond_timedwait(&t.cv, &t.mu, 100 * 1000000u);
+    assert_true(t.ticks >= 3);
+    assert_true(t.off_thread);
+    uv_mutex_unlock(&t.mu);
+    tm2_switch_stop(sw);
+    uv_mutex_lock(&t.mu);
+    int after_stop = t.ticks;
+    uv_mutex_unlock(&t.mu);
+    assert_int_equal(tm2_switch_every(sw, 5, tick, &t), TM2_ECLOSED);
+    tm2_switch_free(sw);
+    assert_int_equal(t.ticks, after_stop);
+
+    /* Never started: queued work and subscriptions end with the switch. */
+    cfg.listen_addr = NULL;
+    assert_int_equal(tm2_switch_new(&cfg, &sw), 0);
+    assert_int_equal(tm2_switch_every(sw, 5, tick, &t), 0);
     tm2_subscription *sub;
     assert_int_equal(tm2_switch_subscribe(sw, TM2_EVENT_ALL, NULL, 0, &sub), 0);
-    tm2_switch_free(sw);   /* never started */
+    tm2_switch_free(sw);
     tm2_event ev;
     assert_int_equal(tm2_subscription_next(sub, &ev, 1000), TM2_ECLOSED);
     tm2_unsubscribe(sub);
+    assert_int_equal(t.ticks, after_stop);
+    uv_cond_destroy(&t.cv);
+    uv_mutex_destroy(&t.mu);
 }
 
 int main(void)
@@ -250,7 +302,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stalled_reader),
         cmocka_unit_test(test_stop_under_load),
-        cmocka_unit_test(test_stop_idle_and_unstarted),
+        cmocka_unit_test(test_every_and_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
