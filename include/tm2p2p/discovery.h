@@ -13,10 +13,12 @@
  *   NodeInfo addresses of its connected peers that pass tm2_netaddr_validate,
  *   shuffled, never a private peer's and never the asker's own; nothing is
  *   sent when there is none. A seed-mode node also answers from its book.
- * - A Response is accepted only if we asked that peer since its last
- *   Response and it carries 1..max_addrs valid addresses; its addresses go
- *   to the address book and the ones we are not connected to are dialled
- *   while the outbound count is below target_outbound. Rejected messages
+ * - A Response is accepted only if that peer has a Request of ours not yet
+ *   answered (up to 4 are remembered; a peer with nothing to share sends
+ *   nothing) and it carries 1..max_addrs valid addresses; its addresses go
+ *   to the address book (seeds' excepted) and the ones we are not connected
+ *   to are dialled while the outbound count is below target_outbound. A
+ *   peer asked less than an interval ago is not picked by the tick. Rejected messages
  *   (oversized, unsolicited, malformed, failing validation) are ignored,
  *   counted and logged, and the connection is kept, as the reference does;
  *   but each one is a strike against the peer (see abuse_limit).
@@ -71,7 +73,10 @@ extern "C" {
 #define TM2_DISCOVERY_MAX_ADDRS            30
 
 typedef struct tm2_discovery_config {
-    uint32_t interval_ms;          /* request/dial/save tick; 0: 3000 */
+    /* The request/dial/save tick; 0: 3000. A book address is retried ten
+     * intervals after an attempt at the soonest (1 s to 30 s), twice that
+     * after each failure in a row, up to an hour. */
+    uint32_t interval_ms;
     uint32_t max_addrs;            /* per Response, sent and accepted; 0: 30; at most 30 */
     /* Requests from one peer closer together than this are ignored;
      * 0: interval_ms / 2. */

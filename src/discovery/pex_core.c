@@ -26,6 +26,9 @@
 /* Entries a seed-mode answer takes from the book skip addresses that
  * failed this many dials in a row. */
 #define SHARE_MAX_ATTEMPTS     2
+/* Unanswered Requests remembered per peer: that many Responses may still
+ * come (a peer with nothing to share sends none), no more. */
+#define MAX_ASKED              4
 /* Every encoded Response with at most TM2_DISCOVERY_MAX_ADDRS entries fits:
  * each entry is under TM2_NETADDR_STRLEN + 3 bytes. */
 #define RESPONSE_BUF           4096
@@ -49,7 +52,7 @@ typedef struct pex_peer {
     void *h;
     tm2__pex_peer_info info;
     bool is_seed;         /* outbound, not persistent, ID among the seeds */
-    bool awaiting;        /* we sent a Request since its last Response */
+    uint8_t asked;        /* Requests sent and not yet answered (capped) */
     bool req_seen;
     bool exchanged;       /* seed mode: the release clock runs */
     bool stop_pending;
@@ -57,6 +60,7 @@ typedef struct pex_peer {
     int stop_reason;
     uint32_t strikes;
     uint64_t connected_ms;
+    uint64_t asked_ms;    /* when we last sent it a Request (0: never) */
     uint64_t last_req_ms;
     uint64_t release_at;  /* 0: none */
 } pex_peer;
@@ -304,13 +308,15 @@ static void save_book(tm2__pex *x, bool force)
 
 /* ---- requests and answers --------------------------------------------------------- */
 
-static void send_request(tm2__pex *x, pex_peer *p)
+static void send_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
 {
     uint8_t req[TM2__PEX_REQUEST_SIZE];
     int len = tm2__pex_encode_request(req, sizeof req);
     int rc = len < 0 ? len : x->ops.send(x->ops.user, p->h, req, (size_t)len);
     if (rc == 0) {
-        p->awaiting = true;
+        if (p->asked < MAX_ASKED)
+            p->asked++;
+        p->asked_ms = t.ms;
         bump(x, ST_requests_sent, 1);
         plog(x, TM2_LOG_DEBUG, "msg=\"discovery request sent\" peer=%s", p->info.id.s);
     } else {
@@ -435,6 +441,9 @@ static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, 
             bump(x, ST_addrs_rejected, 1);
             continue;
         }
+        /* Seeds stay out of the book: they are dialled only while needed. */
+        if (find_seed(x, &a->id))
+            continue;
         int r = tm2__addrbook_add(x->book, a, t.unix_s);
         if (r < 0) {
             bump(x, ST_addrs_rejected, 1);
@@ -442,7 +451,7 @@ static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, 
         }
         accepted++;
         added += r == TM2__AB_ADDED;
-        if (k >= need || find_peer_id(x, &a->id) || find_seed(x, &a->id))
+        if (k >= need || find_peer_id(x, &a->id))
             continue;
         /* The book may keep a proven address for this ID: dial that one. */
         const tm2__addrbook_entry *e = tm2__addrbook_find(x->book, &a->id);
@@ -488,10 +497,10 @@ void tm2__pex_receive(tm2__pex *x, void *peer, const uint8_t *msg, size_t len, t
         handle_request(x, p, t);
     } else if (m.kind == TM2__PEX_RESPONSE) {
         bump(x, ST_responses_received, 1);
-        if (!p->awaiting) {
+        if (p->asked == 0) {
             reject(x, p, ST_responses_unsolicited, "unsolicited", TM2_EPROTO);
         } else {
-            p->awaiting = false;
+            p->asked--;
             size_t bad = 0;
             if (rc == TM2_ETOOBIG) {
                 reject(x, p, ST_responses_oversized, "too many addresses", rc);
@@ -559,7 +568,7 @@ int tm2__pex_add_peer(tm2__pex *x, void *peer, const tm2__pex_peer_info *info, t
     /* New outbound peers are asked at once (as the reference v1.2.0 does); a
      * seed-mode node asks everyone, since it keeps no one for long. */
     if (info->has_channel && (info->outbound || x->cfg.seed_mode))
-        send_request(x, p);
+        send_request(x, p, t);
     flush_stops(x);
     return 0;
 }
@@ -590,20 +599,28 @@ void tm2__pex_dial_failed(tm2__pex *x, const tm2_id *id, tm2__pex_time t)
 
 /* ---- the tick -------------------------------------------------------------------- */
 
-static void request_random(tm2__pex *x)
+/* A peer asked less than an interval ago (on connect, typically) is left
+ * out, so its rate limit does not count the second Request against it. */
+static bool askable(const tm2__pex *x, const pex_peer *p, tm2__pex_time t)
+{
+    return p->info.has_channel && !p->stop_pending &&
+           (p->asked_ms == 0 || t.ms - p->asked_ms >= x->cfg.interval_ms);
+}
+
+static void request_random(tm2__pex *x, tm2__pex_time t)
 {
     size_t n = 0;
     for (size_t i = 0; i < x->n_peers; i++)
-        n += x->peers[i]->info.has_channel && !x->peers[i]->stop_pending;
+        n += askable(x, x->peers[i], t);
     if (n == 0)
         return;
     size_t pickno = randombytes_uniform((uint32_t)n);
     for (size_t i = 0; i < x->n_peers; i++) {
         pex_peer *p = x->peers[i];
-        if (!p->info.has_channel || p->stop_pending)
+        if (!askable(x, p, t))
             continue;
         if (pickno-- == 0) {
-            send_request(x, p);
+            send_request(x, p, t);
             return;
         }
     }
@@ -624,7 +641,7 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
                 release(x, p, "seed mode");
         }
     } else {
-        request_random(x);
+        request_random(x, t);
     }
 
     /* Seeds are for bootstrapping: a seed connection goes once the target
@@ -759,7 +776,15 @@ int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64
             x->seeds[i].addr = x->seed_addrs[i] = cfg->seeds[i];
     }
     x->cfg.seeds = x->seed_addrs;
-    tm2__addrbook_config bc = {.max_entries = x->cfg.addrbook_max};
+    /* An address is tried again ten intervals after an attempt at the
+     * soonest (doubling per failure): 30 s at the reference's 3 s interval,
+     * proportionally less on a faster test network. */
+    int64_t retry = (int64_t)x->cfg.interval_ms * 10 / 1000;
+    tm2__addrbook_config bc = {
+        .max_entries = x->cfg.addrbook_max,
+        .retry_base = retry < 1 ? 1 : retry > TM2__ADDRBOOK_RETRY_BASE ? TM2__ADDRBOOK_RETRY_BASE
+                                                                      : retry,
+    };
     rc = tm2__addrbook_new(NULL, &bc, &x->book);
     if (rc < 0)
         goto fail;

@@ -474,6 +474,27 @@ static void test_response_accepted(void **state)
     env_free(&e);
 }
 
+static void test_responses_match_requests(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    asked_peer(&e, 1, 0);                  /* asked on connect */
+    tm2__pex_tick(e.x, T(999));            /* too soon to ask it again */
+    assert_int_equal(sent_to(&e, 1, 0), 1);
+    tm2__pex_tick(e.x, T(1000));           /* now it may be asked */
+    assert_int_equal(sent_to(&e, 1, 0), 2);
+    tm2_netaddr a[2] = {addr_of(11), addr_of(12)};
+    send_response(&e, 1, a, 1, 1010);
+    send_response(&e, 1, a + 1, 1, 1020);  /* two asked, two answers */
+    send_response(&e, 1, a, 2, 1030);      /* the third was not asked for */
+    tm2_discovery_stats s = stats(&e);
+    assert_int_equal(s.responses_received, 3);
+    assert_int_equal(s.responses_unsolicited, 1);
+    assert_int_equal(s.addrs_accepted, 2);
+    env_free(&e);
+}
+
 static void test_response_dials_only_what_is_needed(void **state)
 {
     (void)state;
@@ -728,8 +749,13 @@ static void test_seeds_dialled_with_backoff(void **state)
     assert_ptr_equal(e.f.stops[0].peer, H(500));
     assert_int_equal(e.f.stops[0].reason, 0);
     assert_int_equal(stats(&e).peers_released, 1);
-    /* Seeds never enter the book. */
+    /* Seeds never enter the book, not even when gossip names them. */
     assert_null(book_entry(&e, 500));
+    asked_peer(&e, 20, 7300);
+    tm2_netaddr s500 = addr_of(500);
+    send_response(&e, 20, &s500, 1, 7310);
+    assert_null(book_entry(&e, 500));
+    assert_int_equal(tm2__pex_remove_peer(e.x, H(20)), true);
     assert_int_equal(tm2__pex_remove_peer(e.x, H(500)), true);
 
     /* The book still has candidates: no seed dial, the book is used. */
@@ -913,12 +939,14 @@ static void test_seed_mode_crawls_the_book(void **state)
     assert_int_equal(e.f.n_dialled, 5);
     for (unsigned i = 10; i < 15; i++)
         assert_true(dialled_node(&e, i, 0));
-    /* Peer 1 was connected at 0 and waits its back-off (30 s), like the
-     * addresses just tried. */
+    /* Peer 1 was connected at 0 and waits its back-off (ten intervals:
+     * 10 s), like the addresses just tried (from 11 s on). */
     assert_false(dialled_node(&e, 1, 0));
     tm2__pex_tick(e.x, T(4000));
     assert_int_equal(e.f.n_dialled, 5);
-    tm2__pex_tick(e.x, T(30000));
+    tm2__pex_tick(e.x, T(9999));
+    assert_int_equal(e.f.n_dialled, 5);
+    tm2__pex_tick(e.x, T(10000));
     assert_int_equal(e.f.n_dialled, 6);
     assert_true(dialled_node(&e, 1, 5));
     env_free(&e);
@@ -1076,6 +1104,7 @@ int main(void)
         cmocka_unit_test(test_request_rate_limit),
         cmocka_unit_test(test_request_flood_stops_peer),
         cmocka_unit_test(test_response_accepted),
+        cmocka_unit_test(test_responses_match_requests),
         cmocka_unit_test(test_response_dials_only_what_is_needed),
         cmocka_unit_test(test_response_unsolicited),
         cmocka_unit_test(test_response_oversized),
