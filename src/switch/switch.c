@@ -186,12 +186,13 @@ static int copy_reactors(tm2_switch *sw, const tm2_switch_config *cfg)
             total++;
         }
     }
-    /* A connection needs a channel, and a NodeInfo lists at most 16. */
-    if (total == 0 || total > TM2_NODE_INFO_MAX_CHANNELS)
+    /* A NodeInfo lists at most 16. With none, every peer is incompatible
+     * (no common channel), but the node still listens and dials. */
+    if (total > TM2_NODE_INFO_MAX_CHANNELS)
         return TM2_EINVAL;
-    sw->reactors = calloc(cfg->n_reactors, sizeof *sw->reactors);
-    sw->descs = calloc(total, sizeof *sw->descs);
-    if (!sw->reactors || !sw->descs)
+    if (cfg->n_reactors && !(sw->reactors = calloc(cfg->n_reactors, sizeof *sw->reactors)))
+        return TM2_ENOMEM;
+    if (total && !(sw->descs = calloc(total, sizeof *sw->descs)))
         return TM2_ENOMEM;
     sw->n_reactors = cfg->n_reactors;
     for (size_t i = 0; i < cfg->n_reactors; i++) {

@@ -54,9 +54,15 @@ static void log_peer(tm2_switch *sw, tm2_log_level lv, const char *what, const t
     if (!tm2__sw_log_on(sw, lv))
         return;
     char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
-    tm2__sw_log(sw, lv, "msg=\"%s\" peer=%s addr=%s outbound=%s err=\"%s\" reason=%s", what,
-                p->id.s, tm2__sw_addr_str(&p->socket_addr, a, sizeof a),
-                p->outbound ? "true" : "false", reason ? tm2_strerror(reason) : "none",
+    const char *dir = p->outbound ? "outbound" : "inbound";
+    tm2__sw_addr_str(&p->socket_addr, a, sizeof a);
+    if (!text) {
+        tm2__sw_log(sw, lv, "msg=\"%s\" peer=%s addr=%s direction=%s persistent=%s", what,
+                    p->id.s, a, dir, p->persistent ? "true" : "false");
+        return;
+    }
+    tm2__sw_log(sw, lv, "msg=\"%s\" peer=%s addr=%s direction=%s err=\"%s\" reason=%s", what,
+                p->id.s, a, dir, reason ? tm2_strerror(reason) : "none",
                 tm2__sw_quote(text, q, sizeof q));
 }
 
@@ -330,7 +336,7 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
             s->r.add_peer(p, s->r.user);
     }
     p->in_add = false;
-    log_peer(sw, TM2_LOG_INFO, "peer connected", p, 0, "");
+    log_peer(sw, TM2_LOG_INFO, "peer connected", p, 0, NULL);
     tm2__sw_publish(sw, TM2_EVENT_PEER_CONNECTED, &p->id, &p->socket_addr, p->outbound, 0, "");
     if (p->removing)
         finish_remove(sw, p);
