@@ -3,6 +3,106 @@
 #ifndef TM2_CLI_H
 #define TM2_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cli/log.h"
+#include "tm2p2p/channel.h"
+#include "tm2p2p/key.h"
+#include "tm2p2p/netaddr.h"
+#include "tm2p2p/switch.h"
+
 int cli_keys(int argc, char **argv);
+int cli_run_node(int argc, char **argv);
+int cli_run_testnet(int argc, char **argv);
+
+/* ---- a running node: switch + discovery + optional gossip (node.c) -------
+ *
+ * Shared by `tm2p2p node` (one per process) and `tm2p2p testnet` (many per
+ * process). Everything here is called from one controlling thread. */
+
+typedef struct cli_node_opts {
+    tm2_node_key key;                 /* copied */
+    const char *listen_addr;          /* "tcp://127.0.0.1:0" */
+    const char *external_addr;        /* NULL: the listen address */
+    const char *network;
+    const char *moniker;
+    uint32_t max_inbound, max_outbound;
+    const tm2_netaddr *persistent;
+    size_t n_persistent;
+    const tm2_netaddr *seeds;
+    size_t n_seeds;
+    const tm2_id *private_ids;
+    size_t n_private;
+    tm2_mconn_config mconn;
+    uint32_t redial_base_ms, redial_max_ms;    /* 0: switch defaults */
+
+    bool pex;
+    bool seed_mode;
+    uint32_t pex_interval_ms;                  /* 0: 3000 */
+    uint32_t seed_disconnect_ms;               /* 0: discovery default */
+    const char *addrbook_path;                 /* NULL: in memory */
+
+    uint32_t gossip_interval_ms;               /* 0: no gossip reactor */
+    uint32_t gossip_origin;
+    uint64_t gossip_until_ms;                  /* monotonic; 0: forever */
+    uint64_t gossip_epoch_ms;                  /* monotonic second 0 of the counters */
+    uint32_t gossip_seconds;                   /* per-second counters kept */
+
+    bool log_events;                           /* subscribe and log every event */
+} cli_node_opts;
+
+typedef struct cli_node cli_node;
+
+/* Messages and bytes received per channel (counted at the reactors). */
+typedef struct cli_chan_count {
+    uint8_t id;
+    uint64_t msgs, bytes;
+} cli_chan_count;
+
+#define CLI_NODE_MAX_CHANNELS 8
+
+typedef struct cli_node_counters {
+    uint64_t connects, disconnects, dial_failures, rejections;
+    uint64_t wire_sent, wire_recv;             /* secret-connection bytes, all connections so far */
+    size_t n_channels;
+    cli_chan_count channels[CLI_NODE_MAX_CHANNELS];
+} cli_node_counters;
+
+/* Builds the node (switch not started). lg is copied. Returns 0 or a TM2_E*
+ * code with a sentence in err. */
+int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, char *err, size_t err_len);
+int cli_node_start(cli_node *n, char *err, size_t err_len);
+/* Stops the switch (peers closed, address book saved). Idempotent. */
+void cli_node_stop(cli_node *n);
+void cli_node_free(cli_node *n);
+
+tm2_switch *cli_node_switch(cli_node *n);
+const tm2_id *cli_node_id(const cli_node *n);
+/* "<id>@<ip>:<port>" of the bound listener. */
+void cli_node_listen_addr(cli_node *n, char *buf, size_t cap);
+struct cli_gossip *cli_node_gossip(cli_node *n);
+struct tm2_discovery *cli_node_discovery(cli_node *n);
+
+/* -1 when events are not logged; readable when cli_node_drain_events has work. */
+int cli_node_event_fd(const cli_node *n);
+void cli_node_drain_events(cli_node *n);
+
+/* Connected peers' IDs (and directions) into ids[0..cap); returns how many
+ * are connected (may exceed cap). */
+size_t cli_node_peers(cli_node *n, tm2_id *ids, bool *outbound, size_t cap);
+
+/* Polls the peers' connection status to keep wire totals (call about once a
+ * second; connections that closed between polls keep their last figures),
+ * then fills c. */
+void cli_node_counters_get(cli_node *n, cli_node_counters *c);
+
+/* Splits a comma-separated list of net addresses (spaces trimmed, empty
+ * entries dropped), host names resolved. Returns the count, or -1 with the
+ * bad entry and why in err. *out is malloc'd (NULL when empty). */
+int cli_parse_addr_list(const char *list, tm2_netaddr **out, char *err, size_t err_len);
+/* Same for a comma-separated list of peer IDs. */
+int cli_parse_id_list(const char *list, tm2_id **out, char *err, size_t err_len);
 
 #endif

@@ -9,6 +9,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"node", cli_run_node, "run a p2p node until SIGINT/SIGTERM"},
     {"keys", cli_keys, "generate or show the node key (node_key.json)"},
 };
 

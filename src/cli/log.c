@@ -1,0 +1,250 @@
+/* logfmt and JSON log lines for the tm2p2p program. */
+#include "cli/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES 4096
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+int cli_log_parse_level(const char *s, tm2_log_level *out)
+{
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, level_names[i])) {
+            *out = (tm2_log_level)i;
+            return 0;
+        }
+    return -1;
+}
+
+int cli_log_parse_format(const char *s, cli_log_format *out)
+{
+    if (!strcmp(s, "logfmt"))
+        *out = CLI_LOG_LOGFMT;
+    else if (!strcmp(s, "json"))
+        *out = CLI_LOG_JSON;
+    else
+        return -1;
+    return 0;
+}
+
+const char *cli_log_level_name(tm2_log_level lvl)
+{
+    return (unsigned)lvl < 4 ? level_names[lvl] : "debug";
+}
+
+void cli_log_init(cli_log *lg, tm2_log_level level, cli_log_format format, const char *node)
+{
+    memset(lg, 0, sizeof *lg);
+    lg->level = level;
+    lg->format = format;
+    lg->fd = 2;
+    if (node)
+        snprintf(lg->node, sizeof lg->node, "%s", node);
+}
+
+/* A line under construction; overlong lines are cut, never overflowed. */
+typedef struct line {
+    char b[LINE_MAX_BYTES];
+    size_t n;
+    bool json;
+    bool first;
+} line;
+
+static void put(line *l, const char *s, size_t n)
+{
+    if (n > sizeof l->b - 2 - l->n)   /* keep room for '}' and '\n' */
+        n = sizeof l->b - 2 - l->n;
+    memcpy(l->b + l->n, s, n);
+    l->n += n;
+}
+
+static void puts_(line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+static void put_escaped(line *l, const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            put(l, esc, 2);
+        } else if (c == '\n') {
+            put(l, "\\n", 2);
+        } else if (c == '\t') {
+            put(l, "\\t", 2);
+        } else if (c == '\r') {
+            put(l, "\\r", 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            put(l, esc, 6);
+        } else {
+            put(l, (const char *)&v[i], 1);
+        }
+    }
+}
+
+static bool needs_quotes(const char *v, size_t n)
+{
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+static void field(line *l, const char *k, size_t kn, const char *v, size_t vn)
+{
+    if (l->json) {
+        puts_(l, l->first ? "{\"" : ",\"");
+        put_escaped(l, k, kn);
+        puts_(l, "\":\"");
+        put_escaped(l, v, vn);
+        puts_(l, "\"");
+    } else {
+        if (!l->first)
+            puts_(l, " ");
+        put(l, k, kn);
+        puts_(l, "=");
+        if (needs_quotes(v, vn)) {
+            puts_(l, "\"");
+            put_escaped(l, v, vn);
+            puts_(l, "\"");
+        } else {
+            put(l, v, vn);
+        }
+    }
+    l->first = false;
+}
+
+static void fieldz(line *l, const char *k, const char *v)
+{
+    field(l, k, strlen(k), v, strlen(v));
+}
+
+static void begin(line *l, const cli_log *lg, tm2_log_level lvl)
+{
+    l->n = 0;
+    l->json = lg->format == CLI_LOG_JSON;
+    l->first = true;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char t[64];
+    snprintf(t, sizeof t, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000) % 1000);
+    fieldz(l, "ts", t);
+    fieldz(l, "level", cli_log_level_name(lvl));
+    if (lg->node[0])
+        fieldz(l, "node", lg->node);
+}
+
+static void finish(line *l, int fd)
+{
+    if (l->json)
+        l->b[l->n++] = '}';
+    l->b[l->n++] = '\n';
+    size_t off = 0;
+    while (off < l->n) {
+        ssize_t w = write(fd, l->b + off, l->n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        off += (size_t)w;
+    }
+}
+
+void cli_log_kv(const cli_log *lg, tm2_log_level lvl, const char *msg, ...)
+{
+    if (!cli_log_enabled(lg, lvl))
+        return;
+    line l;
+    begin(&l, lg, lvl);
+    fieldz(&l, "msg", msg);
+    va_list ap;
+    va_start(ap, msg);
+    for (;;) {
+        const char *k = va_arg(ap, const char *);
+        if (!k)
+            break;
+        const char *v = va_arg(ap, const char *);
+        if (v)
+            fieldz(&l, k, v);
+    }
+    va_end(ap);
+    finish(&l, lg->fd);
+}
+
+/* Splits the library's logfmt line into fields: key=bare or key="quoted"
+ * with backslash escapes. Text that is not key=value becomes part of msg. */
+void cli_log_switch(void *user, tm2_log_level lvl, const char *text)
+{
+    const cli_log *lg = user;
+    if (!cli_log_enabled(lg, lvl))
+        return;
+    line l;
+    begin(&l, lg, lvl);
+    const char *s = text;
+    bool any = false;
+    while (*s) {
+        while (*s == ' ')
+            s++;
+        if (!*s)
+            break;
+        const char *k = s;
+        while (*s && *s != '=' && *s != ' ')
+            s++;
+        if (*s != '=' || s == k) {
+            /* not key=value: keep the rest verbatim as the message */
+            fieldz(&l, any ? "text" : "msg", k);
+            any = true;
+            break;
+        }
+        size_t kn = (size_t)(s - k);
+        s++;
+        char val[LINE_MAX_BYTES];
+        size_t vn = 0;
+        if (*s == '"') {
+            s++;
+            while (*s && *s != '"') {
+                if (*s == '\\' && s[1]) {
+                    s++;
+                    char c = *s == 'n' ? '\n' : *s == 't' ? '\t' : *s == 'r' ? '\r' : *s;
+                    if (vn < sizeof val)
+                        val[vn++] = c;
+                } else if (vn < sizeof val) {
+                    val[vn++] = *s;
+                }
+                s++;
+            }
+            if (*s == '"')
+                s++;
+        } else {
+            const char *v = s;
+            while (*s && *s != ' ')
+                s++;
+            vn = (size_t)(s - v) < sizeof val ? (size_t)(s - v) : sizeof val;
+            memcpy(val, v, vn);
+        }
+        field(&l, k, kn, val, vn);
+        any = true;
+    }
+    if (!any)
+        fieldz(&l, "msg", "");
+    finish(&l, lg->fd);
+}

@@ -1,0 +1,1136 @@
+/* tm2p2p node: run one p2p node until SIGINT/SIGTERM.
+ *
+ * The node runtime (switch, discovery, gossip, event log, counters) is also
+ * used by tm2p2p testnet to run many nodes in one process. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/config_toml.h"
+#include "cli/gossip.h"
+#include "cli/log.h"
+#include "tm2p2p/discovery.h"
+#include "tm2p2p/events.h"
+#include "tm2p2p/peer.h"
+
+#define DEFAULT_NETWORK "dev"
+
+/* ---- address and ID lists ------------------------------------------------ */
+
+/* Calls fn on each trimmed, non-empty comma-separated entry. */
+static int each_entry(const char *list, int (*fn)(const char *e, void *u), void *u)
+{
+    const char *s = list;
+    while (*s) {
+        const char *end = strchr(s, ',');
+        if (!end)
+            end = s + strlen(s);
+        const char *a = s, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            char e[512];
+            if ((size_t)(b - a) >= sizeof e)
+                return TM2_ETOOBIG;
+            memcpy(e, a, (size_t)(b - a));
+            e[b - a] = '\0';
+            int r = fn(e, u);
+            if (r)
+                return r;
+        }
+        s = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+typedef struct list_ctx {
+    void *items;
+    size_t n, cap, size;
+    char *err;
+    size_t err_len;
+    bool ids;
+} list_ctx;
+
+static int list_add(const char *e, void *u)
+{
+    list_ctx *c = u;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        void *p = realloc(c->items, cap * c->size);
+        if (!p) {
+            snprintf(c->err, c->err_len, "out of memory");
+            return TM2_ENOMEM;
+        }
+        c->items = p;
+        c->cap = cap;
+    }
+    int r;
+    if (c->ids) {
+        tm2_id *id = (tm2_id *)c->items + c->n;
+        r = tm2_id_validate(e);
+        if (r < 0 || strlen(e) != TM2_ID_LEN) {
+            snprintf(c->err, c->err_len, "'%s' is not a peer ID (%s)", e,
+                     tm2_strerror(r < 0 ? r : TM2_EID));
+            return r < 0 ? r : TM2_EID;
+        }
+        snprintf(id->s, sizeof id->s, "%s", e);
+    } else {
+        tm2_netaddr *a = (tm2_netaddr *)c->items + c->n;
+        r = tm2_netaddr_parse(e, TM2_NETADDR_RESOLVE, a);
+        if (r < 0) {
+            snprintf(c->err, c->err_len, "'%s' is not an ID@host:port address (%s)", e, tm2_strerror(r));
+            return r;
+        }
+    }
+    c->n++;
+    return 0;
+}
+
+static int parse_list(const char *list, bool ids, size_t size, void **out, char *err, size_t err_len)
+{
+    list_ctx c = {.size = size, .err = err, .err_len = err_len, .ids = ids};
+    int r = each_entry(list, list_add, &c);
+    if (r == TM2_ETOOBIG)
+        snprintf(err, err_len, "an entry is too long");
+    if (r) {
+        free(c.items);
+        *out = NULL;
+        return -1;
+    }
+    *out = c.items;
+    return (int)c.n;
+}
+
+int cli_parse_addr_list(const char *list, tm2_netaddr **out, char *err, size_t err_len)
+{
+    return parse_list(list, false, sizeof **out, (void **)out, err, err_len);
+}
+
+int cli_parse_id_list(const char *list, tm2_id **out, char *err, size_t err_len)
+{
+    return parse_list(list, true, sizeof **out, (void **)out, err, err_len);
+}
+
+/* ---- the runtime ---------------------------------------------------------- */
+
+/* Wraps a reactor to count what arrives on its channels. */
+typedef struct shim {
+    tm2_reactor inner;
+    cli_node *node;
+} shim;
+
+typedef struct wire_rec {
+    tm2_id id;
+    uint64_t duration_ms, sent, recv;
+    bool seen;
+} wire_rec;
+
+struct cli_node {
+    cli_log log;
+    tm2_switch *sw;
+    tm2_discovery *disc;
+    struct cli_gossip *gossip;
+    tm2_subscription *sub;
+    shim shims[2];
+    tm2_reactor reactors[2];
+    size_t n_reactors;
+    uint32_t gossip_interval_ms;
+    uint64_t gossip_until_ms;
+    bool started, stopped;
+
+    /* receive counters, written on the network thread */
+    uint8_t chan_ids[CLI_NODE_MAX_CHANNELS];
+    size_t n_chan;
+    _Atomic uint64_t chan_msgs[CLI_NODE_MAX_CHANNELS];
+    _Atomic uint64_t chan_bytes[CLI_NODE_MAX_CHANNELS];
+
+    /* controlling thread */
+    uint64_t connects, disconnects, dial_failures, rejections;
+    wire_rec *wire;
+    size_t n_wire, cap_wire;
+    uint64_t gone_sent, gone_recv;
+};
+
+static int sh_start(tm2_switch *sw, void *u)
+{
+    shim *s = u;
+    return s->inner.start ? s->inner.start(sw, s->inner.user) : 0;
+}
+
+static void sh_stop(tm2_switch *sw, void *u)
+{
+    shim *s = u;
+    if (s->inner.stop)
+        s->inner.stop(sw, s->inner.user);
+}
+
+static void sh_init_peer(tm2_peer *p, void *u)
+{
+    shim *s = u;
+    if (s->inner.init_peer)
+        s->inner.init_peer(p, s->inner.user);
+}
+
+static void sh_add_peer(tm2_peer *p, void *u)
+{
+    shim *s = u;
+    if (s->inner.add_peer)
+        s->inner.add_peer(p, s->inner.user);
+}
+
+static void sh_remove_peer(tm2_peer *p, int reason, void *u)
+{
+    shim *s = u;
+    if (s->inner.remove_peer)
+        s->inner.remove_peer(p, reason, s->inner.user);
+}
+
+static void sh_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, void *u)
+{
+    shim *s = u;
+    cli_node *n = s->node;
+    for (size_t i = 0; i < n->n_chan; i++)
+        if (n->chan_ids[i] == ch) {
+            atomic_fetch_add_explicit(&n->chan_msgs[i], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&n->chan_bytes[i], len, memory_order_relaxed);
+            break;
+        }
+    if (s->inner.receive)
+        s->inner.receive(p, ch, msg, len, s->inner.user);
+}
+
+static void add_reactor(cli_node *n, const tm2_reactor *r)
+{
+    shim *s = &n->shims[n->n_reactors];
+    s->inner = *r;
+    s->node = n;
+    n->reactors[n->n_reactors++] = (tm2_reactor){
+        .name = r->name, .channels = r->channels, .n_channels = r->n_channels, .user = s,
+        .start = sh_start, .stop = sh_stop, .init_peer = sh_init_peer, .add_peer = sh_add_peer,
+        .remove_peer = sh_remove_peer, .receive = sh_receive};
+    for (size_t i = 0; i < r->n_channels && n->n_chan < CLI_NODE_MAX_CHANNELS; i++)
+        n->chan_ids[n->n_chan++] = r->channels[i].id;
+}
+
+int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, char *err, size_t err_len)
+{
+    cli_node *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(err, err_len, "out of memory");
+        return TM2_ENOMEM;
+    }
+    n->log = *lg;
+    int r;
+    if (o->pex) {
+        tm2_discovery_config dc = {
+            .interval_ms = o->pex_interval_ms,
+            .addrbook_path = o->addrbook_path,
+            .seeds = o->seeds,
+            .n_seeds = o->n_seeds,
+            .seed_mode = o->seed_mode,
+            .seed_disconnect_ms = o->seed_disconnect_ms,
+            .target_outbound = o->max_outbound,
+            .log = cli_log_switch,
+            .log_user = &n->log,
+            .log_level = n->log.level,
+        };
+        if ((r = tm2_discovery_new(&dc, &n->disc)) < 0) {
+            snprintf(err, err_len, "discovery: %s", tm2_strerror(r));
+            goto fail;
+        }
+        add_reactor(n, tm2_discovery_reactor(n->disc));
+    }
+    if (o->gossip_interval_ms) {
+        cli_gossip_config gc = {.origin = o->gossip_origin, .epoch_ms = o->gossip_epoch_ms,
+                                .seconds = o->gossip_seconds, .log = cli_log_switch,
+                                .log_user = &n->log, .log_level = n->log.level};
+        if ((r = cli_gossip_new(&gc, &n->gossip)) < 0) {
+            snprintf(err, err_len, "gossip: %s", tm2_strerror(r));
+            goto fail;
+        }
+        add_reactor(n, cli_gossip_reactor(n->gossip));
+        n->gossip_interval_ms = o->gossip_interval_ms;
+        n->gossip_until_ms = o->gossip_until_ms;
+    }
+    tm2_switch_config sc = {
+        .key = o->key,
+        .listen_addr = o->listen_addr,
+        .external_addr = o->external_addr,
+        .network = o->network,
+        .moniker = o->moniker,
+        .max_inbound = o->max_inbound,
+        .max_outbound = o->max_outbound,
+        .persistent_peers = o->persistent,
+        .n_persistent_peers = o->n_persistent,
+        .redial_base_ms = o->redial_base_ms,
+        .redial_max_ms = o->redial_max_ms,
+        .private_peer_ids = o->private_ids,
+        .n_private_peer_ids = o->n_private,
+        .mconn = o->mconn,
+        .reactors = n->reactors,
+        .n_reactors = n->n_reactors,
+        .log = cli_log_switch,
+        .log_user = &n->log,
+        .log_level = n->log.level,
+    };
+    r = tm2_switch_new(&sc, &n->sw);
+    tm2_node_key_wipe(&sc.key);
+    if (r < 0) {
+        snprintf(err, err_len, "switch: %s", tm2_strerror(r));
+        goto fail;
+    }
+    if (o->log_events && (r = tm2_switch_subscribe(n->sw, TM2_EVENT_ALL, NULL, 1000, &n->sub)) < 0) {
+        snprintf(err, err_len, "subscribe: %s", tm2_strerror(r));
+        goto fail;
+    }
+    if (n->gossip && (r = cli_gossip_run(n->gossip, n->sw, n->gossip_interval_ms, n->gossip_until_ms)) < 0) {
+        snprintf(err, err_len, "gossip: %s", tm2_strerror(r));
+        goto fail;
+    }
+    *out = n;
+    return 0;
+fail:
+    cli_node_free(n);
+    return r;
+}
+
+int cli_node_start(cli_node *n, char *err, size_t err_len)
+{
+    int r = tm2_switch_start(n->sw);
+    if (r < 0) {
+        snprintf(err, err_len, "cannot start the switch: %s", tm2_strerror(r));
+        return r;
+    }
+    n->started = true;
+    return 0;
+}
+
+void cli_node_stop(cli_node *n)
+{
+    if (!n || n->stopped)
+        return;
+    n->stopped = true;
+    if (n->sw)
+        tm2_switch_stop(n->sw);
+    if (n->sub)
+        cli_node_drain_events(n);
+}
+
+void cli_node_free(cli_node *n)
+{
+    if (!n)
+        return;
+    cli_node_stop(n);
+    if (n->sub)
+        tm2_unsubscribe(n->sub);
+    tm2_switch_free(n->sw);
+    tm2_discovery_free(n->disc);
+    cli_gossip_free(n->gossip);
+    free(n->wire);
+    free(n);
+}
+
+tm2_switch *cli_node_switch(cli_node *n)
+{
+    return n->sw;
+}
+
+const tm2_id *cli_node_id(const cli_node *n)
+{
+    return tm2_switch_id(n->sw);
+}
+
+void cli_node_listen_addr(cli_node *n, char *buf, size_t cap)
+{
+    tm2_netaddr a;
+    if (cap)
+        buf[0] = '\0';
+    if (tm2_switch_listen_addr(n->sw, &a) == 0) {
+        a.id = *tm2_switch_id(n->sw);
+        tm2_netaddr_format(&a, buf, cap);
+    }
+}
+
+struct cli_gossip *cli_node_gossip(cli_node *n)
+{
+    return n->gossip;
+}
+
+struct tm2_discovery *cli_node_discovery(cli_node *n)
+{
+    return n->disc;
+}
+
+int cli_node_event_fd(const cli_node *n)
+{
+    return n->sub ? tm2_subscription_fd(n->sub) : -1;
+}
+
+static const char *event_name(tm2_event_type t)
+{
+    switch (t) {
+    case TM2_EVENT_PEER_CONNECTED: return "peer connected";
+    case TM2_EVENT_PEER_DISCONNECTED: return "peer disconnected";
+    case TM2_EVENT_DIAL_FAILED: return "dial failed";
+    case TM2_EVENT_PEER_REJECTED: return "peer rejected";
+    }
+    return "event";
+}
+
+void cli_node_drain_events(cli_node *n)
+{
+    if (!n->sub)
+        return;
+    tm2_event ev;
+    while (tm2_subscription_next(n->sub, &ev, 0) == 0) {
+        char addr[TM2_NETADDR_STRLEN] = "";
+        tm2_netaddr_format(&ev.addr, addr, sizeof addr);
+        const char *reason = ev.reason_text[0] ? ev.reason_text : ev.reason ? tm2_strerror(ev.reason) : NULL;
+        tm2_log_level lvl = TM2_LOG_INFO;
+        switch (ev.type) {
+        case TM2_EVENT_PEER_CONNECTED: n->connects++; break;
+        case TM2_EVENT_PEER_DISCONNECTED: n->disconnects++; break;
+        case TM2_EVENT_DIAL_FAILED: n->dial_failures++; break;
+        case TM2_EVENT_PEER_REJECTED: n->rejections++; break;
+        }
+        if (ev.type == TM2_EVENT_PEER_DISCONNECTED && !ev.reason)
+            reason = "stopped";
+        cli_log_kv(&n->log, lvl, event_name(ev.type), "peer", ev.peer_id.s[0] ? ev.peer_id.s : NULL,
+                   "addr", addr, "direction", ev.outbound ? "outbound" : "inbound", "reason", reason,
+                   (const char *)NULL);
+    }
+    uint64_t dropped = tm2_subscription_dropped(n->sub);
+    (void)dropped;
+}
+
+size_t cli_node_peers(cli_node *n, tm2_id *ids, bool *outbound, size_t cap)
+{
+    tm2_peer *buf[256];
+    tm2_peer **ps = buf;
+    size_t want = sizeof buf / sizeof buf[0];
+    size_t got = tm2_switch_peers(n->sw, ps, want);
+    if (got > want) {
+        /* more than fit on the stack: ask again with room to spare */
+        size_t m = got;
+        for (size_t i = 0; i < want; i++)
+            tm2_peer_unref(ps[i]);
+        want = m + 64;
+        ps = malloc(want * sizeof *ps);
+        if (!ps)
+            return 0;
+        got = tm2_switch_peers(n->sw, ps, want);
+    }
+    size_t k = got < want ? got : want;
+    for (size_t i = 0; i < k; i++) {
+        if (i < cap) {
+            ids[i] = *tm2_peer_id(ps[i]);
+            if (outbound)
+                outbound[i] = tm2_peer_is_outbound(ps[i]);
+        }
+        tm2_peer_unref(ps[i]);
+    }
+    if (ps != buf)
+        free(ps);
+    return got;
+}
+
+static wire_rec *wire_find(cli_node *n, const tm2_id *id)
+{
+    for (size_t i = 0; i < n->n_wire; i++)
+        if (!strcmp(n->wire[i].id.s, id->s))
+            return &n->wire[i];
+    if (n->n_wire == n->cap_wire) {
+        size_t cap = n->cap_wire ? n->cap_wire * 2 : 16;
+        wire_rec *w = realloc(n->wire, cap * sizeof *w);
+        if (!w)
+            return NULL;
+        n->wire = w;
+        n->cap_wire = cap;
+    }
+    wire_rec *w = &n->wire[n->n_wire++];
+    memset(w, 0, sizeof *w);
+    w->id = *id;
+    return w;
+}
+
+void cli_node_counters_get(cli_node *n, cli_node_counters *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < n->n_wire; i++)
+        n->wire[i].seen = false;
+    tm2_peer *ps[256];
+    size_t got = n->started && !n->stopped ? tm2_switch_peers(n->sw, ps, 256) : 0;
+    for (size_t i = 0; i < got && i < 256; i++) {
+        tm2_mconn_status st;
+        if (tm2_peer_status(ps[i], &st) == 0) {
+            wire_rec *w = wire_find(n, tm2_peer_id(ps[i]));
+            if (w) {
+                /* A younger connection under the same ID replaced the one we knew. */
+                if (st.duration_ms < w->duration_ms || st.send.bytes < w->sent || st.recv.bytes < w->recv) {
+                    n->gone_sent += w->sent;
+                    n->gone_recv += w->recv;
+                }
+                w->duration_ms = st.duration_ms;
+                w->sent = st.send.bytes;
+                w->recv = st.recv.bytes;
+                w->seen = true;
+            }
+        }
+        tm2_peer_unref(ps[i]);
+    }
+    for (size_t i = 0; i < n->n_wire;) {
+        if (!n->wire[i].seen) {
+            n->gone_sent += n->wire[i].sent;
+            n->gone_recv += n->wire[i].recv;
+            n->wire[i] = n->wire[--n->n_wire];
+        } else {
+            c->wire_sent += n->wire[i].sent;
+            c->wire_recv += n->wire[i].recv;
+            i++;
+        }
+    }
+    c->wire_sent += n->gone_sent;
+    c->wire_recv += n->gone_recv;
+    c->connects = n->connects;
+    c->disconnects = n->disconnects;
+    c->dial_failures = n->dial_failures;
+    c->rejections = n->rejections;
+    c->n_channels = n->n_chan;
+    for (size_t i = 0; i < n->n_chan; i++) {
+        c->channels[i].id = n->chan_ids[i];
+        c->channels[i].msgs = atomic_load_explicit(&n->chan_msgs[i], memory_order_relaxed);
+        c->channels[i].bytes = atomic_load_explicit(&n->chan_bytes[i], memory_order_relaxed);
+    }
+}
+
+/* ---- tm2p2p node: flags ----------------------------------------------------- */
+
+static const char node_usage[] =
+    "usage: tm2p2p node --home DIR [options]\n"
+    "\n"
+    "Runs a Tendermint2 p2p node until SIGINT or SIGTERM, then closes its peers,\n"
+    "saves the address book and exits 0. On first run it creates DIR and the node\n"
+    "key. Settings come from DIR/config/config.toml when present (top-level\n"
+    "moniker and node_key_file, the [p2p] section with gno's key names); flags\n"
+    "override the file.\n"
+    "\n"
+    "  --home DIR                   node home directory (required)\n"
+    "  --laddr ADDR                 listen address [p2p.laddr, tcp://0.0.0.0:26656]\n"
+    "  --external-address HOST:PORT advertised address [p2p.external_address]\n"
+    "  --seeds LIST                 bootstrap nodes, ID@HOST:PORT,... [p2p.seeds]\n"
+    "  --persistent-peers LIST      peers kept connected, ID@HOST:PORT,... [p2p.persistent_peers]\n"
+    "  --private-peer-ids LIST      peer IDs never shared with others [p2p.private_peer_ids]\n"
+    "  --max-inbound N              inbound peer limit [p2p.max_num_inbound_peers, 40]\n"
+    "  --max-outbound N             outbound peer limit and target [p2p.max_num_outbound_peers, 10]\n"
+    "  --seed-mode[=BOOL]           crawl, answer discovery requests, then hang up [p2p.seed_mode]\n"
+    "  --pex BOOL                   peer exchange and address book [p2p.pex, true]\n"
+    "  --addrbook FILE              address book, relative to DIR [p2p.addr_book_file,\n"
+    "                               config/addrbook.json]\n"
+    "  --chain-id ID                network (chain ID) peers must share [" DEFAULT_NETWORK "]\n"
+    "  --moniker NAME               node name [moniker, the host name]\n"
+    "  --log-level LEVEL            error, warn, info or debug [info]\n"
+    "  --log-format FORMAT          logfmt or json [logfmt]\n"
+    "\n"
+    "Tuning and test-network helpers:\n"
+    "  --pex-interval MS            discovery tick [3000]\n"
+    "  --seed-disconnect MS         seed mode: how long a peer may stay after the exchange [3000]\n"
+    "  --redial-base MS, --redial-max MS   persistent peer back-off [1000, 600000]\n"
+    "  --gossip-interval MS         run the test gossip reactor, originating every MS [off]\n"
+    "  --gossip-for S               originate only during the first S seconds [forever]\n"
+    "  --gossip-origin N            origin index carried in our gossip messages [0]\n"
+    "  --gossip-epoch MS            CLOCK_MONOTONIC ms where gossip's per-second counters start\n"
+    "  --status-file FILE           rewrite FILE with a JSON status every --status-interval\n"
+    "  --status-interval MS         [1000]\n"
+    "  --log-node NAME              add node=NAME to every log line\n"
+    "\n"
+    "On start it prints \"<node ID>@<ip>:<port>\" (what peers dial) on standard output.\n"
+    "Exit status: 0 after a signal, 1 on a runtime failure, 2 on a bad flag or config value.\n";
+
+typedef struct node_flags {
+    const char *home, *laddr, *external, *seeds, *persistent, *private_ids, *max_in, *max_out;
+    const char *seed_mode, *pex, *addrbook, *chain_id, *moniker, *log_level, *log_format;
+    const char *pex_interval, *seed_disconnect, *redial_base, *redial_max;
+    const char *gossip_interval, *gossip_for, *gossip_origin, *gossip_epoch;
+    const char *status_file, *status_interval, *log_node;
+    bool help;
+} node_flags;
+
+static const struct flag_def {
+    const char *name;
+    size_t off;
+    const char *implicit;   /* value when given without one; NULL: a value is required */
+} node_flag_defs[] = {
+    {"--home", offsetof(node_flags, home), NULL},
+    {"--laddr", offsetof(node_flags, laddr), NULL},
+    {"--external-address", offsetof(node_flags, external), NULL},
+    {"--seeds", offsetof(node_flags, seeds), NULL},
+    {"--persistent-peers", offsetof(node_flags, persistent), NULL},
+    {"--private-peer-ids", offsetof(node_flags, private_ids), NULL},
+    {"--max-inbound", offsetof(node_flags, max_in), NULL},
+    {"--max-outbound", offsetof(node_flags, max_out), NULL},
+    {"--seed-mode", offsetof(node_flags, seed_mode), "true"},
+    {"--pex", offsetof(node_flags, pex), NULL},
+    {"--addrbook", offsetof(node_flags, addrbook), NULL},
+    {"--chain-id", offsetof(node_flags, chain_id), NULL},
+    {"--network", offsetof(node_flags, chain_id), NULL},
+    {"--moniker", offsetof(node_flags, moniker), NULL},
+    {"--log-level", offsetof(node_flags, log_level), NULL},
+    {"--log-format", offsetof(node_flags, log_format), NULL},
+    {"--pex-interval", offsetof(node_flags, pex_interval), NULL},
+    {"--seed-disconnect", offsetof(node_flags, seed_disconnect), NULL},
+    {"--redial-base", offsetof(node_flags, redial_base), NULL},
+    {"--redial-max", offsetof(node_flags, redial_max), NULL},
+    {"--gossip-interval", offsetof(node_flags, gossip_interval), NULL},
+    {"--gossip-for", offsetof(node_flags, gossip_for), NULL},
+    {"--gossip-origin", offsetof(node_flags, gossip_origin), NULL},
+    {"--gossip-epoch", offsetof(node_flags, gossip_epoch), NULL},
+    {"--status-file", offsetof(node_flags, status_file), NULL},
+    {"--status-interval", offsetof(node_flags, status_interval), NULL},
+    {"--log-node", offsetof(node_flags, log_node), NULL},
+};
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+    fputs("tm2p2p node: ", stderr);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n(see 'tm2p2p node --help')\n", stderr);
+    return 2;
+}
+
+static int parse_flags(int argc, char **argv, node_flags *f)
+{
+    memset(f, 0, sizeof *f);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            f->help = true;
+            continue;
+        }
+        const struct flag_def *d = NULL;
+        const char *val = NULL;
+        for (size_t k = 0; k < sizeof node_flag_defs / sizeof node_flag_defs[0]; k++) {
+            size_t nl = strlen(node_flag_defs[k].name);
+            if (!strncmp(a, node_flag_defs[k].name, nl) && (a[nl] == '\0' || a[nl] == '=')) {
+                d = &node_flag_defs[k];
+                if (a[nl] == '=')
+                    val = a + nl + 1;
+                break;
+            }
+        }
+        if (!d)
+            return usage_error("unknown %s '%s'", a[0] == '-' ? "option" : "argument", a);
+        if (!val) {
+            if (d->implicit)
+                val = d->implicit;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else
+                return usage_error("%s needs a value", d->name);
+        }
+        const char **slot = (const char **)(void *)((char *)f + d->off);
+        if (*slot)
+            return usage_error("%s given twice", d->name);
+        *slot = val;
+    }
+    return 0;
+}
+
+/* Go's strconv.ParseBool spellings. */
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const t[] = {"1", "t", "T", "true", "TRUE", "True"};
+    static const char *const f[] = {"0", "f", "F", "false", "FALSE", "False"};
+    for (size_t i = 0; i < 6; i++) {
+        if (!strcmp(s, t[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcmp(s, f[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!*s || *s == '-' || *s == '+' || *s == ' ')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int flag_u32(const char *flag, const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    uint64_t v;
+    if (parse_u64(s, min, max, &v))
+        return usage_error("%s: '%s' is not a whole number from %u to %u", flag, s, min, max);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* ---- tm2p2p node: resolved settings --------------------------------------- */
+
+typedef struct node_settings {
+    cli_config cfg;
+    char config_path[4096];
+    bool config_found;
+    cli_node_opts o;
+    cli_log log;
+    tm2_netaddr *persistent, *seeds;
+    tm2_id *private_ids;
+    char moniker[256];
+    char key_path[4096];
+    char book_path[4096];
+    char laddr_str[512];
+    uint32_t status_interval_ms;
+} node_settings;
+
+static void settings_free(node_settings *s)
+{
+    cli_config_free(&s->cfg);
+    free(s->persistent);
+    free(s->seeds);
+    free(s->private_ids);
+    tm2_node_key_wipe(&s->o.key);
+}
+
+/* "--flag" when the flag gave it, else "KEY in FILE". */
+static const char *src(char *buf, size_t cap, const node_settings *s, const char *flag_val,
+                       const char *flag, const char *key)
+{
+    if (flag_val)
+        snprintf(buf, cap, "%s", flag);
+    else
+        snprintf(buf, cap, "%s in %s", key, s->config_path);
+    return buf;
+}
+
+static void join_home(char *out, size_t cap, const char *home, const char *p)
+{
+    if (p[0] == '/')
+        snprintf(out, cap, "%s", p);
+    else
+        snprintf(out, cap, "%s%s%s", home, home[strlen(home) - 1] == '/' ? "" : "/", p);
+}
+
+static void warn_to_stderr(void *user, const char *msg)
+{
+    cli_log *lg = user;
+    cli_log_kv(lg, TM2_LOG_WARN, msg, (const char *)NULL);
+}
+
+/* Builds the settings from the file and the flags; 0 or an exit status. */
+static int resolve(const node_flags *f, node_settings *s)
+{
+    char where[4200], err[1024];
+    tm2_log_level lvl = TM2_LOG_INFO;
+    cli_log_format fmt = CLI_LOG_LOGFMT;
+    if (f->log_level && cli_log_parse_level(f->log_level, &lvl))
+        return usage_error("--log-level: '%s' is not one of error, warn, info, debug", f->log_level);
+    if (f->log_format && cli_log_parse_format(f->log_format, &fmt))
+        return usage_error("--log-format: '%s' is not one of logfmt, json", f->log_format);
+    cli_log_init(&s->log, lvl, fmt, f->log_node);
+
+    if (!f->home || !f->home[0])
+        return usage_error("--home DIR is required");
+    if (cli_config_defaults(&s->cfg)) {
+        fprintf(stderr, "tm2p2p node: out of memory\n");
+        return 1;
+    }
+    join_home(s->config_path, sizeof s->config_path, f->home, "config/config.toml");
+    if (cli_config_load(&s->cfg, s->config_path, &s->config_found, warn_to_stderr, &s->log, err, sizeof err))
+        return usage_error("%s", err);
+    const cli_config *c = &s->cfg;
+    cli_node_opts *o = &s->o;
+
+    /* listen and external addresses */
+    const char *laddr = f->laddr ? f->laddr : c->laddr;
+    tm2_netaddr na;
+    int r = tm2_netaddr_parse(laddr, TM2_NETADDR_NO_ID | TM2_NETADDR_RESOLVE, &na);
+    if (r < 0)
+        return usage_error("%s: bad listen address '%s' (%s)",
+                           src(where, sizeof where, s, f->laddr, "--laddr", "p2p.laddr"), laddr, tm2_strerror(r));
+    snprintf(s->laddr_str, sizeof s->laddr_str, "%s", laddr);
+    o->listen_addr = s->laddr_str;
+    const char *ext = f->external ? f->external : c->external_address;
+    if (ext[0]) {
+        r = tm2_netaddr_parse(ext, TM2_NETADDR_NO_ID | TM2_NETADDR_RESOLVE, &na);
+        if (r < 0)
+            return usage_error("%s: bad address '%s' (%s)",
+                               src(where, sizeof where, s, f->external, "--external-address",
+                                   "p2p.external_address"), ext, tm2_strerror(r));
+        o->external_addr = ext;
+    }
+
+    /* lists */
+    const char *seeds = f->seeds ? f->seeds : c->seeds;
+    int n = cli_parse_addr_list(seeds, &s->seeds, err, sizeof err);
+    if (n < 0)
+        return usage_error("%s: %s", src(where, sizeof where, s, f->seeds, "--seeds", "p2p.seeds"), err);
+    o->seeds = s->seeds;
+    o->n_seeds = (size_t)n;
+    const char *pp = f->persistent ? f->persistent : c->persistent_peers;
+    n = cli_parse_addr_list(pp, &s->persistent, err, sizeof err);
+    if (n < 0)
+        return usage_error("%s: %s",
+                           src(where, sizeof where, s, f->persistent, "--persistent-peers", "p2p.persistent_peers"), err);
+    o->persistent = s->persistent;
+    o->n_persistent = (size_t)n;
+    const char *priv = f->private_ids ? f->private_ids : c->private_peer_ids;
+    n = cli_parse_id_list(priv, &s->private_ids, err, sizeof err);
+    if (n < 0)
+        return usage_error("%s: %s",
+                           src(where, sizeof where, s, f->private_ids, "--private-peer-ids", "p2p.private_peer_ids"), err);
+    o->private_ids = s->private_ids;
+    o->n_private = (size_t)n;
+
+    /* limits: the switch reads 0 as its default, so 0 cannot mean "none" */
+    uint64_t v;
+    if (f->max_in) {
+        if (flag_u32("--max-inbound", f->max_in, 1, 100000, &o->max_inbound))
+            return 2;
+    } else if (c->max_num_inbound_peers < 1 || c->max_num_inbound_peers > 100000) {
+        return usage_error("p2p.max_num_inbound_peers in %s: %llu is not from 1 to 100000", s->config_path,
+                           (unsigned long long)c->max_num_inbound_peers);
+    } else {
+        o->max_inbound = (uint32_t)c->max_num_inbound_peers;
+    }
+    if (f->max_out) {
+        if (flag_u32("--max-outbound", f->max_out, 1, 100000, &o->max_outbound))
+            return 2;
+    } else if (c->max_num_outbound_peers < 1 || c->max_num_outbound_peers > 100000) {
+        return usage_error("p2p.max_num_outbound_peers in %s: %llu is not from 1 to 100000", s->config_path,
+                           (unsigned long long)c->max_num_outbound_peers);
+    } else {
+        o->max_outbound = (uint32_t)c->max_num_outbound_peers;
+    }
+
+    /* connection tuning from the file */
+    tm2_mconn_config_default(&o->mconn);
+    if (c->flush_throttle_timeout_ns / 1000000 > UINT32_MAX)
+        return usage_error("p2p.flush_throttle_timeout in %s: too long", s->config_path);
+    o->mconn.flush_throttle_ms = (uint32_t)((c->flush_throttle_timeout_ns + 999999) / 1000000);
+    if (c->max_packet_msg_payload_size < 1 || c->max_packet_msg_payload_size > 1 << 20)
+        return usage_error("p2p.max_packet_msg_payload_size in %s: %lld is not from 1 to 1048576",
+                           s->config_path, (long long)c->max_packet_msg_payload_size);
+    o->mconn.max_packet_payload = (size_t)c->max_packet_msg_payload_size;
+    o->mconn.send_rate = (uint64_t)c->send_rate;
+    o->mconn.recv_rate = (uint64_t)c->recv_rate;
+
+    /* booleans */
+    o->pex = c->pex;
+    if (f->pex && parse_bool(f->pex, &o->pex))
+        return usage_error("--pex: '%s' is not true or false", f->pex);
+    o->seed_mode = c->seed_mode;
+    if (f->seed_mode && parse_bool(f->seed_mode, &o->seed_mode))
+        return usage_error("--seed-mode: '%s' is not true or false", f->seed_mode);
+    if (!o->pex && o->seed_mode)
+        return usage_error("seed mode needs peer exchange (pex is false)");
+    if (!o->pex && o->n_seeds)
+        return usage_error("seeds need peer exchange (pex is false)");
+
+    /* identity and names */
+    const char *moniker = f->moniker ? f->moniker : c->moniker;
+    if (f->moniker && !f->moniker[0])
+        return usage_error("--moniker: must not be empty");
+    if (!moniker[0] && gethostname(s->moniker, sizeof s->moniker - 1) == 0 && s->moniker[0])
+        moniker = s->moniker;
+    else if (!moniker[0])
+        moniker = "tm2p2p";
+    if (moniker != s->moniker)
+        snprintf(s->moniker, sizeof s->moniker, "%s", moniker);
+    o->moniker = s->moniker;
+    o->network = f->chain_id ? f->chain_id : DEFAULT_NETWORK;
+    if (!o->network[0])
+        return usage_error("--chain-id: must not be empty");
+    join_home(s->key_path, sizeof s->key_path, f->home, c->node_key_file);
+    join_home(s->book_path, sizeof s->book_path, f->home, f->addrbook ? f->addrbook : c->addr_book_file);
+    if (!(f->addrbook ? f->addrbook : c->addr_book_file)[0])
+        return usage_error("%s: must not be empty",
+                           src(where, sizeof where, s, f->addrbook, "--addrbook", "p2p.addr_book_file"));
+    o->addrbook_path = s->book_path;
+
+    /* helpers */
+    if (f->pex_interval && flag_u32("--pex-interval", f->pex_interval, 10, 3600000, &o->pex_interval_ms))
+        return 2;
+    if (f->seed_disconnect && flag_u32("--seed-disconnect", f->seed_disconnect, 1, 3600000, &o->seed_disconnect_ms))
+        return 2;
+    if (f->redial_base && flag_u32("--redial-base", f->redial_base, 1, 3600000, &o->redial_base_ms))
+        return 2;
+    if (f->redial_max && flag_u32("--redial-max", f->redial_max, 1, 86400000, &o->redial_max_ms))
+        return 2;
+    if (f->gossip_interval && flag_u32("--gossip-interval", f->gossip_interval, 0, 3600000, &o->gossip_interval_ms))
+        return 2;
+    uint32_t gfor = 0;
+    if (f->gossip_for && flag_u32("--gossip-for", f->gossip_for, 0, 86400, &gfor))
+        return 2;
+    if (f->gossip_origin && flag_u32("--gossip-origin", f->gossip_origin, 0, UINT32_MAX, &o->gossip_origin))
+        return 2;
+    o->gossip_epoch_ms = cli_mono_ms();
+    if (f->gossip_epoch) {
+        if (parse_u64(f->gossip_epoch, 0, UINT64_MAX / 2, &v))
+            return usage_error("--gossip-epoch: '%s' is not a whole number", f->gossip_epoch);
+        o->gossip_epoch_ms = v;
+    }
+    o->gossip_until_ms = gfor ? cli_mono_ms() + (uint64_t)gfor * 1000u : 0;
+    o->gossip_seconds = 3600;
+    s->status_interval_ms = 1000;
+    if (f->status_interval && flag_u32("--status-interval", f->status_interval, 10, 3600000, &s->status_interval_ms))
+        return 2;
+    if (f->status_file && !f->status_file[0])
+        return usage_error("--status-file: must not be empty");
+    o->log_events = true;
+    return 0;
+}
+
+/* mkdir -p; 0 or -1 with errno. */
+static int mkdirs(const char *path, mode_t mode)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, mode) && errno != EEXIST)
+            return -1;
+        *s = '/';
+    }
+    if (mkdir(p, mode) && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* ---- tm2p2p node: status file ------------------------------------------------ */
+
+static void write_status(cli_node *node, const char *path, const char *listen, const cli_node_opts *o)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return;
+    size_t in = 0, out = 0, dialing = 0;
+    tm2_switch_counts(cli_node_switch(node), &in, &out, &dialing);
+    cli_node_counters c;
+    cli_node_counters_get(node, &c);
+    cJSON_AddStringToObject(j, "id", cli_node_id(node)->s);
+    cJSON_AddStringToObject(j, "listen", listen);
+    cJSON_AddNumberToObject(j, "pid", (double)getpid());
+    cJSON_AddNumberToObject(j, "mono_ms", (double)cli_mono_ms());
+    cJSON_AddBoolToObject(j, "seed_mode", o->seed_mode);
+    cJSON_AddNumberToObject(j, "inbound", (double)in);
+    cJSON_AddNumberToObject(j, "outbound", (double)out);
+    cJSON_AddNumberToObject(j, "dialing", (double)dialing);
+    tm2_id ids[512];
+    bool dir[512];
+    size_t np = cli_node_peers(node, ids, dir, 512);
+    cJSON *peers = cJSON_AddArrayToObject(j, "peers");
+    for (size_t i = 0; peers && i < np && i < 512; i++) {
+        cJSON *p = cJSON_CreateObject();
+        if (!p || !cJSON_AddItemToArray(peers, p)) {
+            cJSON_Delete(p);
+            break;
+        }
+        cJSON_AddStringToObject(p, "id", ids[i].s);
+        cJSON_AddBoolToObject(p, "outbound", dir[i]);
+    }
+    cJSON_AddNumberToObject(j, "connects", (double)c.connects);
+    cJSON_AddNumberToObject(j, "disconnects", (double)c.disconnects);
+    cJSON_AddNumberToObject(j, "dial_failures", (double)c.dial_failures);
+    cJSON_AddNumberToObject(j, "rejections", (double)c.rejections);
+    cJSON_AddNumberToObject(j, "wire_sent", (double)c.wire_sent);
+    cJSON_AddNumberToObject(j, "wire_recv", (double)c.wire_recv);
+    cJSON *chans = cJSON_AddArrayToObject(j, "channels");
+    for (size_t i = 0; chans && i < c.n_channels; i++) {
+        cJSON *ch = cJSON_CreateObject();
+        if (!ch || !cJSON_AddItemToArray(chans, ch)) {
+            cJSON_Delete(ch);
+            break;
+        }
+        cJSON_AddNumberToObject(ch, "id", c.channels[i].id);
+        cJSON_AddNumberToObject(ch, "msgs", (double)c.channels[i].msgs);
+        cJSON_AddNumberToObject(ch, "bytes", (double)c.channels[i].bytes);
+    }
+    if (cli_node_discovery(node)) {
+        tm2_discovery_stats ds;
+        tm2_discovery_get_stats(cli_node_discovery(node), &ds);
+        cJSON *d = cJSON_AddObjectToObject(j, "discovery");
+        if (d) {
+            cJSON_AddNumberToObject(d, "requests_sent", (double)ds.requests_sent);
+            cJSON_AddNumberToObject(d, "requests_answered", (double)ds.requests_answered);
+            cJSON_AddNumberToObject(d, "responses_received", (double)ds.responses_received);
+            cJSON_AddNumberToObject(d, "responses_rejected", (double)ds.responses_rejected);
+            cJSON_AddNumberToObject(d, "dials", (double)ds.dials);
+            cJSON_AddNumberToObject(d, "book_size", (double)ds.book_size);
+        }
+    }
+    if (cli_node_gossip(node)) {
+        cli_gossip_totals t;
+        if (cli_gossip_totals_init(&t, o->gossip_seconds) == 0) {
+            cli_gossip_add_totals(cli_node_gossip(node), &t);
+            cJSON *g = cli_gossip_totals_to_json(&t);
+            if (g && !cJSON_AddItemToObject(j, "gossip", g))
+                cJSON_Delete(g);
+            cli_gossip_totals_free(&t);
+        }
+    }
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text)
+        return;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        bool ok = fputs(text, f) >= 0;
+        ok = fclose(f) == 0 && ok;
+        if (ok)
+            rename(tmp, path);
+        else
+            unlink(tmp);
+    }
+    free(text);
+}
+
+/* ---- tm2p2p node ---------------------------------------------------------------- */
+
+int cli_run_node(int argc, char **argv)
+{
+    node_flags f;
+    int r = parse_flags(argc, argv, &f);
+    if (r)
+        return r;
+    if (f.help) {
+        fputs(node_usage, stdout);
+        return 0;
+    }
+    node_settings *s = calloc(1, sizeof *s);
+    if (!s) {
+        fprintf(stderr, "tm2p2p node: out of memory\n");
+        return 1;
+    }
+    int status = resolve(&f, s);
+    cli_node *node = NULL;
+    int sfd = -1;
+    if (status)
+        goto out;
+    status = 1;
+
+    char err[1024];
+    char cfgdir[4200];
+    join_home(cfgdir, sizeof cfgdir, f.home, "config");
+    if (mkdirs(f.home, 0700) || mkdirs(cfgdir, 0755)) {
+        cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot create the node home", "dir", cfgdir, "reason",
+                   strerror(errno), (const char *)NULL);
+        goto out;
+    }
+    struct stat st;
+    bool new_key = stat(s->key_path, &st) != 0;
+    r = tm2_node_key_load_or_generate(s->key_path, &s->o.key, err, sizeof err);
+    if (r < 0) {
+        cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot load the node key", "file", s->key_path, "reason", err,
+                   (const char *)NULL);
+        goto out;
+    }
+    if (new_key)
+        cli_log_kv(&s->log, TM2_LOG_INFO, "created node key", "file", s->key_path, (const char *)NULL);
+    if (!s->config_found)
+        cli_log_kv(&s->log, TM2_LOG_DEBUG, "no config file, using defaults and flags", "file",
+                   s->config_path, (const char *)NULL);
+
+    /* Signals go to a descriptor; block them before any thread exists so
+     * every thread inherits the mask. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0 || (sfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0) {
+        cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot set up signal handling", "reason", strerror(errno),
+                   (const char *)NULL);
+        goto out;
+    }
+
+    r = cli_node_create(&s->o, &s->log, &node, err, sizeof err);
+    if (r < 0) {
+        cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot create the node", "reason", err, (const char *)NULL);
+        status = r == TM2_EINVAL ? 2 : 1;
+        goto out;
+    }
+    r = cli_node_start(node, err, sizeof err);
+    if (r < 0) {
+        cli_node_drain_events(node);
+        cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot start the node", "laddr", s->o.listen_addr, "reason", err,
+                   (const char *)NULL);
+        goto out;
+    }
+    char listen[TM2_NETADDR_STRLEN];
+    cli_node_listen_addr(node, listen, sizeof listen);
+    char ns[16];
+    snprintf(ns, sizeof ns, "%zu", s->o.n_persistent);
+    cli_log_kv(&s->log, TM2_LOG_INFO, "node listening", "id", cli_node_id(node)->s, "addr", listen,
+               "moniker", s->o.moniker, "network", s->o.network, "pex", s->o.pex ? "true" : "false",
+               "seed_mode", s->o.seed_mode ? "true" : "false", "persistent_peers", ns,
+               "addrbook", s->o.pex ? s->o.addrbook_path : NULL, (const char *)NULL);
+    printf("%s\n", listen);
+    fflush(stdout);
+
+    uint64_t next_status = 0;
+    for (;;) {
+        if (f.status_file && cli_mono_ms() >= next_status) {
+            write_status(node, f.status_file, listen, &s->o);
+            next_status = cli_mono_ms() + s->status_interval_ms;
+        }
+        struct pollfd pf[2] = {{.fd = sfd, .events = POLLIN}, {.fd = cli_node_event_fd(node), .events = POLLIN}};
+        int timeout = f.status_file ? (int)s->status_interval_ms : 1000;
+        int pr = poll(pf, 2, timeout);
+        if (pr < 0 && errno != EINTR) {
+            cli_log_kv(&s->log, TM2_LOG_ERROR, "poll failed", "reason", strerror(errno), (const char *)NULL);
+            break;
+        }
+        if (pr > 0 && (pf[1].revents & (POLLIN | POLLHUP)))
+            cli_node_drain_events(node);
+        if (pr > 0 && (pf[0].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                cli_log_kv(&s->log, TM2_LOG_INFO, "shutting down", "signal",
+                           si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM", (const char *)NULL);
+                status = 0;
+                break;
+            }
+        }
+    }
+    cli_node_stop(node);
+    if (f.status_file)
+        write_status(node, f.status_file, listen, &s->o);
+    cli_log_kv(&s->log, TM2_LOG_INFO, "stopped", "id", cli_node_id(node)->s, (const char *)NULL);
+out:
+    cli_node_free(node);
+    if (sfd >= 0)
+        close(sfd);
+    settings_free(s);
+    free(s);
+    return status;
+}

@@ -1,0 +1,480 @@
+/* The built tm2p2p program's "node" command, run as child
+ * processes on temporary homes, all on loopback. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tv.h"
+
+#define PROGRAM TM2_BINARY_DIR "/tm2p2p"
+#define START_DEADLINE_MS 20000
+
+extern char **environ;
+
+typedef struct proc {
+    pid_t pid;
+    int out_fd, err_fd;        /* read ends; -1 once at EOF */
+    char *out, *err;           /* everything read so far, NUL-terminated */
+    size_t out_n, err_n;
+    int status;                /* exit code, -1 if killed, -2 while running */
+} proc;
+
+typedef struct home {
+    char dir[64];
+} home;
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    home *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    strcpy(h->dir, "/tmp/tm2-cli-node-XXXXXX");
+    assert_non_null(mkdtemp(h->dir));
+    *state = h;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    home *h = *state;
+    nftw(h->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(h);
+    return 0;
+}
+
+static const char *path_in(const home *h, const char *rel)
+{
+    static char p[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", h->dir, rel);
+    return p[k];
+}
+
+static void write_file(const char *path, const char *text)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path);
+    for (char *s = dir + 1; *s; s++)
+        if (*s == '/') {
+            *s = '\0';
+            mkdir(dir, 0700);
+            *s = '/';
+        }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Starts the program with args (NULL-terminated); output goes to pipes. */
+static void start(proc *p, const char *const *args)
+{
+    char *argv[64];
+    int n = 0;
+    argv[n++] = (char *)PROGRAM;
+    for (; *args; args++) {
+        assert_true(n < 63);
+        argv[n++] = (char *)*args;
+    }
+    argv[n] = NULL;
+    int o[2], e[2];
+    assert_int_equal(pipe2(o, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(e, O_CLOEXEC), 0);
+    posix_spawn_file_actions_t fa;
+    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+    assert_int_equal(posix_spawn_file_actions_adddup2(&fa, o[1], 1), 0);
+    assert_int_equal(posix_spawn_file_actions_adddup2(&fa, e[1], 2), 0);
+    memset(p, 0, sizeof *p);
+    int r = posix_spawn(&p->pid, PROGRAM, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0)
+        fail_msg("cannot run %s: %s", PROGRAM, strerror(r));
+    close(o[1]);
+    close(e[1]);
+    p->out_fd = o[0];
+    p->err_fd = e[0];
+    p->out = calloc(1, 1);
+    p->err = calloc(1, 1);
+    assert_non_null(p->out);
+    assert_non_null(p->err);
+    p->status = -2;
+}
+
+#define START(p, ...) start(p, (const char *const[]){__VA_ARGS__, NULL})
+
+static void append(int *fd, char **buf, size_t *n)
+{
+    char tmp[4096];
+    ssize_t r = read(*fd, tmp, sizeof tmp);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (r <= 0) {
+        close(*fd);
+        *fd = -1;
+        return;
+    }
+    char *b = realloc(*buf, *n + (size_t)r + 1);
+    assert_non_null(b);
+    memcpy(b + *n, tmp, (size_t)r);
+    *n += (size_t)r;
+    b[*n] = '\0';
+    *buf = b;
+}
+
+/* Reads whatever the child wrote, waiting up to timeout_ms for more. */
+static void pump(proc *p, int timeout_ms)
+{
+    struct pollfd pf[2] = {{.fd = p->out_fd, .events = POLLIN}, {.fd = p->err_fd, .events = POLLIN}};
+    if (p->out_fd < 0 && p->err_fd < 0)
+        return;
+    if (poll(pf, 2, timeout_ms) <= 0)
+        return;
+    if (p->out_fd >= 0 && (pf[0].revents & (POLLIN | POLLHUP)))
+        append(&p->out_fd, &p->out, &p->out_n);
+    if (p->err_fd >= 0 && (pf[1].revents & (POLLIN | POLLHUP)))
+        append(&p->err_fd, &p->err, &p->err_n);
+}
+
+/* Waits until the child's stderr has a line holding every non-NULL
+ * fragment; returns that line (static buffer). Fails at the deadline. */
+static const char *wait_line(proc *p, const char *f1, const char *f2, uint64_t deadline_ms)
+{
+    static char line[2048];
+    for (;;) {
+        const char *s = p->err;
+        while (*s) {
+            const char *e = strchr(s, '\n');
+            if (!e)
+                break;
+            size_t n = (size_t)(e - s) < sizeof line - 1 ? (size_t)(e - s) : sizeof line - 1;
+            memcpy(line, s, n);
+            line[n] = '\0';
+            if (strstr(line, f1) && (!f2 || strstr(line, f2)))
+                return line;
+            s = e + 1;
+        }
+        if (tv_now_ms() > deadline_ms || (p->out_fd < 0 && p->err_fd < 0))
+            fail_msg("no line with '%s' '%s' from the node; its stderr:\n%s", f1, f2 ? f2 : "", p->err);
+        pump(p, 100);
+    }
+}
+
+/* Reads to EOF and reaps the child. */
+static int finish(proc *p, uint64_t deadline_ms)
+{
+    while (p->out_fd >= 0 || p->err_fd >= 0) {
+        if (tv_now_ms() > deadline_ms) {
+            kill(p->pid, SIGKILL);
+            fail_msg("the program did not finish in time; its stderr:\n%s", p->err);
+        }
+        pump(p, 100);
+    }
+    int st;
+    assert_int_equal(waitpid(p->pid, &st, 0), p->pid);
+    p->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return p->status;
+}
+
+static void release(proc *p)
+{
+    if (p->status == -2) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+    }
+    if (p->out_fd >= 0)
+        close(p->out_fd);
+    if (p->err_fd >= 0)
+        close(p->err_fd);
+    free(p->out);
+    free(p->err);
+}
+
+/* Runs to completion; returns the exit code. */
+static int run(proc *p, const char *const *args)
+{
+    start(p, args);
+    return finish(p, tv_now_ms() + 60000);
+}
+
+#define RUN(p, ...) run(p, (const char *const[]){__VA_ARGS__, NULL})
+
+/* The value of key=VALUE in a logfmt line (static buffer). */
+static const char *field(const char *line, const char *key)
+{
+    static char v[512];
+    char pat[64];
+    snprintf(pat, sizeof pat, " %s=", key);
+    const char *s = strstr(line, pat);
+    assert_non_null(s);
+    s += strlen(pat);
+    size_t n = strcspn(s, " ");
+    assert_true(n < sizeof v);
+    memcpy(v, s, n);
+    v[n] = '\0';
+    return v;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+static void start_sigterm_exit0(void **state)
+{
+    home *h = *state;
+    proc p;
+    const char *hd = path_in(h, "a");
+    START(&p, "node", "--home", hd, "--laddr", "127.0.0.1:0", "--chain-id", "cli-test");
+    const char *line = wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    char addr[256];
+    snprintf(addr, sizeof addr, "%s", field(line, "addr"));
+    assert_true(!strncmp(addr, "g1", 2));
+    assert_non_null(strstr(addr, "@127.0.0.1:"));
+    assert_string_not_equal(strstr(addr, "@127.0.0.1:"), "@127.0.0.1:0");
+    /* the node ID and address also go to stdout, for scripts */
+    while (!strchr(p.out, '\n'))
+        pump(&p, 100);
+    char want[300];
+    snprintf(want, sizeof want, "%s\n", addr);
+    assert_string_equal(p.out, want);
+    assert_true(file_exists(path_in(h, "a/secrets/node_key.json")));
+
+    assert_int_equal(kill(p.pid, SIGTERM), 0);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    assert_non_null(strstr(p.err, "msg=\"shutting down\" signal=SIGTERM"));
+    assert_non_null(strstr(p.err, "msg=stopped"));
+    assert_true(file_exists(path_in(h, "a/config/addrbook.json")));
+    release(&p);
+
+    /* a second run reuses the key: same ID */
+    START(&p, "node", "--home", hd, "--laddr", "tcp://127.0.0.1:0", "--chain-id", "cli-test");
+    line = wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_memory_equal(field(line, "addr"), addr, 40);
+    assert_null(strstr(p.err, "created node key"));
+    assert_int_equal(kill(p.pid, SIGINT), 0);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    assert_non_null(strstr(p.err, "signal=SIGINT"));
+    release(&p);
+}
+
+static void json_logs(void **state)
+{
+    home *h = *state;
+    proc p;
+    START(&p, "node", "--home", path_in(h, "j"), "--laddr", "127.0.0.1:0", "--log-format", "json",
+          "--pex", "false");
+    const char *line = wait_line(&p, "\"msg\":\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_true(line[0] == '{' && line[strlen(line) - 1] == '}');
+    assert_non_null(strstr(line, "\"level\":\"info\""));
+    assert_non_null(strstr(line, "\"addr\":\"g1"));
+    assert_int_equal(kill(p.pid, SIGTERM), 0);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    /* without pex there is no address book */
+    assert_false(file_exists(path_in(h, "j/config/addrbook.json")));
+    release(&p);
+}
+
+static void expect_usage_error(home *h, const char *frag, const char *const *args)
+{
+    proc p;
+    int st = run(&p, args);
+    if (st != 2 || !strstr(p.err, frag))
+        fail_msg("exit %d, wanted 2 with '%s' in:\n%s", st, frag, p.err);
+    (void)h;
+    release(&p);
+}
+
+#define USAGE_ERROR(h, frag, ...) expect_usage_error(h, frag, (const char *const[]){__VA_ARGS__, NULL})
+
+static void bad_flags_exit2(void **state)
+{
+    home *h = *state;
+    const char *hd = path_in(h, "b");
+    USAGE_ERROR(h, "--home DIR is required", "node");
+    USAGE_ERROR(h, "unknown option '--bogus'", "node", "--home", hd, "--bogus");
+    USAGE_ERROR(h, "unknown argument 'extra'", "node", "--home", hd, "extra");
+    USAGE_ERROR(h, "--laddr needs a value", "node", "--home", hd, "--laddr");
+    USAGE_ERROR(h, "--laddr: bad listen address", "node", "--home", hd, "--laddr", "127.0.0.1");
+    USAGE_ERROR(h, "--laddr: bad listen address", "node", "--home", hd, "--laddr", "300.1.1.1:5");
+    USAGE_ERROR(h, "--external-address: bad address", "node", "--home", hd, "--external-address", "x:y:z");
+    USAGE_ERROR(h, "--max-inbound: 'many'", "node", "--home", hd, "--max-inbound", "many");
+    USAGE_ERROR(h, "--max-outbound: '-1'", "node", "--home", hd, "--max-outbound", "-1");
+    USAGE_ERROR(h, "--log-level: 'loud'", "node", "--home", hd, "--log-level", "loud");
+    USAGE_ERROR(h, "--log-format: 'xml'", "node", "--home", hd, "--log-format", "xml");
+    USAGE_ERROR(h, "--pex: 'maybe'", "node", "--home", hd, "--pex", "maybe");
+    USAGE_ERROR(h, "--seed-mode: 'x'", "node", "--home", hd, "--seed-mode=x");
+    USAGE_ERROR(h, "--seeds: '127.0.0.1:5'", "node", "--home", hd, "--seeds", "127.0.0.1:5");
+    USAGE_ERROR(h, "--persistent-peers: 'g1bad@127.0.0.1:5'", "node", "--home", hd, "--persistent-peers",
+                "g1bad@127.0.0.1:5");
+    USAGE_ERROR(h, "--private-peer-ids: 'nope'", "node", "--home", hd, "--private-peer-ids", "nope");
+    USAGE_ERROR(h, "--moniker given twice", "node", "--home", hd, "--moniker", "a", "--moniker", "b");
+    USAGE_ERROR(h, "seed mode needs peer exchange", "node", "--home", hd, "--seed-mode", "--pex", "false");
+    USAGE_ERROR(h, "unknown command 'nodes'", "nodes");
+    /* nothing was created by the refused runs */
+    assert_false(file_exists(path_in(h, "b/secrets/node_key.json")));
+}
+
+static void bad_config_exit2(void **state)
+{
+    home *h = *state;
+    const char *hd = path_in(h, "c");
+    const char *cfg = path_in(h, "c/config/config.toml");
+    static const struct {
+        const char *text, *frag;
+    } cases[] = {
+        {"[p2p]\nsend_rate = -1\n", "p2p.send_rate: must not be negative"},
+        {"[p2p]\nrecv_rate = -1\n", "p2p.recv_rate: must not be negative"},
+        {"[p2p]\nflush_throttle_timeout = \"soon\"\n", "p2p.flush_throttle_timeout: bad duration"},
+        {"[p2p]\npex = \"yes\"\n", "p2p.pex: expected a boolean"},
+        {"[p2p]\nmax_num_inbound_peers = 0\n", "p2p.max_num_inbound_peers in"},
+        {"[p2p]\nladdr = \"nowhere\"\n", "p2p.laddr in"},
+        {"[p2p]\npersistent_peers = \"127.0.0.1:1\"\n", "p2p.persistent_peers in"},
+        {"[p2p]\nmax_packet_msg_payload_size = 0\n", "p2p.max_packet_msg_payload_size in"},
+        {"moniker = \"\"\n", "moniker: must not be empty"},
+        {"[p2p\n", "config.toml:1:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_file(cfg, cases[i].text);
+        proc p;
+        int st = RUN(&p, "node", "--home", hd);
+        if (st != 2 || !strstr(p.err, cases[i].frag) || !strstr(p.err, "config.toml"))
+            fail_msg("config %s: exit %d, wanted 2 with '%s' in:\n%s", cases[i].text, st, cases[i].frag, p.err);
+        release(&p);
+    }
+    /* a flag overrides the file's bad value */
+    write_file(cfg, "[p2p]\nladdr = \"nowhere\"\nupnp = true\n");
+    proc p;
+    START(&p, "node", "--home", hd, "--laddr", "127.0.0.1:0");
+    wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_non_null(strstr(p.err, "unknown key p2p.upnp ignored"));
+    kill(p.pid, SIGTERM);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    release(&p);
+}
+
+static void config_file_is_read(void **state)
+{
+    home *h = *state;
+    const char *hd = path_in(h, "d");
+    write_file(path_in(h, "d/config/config.toml"),
+               "moniker = \"from-file\"\nnode_key_file = \"keys/k.json\"\n"
+               "[p2p]\nladdr = \"tcp://127.0.0.1:0\"\naddr_book_file = \"book.json\"\n");
+    proc p;
+    START(&p, "node", "--home", hd);
+    const char *line = wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_non_null(strstr(line, "moniker=from-file"));
+    wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_true(file_exists(path_in(h, "d/keys/k.json")));
+    kill(p.pid, SIGTERM);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    assert_true(file_exists(path_in(h, "d/book.json")));
+    release(&p);
+}
+
+static void help_texts(void **state)
+{
+    (void)state;
+    proc p;
+    assert_int_equal(RUN(&p, "node", "--help"), 0);
+    assert_non_null(strstr(p.out, "usage: tm2p2p node --home DIR"));
+    assert_non_null(strstr(p.out, "--persistent-peers"));
+    release(&p);
+    assert_int_equal(RUN(&p, "--help"), 0);
+    assert_non_null(strstr(p.out, "node"));
+    release(&p);
+}
+
+/* B knows A only as a persistent peer; both log the connection. */
+static void two_nodes_persistent(void **state)
+{
+    home *h = *state;
+    proc a, b;
+    START(&a, "node", "--home", path_in(h, "na"), "--laddr", "127.0.0.1:0", "--moniker", "a");
+    const char *line = wait_line(&a, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    char a_addr[256], a_id[64];
+    snprintf(a_addr, sizeof a_addr, "%s", field(line, "addr"));
+    snprintf(a_id, sizeof a_id, "%.40s", a_addr);
+
+    START(&b, "node", "--home", path_in(h, "nb"), "--laddr", "127.0.0.1:0", "--moniker", "b",
+          "--persistent-peers", a_addr);
+    line = wait_line(&b, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    char b_id[64];
+    snprintf(b_id, sizeof b_id, "%.40s", field(line, "addr"));
+
+    char pa[80], pb[80];
+    snprintf(pa, sizeof pa, "peer=%s", a_id);
+    snprintf(pb, sizeof pb, "peer=%s", b_id);
+    line = wait_line(&b, "msg=\"peer connected\"", pa, tv_now_ms() + START_DEADLINE_MS);
+    assert_non_null(strstr(line, "direction=outbound"));
+    line = wait_line(&a, "msg=\"peer connected\"", pb, tv_now_ms() + START_DEADLINE_MS);
+    assert_non_null(strstr(line, "direction=inbound"));
+    assert_non_null(strstr(line, "addr="));
+
+    /* A stops: B logs the disconnect with a reason */
+    kill(a.pid, SIGTERM);
+    assert_int_equal(finish(&a, tv_now_ms() + 20000), 0);
+    wait_line(&b, "msg=\"peer disconnected\"", pa, tv_now_ms() + START_DEADLINE_MS);
+    assert_non_null(strstr(wait_line(&b, "msg=\"peer disconnected\"", pa, tv_now_ms()), "reason="));
+    kill(b.pid, SIGTERM);
+    assert_int_equal(finish(&b, tv_now_ms() + 20000), 0);
+    release(&a);
+    release(&b);
+}
+
+/* A node with a different chain ID is rejected, and the rejection logged. */
+static void rejection_logged(void **state)
+{
+    home *h = *state;
+    proc a, b;
+    START(&a, "node", "--home", path_in(h, "ra"), "--laddr", "127.0.0.1:0", "--chain-id", "one");
+    const char *line = wait_line(&a, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    char a_addr[256];
+    snprintf(a_addr, sizeof a_addr, "%s", field(line, "addr"));
+    START(&b, "node", "--home", path_in(h, "rb"), "--laddr", "127.0.0.1:0", "--chain-id", "two",
+          "--persistent-peers", a_addr);
+    line = wait_line(&b, "msg=\"dial failed\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_non_null(strstr(line, "reason="));
+    assert_non_null(strstr(line, a_addr));
+    wait_line(&a, "msg=\"peer rejected\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    kill(a.pid, SIGTERM);
+    kill(b.pid, SIGTERM);
+    assert_int_equal(finish(&a, tv_now_ms() + 20000), 0);
+    assert_int_equal(finish(&b, tv_now_ms() + 20000), 0);
+    release(&a);
+    release(&b);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(start_sigterm_exit0, setup, teardown),
+        cmocka_unit_test_setup_teardown(json_logs, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_flags_exit2, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_config_exit2, setup, teardown),
+        cmocka_unit_test_setup_teardown(config_file_is_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(help_texts, setup, teardown),
+        cmocka_unit_test_setup_teardown(two_nodes_persistent, setup, teardown),
+        cmocka_unit_test_setup_teardown(rejection_logged, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
