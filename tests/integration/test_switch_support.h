@@ -305,8 +305,11 @@ TSH bool wait_node(node *n, uint32_t ms, node_pred pred, void *arg)
         uint64_t now = tv_now_ms();
         if (now >= deadline)
             return false;
+        /* Predicates may look at other nodes too, whose changes raise no
+         * event here: look again at least every 50 ms. */
+        uint64_t slice = deadline - now < 50 ? deadline - now : 50;
         tm2_event ev;
-        int r = tm2_subscription_next(n->sub, &ev, (int)(deadline - now));
+        int r = tm2_subscription_next(n->sub, &ev, (int)slice);
         if (r == 0 && n->n_evs < MAX_EVS)
             n->evs[n->n_evs++] = ev;
         else if (r == TM2_ECLOSED)
