@@ -297,12 +297,75 @@ static void test_every_and_lifecycle(void **state)
     uv_mutex_destroy(&t.mu);
 }
 
+static int starts, stops;
+static int start_ok(tm2_switch *sw, void *user)
+{
+    (void)sw;
+    (void)user;
+    starts++;
+    return 0;
+}
+static int start_fail(tm2_switch *sw, void *user)
+{
+    (void)sw;
+    (void)user;
+    return TM2_EREJECTED;
+}
+static void stop_count(tm2_switch *sw, void *user)
+{
+    (void)sw;
+    (void)user;
+    stops++;
+}
+
+/* A reactor refusing to start, or a listen address in use, fail the start;
+ * reactors already started are stopped again. */
+static void test_start_failures(void **state)
+{
+    (void)state;
+    tm2_channel_desc c1 = {.id = 0x30, .priority = 1}, c2 = {.id = 0x31, .priority = 1};
+    tm2_reactor rs[2] = {
+        {.name = "ok", .channels = &c1, .n_channels = 1, .start = start_ok, .stop = stop_count},
+        {.name = "no", .channels = &c2, .n_channels = 1, .start = start_fail, .stop = stop_count},
+    };
+    tm2_switch_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    node_key(3, &cfg.key);
+    cfg.reactors = rs;
+    cfg.n_reactors = 2;
+    cfg.network = "n";
+    cfg.moniker = "m";
+    cfg.listen_addr = "tcp://127.0.0.1:0";
+    tm2_switch *sw;
+    assert_int_equal(tm2_switch_new(&cfg, &sw), 0);
+    assert_int_equal(tm2_switch_start(sw), TM2_EREJECTED);
+    assert_int_equal(starts, 1);
+    assert_int_equal(stops, 1);
+    assert_int_equal(tm2_switch_start(sw), TM2_ESTATE);
+    assert_int_equal(tm2_switch_dial_peers(sw, &(tm2_netaddr){.id = key_id(4)}, 1), TM2_ECLOSED);
+    tm2_switch_free(sw);
+
+    /* The port of a running node is taken. */
+    node *a = node_new(5, NULL);
+    char listen[64];
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%u", (unsigned)a->addr.port);
+    rs[1].start = start_ok;
+    cfg.listen_addr = listen;
+    assert_int_equal(tm2_switch_new(&cfg, &sw), 0);
+    assert_int_equal(tm2_switch_start(sw), TM2_EIO);
+    assert_int_equal(starts, 3);
+    assert_int_equal(stops, 3);
+    tm2_switch_free(sw);
+    node_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stalled_reader),
         cmocka_unit_test(test_stop_under_load),
         cmocka_unit_test(test_every_and_lifecycle),
+        cmocka_unit_test(test_start_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
