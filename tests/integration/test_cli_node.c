@@ -1,4 +1,4 @@
-/* The built tm2p2p program's "node" command, run as child
+/* The built tm2p2p program's "node" and "testnet" commands, run as child
  * processes on temporary homes, all on loopback. */
 #include <errno.h>
 #include <fcntl.h>
@@ -329,6 +329,10 @@ static void bad_flags_exit2(void **state)
     USAGE_ERROR(h, "--moniker given twice", "node", "--home", hd, "--moniker", "a", "--moniker", "b");
     USAGE_ERROR(h, "seed mode needs peer exchange", "node", "--home", hd, "--seed-mode", "--pex", "false");
     USAGE_ERROR(h, "unknown command 'nodes'", "nodes");
+    USAGE_ERROR(h, "--nodes: '1'", "testnet", "--nodes", "1");
+    USAGE_ERROR(h, "--seeds (4) must be less than --nodes (4)", "testnet", "--nodes", "4", "--seeds", "4");
+    USAGE_ERROR(h, "--kill-one needs --processes", "testnet", "--kill-one");
+    USAGE_ERROR(h, "unknown option '--fast'", "testnet", "--fast");
     /* nothing was created by the refused runs */
     assert_false(file_exists(path_in(h, "b/secrets/node_key.json")));
 }
@@ -398,8 +402,11 @@ static void help_texts(void **state)
     assert_non_null(strstr(p.out, "usage: tm2p2p node --home DIR"));
     assert_non_null(strstr(p.out, "--persistent-peers"));
     release(&p);
+    assert_int_equal(RUN(&p, "testnet", "--help"), 0);
+    assert_non_null(strstr(p.out, "usage: tm2p2p testnet"));
+    release(&p);
     assert_int_equal(RUN(&p, "--help"), 0);
-    assert_non_null(strstr(p.out, "node"));
+    assert_non_null(strstr(p.out, "testnet"));
     release(&p);
 }
 
@@ -463,6 +470,41 @@ static void rejection_logged(void **state)
     release(&b);
 }
 
+static void testnet_smoke(void **state)
+{
+    (void)state;
+    proc p;
+    int st = RUN(&p, "testnet", "--nodes", "10", "--seeds", "1", "--duration", "8", "--outbound", "3",
+                 "--pex-interval", "300", "--gossip-interval", "100");
+    if (st != 0 || !strstr(p.out, "result: converged"))
+        fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", st, p.out, p.err);
+    assert_non_null(strstr(p.out, "graph connected after"));
+    assert_non_null(strstr(p.out, "gossip latency"));
+    assert_non_null(strstr(p.out, "0x70 gossip"));
+    assert_non_null(strstr(p.out, "0x50 pex"));
+    /* not a terminal: one progress line per second */
+    assert_non_null(strstr(p.out, "peers min/med/max"));
+    release(&p);
+}
+
+static void testnet_processes_kill_one(void **state)
+{
+    home *h = *state;
+    proc p;
+    int st = RUN(&p, "testnet", "--processes", "--kill-one", "--nodes", "6", "--seeds", "1", "--duration",
+                 "12", "--outbound", "2", "--pex-interval", "300", "--gossip-interval", "100",
+                 "--restart-delay", "500", "--base-dir", path_in(h, "tn"), "--keep");
+    if (st != 0 || !strstr(p.out, "result: converged"))
+        fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", st, p.out, p.err);
+    assert_non_null(strstr(p.out, "redialled by its persistent peer at"));
+    assert_non_null(strstr(p.err, "node process restarted"));
+    /* each node had a home with its own config and log */
+    assert_true(file_exists(path_in(h, "tn/n00/config/config.toml")));
+    assert_true(file_exists(path_in(h, "tn/n00/node.log")));
+    assert_true(file_exists(path_in(h, "tn/seed00/config/addrbook.json")));
+    release(&p);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -475,6 +517,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(help_texts, setup, teardown),
         cmocka_unit_test_setup_teardown(two_nodes_persistent, setup, teardown),
         cmocka_unit_test_setup_teardown(rejection_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(testnet_smoke, setup, teardown),
+        cmocka_unit_test_setup_teardown(testnet_processes_kill_one, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
