@@ -13,7 +13,7 @@
 #include "tm2p2p/node_info.h"
 #include "tm2p2p/peer.h"
 
-#define MAX_PAYLOAD 16384
+#define MAX_PAYLOAD CLI_GOSSIP_MAX_PAYLOAD
 #define VERSION 1
 
 uint64_t cli_mono_us(void)
@@ -76,8 +76,9 @@ uint64_t cli_hist_quantile(const uint64_t *hist, double q)
 /* ---- seen-set: two generations, so the oldest half is forgotten at once -- */
 
 typedef struct gen {
-    uint64_t *slot;     /* 0 = empty */
+    uint64_t *slot;     /* 0 = empty; key 0 itself is kept in has_zero */
     size_t mask, used, max;
+    bool has_zero;
 } gen;
 
 static int gen_init(gen *g, size_t max)
@@ -91,6 +92,7 @@ static int gen_init(gen *g, size_t max)
     g->mask = cap - 1;
     g->used = 0;
     g->max = max;
+    g->has_zero = false;
     return 0;
 }
 
@@ -104,6 +106,8 @@ static size_t hash64(uint64_t k)
 
 static bool gen_has(const gen *g, uint64_t k)
 {
+    if (k == 0)
+        return g->has_zero;
     for (size_t i = hash64(k) & g->mask;; i = (i + 1) & g->mask) {
         if (g->slot[i] == k)
             return true;
@@ -114,11 +118,15 @@ static bool gen_has(const gen *g, uint64_t k)
 
 static void gen_put(gen *g, uint64_t k)
 {
+    g->used++;
+    if (k == 0) {
+        g->has_zero = true;
+        return;
+    }
     size_t i = hash64(k) & g->mask;
     while (g->slot[i] != 0)
         i = (i + 1) & g->mask;
     g->slot[i] = k;
-    g->used++;
 }
 
 /* ---- reactor ------------------------------------------------------------- */
@@ -169,6 +177,7 @@ static bool seen_check_insert(cli_gossip *g, uint64_t k)
         g->cur = t;
         memset(g->cur.slot, 0, (g->cur.mask + 1) * sizeof *g->cur.slot);
         g->cur.used = 0;
+        g->cur.has_zero = false;
     }
     gen_put(&g->cur, k);
     return false;
@@ -196,6 +205,34 @@ static uint64_t get_be(const uint8_t *p, int n)
     return v;
 }
 
+int cli_gossip_decode(const uint8_t *msg, size_t len, cli_gossip_msg *out)
+{
+    if (len < CLI_GOSSIP_HEADER || len > CLI_GOSSIP_HEADER + MAX_PAYLOAD || msg[0] != VERSION ||
+        msg[1] > CLI_GOSSIP_MAX_HOPS || msg[2] || msg[3])
+        return TM2_EPROTO;
+    out->hops = msg[1];
+    out->origin = (uint32_t)get_be(msg + 4, 4);
+    out->seq = get_be(msg + 8, 8);
+    out->sent_us = get_be(msg + 16, 8);
+    out->payload_len = len - CLI_GOSSIP_HEADER;
+    return 0;
+}
+
+void cli_gossip_encode_header(const cli_gossip_msg *m, uint8_t *buf)
+{
+    buf[0] = VERSION;
+    buf[1] = m->hops;
+    buf[2] = buf[3] = 0;
+    put_be(buf + 4, m->origin, 4);
+    put_be(buf + 8, m->seq, 8);
+    put_be(buf + 16, m->sent_us, 8);
+}
+
+static uint64_t msg_key(uint32_t origin, uint64_t seq)
+{
+    return (uint64_t)origin << 32 | (seq & 0xffffffffu);
+}
+
 static void flood(cli_gossip *g, const uint8_t *msg, size_t len, const tm2_peer *except)
 {
     for (size_t i = 0; i < g->n_peers; i++) {
@@ -219,11 +256,9 @@ static void tick(tm2_switch *sw, void *user)
     uint64_t seq = ++g->seq;
     uint8_t *m = g->scratch;
     memset(m, 0, CLI_GOSSIP_HEADER + g->cfg.payload);
-    m[0] = VERSION;
-    put_be(m + 4, g->cfg.origin, 4);
-    put_be(m + 8, seq, 8);
-    put_be(m + 16, now_us, 8);
-    seen_check_insert(g, (uint64_t)g->cfg.origin << 32 | (seq & 0xffffffffu));
+    cli_gossip_msg hdr = {.origin = g->cfg.origin, .seq = seq, .sent_us = now_us};
+    cli_gossip_encode_header(&hdr, m);
+    seen_check_insert(g, msg_key(g->cfg.origin, seq));
     INC(g->originated);
     INC(g->orig_by_sec[sec_of(g, now_us / 1000u)]);
     flood(g, m, CLI_GOSSIP_HEADER + g->cfg.payload, NULL);
@@ -281,8 +316,8 @@ static void r_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, v
 {
     (void)ch;
     cli_gossip *g = user;
-    if (len < CLI_GOSSIP_HEADER || len > CLI_GOSSIP_HEADER + MAX_PAYLOAD || msg[0] != VERSION ||
-        msg[1] > CLI_GOSSIP_MAX_HOPS || msg[2] || msg[3]) {
+    cli_gossip_msg m;
+    if (cli_gossip_decode(msg, len, &m) < 0) {
         INC(g->malformed);
         logf_(g, TM2_LOG_WARN, "msg=\"gossip: malformed message, stopping peer\" peer=%s len=%zu",
               tm2_peer_id(p)->s, len);
@@ -290,18 +325,16 @@ static void r_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, v
             tm2_switch_stop_peer_for_error(g->sw, p, TM2_EPROTO);
         return;
     }
-    uint32_t origin = (uint32_t)get_be(msg + 4, 4);
-    uint64_t seq = get_be(msg + 8, 8);
-    uint64_t sent_us = get_be(msg + 16, 8);
-    if (origin == g->cfg.origin || seen_check_insert(g, (uint64_t)origin << 32 | (seq & 0xffffffffu))) {
+    if (m.origin == g->cfg.origin || seen_check_insert(g, msg_key(m.origin, m.seq))) {
         INC(g->duplicates);
         return;
     }
+    uint64_t sent_us = m.sent_us;
     uint64_t now_us = cli_mono_us();
     INC(g->delivered);
     INC(g->deliv_by_sec[sec_of(g, sent_us / 1000u)]);
     INC(g->hist[cli_hist_bucket(now_us > sent_us ? now_us - sent_us : 0)]);
-    if (msg[1] >= CLI_GOSSIP_MAX_HOPS)
+    if (m.hops >= CLI_GOSSIP_MAX_HOPS)
         return;
     memcpy(g->scratch, msg, len);
     g->scratch[1]++;
@@ -317,7 +350,7 @@ int cli_gossip_new(const cli_gossip_config *cfg, cli_gossip **out)
         return TM2_ENOMEM;
     g->cfg = *cfg;
     if (!g->cfg.seen_cap)
-        g->cfg.seen_cap = 65536;
+        g->cfg.seen_cap = 16384;
     if (!g->cfg.seconds)
         g->cfg.seconds = 3600;
     /* Sequence numbers start at the monotonic clock in ms, so a restarted

@@ -27,6 +27,7 @@
 #define CLI_GOSSIP_CHANNEL 0x70
 #define CLI_GOSSIP_HEADER  24
 #define CLI_GOSSIP_MAX_HOPS 64
+#define CLI_GOSSIP_MAX_PAYLOAD 16384
 
 /* Log-linear latency histogram over microseconds: exact below 64 us, then
  * 32 buckets per power of two (about 3% wide). */
@@ -34,7 +35,7 @@
 
 typedef struct cli_gossip_config {
     uint32_t origin;        /* this node's index, carried in its messages */
-    size_t seen_cap;        /* message IDs remembered; 0: 65536 */
+    size_t seen_cap;        /* message IDs remembered; 0: 16384 */
     size_t payload;         /* extra bytes per message; 0: none; at most 16384 */
     uint64_t epoch_ms;      /* CLOCK_MONOTONIC ms where second 0 of the counters starts */
     uint32_t seconds;       /* per-second counters kept; later seconds add to the last; 0: 3600 */
@@ -58,6 +59,21 @@ typedef struct cli_gossip_totals {
 } cli_gossip_totals;
 
 typedef struct cli_gossip cli_gossip;
+
+/* A message's header fields. */
+typedef struct cli_gossip_msg {
+    uint8_t hops;
+    uint32_t origin;
+    uint64_t seq;
+    uint64_t sent_us;
+    size_t payload_len;
+} cli_gossip_msg;
+
+/* Checks and reads a received message: 0, or TM2_EPROTO (short, oversized,
+ * unknown version, non-zero reserved bits, too many hops). */
+int cli_gossip_decode(const uint8_t *msg, size_t len, cli_gossip_msg *out);
+/* Writes the header of m into buf[0..CLI_GOSSIP_HEADER). */
+void cli_gossip_encode_header(const cli_gossip_msg *m, uint8_t *buf);
 
 uint64_t cli_mono_ms(void);
 uint64_t cli_mono_us(void);
