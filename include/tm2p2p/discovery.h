@@ -7,36 +7,43 @@
  *
  * What it does, all on the switch's network thread:
  * - Every interval it asks one random connected peer that advertised 0x50
- *   for its peers, and asks every new outbound peer at once (as the
- *   reference v1.2.0 does).
+ *   (and was not asked in the last interval) for its peers, and asks every
+ *   new outbound peer at once (as the reference v1.2.0 does).
  * - It answers a Request with at most max_addrs addresses: the advertised
  *   NodeInfo addresses of its connected peers that pass tm2_netaddr_validate,
  *   shuffled, never a private peer's and never the asker's own; nothing is
  *   sent when there is none. A seed-mode node also answers from its book.
  * - A Response is accepted only if that peer has a Request of ours not yet
  *   answered (up to 4 are remembered; a peer with nothing to share sends
- *   nothing) and it carries 1..max_addrs valid addresses; its addresses go
- *   to the address book (seeds' excepted) and the ones we are not connected
- *   to are dialled while the outbound count is below target_outbound. A
- *   peer asked less than an interval ago is not picked by the tick. Rejected messages
+ *   nothing) and it carries 1..max_addrs valid addresses. Its addresses,
+ *   but ours and the seeds', go to the address book (connected peers' too,
+ *   so a restart finds them), and those we are not connected to are dialled
+ *   while the outbound count is below target_outbound. Rejected messages
  *   (oversized, unsolicited, malformed, failing validation) are ignored,
  *   counted and logged, and the connection is kept, as the reference does;
  *   but each one is a strike against the peer (see abuse_limit).
  * - Requests from one peer closer together than request_min_gap_ms are
  *   ignored (a strike each).
  * - Below target_outbound it dials candidates from the address book; when
- *   the book has none to offer it dials the seeds. Seeds are also dialled at
- *   start. Once the outbound peers that are not seeds meet the target, the
- *   node no longer relies on seeds: it stops dialling them and drops its
- *   connections to them (persistent peers excepted), freeing their slots.
+ *   the book has none to offer it dials the seeds (each seed again after
+ *   interval_ms, doubling while the seed tells nothing new, up to 64
+ *   intervals). Seeds are also dialled at start. A seed is for learning
+ *   addresses, not a peer to keep: an outbound connection to a seed is
+ *   dropped once the seed answered, or two intervals after it connected, or
+ *   as soon as the non-seed outbound peers meet the target (a persistent
+ *   peer that is also a seed is kept). Seeds never enter the book.
+ * - The book also learns the addresses we dialled successfully and those
+ *   inbound peers advertise (private peers' excepted).
  * - Seed mode (CometBFT's model; the reference has none): every
  *   non-persistent peer is disconnected seed_disconnect_ms after the first
  *   exchange with it (we answered its Request or got its Response), and
  *   seed_disconnect_ms + 2 * interval_ms after it connected at the latest,
- *   so inbound slots stay free. The node crawls: each interval it dials up
- *   to target_outbound book entries, asks each for its peers and lets it go
- *   after the answer; dial results keep the book's records fresh. Inbound
- *   peers' advertised addresses enter the book.
+ *   so inbound slots stay free. Every peer is asked at connect. The node
+ *   crawls: each interval it dials up to target_outbound book entries
+ *   (minus those connected or being dialled), asks each for its peers and
+ *   lets it go after the answer; dial results keep the book's records
+ *   fresh. Its answers draw on connected peers and the book alike (entries
+ *   that failed twice in a row left out).
  *
  * Address book: loaded by tm2_discovery_new (a missing file is a fresh
  * book; a corrupt one is logged, renamed to "<path>.corrupt" and replaced by
@@ -100,7 +107,9 @@ typedef struct tm2_discovery_config {
     uint32_t seed_disconnect_ms;
 
     /* Outbound peers the node aims for: set it to the switch's
-     * max_outbound. In seed mode, the most crawl dials in flight. 0: 10. */
+     * max_outbound. In seed mode, the most crawl dials in flight. 0: 10.
+     * In a network of n nodes every node can reach it only if inbound
+     * peers cannot crowd it out: target <= max_inbound <= n - 1 - target. */
     uint32_t target_outbound;
 
     tm2_log_fn log;                /* NULL: no logging */
@@ -123,10 +132,10 @@ typedef struct tm2_discovery_stats {
     uint64_t messages_undecodable;  /* not a Request or Response, or a bad Request */
     uint64_t addrs_received;        /* entries of accepted Responses */
     uint64_t addrs_accepted;        /* entered or refreshed the book */
-    uint64_t addrs_rejected;        /* ours, or refused by the book */
+    uint64_t addrs_rejected;        /* ours, or refused by the book (seeds: neither) */
     uint64_t dials;                 /* addresses handed to the switch (seeds included) */
     uint64_t seed_dials;
-    uint64_t dial_failures;         /* reported by the switch for our dials */
+    uint64_t dial_failures;         /* book or seed addresses the switch could not reach */
     uint64_t peers_stopped;         /* for abuse */
     uint64_t peers_released;        /* seed-mode and no-longer-needed seed disconnects */
     uint64_t book_saves;
