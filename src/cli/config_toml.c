@@ -724,8 +724,8 @@ static int apply(parser *p, const char *key, value *v)
             f = &fields[k];
     if (!f) {
         if (!strncmp(key, "p2p.", 4) && !strchr(key + 4, '.') && p->warn) {
-            char msg[MAX_PATH + 128];
-            snprintf(msg, sizeof msg, "%s:%u: unknown key %s ignored", p->name, p->line, key);
+            char msg[4 * MAX_PATH];
+            snprintf(msg, sizeof msg, "%.1000s:%u: unknown key %.600s ignored", p->name, p->line, key);
             p->warn(p->warn_user, msg);
         }
         return 0;
