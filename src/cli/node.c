@@ -160,6 +160,7 @@ struct cli_node {
 
     /* controlling thread */
     uint64_t connects, disconnects, dial_failures, rejections;
+    uint64_t events_dropped;
     wire_rec *wire;
     size_t n_wire, cap_wire;
     uint64_t gone_sent, gone_recv;
@@ -414,7 +415,12 @@ void cli_node_drain_events(cli_node *n)
                    (const char *)NULL);
     }
     uint64_t dropped = tm2_subscription_dropped(n->sub);
-    (void)dropped;
+    if (dropped > n->events_dropped) {
+        char d[24];
+        snprintf(d, sizeof d, "%llu", (unsigned long long)(dropped - n->events_dropped));
+        cli_log_kv(&n->log, TM2_LOG_WARN, "events dropped (reader too slow)", "count", d, (const char *)NULL);
+        n->events_dropped = dropped;
+    }
 }
 
 size_t cli_node_peers(cli_node *n, tm2_id *ids, bool *outbound, size_t cap)
