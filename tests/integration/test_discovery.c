@@ -511,7 +511,7 @@ static bool pred_converged(void *arg)
 {
     net *w = arg;
     int parent[MAX_NODES];
-    for (size_t i = 0; i < w->count; i++)
+    for (size_t i = 0; i < MAX_NODES; i++)
         parent[i] = (int)i;
     bool all_out = true;
     for (size_t i = 0; i < w->count; i++) {
