@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "tm2p2p/node_info.h"
 #include "tm2p2p/peer.h"
 
@@ -157,14 +158,10 @@ struct cli_gossip {
 static void logf_(cli_gossip *g, tm2_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void logf_(cli_gossip *g, tm2_log_level lvl, const char *fmt, ...)
 {
-    if (!g->cfg.log || lvl > g->cfg.log_level)
-        return;
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    tm2__vlogf(g->cfg.log, g->cfg.log_user, g->cfg.log_level, lvl, fmt, ap);
     va_end(ap);
-    g->cfg.log(g->cfg.log_user, lvl, line);
 }
 
 static bool seen_check_insert(cli_gossip *g, uint64_t k)

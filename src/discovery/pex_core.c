@@ -10,6 +10,7 @@
 
 #include <sodium.h>
 
+#include "common/log.h"
 #include "discovery/pex_msg.h"
 
 #define DEF_ABUSE_LIMIT        10
@@ -92,14 +93,10 @@ static void plog(const tm2__pex *x, tm2_log_level lv, const char *fmt, ...)
 
 static void plog(const tm2__pex *x, tm2_log_level lv, const char *fmt, ...)
 {
-    if (!x->cfg.log || lv > x->cfg.log_level)
-        return;
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    tm2__vlogf(x->cfg.log, x->cfg.log_user, x->cfg.log_level, lv, fmt, ap);
     va_end(ap);
-    x->cfg.log(x->cfg.log_user, lv, line);
 }
 
 static void bump(tm2__pex *x, int i, uint64_t by)

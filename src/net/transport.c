@@ -1,5 +1,7 @@
 #include "net/transport.h"
 
+#include "common/log.h"
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -115,37 +117,13 @@ static void tlog(tcpt *t, tm2_log_level lv, const char *fmt, ...)
 
 static void tlog(tcpt *t, tm2_log_level lv, const char *fmt, ...)
 {
-    if (!log_on(t, lv))
-        return;
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    tm2__vlogf(t->log, t->log_user, t->log_level, lv, fmt, ap);
     va_end(ap);
-    t->log(t->log_user, lv, line);
 }
 
-/* A logfmt-safe quoted copy: reasons carry peer-supplied text (network
- * names, monikers) that must not break or forge log lines. */
-static const char *quote(const char *s, char *buf, size_t cap)
-{
-    size_t o = 0;
-    buf[o++] = '"';
-    for (; *s && o + 6 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            buf[o++] = '\\';
-            buf[o++] = (char)ch;
-        } else if (ch < 0x20 || ch > 0x7e) {
-            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", ch);
-        } else {
-            buf[o++] = (char)ch;
-        }
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
-    return buf;
-}
+#define quote tm2__log_quote
 
 /* Counts one event; true when it should be logged now (rl->unlogged then
  * says how many it stands for; reset it after logging). */

@@ -29,36 +29,10 @@ bool tm2__sw_log_on(const tm2_switch *sw, tm2_log_level lv)
 
 void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *fmt, ...)
 {
-    if (!tm2__sw_log_on(sw, lv))
-        return;
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    tm2__vlogf(sw->log, sw->log_user, sw->log_level, lv, fmt, ap);
     va_end(ap);
-    sw->log(sw->log_user, lv, line);
-}
-
-/* Reasons carry peer-supplied text (monikers, networks): quoted and escaped
- * so they can neither break nor forge a log line. */
-const char *tm2__sw_quote(const char *s, char *buf, size_t cap)
-{
-    size_t o = 0;
-    buf[o++] = '"';
-    for (; *s && o + 6 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            buf[o++] = '\\';
-            buf[o++] = (char)ch;
-        } else if (ch < 0x20 || ch > 0x7e) {
-            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", ch);
-        } else {
-            buf[o++] = (char)ch;
-        }
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
-    return buf;
 }
 
 const char *tm2__sw_addr_str(const tm2_netaddr *a, char *buf, size_t cap)

@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include "common/log.h"
 #include "net/mconn_stream.h"
 #include "net/transport.h"
 #include "switch/dial_queue.h"
@@ -209,7 +210,7 @@ void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool tm2__sw_log_on(const tm2_switch *sw, tm2_log_level lv);
 /* A logfmt-safe quoted copy of s in buf. */
-const char *tm2__sw_quote(const char *s, char *buf, size_t cap);
+#define tm2__sw_quote tm2__log_quote
 const char *tm2__sw_addr_str(const tm2_netaddr *a, char *buf, size_t cap);
 void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
                      const tm2_netaddr *addr, bool outbound, int reason, const char *text);
