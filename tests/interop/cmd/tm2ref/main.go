@@ -26,10 +26,12 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"keyinfo":    {"print the public key and ID of a seed or public key", runKeyInfo},
-	"node-key":   {"load or generate a node_key.json with the reference loader", runNodeKey},
-	"sc-echo":    {"secret connection over TCP, echoing every byte back", runSCEcho},
-	"mconn-echo": {"MConnection over a secret connection, echoing every message back", runMConnEcho},
+	"keyinfo":     {"print the public key and ID of a seed or public key", runKeyInfo},
+	"node-key":    {"load or generate a node_key.json with the reference loader", runNodeKey},
+	"sc-echo":     {"secret connection over TCP, echoing every byte back", runSCEcho},
+	"mconn-echo":  {"MConnection over a secret connection, echoing every message back", runMConnEcho},
+	"mconn-bench": {"MConnection throughput: send or count --count messages of --size bytes", runMConnBench},
+	"sc-bench":    {"secret connection throughput: write or count --count writes of --size bytes", runSCBench},
 }
 
 // errUsage marks errors caused by bad arguments (exit status 2).
