@@ -28,28 +28,13 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "bench_util.h"
 #include "net/mconn_stream.h"
-
-#define DIE(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
 #define ROUND_SEC 1.2
 #define SC_WRITE (1024u * 1024u)
 #define MAX_CH 4
 #define SENDQ 100
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static double thread_cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* ---- one side of a run: a loop on its own thread -------------------------------- */
 
