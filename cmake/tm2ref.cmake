@@ -1,0 +1,23 @@
+# The Go reference harness tests/interop/cmd/tm2ref, built with the module
+# proxy. -mod=mod checks every download against the committed go.sum; the
+# modules and the build cache stay in Go's default locations, so only the
+# first build on a machine downloads. CGO is off: the harness needs no C
+# toolchain and must not pick up the sanitizer flags of the C build.
+find_program(TM2_GO go HINTS /usr/local/go/bin ENV GOROOT PATH_SUFFIXES bin)
+
+# tm2_add_tm2ref(<target> <output> [ALL]): a custom target building tm2ref
+# into <output>; with ALL it is part of the default build.
+function(tm2_add_tm2ref target output)
+  set(dir ${PROJECT_SOURCE_DIR}/tests/interop)
+  file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${dir}/cmd/*.go)
+  add_custom_command(
+    OUTPUT ${output}
+    COMMAND ${CMAKE_COMMAND} -E env "GOFLAGS=-mod=mod -buildvcs=false" CGO_ENABLED=0
+            ${TM2_GO} build -o ${output} ./cmd/tm2ref
+    WORKING_DIRECTORY ${dir}
+    DEPENDS ${sources} ${dir}/go.mod ${dir}/go.sum
+    COMMENT "Building the Go reference harness tm2ref (first build downloads github.com/gnolang/gno)"
+    VERBATIM)
+  add_custom_target(${target} ${ARGN} DEPENDS ${output})
+  set_target_properties(${target} PROPERTIES TM2REF_PATH ${output})
+endfunction()
