@@ -38,6 +38,7 @@
 #include "conn/packet.h"
 #include "conn/secret_conn.h"
 #include "net/mconn_stream.h"
+#include "polltcp.h"
 #include "refproc.h"
 #include "tm2p2p/channel.h"
 #include "tm2p2p/key.h"
@@ -332,125 +333,11 @@ static int teardown(void **state)
     return 0;
 }
 
-static int remaining_ms(uint64_t deadline)
-{
-    uint64_t now = tv_now_ms();
-    if (now >= deadline)
-        fail_msg("deadline passed");
-    return (int)(deadline - now);
-}
-
-static void set_nonblocking(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    assert_true(fl >= 0);
-    assert_int_equal(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
-}
-
-static void connect_loopback(fixture *f, uint16_t port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    f->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->fd >= 0);
-    assert_int_equal(connect(f->fd, (struct sockaddr *)&a, sizeof a), 0);
-    set_nonblocking(f->fd);
-}
-
-static uint16_t listen_loopback(fixture *f)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t alen = sizeof a;
-    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    assert_true(f->lfd >= 0);
-    assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(f->lfd, 4), 0);
-    assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&a, &alen), 0);
-    return ntohs(a.sin_port);
-}
-
-static void accept_one(fixture *f, uint64_t deadline)
-{
-    for (;;) {
-        struct pollfd p = {.fd = f->lfd, .events = POLLIN};
-        int r = poll(&p, 1, remaining_ms(deadline));
-        if (r < 0 && errno == EINTR)
-            continue;
-        assert_true(r >= 0);
-        if (r == 0)
-            continue;
-        f->fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (f->fd >= 0)
-            return;
-        assert_true(errno == EAGAIN || errno == EINTR || errno == ECONNABORTED);
-    }
-}
-
-static size_t send_some(int fd, const uint8_t *p, size_t len)
-{
-    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR)
-            return 0;
-        fail_msg("send: %s", strerror(errno));
-    }
-    return (size_t)n;
-}
-
-/* Bytes read, 0 at end of stream, -1 when nothing is there yet. */
-static ssize_t recv_some(int fd, uint8_t *p, size_t cap)
-{
-    ssize_t n = recv(fd, p, cap, 0);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR)
-            return -1;
-        fail_msg("recv: %s", strerror(errno));
-    }
-    return n;
-}
-
 static void handshake(fixture *f, uint64_t deadline)
 {
-    uint8_t out[TM2__SC_EPH_MSG_SIZE + TM2__SC_FRAME_SIZE];
-    size_t out_len = 0, out_off = 0;
     f->sc_used = true;
     assert_int_equal(tm2__sc_init(&f->sc, &f->key, NULL), 0);
-    for (;;) {
-        if (out_off == out_len) {
-            out_len = tm2__sc_hs_output(&f->sc, out, sizeof out);
-            out_off = 0;
-        }
-        bool done = tm2__sc_established(&f->sc);
-        if (done && out_off == out_len)
-            return;
-        struct pollfd p = {.fd = f->fd, .events = (short)((done ? 0 : POLLIN) |
-                                                          (out_off < out_len ? POLLOUT : 0))};
-        int r = poll(&p, 1, remaining_ms(deadline));
-        if (r < 0 && errno == EINTR)
-            continue;
-        assert_true(r >= 0);
-        if (p.revents & POLLOUT)
-            out_off += send_some(f->fd, out + out_off, out_len - out_off);
-        if (!done && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
-            ssize_t n = recv_some(f->fd, f->rx, RX_CAP);
-            if (n == 0)
-                fail_msg("reference closed the connection during the handshake");
-            if (n < 0)
-                continue;
-            size_t used = 0;
-            int hr = tm2__sc_hs_input(&f->sc, f->rx, (size_t)n, &used);
-            if (hr == 0) {
-                /* Bytes behind the peer's auth frame belong to the stream. */
-                memmove(f->rx, f->rx + used, (size_t)n - used);
-                f->rx_len = (size_t)n - used;
-            } else if (hr != TM2_EAGAIN) {
-                fail_msg("handshake failed: %s", tm2_strerror(hr));
-            } else {
-                assert_int_equal(used, (size_t)n);
-            }
-        }
-    }
+    pt_sc_handshake(&f->sc, f->fd, f->rx, RX_CAP, &f->rx_len, deadline);
 }
 
 static void check_core(fixture *f)
@@ -595,7 +482,7 @@ static void step(fixture *f, uint64_t deadline)
         if (f->tx_off == f->tx_len)
             produce(f, now);
     }
-    int timeout = remaining_ms(deadline);
+    int timeout = pt_remaining_ms(deadline);
     if (!f->wr_shut && f->tx_off == f->tx_len) {
         uint64_t d = tm2__mconn_next_deadline(f->mc, now);
         if (tm2__mconn_want_produce(f->mc, now))
@@ -610,9 +497,9 @@ static void step(fixture *f, uint64_t deadline)
         return;
     assert_true(r >= 0);
     if (p.revents & POLLOUT)
-        f->tx_off += send_some(f->fd, f->tx + f->tx_off, f->tx_len - f->tx_off);
+        f->tx_off += pt_send_some(f->fd, f->tx + f->tx_off, f->tx_len - f->tx_off);
     if (!f->eof && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
-        ssize_t n = recv_some(f->fd, f->rx, RX_CAP);
+        ssize_t n = pt_recv_some(f->fd, f->rx, RX_CAP);
         if (n == 0) {
             f->eof = true;
             int e = tm2__sc_eof(&f->sc);
@@ -879,7 +766,7 @@ static void core_dials_reference(void **state)
     start_reference(f, "--listen", "127.0.0.1:0", ref_seed);
     uint16_t port = expect_listen(f);
     expect_key_line(f, "LOCAL", ref_pub, ref_id);
-    connect_loopback(f, port);
+    f->fd = pt_connect_loopback(port);
     run_exchange(f, ref_pub, ref_id);
 }
 
@@ -888,12 +775,13 @@ static void reference_dials_core(void **state)
     fixture *f = *state;
     char ref_seed[65], ref_pub[65], ref_id[TM2_ID_LEN + 1];
     keys(f, 0x13, 0x14, ref_seed);
-    uint16_t port = listen_loopback(f);
+    uint16_t port;
+    f->lfd = pt_listen_loopback(&port);
     char addr[32];
     snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
     start_reference(f, "--dial", addr, ref_seed);
     expect_key_line(f, "LOCAL", ref_pub, ref_id);
-    accept_one(f, tv_now_ms() + HANDSHAKE_MS);
+    f->fd = pt_accept_one(f->lfd, tv_now_ms() + HANDSHAKE_MS);
     run_exchange(f, ref_pub, ref_id);
 }
 
