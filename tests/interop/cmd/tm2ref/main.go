@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"mconn-echo":  {"MConnection over a secret connection, echoing every message back", runMConnEcho},
 	"mconn-bench": {"MConnection throughput: send or count --count messages of --size bytes", runMConnBench},
 	"sc-bench":    {"secret connection throughput: write or count --count writes of --size bytes", runSCBench},
+	"node":        {"the reference switch with discovery and a 0x70 echo reactor, reporting peers", runNode},
 }
 
 // errUsage marks errors caused by bad arguments (exit status 2).
