@@ -83,6 +83,11 @@ struct tm2__pex {
     tm2_id self;
     pex_peer **peers;
     size_t n_peers, cap_peers;
+    /* The latest book generation handed to the writer and its fate. */
+    uint64_t save_gen;
+    bool save_sent;
+    bool save_done;             /* its outcome was collected */
+    int save_rc;                /* that outcome (save_done) */
     _Atomic uint64_t st[ST_COUNT];
 };
 
@@ -288,19 +293,88 @@ static void dial_seeds(tm2__pex *x, tm2__pex_time t, bool force)
     dial(x, x->seed_buf, k);
 }
 
+static void save_error(tm2__pex *x, uint32_t n, int rc, const char *why)
+{
+    bump(x, ST_book_save_errors, n);
+    plog(x, TM2_LOG_ERROR, "msg=\"cannot save the address book\" err=\"%s\" reason=\"%s\"",
+         tm2_strerror(rc), why);
+}
+
+static void apply_saves(tm2__pex *x, const tm2__pex_save_result *r)
+{
+    if (r->saves + r->errors == 0)
+        return;
+    if (r->saves)
+        bump(x, ST_book_saves, r->saves);
+    if (r->errors)
+        save_error(x, r->errors, r->err, r->why);
+    /* Clean only if nothing changed since that encode. */
+    if (r->rc == 0)
+        tm2__addrbook_saved(x->book, r->gen);
+    if (x->save_sent && r->gen == x->save_gen) {
+        x->save_done = true;
+        x->save_rc = r->rc;
+    }
+}
+
+static void collect_saves(tm2__pex *x)
+{
+    if (!x->ops.save_collect)
+        return;
+    tm2__pex_save_result r;
+    x->ops.save_collect(x->ops.user, &r);
+    apply_saves(x, &r);
+}
+
+/* Encoding stays here (the book is the network thread's); the write goes
+ * to ops->save_submit. force: also when clean (at stop). */
 static void save_book(tm2__pex *x, bool force)
 {
     if (!x->path)
         return;
-    char why[256];
-    int rc = tm2__addrbook_save(x->book, x->path, force, why, sizeof why);
-    if (rc == 1) {
-        bump(x, ST_book_saves, 1);
-    } else if (rc < 0) {
-        bump(x, ST_book_save_errors, 1);
-        plog(x, TM2_LOG_ERROR, "msg=\"cannot save the address book\" err=\"%s\" reason=\"%s\"",
-             tm2_strerror(rc), why);
+    collect_saves(x);
+    if (!force && !tm2__addrbook_dirty(x->book))
+        return;
+    char *text;
+    size_t len;
+    uint64_t gen;
+    if (tm2__addrbook_encode(x->book, &text, &len, &gen) < 0) {
+        save_error(x, 1, TM2_ENOMEM, "out of memory encoding the address book");
+        return;
     }
+    /* That generation waits or is being written (or, unless forced, is
+     * written and not yet collected): another copy would add nothing. A
+     * failed one is tried again. */
+    if (x->save_sent && gen == x->save_gen &&
+        (!x->save_done || (!force && x->save_rc == 0))) {
+        free(text);
+        return;
+    }
+    x->save_sent = true;
+    x->save_gen = gen;
+    x->save_done = false;
+    x->save_rc = 0;
+    if (!x->ops.save_submit) {
+        tm2__pex_save_result r = {.gen = gen};
+        r.rc = tm2__addrbook_write_file(x->path, text, len, r.why, sizeof r.why);
+        free(text);
+        if (r.rc < 0) {
+            r.errors = 1;
+            r.err = r.rc;
+        } else {
+            r.saves = 1;
+        }
+        apply_saves(x, &r);
+        return;
+    }
+    int rc = x->ops.save_submit(x->ops.user, text, len, gen);
+    if (rc < 0) {
+        x->save_done = true;
+        x->save_rc = rc;
+        save_error(x, 1, rc, "the address book writer refused it");
+        return;
+    }
+    collect_saves(x);   /* a synchronous writer has finished already */
 }
 
 /* ---- requests and answers --------------------------------------------------------- */
@@ -692,6 +766,11 @@ void tm2__pex_stop(tm2__pex *x, tm2__pex_time t)
     if (!x)
         return;
     save_book(x, true);
+    /* Shutdown may block: the book on disk must be the final one. */
+    if (x->path && x->ops.save_drain) {
+        x->ops.save_drain(x->ops.user);
+        collect_saves(x);
+    }
     plog(x, TM2_LOG_INFO, "msg=\"discovery stopped\" book=%zu", tm2__addrbook_size(x->book));
 }
 
@@ -746,6 +825,9 @@ int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64
     if (!cfg || !ops || !ops->send || !out)
         return TM2_EINVAL;
     *out = NULL;
+    int n_save = !!ops->save_submit + !!ops->save_collect + !!ops->save_drain;
+    if (n_save != 0 && n_save != 3)
+        return TM2_EINVAL;
     if (sodium_init() < 0)
         return TM2_EIO;
     tm2__pex *x = calloc(1, sizeof *x);

@@ -11,8 +11,19 @@
  * ops->stop may call tm2__pex_remove_peer synchronously. No other op may
  * call back into the core.
  *
+ * Book saves: the core encodes the book on the network thread (cheap) and
+ * hands the text to ops->save_submit, which writes it elsewhere (the
+ * reactor: a book_writer thread; tests: at once). Finished writes come back
+ * through ops->save_collect at the next tick (and right after a submit),
+ * and only then is the book marked clean (tm2__addrbook_saved with the
+ * written generation), so a change made while a write is under way is never
+ * lost. A generation that is waiting, being written or written is not
+ * submitted again; a failed one is, on the next tick. Without save ops the
+ * core writes the file itself, blocking.
+ *
  * Thread rules: one thread at a time (the network thread); only
- * tm2__pex_stats may run concurrently with the rest. */
+ * tm2__pex_stats may run concurrently with the rest. The save ops are
+ * called on that thread; what they do with the text is theirs. */
 #ifndef TM2_DISCOVERY_PEX_CORE_H
 #define TM2_DISCOVERY_PEX_CORE_H
 
@@ -40,6 +51,16 @@ typedef struct tm2__pex_peer_info {
     tm2_netaddr dialled;      /* outbound: the address dialled */
 } tm2__pex_peer_info;
 
+/* Book writes finished since the last collect. */
+typedef struct tm2__pex_save_result {
+    uint32_t saves;           /* writes that succeeded */
+    uint32_t errors;          /* writes that failed */
+    uint64_t gen;             /* generation of the latest finished write */
+    int rc;                   /* its outcome: 0 or a TM2_E* code */
+    int err;                  /* the latest failure's code (errors > 0) */
+    char why[256];            /* and its reason */
+} tm2__pex_save_result;
+
 typedef struct tm2__pex_ops {
     void *user;
     /* Queue msg on channel 0x50 without waiting; 0 or a TM2_E* code. */
@@ -51,12 +72,24 @@ typedef struct tm2__pex_ops {
     bool (*is_private)(void *user, const tm2_id *id);
     /* Called by tm2__pex_free for each peer still known (may be NULL). */
     void (*forget)(void *user, void *peer);
+    /* Book writes: all three or none (then the core writes, blocking).
+     * save_submit takes text (malloc'd, len bytes plus a NUL; the callee's
+     * in every case, even on error) of generation gen, to be written to
+     * the config's addrbook_path without blocking; it may replace a
+     * submission not yet written. 0 or a TM2_E* code.
+     * save_collect fills out with what finished since its last call
+     * (zeroes if nothing). save_drain blocks until everything submitted is
+     * written (only at stop). */
+    int (*save_submit)(void *user, char *text, size_t len, uint64_t gen);
+    void (*save_collect)(void *user, tm2__pex_save_result *out);
+    void (*save_drain)(void *user);
 } tm2__pex_ops;
 
 typedef struct tm2__pex tm2__pex;
 
 /* Checks and copies cfg (defaults filled in) and loads the book from its
- * path at unix_now. Returns 0, TM2_EINVAL, TM2_ENOMEM or TM2_EIO. */
+ * path at unix_now. Returns 0, TM2_EINVAL (also: some but not all save
+ * ops), TM2_ENOMEM or TM2_EIO. */
 int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64_t unix_now,
                  tm2__pex **out);
 void tm2__pex_free(tm2__pex *x);
@@ -67,7 +100,8 @@ const tm2_discovery_config *tm2__pex_config(const tm2__pex *x);
 /* The switch started: self is our ID (dropped from the book); the book's
  * entries and the seeds are dialled. */
 void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t);
-/* The switch stops: the book is saved (path set). */
+/* The switch stops: the book is submitted (path set, changed or not) and
+ * waited for (save_drain), and the outcome collected. */
 void tm2__pex_stop(tm2__pex *x, tm2__pex_time t);
 
 /* A peer's connection runs (peer is its handle, unique while connected).

@@ -1,7 +1,9 @@
 /* The discovery reactor bound to a switch (see tm2p2p/discovery.h): the
  * logic is pex_core.c; this file turns reactor callbacks, the switch's
  * periodic tick and its dial-failed events into core calls, and core
- * operations into switch and peer calls. */
+ * operations into switch and peer calls. Book writes go to a book_writer
+ * thread (created with the object when a book path is set, joined at stop
+ * or free), so the network thread never waits on the disk but at stop. */
 #include "tm2p2p/discovery.h"
 
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include <uv.h>
 
+#include "discovery/book_writer.h"
 #include "discovery/pex_core.h"
 
 /* Dial failures are read from a subscription on each tick. A full queue
@@ -23,6 +26,7 @@
 
 struct tm2_discovery {
     tm2__pex *core;
+    tm2__book_writer *writer;   /* NULL: no book path, or stopped */
     tm2_reactor reactor;
     tm2_channel_desc channel;
     tm2_switch *sw;
@@ -79,6 +83,28 @@ static void op_forget(void *user, void *peer)
 {
     (void)user;
     tm2_peer_unref(peer);
+}
+
+static int op_save_submit(void *user, char *text, size_t len, uint64_t gen)
+{
+    tm2_discovery *d = user;
+    if (!d->writer) {
+        free(text);
+        return TM2_ECLOSED;
+    }
+    return tm2__book_writer_submit(d->writer, text, len, gen);
+}
+
+static void op_save_collect(void *user, tm2__pex_save_result *out)
+{
+    tm2_discovery *d = user;
+    tm2__book_writer_collect(d->writer, out);
+}
+
+static void op_save_drain(void *user)
+{
+    tm2_discovery *d = user;
+    tm2__book_writer_drain(d->writer);
 }
 
 /* ---- reactor callbacks --------------------------------------------------------- */
@@ -144,6 +170,9 @@ static void r_stop(tm2_switch *sw, void *user)
         d->sub = NULL;
     }
     tm2__pex_stop(d->core, now());
+    /* The final book is written (the core drained the writer). */
+    tm2__book_writer_free(d->writer);
+    d->writer = NULL;
 }
 
 static void r_add_peer(tm2_peer *p, void *user)
@@ -206,11 +235,23 @@ int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
         .counts = op_counts,
         .is_private = op_is_private,
         .forget = op_forget,
+        .save_submit = op_save_submit,
+        .save_collect = op_save_collect,
+        .save_drain = op_save_drain,
     };
     int rc = tm2__pex_new(cfg, &ops, (int64_t)time(NULL), &d->core);
     if (rc < 0) {
         free(d);
         return rc;
+    }
+    const char *path = tm2__pex_config(d->core)->addrbook_path;
+    if (path) {
+        rc = tm2__book_writer_new(path, NULL, NULL, &d->writer);
+        if (rc < 0) {
+            tm2__pex_free(d->core);
+            free(d);
+            return rc;
+        }
     }
     d->channel = (tm2_channel_desc){
         .id = TM2_DISCOVERY_CHANNEL,
@@ -248,6 +289,7 @@ void tm2_discovery_free(tm2_discovery *d)
         return;
     if (d->sub)
         tm2_unsubscribe(d->sub);
+    tm2__book_writer_free(d->writer);
     tm2__pex_free(d->core);
     free(d);
 }
