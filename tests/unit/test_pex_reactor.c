@@ -3,13 +3,18 @@
  * limit, one test per Response rejection rule, strikes and their decay,
  * requests on connect and on the tick, dialling from responses, the book
  * and the seeds, releasing seeds, seed mode, dial failures, the book file
- * and the configuration checks. */
+ * (written synchronously by the fake switch, by the core itself without
+ * save ops, and by a real book_writer thread held on a gate, which the
+ * tick never waits for) and the configuration checks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <uv.h>
+
+#include "discovery/book_writer.h"
 #include "discovery/pex_core.h"
 #include "discovery/pex_msg.h"
 #include "tv.h"
@@ -42,6 +47,13 @@ typedef struct fake {
     size_t forgotten;
     bool remove_on_stop;   /* call back into the core from stop, as a switch may */
     tm2__pex *x;
+    /* Book writes: at once to path (failing with fail_write), or through
+     * writer when set. */
+    const char *path;
+    tm2__book_writer *writer;
+    int fail_write;
+    size_t submits, drains;
+    tm2__pex_save_result res;
 } fake;
 
 static int f_send(void *user, void *peer, const uint8_t *msg, size_t len)
@@ -99,6 +111,51 @@ static void f_forget(void *user, void *peer)
     ((fake *)user)->forgotten++;
 }
 
+static int f_save_submit(void *user, char *text, size_t len, uint64_t gen)
+{
+    fake *f = user;
+    f->submits++;
+    assert_non_null(text);
+    assert_int_equal(text[len], '\0');
+    if (f->writer)
+        return tm2__book_writer_submit(f->writer, text, len, gen);
+    char why[sizeof f->res.why] = "";
+    int rc = f->fail_write;
+    if (rc < 0)
+        snprintf(why, sizeof why, "disk says no");
+    else
+        rc = tm2__addrbook_write_file(f->path, text, len, why, sizeof why);
+    free(text);
+    f->res.gen = gen;
+    f->res.rc = rc;
+    if (rc < 0) {
+        f->res.errors++;
+        f->res.err = rc;
+        memcpy(f->res.why, why, sizeof why);
+    } else {
+        f->res.saves++;
+    }
+    return 0;
+}
+
+static void f_save_collect(void *user, tm2__pex_save_result *out)
+{
+    fake *f = user;
+    if (f->writer) {
+        tm2__book_writer_collect(f->writer, out);
+        return;
+    }
+    *out = f->res;
+    memset(&f->res, 0, sizeof f->res);
+}
+
+static void f_save_drain(void *user)
+{
+    fake *f = user;
+    f->drains++;
+    tm2__book_writer_drain(f->writer);
+}
+
 /* ---- ids, addresses, peers, time ------------------------------------------------- */
 
 static void make_id(unsigned i, tm2_id *id)
@@ -147,6 +204,7 @@ typedef struct env {
     fake f;
     tm2__pex *x;
     tm2_discovery_config cfg;
+    bool core_writes;      /* no save ops: the core writes the book itself */
 } env;
 
 static void env_cfg(env *e)
@@ -167,7 +225,16 @@ static void env_start(env *e)
         .counts = f_counts,
         .is_private = f_is_private,
         .forget = f_forget,
+        .save_submit = f_save_submit,
+        .save_collect = f_save_collect,
+        .save_drain = f_save_drain,
     };
+    if (e->core_writes) {
+        ops.save_submit = NULL;
+        ops.save_collect = NULL;
+        ops.save_drain = NULL;
+    }
+    e->f.path = e->cfg.addrbook_path;
     assert_int_equal(tm2__pex_new(&e->cfg, &ops, T(0).unix_s, &e->x), 0);
     e->f.x = e->x;
     tm2_id self;
@@ -987,13 +1054,20 @@ static void test_book_saved_and_reloaded(void **state)
     struct stat st;
     assert_int_not_equal(stat(path, &st), 0);
     tm2__pex_tick(e.x, T(1000));
+    assert_int_equal(e.f.submits, 1);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(stats(&e).book_saves, 1);
     assert_int_equal(stats(&e).book_size, 5);
+    assert_false(tm2__addrbook_dirty(tm2__pex_book(e.x)));
     tm2__pex_tick(e.x, T(2000));            /* nothing changed: not written */
+    assert_int_equal(e.f.submits, 1);
     assert_int_equal(stats(&e).book_saves, 1);
-    tm2__pex_stop(e.x, T(3000));            /* always on stop */
+    assert_int_equal(e.f.drains, 0);
+    tm2__pex_stop(e.x, T(3000));            /* always on stop, and waited for */
+    assert_int_equal(e.f.submits, 2);
+    assert_int_equal(e.f.drains, 1);
     assert_int_equal(stats(&e).book_saves, 2);
+    assert_int_equal(stats(&e).book_save_errors, 0);
     env_free(&e);
 
     /* A restart without seeds dials from the book at once, back-off or not. */
@@ -1028,6 +1102,238 @@ static void test_book_saved_and_reloaded(void **state)
     free(dir);
 }
 
+/* A failed write is counted and logged, leaves the book dirty and is tried
+ * again on the next tick. */
+static void test_book_save_failure_retried(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/addrbook.json", dir);
+
+    env e;
+    env_cfg(&e);
+    e.cfg.addrbook_path = path;
+    env_start(&e);
+    tm2_netaddr a = addr_of(11);
+    assert_int_equal(tm2__addrbook_add(tm2__pex_book(e.x), &a, T(0).unix_s), TM2__AB_ADDED);
+    e.f.fail_write = TM2_EIO;
+    tm2__pex_tick(e.x, T(1000));
+    assert_int_equal(e.f.submits, 1);
+    assert_int_equal(stats(&e).book_saves, 0);
+    assert_int_equal(stats(&e).book_save_errors, 1);
+    assert_true(tm2__addrbook_dirty(tm2__pex_book(e.x)));
+    e.f.fail_write = 0;
+    tm2__pex_tick(e.x, T(2000));            /* the same generation, again */
+    assert_int_equal(e.f.submits, 2);
+    assert_int_equal(stats(&e).book_saves, 1);
+    assert_int_equal(stats(&e).book_save_errors, 1);
+    assert_false(tm2__addrbook_dirty(tm2__pex_book(e.x)));
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    env_free(&e);
+    rm_dir(dir);
+    free(dir);
+}
+
+/* A write function that waits while the gate is held, like a stalled disk. */
+typedef struct gate {
+    uv_mutex_t lock;
+    uv_cond_t cond;
+    bool hold;
+    int fail;
+    unsigned entered;
+} gate;
+
+static int gated_write(void *user, const char *path, const char *text, size_t len, char *why,
+                       size_t why_len)
+{
+    gate *g = user;
+    uv_mutex_lock(&g->lock);
+    g->entered++;
+    uv_cond_broadcast(&g->cond);
+    while (g->hold)
+        uv_cond_wait(&g->cond, &g->lock);
+    int fail = g->fail;
+    uv_mutex_unlock(&g->lock);
+    if (fail < 0) {
+        snprintf(why, why_len, "disk says no");
+        return fail;
+    }
+    return tm2__addrbook_write_file(path, text, len, why, why_len);
+}
+
+static void gate_wait_entered(gate *g, unsigned n)
+{
+    uv_mutex_lock(&g->lock);
+    while (g->entered < n)
+        uv_cond_wait(&g->cond, &g->lock);
+    uv_mutex_unlock(&g->lock);
+}
+
+static void gate_set(gate *g, bool hold, int fail)
+{
+    uv_mutex_lock(&g->lock);
+    g->hold = hold;
+    g->fail = fail;
+    uv_cond_broadcast(&g->cond);
+    uv_mutex_unlock(&g->lock);
+}
+
+static void add_node(env *e, unsigned i, uint64_t ms)
+{
+    tm2_netaddr a = addr_of(i);
+    assert_int_equal(tm2__addrbook_add(tm2__pex_book(e->x), &a, T(ms).unix_s), TM2__AB_ADDED);
+}
+
+static size_t file_entries(const char *path)
+{
+    tm2__addrbook *b;
+    assert_int_equal(tm2__addrbook_new(NULL, NULL, &b), 0);
+    char why[512];
+    int n = tm2__addrbook_load(b, path, T(100000).unix_s, why, sizeof why);
+    assert_true(n >= 0);
+    tm2__addrbook_free(b);
+    return (size_t)n;
+}
+
+/* The real writer thread: ticks return while a write is stuck; a waiting
+ * or unchanged generation is not submitted again; the newest waiting
+ * buffer replaces an older one; the book turns clean only when a tick
+ * collects the outcome; stop waits for the final book. */
+static void test_book_written_off_the_network_thread(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/config/addrbook.json", dir);
+    gate g = {.hold = true};
+    assert_int_equal(uv_mutex_init(&g.lock), 0);
+    assert_int_equal(uv_cond_init(&g.cond), 0);
+
+    env e;
+    env_cfg(&e);
+    e.cfg.addrbook_path = path;
+    assert_int_equal(tm2__book_writer_new(path, gated_write, &g, &e.f.writer), 0);
+    env_start(&e);
+    tm2__addrbook *book = tm2__pex_book(e.x);
+    add_node(&e, 11, 0);
+    add_node(&e, 12, 0);
+    tm2__pex_tick(e.x, T(1000));            /* returns with the write stuck */
+    gate_wait_entered(&g, 1);
+    assert_int_equal(e.f.submits, 1);
+    assert_int_equal(stats(&e).book_saves, 0);
+    assert_true(tm2__addrbook_dirty(book));
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0);
+
+    tm2__pex_tick(e.x, T(2000));            /* same generation under way */
+    assert_int_equal(e.f.submits, 1);
+
+    add_node(&e, 13, 2000);
+    tm2__pex_tick(e.x, T(3000));            /* waits behind the stuck write */
+    assert_int_equal(e.f.submits, 2);
+    add_node(&e, 14, 3000);
+    tm2__pex_tick(e.x, T(4000));            /* replaces the waiting one */
+    assert_int_equal(e.f.submits, 3);
+    assert_int_equal(tm2__book_writer_replaced(e.f.writer), 1);
+    assert_int_equal(stats(&e).book_saves, 0);
+
+    gate_set(&g, false, 0);
+    tm2__book_writer_drain(e.f.writer);
+    assert_int_equal(g.entered, 2);         /* the first and the newest */
+    assert_true(tm2__addrbook_dirty(book)); /* until the network thread collects */
+    assert_int_equal(file_entries(path), 4);
+    tm2__pex_tick(e.x, T(5000));
+    assert_int_equal(stats(&e).book_saves, 2);
+    assert_false(tm2__addrbook_dirty(book));
+    assert_int_equal(e.f.submits, 3);
+
+    /* A change made while a write is under way keeps the book dirty. */
+    gate_set(&g, true, 0);
+    add_node(&e, 15, 5000);
+    tm2__pex_tick(e.x, T(6000));
+    gate_wait_entered(&g, 3);
+    add_node(&e, 16, 6000);
+    gate_set(&g, false, 0);
+    tm2__book_writer_drain(e.f.writer);
+    gate_set(&g, true, 0);
+    tm2__pex_tick(e.x, T(7000));            /* collects 15, submits 16 */
+    assert_int_equal(stats(&e).book_saves, 3);
+    assert_true(tm2__addrbook_dirty(book));
+    assert_int_equal(e.f.submits, 5);
+    gate_set(&g, false, 0);
+    tm2__book_writer_drain(e.f.writer);
+    tm2__pex_tick(e.x, T(8000));
+    assert_int_equal(stats(&e).book_saves, 4);
+    assert_false(tm2__addrbook_dirty(book));
+    assert_int_equal(file_entries(path), 6);
+
+    /* Failures come back on a tick; the generation is tried again. */
+    gate_set(&g, false, TM2_EIO);
+    add_node(&e, 17, 8000);
+    tm2__pex_tick(e.x, T(9000));
+    tm2__book_writer_drain(e.f.writer);
+    gate_set(&g, false, 0);
+    tm2__pex_tick(e.x, T(10000));           /* collects the error, retries */
+    assert_int_equal(stats(&e).book_save_errors, 1);
+    assert_int_equal(e.f.submits, 7);
+    tm2__book_writer_drain(e.f.writer);
+    tm2__pex_tick(e.x, T(11000));
+    assert_int_equal(stats(&e).book_saves, 5);
+    assert_false(tm2__addrbook_dirty(book));
+
+    /* Stop submits the final book and waits for it. */
+    add_node(&e, 18, 11000);
+    tm2__pex_stop(e.x, T(12000));
+    assert_int_equal(e.f.drains, 1);
+    assert_int_equal(stats(&e).book_saves, 6);
+    assert_false(tm2__addrbook_dirty(book));
+    assert_int_equal(file_entries(path), 8);
+    assert_int_equal(stats(&e).book_save_errors, 1);
+    tm2__book_writer_free(e.f.writer);
+    env_free(&e);
+    uv_cond_destroy(&g.cond);
+    uv_mutex_destroy(&g.lock);
+    rm_dir(dir);
+    free(dir);
+}
+
+/* The writer alone: free writes what still waits. */
+static void test_book_writer_free_writes_the_waiting_book(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/addrbook.json", dir);
+    gate g = {.hold = true};
+    assert_int_equal(uv_mutex_init(&g.lock), 0);
+    assert_int_equal(uv_cond_init(&g.cond), 0);
+    tm2__book_writer *w;
+    assert_int_equal(tm2__book_writer_new(NULL, NULL, NULL, &w), TM2_EINVAL);
+    assert_int_equal(tm2__book_writer_new(path, gated_write, &g, &w), 0);
+    assert_int_equal(tm2__book_writer_submit(w, NULL, 0, 1), TM2_EINVAL);
+    assert_int_equal(tm2__book_writer_submit(w, strdup("{}"), 2, 1), 0);
+    gate_wait_entered(&g, 1);
+    assert_int_equal(tm2__book_writer_submit(w, strdup("{\"peers\": []}"), 13, 2), 0);
+    tm2__pex_save_result r;
+    tm2__book_writer_collect(w, &r);
+    assert_int_equal(r.saves + r.errors, 0);
+    gate_set(&g, false, 0);
+    tm2__book_writer_free(w);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char buf[64] = {0};
+    assert_int_equal(fread(buf, 1, sizeof buf - 1, f), 13);
+    fclose(f);
+    assert_string_equal(buf, "{\"peers\": []}");
+    assert_int_equal(g.entered, 2);
+    uv_cond_destroy(&g.cond);
+    uv_mutex_destroy(&g.lock);
+    rm_dir(dir);
+    free(dir);
+}
+
 static void test_corrupt_book_moved_aside(void **state)
 {
     (void)state;
@@ -1043,6 +1349,7 @@ static void test_corrupt_book_moved_aside(void **state)
     env e;
     env_cfg(&e);
     e.cfg.addrbook_path = path;
+    e.core_writes = true;                   /* the core's own blocking write */
     env_start(&e);
     struct stat st;
     assert_int_equal(stat(aside, &st), 0);
@@ -1051,6 +1358,8 @@ static void test_corrupt_book_moved_aside(void **state)
     assert_int_equal(e.f.n_dialled, 0);
     tm2__pex_stop(e.x, T(10));              /* a fresh, empty book is written */
     assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(stats(&e).book_saves, 1);
+    assert_int_equal(e.f.submits, 0);
     env_free(&e);
     rm_dir(dir);
     free(dir);
@@ -1089,8 +1398,16 @@ static void test_config_checks(void **state)
     c.seeds = &s;
     assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);   /* seed without ID */
     assert_null(x);
-    ops.send = NULL;
     c.n_seeds = 0;
+    ops.save_submit = f_save_submit;         /* save ops: all or none */
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
+    ops.save_collect = f_save_collect;
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
+    ops.save_drain = f_save_drain;
+    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), 0);
+    tm2__pex_free(x);
+    x = NULL;
+    ops.send = NULL;
     assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
 }
 
@@ -1119,6 +1436,9 @@ int main(void)
         cmocka_unit_test(test_seed_mode),
         cmocka_unit_test(test_seed_mode_crawls_the_book),
         cmocka_unit_test(test_book_saved_and_reloaded),
+        cmocka_unit_test(test_book_save_failure_retried),
+        cmocka_unit_test(test_book_written_off_the_network_thread),
+        cmocka_unit_test(test_book_writer_free_writes_the_waiting_book),
         cmocka_unit_test(test_corrupt_book_moved_aside),
         cmocka_unit_test(test_config_checks),
     };
