@@ -4,16 +4,21 @@
  * stop calling back into the core or not.
  *
  * Input: one byte of setup (bit 0 seed mode, bits 1-2 max_addrs 30/5/2/1,
- * bit 3 stops remove the peer at once), then operations, each a byte
- * (value % 8) followed by its arguments.
+ * bit 3 stops remove the peer at once, bit 4 a book path with save ops
+ * that model the background writer without touching the disk), then
+ * operations, each a byte (value % 8) followed by its arguments.
  *
  * Invariants beyond "no crash, no leak": every Response we send decodes,
  * holds 1..max_addrs distinct valid addresses and never the asker, a
  * private peer or ourselves; every dial is to a valid address that is not
- * ours; a stop is asked for a connected peer only, and once. */
+ * ours; a stop is asked for a connected peer only, and once. Book saves:
+ * a generation that waits is never submitted again, generations never go
+ * back, every finished write is counted once, and after stop the book is
+ * clean. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "discovery/addrbook.h"
 #include "discovery/pex_core.h"
 #include "discovery/pex_msg.h"
 
@@ -62,6 +67,12 @@ typedef struct harness {
     tm2__pex *x;
     size_t max_addrs;
     bool remove_on_stop;
+    /* The modelled writer: one waiting buffer (latest wins), finished on
+     * demand by operation 7. */
+    bool waiting;
+    uint64_t wait_gen, last_gen;
+    uint64_t oks, fails;
+    tm2__pex_save_result res;
 } harness;
 
 static int node_of_id(const tm2_id *id)
@@ -132,6 +143,45 @@ static bool h_is_private(void *user, const tm2_id *id)
     return strcmp(id->s, addrs[SW_PRIV].id.s) == 0;
 }
 
+static int h_save_submit(void *user, char *text, size_t len, uint64_t gen)
+{
+    harness *h = user;
+    CHECK(text && text[len] == '\0' && len <= TM2__ADDRBOOK_FILE_MAX);
+    CHECK(!(h->waiting && gen == h->wait_gen));
+    CHECK(gen >= h->last_gen);
+    free(text);
+    h->last_gen = gen;
+    h->waiting = true;
+    h->wait_gen = gen;
+    return 0;
+}
+
+static void h_finish(harness *h, bool ok)
+{
+    if (!h->waiting)
+        return;
+    h->waiting = false;
+    h->res.gen = h->wait_gen;
+    h->res.rc = ok ? 0 : TM2_EIO;
+    if (ok) {
+        h->res.saves++;
+        h->oks++;
+    } else {
+        h->res.errors++;
+        h->res.err = TM2_EIO;
+        h->fails++;
+    }
+}
+
+static void h_save_collect(void *user, tm2__pex_save_result *out)
+{
+    harness *h = user;
+    *out = h->res;
+    memset(&h->res, 0, sizeof h->res);
+}
+
+static void h_save_drain(void *user) { h_finish(user, true); }
+
 typedef struct rd {
     const uint8_t *p;
     size_t n;
@@ -172,6 +222,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     };
     tm2__pex_ops ops = {.user = &h, .send = h_send, .dial = h_dial, .stop = h_stop,
                         .counts = h_counts, .is_private = h_is_private};
+    bool saves = setup & 16;
+    if (saves) {
+        /* Never created: loading finds no file, and the ops write nothing. */
+        cfg.addrbook_path = "/nonexistent-tm2-fuzz/addrbook.json";
+        ops.save_submit = h_save_submit;
+        ops.save_collect = h_save_collect;
+        ops.save_drain = h_save_drain;
+    }
     CHECK(tm2__pex_new(&cfg, &ops, 1700000000, &h.x) == 0);
     tm2__pex_time t = {.ms = 1000000, .unix_s = 1700000000};
     tm2__pex_start(h.x, &addrs[SELF].id, t);
@@ -247,7 +305,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 6:     /* a dial fails */
             tm2__pex_dial_failed(h.x, &addrs[take(&r) % N_IDS].id, t);
             break;
-        default: {  /* stats, read concurrently in real use */
+        default: {  /* the writer finishes, and stats (read concurrently in real use) */
+            unsigned w = (unsigned)(sl - h.s);
+            if (w & 1)
+                h_finish(&h, !(w & 2));
             tm2_discovery_stats st;
             tm2__pex_stats(h.x, &st);
             CHECK(st.responses_rejected == st.responses_oversized + st.responses_unsolicited +
@@ -258,6 +319,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     tm2__pex_stop(h.x, t);
+    if (saves) {
+        tm2_discovery_stats st;
+        tm2__pex_stats(h.x, &st);
+        CHECK(!h.waiting && h.oks >= 1);
+        CHECK(st.book_saves == h.oks && st.book_save_errors == h.fails);
+        CHECK(!tm2__addrbook_dirty(tm2__pex_book(h.x)));
+    }
     tm2__pex_free(h.x);
     return 0;
 }

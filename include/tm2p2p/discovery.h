@@ -49,13 +49,20 @@
  * book; a corrupt one is logged, renamed to "<path>.corrupt" and replaced by
  * an empty book), all its entries dialled at start regardless of back-off
  * (up to target_outbound), saved on a tick when it changed and always when
- * the switch stops. The save (write, fsync, rename) runs on the network
- * thread: it is small (at most addrbook_max entries of ~100 bytes) and only
- * happens when something changed, at most once per interval.
+ * the switch stops. Only the encoding runs on the network thread; the write
+ * (temporary file, fsync, rename, fsync of the directory) runs on a writer
+ * thread the discovery object owns when a book path is set, so a slow disk
+ * never stalls the peers. At most one encoded book waits for that thread
+ * (a newer one replaces it); a change made during a write keeps the book
+ * marked changed, and a failed write is retried on the next tick
+ * (book_save_errors, logged). book_saves counts writes as the tick after
+ * them learns of them. At stop the final book is written and waited for
+ * (the one blocking write) and the thread joined.
  *
  * Thread rules: tm2_discovery_new, _free and _get_stats may be called from any
  * thread (free only after tm2_switch_free); _get_stats is safe while the switch
- * runs. */
+ * runs. The book writer thread touches only the file, never the book or the
+ * switch. */
 #ifndef TM2P2P_DISCOVERY_H
 #define TM2P2P_DISCOVERY_H
 
