@@ -126,7 +126,7 @@ int tm2__book_writer_submit(tm2__book_writer *w, char *text, size_t len, uint64_
     w->gen = gen;
     uv_cond_signal(&w->wake);
     uv_mutex_unlock(&w->lock);
-    free(old);   /* outside the lock: the thread may be waiting for it */
+    free(old);   /* never written: a newer book replaced it */
     return 0;
 }
 
