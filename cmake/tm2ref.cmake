@@ -9,11 +9,18 @@ find_program(TM2_GO go HINTS /usr/local/go/bin ENV GOROOT PATH_SUFFIXES bin)
 # into <output>; with ALL it is part of the default build.
 function(tm2_add_tm2ref target output)
   set(dir ${PROJECT_SOURCE_DIR}/tests/interop)
+  # Go keeps its caches under $HOME; where the environment has none (some CI
+  # runners), keep them in the build tree instead of failing (writable, so
+  # removing the build tree works).
+  set(go_env "GOFLAGS=-mod=mod -buildvcs=false" CGO_ENABLED=0)
+  if("$ENV{HOME}" STREQUAL "" AND "$ENV{GOCACHE}" STREQUAL "")
+    list(APPEND go_env "GOFLAGS=-mod=mod -buildvcs=false -modcacherw"
+         GOCACHE=${PROJECT_BINARY_DIR}/go-cache GOPATH=${PROJECT_BINARY_DIR}/go-path)
+  endif()
   file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${dir}/cmd/*.go)
   add_custom_command(
     OUTPUT ${output}
-    COMMAND ${CMAKE_COMMAND} -E env "GOFLAGS=-mod=mod -buildvcs=false" CGO_ENABLED=0
-            ${TM2_GO} build -o ${output} ./cmd/tm2ref
+    COMMAND ${CMAKE_COMMAND} -E env ${go_env} ${TM2_GO} build -o ${output} ./cmd/tm2ref
     WORKING_DIRECTORY ${dir}
     DEPENDS ${sources} ${dir}/go.mod ${dir}/go.sum
     COMMENT "Building the Go reference harness tm2ref (first build downloads github.com/gnolang/gno)"
