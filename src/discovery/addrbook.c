@@ -346,6 +346,8 @@ size_t tm2__addrbook_pick(tm2__addrbook *b, int64_t now, uint64_t seed,
 
 bool tm2__addrbook_dirty(const tm2__addrbook *b) { return b && b->gen != b->saved_gen; }
 
+uint64_t tm2__addrbook_gen(const tm2__addrbook *b) { return b->gen; }
+
 void tm2__addrbook_saved(tm2__addrbook *b, uint64_t gen)
 {
     if (b && b->gen == gen)

@@ -145,6 +145,9 @@ bool tm2__addrbook_dirty(const tm2__addrbook *b);
  * book's change generation, for tm2__addrbook_saved. 0 or TM2_ENOMEM. */
 int tm2__addrbook_encode(const tm2__addrbook *b, char **text, size_t *len, uint64_t *gen);
 
+/* The book's current change generation (what encode would report). */
+uint64_t tm2__addrbook_gen(const tm2__addrbook *b);
+
 /* Writes text to path atomically: a temporary file in the same directory,
  * mode 0644, fsync, rename over path, fsync of the directory; missing parent
  * directories are created. Never leaves a partial file or a temporary file

@@ -335,19 +335,17 @@ static void save_book(tm2__pex *x, bool force)
     collect_saves(x);
     if (!force && !tm2__addrbook_dirty(x->book))
         return;
+    /* That generation waits or is being written (or, unless forced, is
+     * written and not yet collected): another copy would add nothing, so
+     * it is not even encoded. A failed one is tried again. */
+    uint64_t gen = tm2__addrbook_gen(x->book);
+    if (x->save_sent && gen == x->save_gen &&
+        (!x->save_done || (!force && x->save_rc == 0)))
+        return;
     char *text;
     size_t len;
-    uint64_t gen;
     if (tm2__addrbook_encode(x->book, &text, &len, &gen) < 0) {
         save_error(x, 1, TM2_ENOMEM, "out of memory encoding the address book");
-        return;
-    }
-    /* That generation waits or is being written (or, unless forced, is
-     * written and not yet collected): another copy would add nothing. A
-     * failed one is tried again. */
-    if (x->save_sent && gen == x->save_gen &&
-        (!x->save_done || (!force && x->save_rc == 0))) {
-        free(text);
         return;
     }
     x->save_sent = true;
