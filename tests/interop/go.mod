@@ -2,7 +2,7 @@ module tm2p2p/interop
 
 go 1.25.9
 
-require github.com/gnolang/gno v1.2.0
+require github.com/gnolang/gno v1.7.1
 
 require (
 	github.com/btcsuite/btcd/btcutil v1.2.0 // indirect
