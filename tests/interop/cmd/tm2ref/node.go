@@ -374,6 +374,12 @@ func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
 		record("DIAL_FAILED", peer, errText)
 	case "Ignoring inbound connection: error while adding peer":
 		record("REJECTED", errText)
+	default:
+		// The switch's own refusals (peer limit, duplicate ID, duplicate
+		// IP) carry their reason in the message.
+		if r, ok := strings.CutPrefix(rec.Message, "Ignoring inbound connection: "); ok {
+			record("REJECTED", r, idAttr(h.attrs, rec))
+		}
 	}
 	if h.verbose {
 		var b strings.Builder
@@ -388,6 +394,23 @@ func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
 		fmt.Fprintln(os.Stderr, b.String())
 	}
 	return nil
+}
+
+// idAttr is the record's "id" attribute ("-" without one).
+func idAttr(attrs []slog.Attr, rec slog.Record) string {
+	id := "-"
+	for _, a := range attrs {
+		if a.Key == "id" {
+			id = a.Value.String()
+		}
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "id" {
+			id = a.Value.String()
+		}
+		return true
+	})
+	return id
 }
 
 func (h *reportHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
