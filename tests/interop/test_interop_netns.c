@@ -80,6 +80,7 @@ static int run_argv(const char *const *argv, bool quiet)
 }
 
 /* `ip` with printf-formatted, space-separated arguments (none contain spaces). */
+static int ip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int ip(const char *fmt, ...)
 {
     char buf[512];
