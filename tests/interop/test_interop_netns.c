@@ -182,21 +182,30 @@ static const char *node_ip(int i, char *buf, size_t cap)
     return buf;
 }
 
-static void start_ref(int i, const char *seed)
+/* Node slot i as a reference node in namespace ns on port, given flag
+ * (NULL: none) set to value. */
+static void start_ref_at(int i, int ns, const char *port, const char *flag, const char *value)
 {
     node *n = &nodes[i];
     n->ref = true;
     char ipb[32], listen[48];
-    snprintf(listen, sizeof listen, "%s:%s", node_ip(i, ipb, sizeof ipb), PORT);
-    const char *prefix[] = {"ip", "netns", "exec", ns_node[i], NULL};
-    const char *args[] = {"--listen", listen, "--allow-duplicate-ip=false", "--seeds",
-                          seed ? seed : "", NULL};
+    snprintf(listen, sizeof listen, "%s:%s", node_ip(ns, ipb, sizeof ipb), port);
+    const char *prefix[] = {"ip", "netns", "exec", ns_node[ns], NULL};
+    const char *args[] = {"--listen", listen, "--allow-duplicate-ip=false", flag, value, NULL};
     rnode_start_in(&n->r, prefix, (uint8_t)(0xa0 + i), args);
     n->id = n->r.id;
     memcpy(n->addr, n->r.addr_s, sizeof n->addr);
 }
 
-static void start_tm2p2p(int i, const char *seed)
+static void start_ref(int i, const char *seed)
+{
+    start_ref_at(i, i, PORT, seed ? "--seeds" : NULL, seed);
+}
+
+/* Node slot i as a tm2p2p node in namespace ns on port, given flag (NULL:
+ * none) set to value. */
+static void start_tm2p2p_at(int i, int ns, const char *port, const char *flag,
+                            const char *value)
 {
     node *n = &nodes[i];
     n->ref = false;
@@ -204,12 +213,12 @@ static void start_tm2p2p(int i, const char *seed)
     snprintf(n->status, sizeof n->status, "/tmp/tm2-interop-netns-%d-%d/status.json",
              (int)getpid(), i);
     char ipb[32], laddr[64];
-    snprintf(laddr, sizeof laddr, "tcp://%s:%s", node_ip(i, ipb, sizeof ipb), PORT);
-    const char *argv[] = {"ip", "netns", "exec", ns_node[i], TM2P2P_PATH, "node",
+    snprintf(laddr, sizeof laddr, "tcp://%s:%s", node_ip(ns, ipb, sizeof ipb), port);
+    const char *argv[] = {"ip", "netns", "exec", ns_node[ns], TM2P2P_PATH, "node",
                           "--home", n->home, "--laddr", laddr, "--chain-id", SN_CHAIN,
                           "--pex-interval", "500", "--status-file", n->status,
                           "--status-interval", "200", "--log-level", "warn",
-                          seed ? "--seeds" : NULL, seed, NULL};
+                          flag, value, NULL};
     refproc_start_cmd(&n->t, argv);
     /* The program prints its listen address (ID@ip:port) once it runs. */
     char line[REFPROC_LINE_MAX];
@@ -219,6 +228,11 @@ static void start_tm2p2p(int i, const char *seed)
     n->id = a.id;
     assert_true(strlen(line) < sizeof n->addr);
     memcpy(n->addr, line, strlen(line) + 1);
+}
+
+static void start_tm2p2p(int i, const char *seed)
+{
+    start_tm2p2p_at(i, i, PORT, seed ? "--seeds" : NULL, seed);
 }
 
 /* The peers a node reports: IDs into ids (up to cap); returns the count or
@@ -340,6 +354,84 @@ static void run_network(int seed_index)
             (unsigned long long)(tv_now_ms() - start));
 }
 
+/* ---- the duplicate-IP guard by source address ------------------------------------
+ * On loopback every connection comes from 127.0.0.1 (test_interop_peers);
+ * here peers come from distinct addresses: two from 198.18.0.2 (one
+ * namespace) and one from 198.18.0.3. The second from .2 is refused, the
+ * one from .3 accepted. */
+
+static bool node_has_peer(node *n, const tm2_id *id, int *count)
+{
+    tm2_id ids[64];
+    int k = node_peers(n, ids, 64);
+    if (count)
+        *count = k;
+    for (int i = 0; i < k; i++)
+        if (!strcmp(ids[i].s, id->s))
+            return true;
+    return false;
+}
+
+/* Waits until node n's peers are exactly want[0..nwant), re-checking when
+ * reference node pace reports anything or every 200 ms. */
+static bool wait_peer_set(node *n, node *pace, const tm2_id *want, int nwant, int timeout_ms)
+{
+    uint64_t end = tv_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int k = 0;
+        bool all = true;
+        for (int i = 0; i < nwant; i++)
+            all &= node_has_peer(n, &want[i], &k);
+        if (all && k == nwant)
+            return true;
+        if (tv_now_ms() >= end)
+            return false;
+        (void)rnode_next_line(&pace->r, 200);
+    }
+}
+
+static void reference_guard_by_source_ip(void **state)
+{
+    (void)state;
+    node *r = &nodes[0], *t1 = &nodes[1], *t2 = &nodes[2], *t3 = &nodes[3];
+    start_ref_at(0, 0, PORT, NULL, NULL);
+    /* As persistent peers, the tm2p2p nodes keep dialling the reference. */
+    start_tm2p2p_at(1, 1, "26656", "--persistent-peers", r->addr);
+    assert_non_null(rnode_wait(&r->r, "PEER_CONNECTED", t1->id.s, NULL, NULL, WAIT_MS));
+    start_tm2p2p_at(2, 1, "26657", "--persistent-peers", r->addr);
+    const char *l = rnode_wait(&r->r, "REJECTED", NULL, NULL, "peer from this IP", WAIT_MS);
+    assert_non_null(l);
+    assert_non_null(strstr(l, t2->id.s));
+    start_tm2p2p_at(3, 2, "26656", "--persistent-peers", r->addr);
+    assert_non_null(rnode_wait(&r->r, "PEER_CONNECTED", t3->id.s, NULL, NULL, WAIT_MS));
+    const tm2_id want[] = {t1->id, t3->id};
+    assert_true(wait_peer_set(r, r, want, 2, WAIT_MS));
+    assert_null(rnode_wait(&r->r, "PEER_CONNECTED", t2->id.s, NULL, NULL, 0));
+}
+
+static void tm2p2p_guard_by_source_ip(void **state)
+{
+    (void)state;
+    node *t = &nodes[0], *r1 = &nodes[1], *r2 = &nodes[2], *r3 = &nodes[3];
+    /* The program refuses duplicate IPs by default (the reference's default). */
+    start_tm2p2p_at(0, 0, PORT, NULL, NULL);
+    start_ref_at(1, 1, "26656", "--dial", t->addr);
+    assert_non_null(rnode_wait(&r1->r, "PEER_CONNECTED", t->id.s, NULL, NULL, WAIT_MS));
+    start_ref_at(2, 1, "26657", "--dial", t->addr);
+    /* r2's dial ends in a failure, or a disconnect if it saw us briefly. */
+    uint64_t end = tv_now_ms() + WAIT_MS;
+    while (!rnode_wait(&r2->r, "PEER_DISCONNECTED", t->id.s, NULL, NULL, 0) &&
+           !rnode_wait(&r2->r, "DIAL_FAILED", t->addr, NULL, NULL, 0)) {
+        assert_true(tv_now_ms() < end);
+        (void)rnode_next_line(&r2->r, 100);
+    }
+    start_ref_at(3, 2, "26656", "--dial", t->addr);
+    assert_non_null(rnode_wait(&r3->r, "PEER_CONNECTED", t->id.s, NULL, NULL, WAIT_MS));
+    const tm2_id want[] = {r1->id, r3->id};
+    if (!wait_peer_set(t, r3, want, 2, WAIT_MS))
+        fail_msg("the tm2p2p node does not hold exactly the peers from .2 (first) and .3");
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -431,6 +523,8 @@ int main(void)
     }
 
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(reference_guard_by_source_ip, setup, teardown),
+        cmocka_unit_test_setup_teardown(tm2p2p_guard_by_source_ip, setup, teardown),
         cmocka_unit_test_setup_teardown(from_reference_seed, setup, teardown),
         cmocka_unit_test_setup_teardown(from_tm2p2p_seed, setup, teardown),
     };
