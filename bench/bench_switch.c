@@ -180,7 +180,8 @@ static bc_result broadcast_run(int npeers)
                                .recv_message_capacity = 4096};
     tm2_reactor hub_r = {.name = "bench", .channels = &hub_ch, .n_channels = 1};
     tm2_switch_config c;
-    memset(&c, 0, sizeof c);
+    tm2_switch_config_default(&c);
+    c.allow_duplicate_ip = true;
     tm2_node_key_generate(&c.key);
     c.listen_addr = "tcp://127.0.0.1:0";
     c.network = NETWORK;
@@ -206,7 +207,8 @@ static bc_result broadcast_run(int npeers)
     for (int i = 0; i < npeers; i++) {
         rr[i] = (tm2_reactor){.name = "bench", .channels = &rx_ch, .n_channels = 1,
                               .user = &cs[i], .receive = rx_receive};
-        memset(&c, 0, sizeof c);
+        tm2_switch_config_default(&c);
+    c.allow_duplicate_ip = true;
         tm2_node_key_generate(&c.key);
         c.network = NETWORK;
         c.moniker = "receiver";
@@ -453,7 +455,8 @@ static void idle_run(pid_t child, int ctl_fd)
 {
     tm2_reactor r = {.name = "idle", .channels = idle_chans, .n_channels = N_IDLE_CHANS};
     tm2_switch_config c;
-    memset(&c, 0, sizeof c);
+    tm2_switch_config_default(&c);
+    c.allow_duplicate_ip = true;
     tm2_node_key_generate(&c.key);
     c.listen_addr = "tcp://127.0.0.1:0";
     c.network = NETWORK;

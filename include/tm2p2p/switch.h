@@ -139,8 +139,9 @@ TM2_API int tm2_peer_addr_parse(const char *s, tm2_id *id, char *host, size_t ho
 
 typedef struct tm2_switch tm2_switch;
 
-/* Validates cfg and builds a switch (not yet started). Returns 0 or
- * TM2_EINVAL, TM2_EEXIST (duplicate channel), TM2_EADDR, TM2_ENOMEM. */
+/* Validates cfg (tm2_switch_config_check; the bad field is logged) and
+ * builds a switch (not yet started). Returns 0 or TM2_EINVAL, TM2_EEXIST
+ * (duplicate channel), TM2_EADDR (external_addr), TM2_ENOMEM. */
 TM2_API int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out);
 
 /* Binds the listener, starts reactors and the network thread, queues the
