@@ -357,7 +357,6 @@ static void bad_config_exit2(void **state)
         {"[p2p]\nmax_num_inbound_peers = 100001\n", "p2p.max_num_inbound_peers in"},
         {"[p2p]\nladdr = \"nowhere\"\n", "p2p.laddr in"},
         {"[p2p]\nmax_packet_msg_payload_size = 0\n", "p2p.max_packet_msg_payload_size"},
-        {"[p2p]\nmax_packet_msg_payload_size = 60000\n", "p2p.max_packet_msg_payload_size"},
         {"moniker = \"\"\n", "moniker: must not be empty"},
         {"[p2p\n", "config.toml:1:"},
     };
