@@ -67,13 +67,6 @@ static double proc_cpu_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void nap_us(long us)
-{
-    struct timespec t = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
-    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-    }
-}
-
 static tm2_switch *switch_new(const tm2_switch_config *c)
 {
     tm2_switch *sw;
@@ -120,27 +113,6 @@ static uint64_t delivered(counter *cs, int n)
     for (int i = 0; i < n; i++)
         s += atomic_load_explicit(&cs[i].n, memory_order_relaxed);
     return s;
-}
-
-/* Waits until every peer's queue is at most half full. */
-static void back_off(tm2_peer **ps, size_t n)
-{
-    double deadline = now_s() + 10.0;
-    for (;;) {
-        size_t i = 0;
-        for (; i < n; i++) {
-            tm2_mconn_status st;
-            if (tm2_peer_status(ps[i], &st) != 0)
-                DIE("broadcast: peer status failed (peer gone?)");
-            if (st.channels[0].send_queue_size > BC_SENDQ / 2)
-                break;
-        }
-        if (i == n)
-            return;
-        if (now_s() > deadline)
-            DIE("broadcast: queues did not drain in 10 s");
-        nap_us(200);
-    }
 }
 
 static void wait_inbound(tm2_switch *sw, tm2_subscription *sub, size_t want, double secs)
@@ -229,7 +201,7 @@ static bc_result broadcast_run(int npeers)
         attempts += (uint64_t)npeers;
         if (q < npeers) {
             drops += (uint64_t)(npeers - q);
-            back_off(ps, (size_t)npeers);
+            bench_wait_queues(ps, (size_t)npeers, BC_CH, BC_SENDQ / 2);
         }
         if ((sent & 15) != 0)
             continue;

@@ -64,11 +64,29 @@ size_t bench_rss_bytes(pid_t pid)
     return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static double proc_cpu_s(void)
+void bench_wait_queues(tm2_peer **ps, size_t n, uint8_t ch, size_t limit)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return bench_ts(t);
+    double deadline = now_s() + 10.0;
+    for (;;) {
+        size_t i = 0;
+        for (; i < n; i++) {
+            tm2_mconn_status st;
+            if (tm2_peer_status(ps[i], &st) != 0)
+                DIE("broadcast: peer status failed (peer gone?)");
+            size_t k = 0;
+            while (k < st.n_channels && st.channels[k].id != ch)
+                k++;
+            if (k == st.n_channels)
+                DIE("broadcast: peer has no channel 0x%02x", ch);
+            if (st.channels[k].send_queue_size > limit)
+                break;
+        }
+        if (i == n)
+            return;
+        if (now_s() > deadline)
+            DIE("broadcast: queues did not drain in 10 s");
+        nap_s(200e-6);
+    }
 }
 
 /* ---- child processes ------------------------------------------------------------------- */
@@ -151,17 +169,18 @@ void bench_child_end(bench_child *c)
     if (c->in >= 0)
         close(c->in);
     c->in = -1;
-    for (int i = 0; i < 1000; i++) {
-        int st;
-        pid_t r = waitpid(c->pid, &st, WNOHANG);
-        if (r == c->pid || (r < 0 && errno != EINTR))
-            goto reaped;
-        struct timespec t = {0, 10 * 1000 * 1000};
-        nanosleep(&t, NULL);
+    pid_t r = 0;
+    for (int i = 0; i < 1000 && r == 0; i++) {   /* 10 s */
+        r = waitpid(c->pid, NULL, WNOHANG);
+        if (r == 0)
+            nap_s(0.01);
+        else if (r < 0 && errno == EINTR)
+            r = 0;
     }
-    kill(c->pid, SIGKILL);
-    waitpid(c->pid, NULL, 0);
-reaped:
+    if (r == 0) {
+        kill(c->pid, SIGKILL);
+        waitpid(c->pid, NULL, 0);
+    }
     close(c->out);
 }
 

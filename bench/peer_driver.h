@@ -52,6 +52,10 @@ void bench_raise_nofile(size_t need);
 /* Resident set of a process (0: this one), from /proc/PID/statm. */
 size_t bench_rss_bytes(pid_t pid);
 
+/* For a broadcaster that missed peers with full queues: waits until every
+ * peer's queue on channel ch holds at most limit messages (exits after 10 s). */
+void bench_wait_queues(tm2_peer **ps, size_t n, uint8_t ch, size_t limit);
+
 /* ---- a child process, spoken to in lines ------------------------------------------- */
 
 typedef struct bench_child {
@@ -70,7 +74,7 @@ void bench_child_send(bench_child *c, const char *fmt, ...)
  * ends or timeout_ms passes first. */
 void bench_child_expect(bench_child *c, const char *tag, char *line, size_t cap, int timeout_ms);
 /* Closes its stdin (which ends the driver and tm2ref peer-hub) and reaps
- * it, killing it after a few seconds. */
+ * it, killing it if it is still there after 10 s. */
 void bench_child_end(bench_child *c);
 
 /* ---- the driver ---------------------------------------------------------------------- */
