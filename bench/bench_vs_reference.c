@@ -768,7 +768,7 @@ static mem_result memory_run(impl kind)
 }
 
 typedef struct bc_result {
-    double per_s, hub_cores;
+    double per_s, hub_cores, driver_cores;
 } bc_result;
 
 /* Broadcast: the hub sends 256 B messages to BC_PEERS driver peers as fast
@@ -796,7 +796,8 @@ static bc_result broadcast_run(impl kind)
     hub_end(&h);
     secs = c1.t - c0.t;
     return (bc_result){.per_s = (double)(c1.msgs - c0.msgs) / secs,
-                       .hub_cores = (s1.cpu - s0.cpu) / secs};
+                       .hub_cores = (s1.cpu - s0.cpu) / secs,
+                       .driver_cores = (c1.cpu - c0.cpu) / secs};
 }
 
 static void peer_benches(void)
@@ -850,6 +851,7 @@ static void peer_benches(void)
     for (impl k = IMPL_REF; k <= IMPL_TM2; k++) {
         printf("vs_reference_broadcast_%s: %.0f deliveries/s\n", who(k), bc[k].per_s);
         printf("vs_reference_broadcast_%s_hub_cpu: %.2f cores\n", who(k), bc[k].hub_cores);
+        printf("vs_reference_broadcast_%s_driver_cpu: %.2f cores\n", who(k), bc[k].driver_cores);
     }
     printf("vs_reference_broadcast_ratio: %.3f\n", bc[IMPL_TM2].per_s / bc[IMPL_REF].per_s);
     fflush(stdout);
