@@ -184,13 +184,16 @@ static node *node_new(int idx, const node_opts *o)
     char moniker[32];
     snprintf(moniker, sizeof moniker, "disc-%d", idx);
     tm2_switch_config c;
-    memset(&c, 0, sizeof c);
+    tm2_switch_config_default(&c);
+    c.allow_duplicate_ip = true;
     c.key = n->key;
     c.listen_addr = "tcp://127.0.0.1:0";
     c.network = "disc-test";
     c.moniker = moniker;
-    c.max_inbound = o->max_inbound;
-    c.max_outbound = o->target;
+    if (o->max_inbound)
+        c.max_inbound = o->max_inbound;
+    if (o->target)
+        c.max_outbound = o->target;
     c.handshake_timeout_ms = 5000;
     c.dial_timeout_ms = 3000;
     c.private_peer_ids = o->priv;

@@ -35,6 +35,7 @@ var commands = map[string]command{
 	"node":        {"the reference switch with discovery and a 0x70 echo reactor, reporting peers", runNode},
 	"config":      {"write the reference's default config.toml and print its [p2p] values", runConfig},
 	"addrbook":    {"load, change and save an address book with the reference's store", runAddrBook},
+	"peer-hub":    {"the reference switch as a benchmark hub: accepts peers, broadcasts on request", runPeerHub},
 }
 
 // errUsage marks errors caused by bad arguments (exit status 2).
