@@ -5,10 +5,10 @@
  * tm2p2p does not read yet must be exactly the ones listed as such here (the
  * reader reports them as unknown), so a new reference key cannot slip by.
  *
- * The v1.7.1 keys allow_duplicate_ip, max_send_buffer_bytes,
- * max_recv_buffer_bytes and recv_assembly_timeout are compared once the
- * reader has fields for them (CLI_CONFIG_HAS_V171_KEYS); until then they are
- * expected among the unknown keys. */
+ * The keys max_send_buffer_bytes (v1.7.1), max_recv_buffer_bytes and
+ * recv_assembly_timeout are compared once the reader has fields for them
+ * (CLI_CONFIG_HAS_V171_KEYS); until then they are expected among the unknown
+ * keys. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,13 +184,15 @@ static void reference_default_config_reads_the_same(void **state)
     eq_int(p2p, n_p2p, "send_rate", (long long)c.send_rate);
     eq_int(p2p, n_p2p, "recv_rate", (long long)c.recv_rate);
     eq_bool(p2p, n_p2p, "pex", c.pex);
-
-    /* v1.7.1 keys (allow_duplicate_ip and the receive limits are in v1.2.0
-     * already; max_send_buffer_bytes is new in v1.7.1). */
-    static const char *const newer[] = {"allow_duplicate_ip", "max_recv_buffer_bytes",
-                                        "recv_assembly_timeout", "max_send_buffer_bytes"};
-#ifdef CLI_CONFIG_HAS_V171_KEYS
     eq_bool(p2p, n_p2p, "allow_duplicate_ip", c.allow_duplicate_ip);
+    if (warned(&warns, "allow_duplicate_ip"))
+        fail_msg("tm2p2p has allow_duplicate_ip but reports the key as unknown");
+
+    /* The receive limits are in v1.2.0 already; max_send_buffer_bytes is new
+     * in v1.7.1. */
+    static const char *const newer[] = {"max_recv_buffer_bytes", "recv_assembly_timeout",
+                                        "max_send_buffer_bytes"};
+#ifdef CLI_CONFIG_HAS_V171_KEYS
     eq_int(p2p, n_p2p, "max_recv_buffer_bytes", (long long)c.max_recv_buffer_bytes);
     eq_int(p2p, n_p2p, "recv_assembly_timeout", (long long)c.recv_assembly_timeout_ns);
     if (TM2REF_V171)

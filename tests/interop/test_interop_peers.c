@@ -4,7 +4,9 @@
  *   switch and a reference node dial each other at the same moment, 30 rounds
  *   with fresh keys. Each side must end with exactly one connection to the
  *   other, the one dialled by the node with the smaller ID, and still have it
- *   after holding 250 ms.
+ *   after holding 250 ms. A round in which one dial found the other
+ *   connection already up (no crossing on either side) is not counted; it
+ *   must still end with one connection.
  * - The duplicate-IP guard, both ways: a reference node with
  *   allow_duplicate_ip=false keeps the first tm2p2p peer from 127.0.0.1 and
  *   refuses the second; a tm2p2p switch with allow_duplicate_ip=false does the
@@ -68,55 +70,113 @@ static bool settled(tnode *t, rnode *r, bool t_out)
     return n == 1 && rhas && rout == !t_out;
 }
 
+/* Whether our dial to r ran: every dial that runs ends in an event marked
+ * outbound (connected, failed or refused, replaced). A dial queued while the
+ * reference's connection came up is dropped when it is due, silently. */
+static bool our_dial_ran(tnode *t, const rnode *r)
+{
+    tnode_drain(t);
+    for (size_t i = 0; i < t->n_evs; i++)
+        if (t->evs[i].outbound && strcmp(t->evs[i].peer_id.s, r->id.s) == 0)
+            return true;
+    return false;
+}
+
 static void simultaneous_open(void **state)
 {
     if (!TM2REF_V171)
         skip();   /* v1.2.0 keeps whichever connection registered first */
     fixture *f = *state;
-    int lower_ours = 0;
-    for (int round = 0; round < ROUNDS; round++) {
+    int done = 0, lower_ours = 0, skipped = 0;
+    for (int attempt = 0; done < ROUNDS; attempt++) {
+        if (attempt >= 2 * ROUNDS)
+            fail_msg("only %d of %d attempts were simultaneous", done, attempt);
         tnode *t = &f->t[0];
         rnode *r = &f->r[0];
-        uint8_t tseed = (uint8_t)(0x80 + round), rseed = (uint8_t)(0x10 + round);
+        uint8_t tseed = (uint8_t)(0x80 + attempt), rseed = (uint8_t)(0x10 + attempt);
         tnode_start(t, tseed, NULL);
         char dial[TM2_NETADDR_STRLEN];
         tnode_addr_string(t, dial, sizeof dial);
 
-        /* The reference queues its dial right after printing LISTEN; ours
-         * goes out as soon as we read that line. */
-        rnode_start(r, rseed, (const char *const[]){"--dial", dial, NULL});
-        assert_int_equal(tm2_switch_dial_peers(t->sw, &r->addr, 1), 1);
+        /* Both dials go out together: the reference queues its dial on
+         * SIGUSR2, ours follows as soon as it says so (DIAL_QUEUED), long
+         * before either handshake can finish. If ours still wins the race to
+         * its dial loop, it reports DIAL_SKIPPED. */
+        rnode_start(r, rseed, (const char *const[]){"--dial", dial, "--dial-on-signal", NULL});
+        assert_int_equal(kill(r->p.pid, SIGUSR2), 0);
+        assert_non_null(rnode_wait(r, "DIAL_QUEUED", NULL, NULL, NULL, WAIT_MS));
+        /* 0: the reference's connection was up already, nothing to dial. */
+        int ours = tm2_switch_dial_peers(t->sw, &r->addr, 1);
+        assert_true(ours == 0 || ours == 1);
 
         bool t_out = strcmp(t->id.s, r->id.s) < 0;   /* the smaller ID dials the kept one */
-        lower_ours += t_out;
         assert_non_null(tnode_wait_event(t, TM2_EVENT_PEER_CONNECTED, &r->id, WAIT_MS));
         assert_non_null(rnode_wait(r, "PEER_CONNECTED", t->id.s, NULL, NULL, WAIT_MS));
 
-        /* Wait for both sides to settle: re-check on each new event or line. */
-        uint64_t end = tv_now_ms() + WAIT_MS;
-        size_t ev_from = t->n_evs;
-        while (!settled(t, r, t_out)) {
+        /* Wait until both sides hold the smaller ID's connection, re-checking
+         * on every event. If one side skipped its dial because the other
+         * connection was up already (ours returned 0 or never ran, the
+         * reference printed DIAL_SKIPPED), the round was not simultaneous: it
+         * must still settle on one connection, the other side's. */
+        uint64_t end = tv_now_ms() + WAIT_MS, wrong_since = 0;
+        size_t ev_from = 0;
+        bool kept_out = t_out;
+        for (;;) {
+            if (ours == 1 && settled(t, r, t_out))
+                break;
+            bool theirs = settled(t, r, false);
+            if (ours == 0 && theirs) {
+                kept_out = false;
+                break;
+            }
+            /* Our dial runs within milliseconds of the call; one that left
+             * no trace in a second was dropped. */
+            wrong_since = theirs ? (wrong_since ? wrong_since : tv_now_ms()) : 0;
+            if (theirs && !our_dial_ran(t, r) && tv_now_ms() - wrong_since >= 1000) {
+                kept_out = false;
+                break;
+            }
+            if (rnode_wait(r, "DIAL_SKIPPED", NULL, NULL, t->id.s, 0) && settled(t, r, true)) {
+                kept_out = true;
+                break;
+            }
             if (tv_now_ms() >= end)
-                fail_msg("round %d: no single %s connection from %s to %s", round,
-                         t_out ? "tm2p2p-dialled" : "reference-dialled",
-                         t_out ? t->id.s : r->id.s, t_out ? r->id.s : t->id.s);
+                fail_msg("attempt %d: %s and %s do not settle on the connection %s dialled",
+                         attempt, t->id.s, r->id.s, t_out ? t->id.s : r->id.s);
             (void)tnode_wait_event_from(t, &ev_from, TM2_EVENT_ALL, NULL, 50);
         }
+        bool simultaneous = ours == 1 && our_dial_ran(t, r) &&
+                            !rnode_wait(r, "DIAL_SKIPPED", NULL, NULL, t->id.s, 0);
 
-        /* Hold, then check again: nothing dropped, nothing re-dialled. */
-        size_t hist_from = r->n_hist;
-        assert_null(tnode_wait_event_from(t, &ev_from, TM2_EVENT_PEER_DISCONNECTED, NULL, HOLD_MS));
-        assert_null(rnode_wait_from(r, &hist_from, "PEER_DISCONNECTED", NULL, NULL, NULL, 0));
-        if (!settled(t, r, t_out))
-            fail_msg("round %d: the connection did not last %d ms", round, HOLD_MS);
-        /* The connection kept is announced to neither side as lost. */
-        assert_null(tnode_wait_event(t, TM2_EVENT_PEER_DISCONNECTED, &r->id, 0));
-        assert_null(rnode_wait(r, "PEER_DISCONNECTED", t->id.s, NULL, NULL, 0));
+        /* Hold, then check again: nothing dropped, nothing replaced. Events
+         * and lines before the first check belong to the settling (a side
+         * may have seen a connection close there: when the other side
+         * resolved first and closed the losing connection before this
+         * side's own dial finished, as the reference itself would). */
+        /* The reference prints its events from a goroutine of their own, so
+         * a line from the settling can come after its PEERS answer: its side
+         * is judged by its peer set, ours by events too (a connection lost
+         * and made again during the hold would show there). */
+        ev_from = tnode_drain(t);
+        assert_null(tnode_wait_event_from(t, &ev_from,
+                                          TM2_EVENT_PEER_DISCONNECTED | TM2_EVENT_PEER_REPLACED,
+                                          NULL, HOLD_MS));
+        if (!settled(t, r, kept_out))
+            fail_msg("attempt %d: the connection did not last %d ms", attempt, HOLD_MS);
 
+        if (simultaneous) {
+            done++;
+            lower_ours += t_out;
+        } else {
+            skipped++;
+        }
         rnode_stop(r);
         tnode_stop(t);
         memset(t, 0, sizeof *t);
     }
+    if (skipped)
+        print_message("%d attempts where one dial found the other connection up were not "
+                      "counted\n", skipped);
     /* Both orders of IDs were exercised. */
     assert_true(lower_ours > 0 && lower_ours < ROUNDS);
 }

@@ -101,6 +101,19 @@ void tnode_stop(tnode *n)
     n->sw = NULL;
 }
 
+/* Reads one event into evs; false if none came within timeout_ms. */
+static bool next_event(tnode *n, int timeout_ms)
+{
+    tm2_event ev;
+    if (tm2_subscription_next(n->sub, &ev, timeout_ms) != 0)
+        return false;
+    if (getenv("TM2_TEST_LOG"))
+        fprintf(stderr, "[event %s] type=%u peer=%s out=%d reason=%d %s\n", n->id.s,
+                (unsigned)ev.type, ev.peer_id.s, ev.outbound, ev.reason, ev.reason_text);
+    n->evs[n->n_evs++] = ev;
+    return true;
+}
+
 const tm2_event *tnode_wait_event_from(tnode *n, size_t *from, unsigned mask, const tm2_id *id,
                                        int timeout_ms)
 {
@@ -118,14 +131,16 @@ const tm2_event *tnode_wait_event_from(tnode *n, size_t *from, unsigned mask, co
         uint64_t now = tv_now_ms();
         if (now >= end || n->n_evs == SN_MAX_EVS)
             return NULL;
-        tm2_event ev;
-        if (tm2_subscription_next(n->sub, &ev, (int)(end - now)) != 0)
+        if (!next_event(n, (int)(end - now)))
             return NULL;
-        if (getenv("TM2_TEST_LOG"))
-            fprintf(stderr, "[event %s] type=%u peer=%s out=%d reason=%d %s\n", n->id.s,
-                    (unsigned)ev.type, ev.peer_id.s, ev.outbound, ev.reason, ev.reason_text);
-        n->evs[n->n_evs++] = ev;
     }
+}
+
+size_t tnode_drain(tnode *n)
+{
+    while (n->n_evs < SN_MAX_EVS && next_event(n, 0))
+        ;
+    return n->n_evs;
 }
 
 const tm2_event *tnode_wait_event(tnode *n, unsigned mask, const tm2_id *id, int timeout_ms)

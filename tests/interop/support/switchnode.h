@@ -71,6 +71,10 @@ const tm2_event *tnode_wait_event(tnode *n, unsigned mask, const tm2_id *id, int
 const tm2_event *tnode_wait_event_from(tnode *n, size_t *from, unsigned mask, const tm2_id *id,
                                        int timeout_ms);
 
+/* Moves every event already queued into evs, without waiting; returns
+ * n_evs. */
+size_t tnode_drain(tnode *n);
+
 /* Waits until a 0x70 message from id whose text starts with prefix arrived. */
 bool tnode_wait_msg(tnode *n, const tm2_id *id, const char *prefix, int timeout_ms);
 

@@ -37,8 +37,10 @@ var echoPrefix = []byte("echo ")
 // RECV 0x70 <len> <from id> (the echo reactor greets every new peer with
 // "hello <our id>" and answers "echo " + each message), REJECTED <reason> (an inbound connection the
 // transport refused), DIAL_FAILED <addr> <reason>, and PEERS <n>
-// <id>:<in|out>... every --peers-interval and at once on SIGUSR1. Runs until
-// SIGTERM/SIGINT (DONE, exit 0) or the watchdog.
+// <id>:<in|out>... every --peers-interval and at once on SIGUSR1. With
+// --dial-on-signal the --dial list is handed to DialPeers on each SIGUSR2
+// rather than at start (DIAL_QUEUED <n> once it returned; DIAL_SKIPPED
+// <addr> for an address whose peer is connected then or when its dial runs). Runs until SIGTERM/SIGINT (DONE, exit 0) or the watchdog.
 func runNode(args []string) error {
 	fs := newFlagSet("node")
 	var ks nodeKeySource
@@ -49,6 +51,7 @@ func runNode(args []string) error {
 	appVersion := fs.String("app-version", "", "version of the NodeInfo's \"app\" entry (gno.land sends \"\")")
 	persistent := fs.String("persistent-peers", "", "ID@ip:port,... kept connected (WithPersistentPeers)")
 	dialList := fs.String("dial", "", "ID@ip:port,... handed to DialPeers once the switch runs")
+	dialOnSignal := fs.Bool("dial-on-signal", false, "hand --dial to DialPeers on each SIGUSR2 instead of at start")
 	seeds := fs.String("seeds", "", "ID@ip:port,... bootstrap peers (WithSeeds)")
 	private := fs.String("private-peers", "", "IDs never shared by discovery")
 	maxIn := fs.Uint64("max-inbound", 40, "max inbound peers")
@@ -203,18 +206,22 @@ func runNode(args []string) error {
 		}
 	}()
 
-	if err := sw.Start(); err != nil {
-		return err
-	}
-	record("LISTEN", self.String())
-	if len(dialAddrs) > 0 {
-		sw.DialPeers(dialAddrs...)
-	}
-
+	// Signals are caught before anything is printed: a SIGUSR1 or SIGUSR2
+	// sent in answer to a line must never meet the default action (exit).
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	dump := make(chan os.Signal, 1)
 	signal.Notify(dump, syscall.SIGUSR1)
+	trigger := make(chan os.Signal, 1)
+	signal.Notify(trigger, syscall.SIGUSR2)
+
+	if err := sw.Start(); err != nil {
+		return err
+	}
+	record("LISTEN", self.String())
+	if len(dialAddrs) > 0 && !*dialOnSignal {
+		sw.DialPeers(dialAddrs...)
+	}
 	var tick <-chan time.Time
 	if *peersEvery > 0 {
 		t := time.NewTicker(*peersEvery)
@@ -235,6 +242,17 @@ func runNode(args []string) error {
 			printPeers(sw)
 		case <-dump:
 			printPeers(sw)
+		case <-trigger:
+			if *dialOnSignal && len(dialAddrs) > 0 {
+				// DialPeers drops connected peers silently; say so.
+				for _, a := range dialAddrs {
+					if sw.Peers().Has(a.ID) {
+						record("DIAL_SKIPPED", a.String(), "already connected")
+					}
+				}
+				sw.DialPeers(dialAddrs...)
+				record("DIAL_QUEUED", len(dialAddrs))
+			}
 		}
 	}
 }
@@ -348,8 +366,11 @@ type reportHandler struct {
 	attrs   []slog.Attr
 }
 
-func (h *reportHandler) Enabled(_ context.Context, l slog.Level) bool {
-	return h.verbose || l >= slog.LevelInfo
+// Enabled lets debug records through too: one of them is reported (a queued
+// dial skipped because the peer connected meanwhile); the others are
+// dropped unless --verbose.
+func (h *reportHandler) Enabled(context.Context, slog.Level) bool {
+	return true
 }
 
 func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
@@ -372,13 +393,15 @@ func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
 		record("REJECTED", errText)
 	case "unable to dial peer":
 		record("DIAL_FAILED", peer, errText)
+	case "skipping dial, peer already connected":
+		record("DIAL_SKIPPED", attrValue(h.attrs, rec, "address"), "already connected")
 	case "Ignoring inbound connection: error while adding peer":
 		record("REJECTED", errText)
 	default:
 		// The switch's own refusals (peer limit, duplicate ID, duplicate
 		// IP) carry their reason in the message.
 		if r, ok := strings.CutPrefix(rec.Message, "Ignoring inbound connection: "); ok {
-			record("REJECTED", r, idAttr(h.attrs, rec))
+			record("REJECTED", r, attrValue(h.attrs, rec, "id"))
 		}
 	}
 	if h.verbose {
@@ -396,21 +419,21 @@ func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
 	return nil
 }
 
-// idAttr is the record's "id" attribute ("-" without one).
-func idAttr(attrs []slog.Attr, rec slog.Record) string {
-	id := "-"
+// attrValue is the record's attribute key ("-" without one).
+func attrValue(attrs []slog.Attr, rec slog.Record, key string) string {
+	v := "-"
 	for _, a := range attrs {
-		if a.Key == "id" {
-			id = a.Value.String()
+		if a.Key == key {
+			v = a.Value.String()
 		}
 	}
 	rec.Attrs(func(a slog.Attr) bool {
-		if a.Key == "id" {
-			id = a.Value.String()
+		if a.Key == key {
+			v = a.Value.String()
 		}
 		return true
 	})
-	return id
+	return v
 }
 
 func (h *reportHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
