@@ -96,26 +96,37 @@ static void eq_bool(ref_value *v, size_t n, const char *key, bool got)
     eq_str(v, n, key, got ? "true" : "false");
 }
 
+typedef struct fixture {
+    char home[64];
+    cli_config c;           /* freed by the teardown on every path */
+    bool have_c;
+} fixture;
+
 static int setup(void **state)
 {
-    static char home[64];
-    snprintf(home, sizeof home, "/tmp/tm2-interop-config-XXXXXX");
-    if (!mkdtemp(home))
+    static fixture f;
+    memset(&f, 0, sizeof f);
+    snprintf(f.home, sizeof f.home, "/tmp/tm2-interop-config-XXXXXX");
+    if (!mkdtemp(f.home))
         return -1;
-    *state = home;
+    *state = &f;
     return 0;
 }
 
 static int teardown(void **state)
 {
+    fixture *f = *state;
+    if (f->have_c)
+        cli_config_free(&f->c);
     char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", (const char *)*state);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->home);
     return system(cmd) == 0 ? 0 : -1;
 }
 
 static void reference_default_config_reads_the_same(void **state)
 {
-    const char *home = *state;
+    fixture *f = *state;
+    const char *home = f->home;
 
     const char *args[] = {"config", "--home", home, NULL};
     refproc p;
@@ -158,33 +169,34 @@ static void reference_default_config_reads_the_same(void **state)
     assert_int_equal(n_base, 2);
     assert_true(n_p2p >= 14);
 
-    cli_config c;
-    assert_int_equal(cli_config_defaults(&c), 0);
+    cli_config *cp = &f->c;
+    assert_int_equal(cli_config_defaults(cp), 0);
+    f->have_c = true;
     warnings warns = {.n = 0};
     char err[512] = "";
     bool found = false;
-    int r = cli_config_load(&c, path, &found, on_warn, &warns, err, sizeof err);
+    int r = cli_config_load(cp, path, &found, on_warn, &warns, err, sizeof err);
     if (r != 0)
         fail_msg("tm2p2p refuses the reference's config.toml: %s", err);
     assert_true(found);
 
-    eq_str(base, 2, "moniker", c.moniker);
-    eq_str(base, 2, "node_key_file", c.node_key_file);
+    eq_str(base, 2, "moniker", cp->moniker);
+    eq_str(base, 2, "node_key_file", cp->node_key_file);
 
-    eq_str(p2p, n_p2p, "laddr", c.laddr);
-    eq_str(p2p, n_p2p, "external_address", c.external_address);
-    eq_str(p2p, n_p2p, "seeds", c.seeds);
-    eq_str(p2p, n_p2p, "persistent_peers", c.persistent_peers);
-    eq_str(p2p, n_p2p, "private_peer_ids", c.private_peer_ids);
-    eq_str(p2p, n_p2p, "addr_book_file", c.addr_book_file);
-    eq_int(p2p, n_p2p, "max_num_inbound_peers", (long long)c.max_num_inbound_peers);
-    eq_int(p2p, n_p2p, "max_num_outbound_peers", (long long)c.max_num_outbound_peers);
-    eq_int(p2p, n_p2p, "flush_throttle_timeout", (long long)c.flush_throttle_timeout_ns);
-    eq_int(p2p, n_p2p, "max_packet_msg_payload_size", (long long)c.max_packet_msg_payload_size);
-    eq_int(p2p, n_p2p, "send_rate", (long long)c.send_rate);
-    eq_int(p2p, n_p2p, "recv_rate", (long long)c.recv_rate);
-    eq_bool(p2p, n_p2p, "pex", c.pex);
-    eq_bool(p2p, n_p2p, "allow_duplicate_ip", c.allow_duplicate_ip);
+    eq_str(p2p, n_p2p, "laddr", cp->laddr);
+    eq_str(p2p, n_p2p, "external_address", cp->external_address);
+    eq_str(p2p, n_p2p, "seeds", cp->seeds);
+    eq_str(p2p, n_p2p, "persistent_peers", cp->persistent_peers);
+    eq_str(p2p, n_p2p, "private_peer_ids", cp->private_peer_ids);
+    eq_str(p2p, n_p2p, "addr_book_file", cp->addr_book_file);
+    eq_int(p2p, n_p2p, "max_num_inbound_peers", (long long)cp->max_num_inbound_peers);
+    eq_int(p2p, n_p2p, "max_num_outbound_peers", (long long)cp->max_num_outbound_peers);
+    eq_int(p2p, n_p2p, "flush_throttle_timeout", (long long)cp->flush_throttle_timeout_ns);
+    eq_int(p2p, n_p2p, "max_packet_msg_payload_size", (long long)cp->max_packet_msg_payload_size);
+    eq_int(p2p, n_p2p, "send_rate", (long long)cp->send_rate);
+    eq_int(p2p, n_p2p, "recv_rate", (long long)cp->recv_rate);
+    eq_bool(p2p, n_p2p, "pex", cp->pex);
+    eq_bool(p2p, n_p2p, "allow_duplicate_ip", cp->allow_duplicate_ip);
     if (warned(&warns, "allow_duplicate_ip"))
         fail_msg("tm2p2p has allow_duplicate_ip but reports the key as unknown");
 
@@ -193,10 +205,10 @@ static void reference_default_config_reads_the_same(void **state)
     static const char *const newer[] = {"max_recv_buffer_bytes", "recv_assembly_timeout",
                                         "max_send_buffer_bytes"};
 #ifdef CLI_CONFIG_HAS_V171_KEYS
-    eq_int(p2p, n_p2p, "max_recv_buffer_bytes", (long long)c.max_recv_buffer_bytes);
-    eq_int(p2p, n_p2p, "recv_assembly_timeout", (long long)c.recv_assembly_timeout_ns);
+    eq_int(p2p, n_p2p, "max_recv_buffer_bytes", (long long)cp->max_recv_buffer_bytes);
+    eq_int(p2p, n_p2p, "recv_assembly_timeout", (long long)cp->recv_assembly_timeout_ns);
     if (TM2REF_V171)
-        eq_int(p2p, n_p2p, "max_send_buffer_bytes", (long long)c.max_send_buffer_bytes);
+        eq_int(p2p, n_p2p, "max_send_buffer_bytes", (long long)cp->max_send_buffer_bytes);
     for (size_t i = 0; i < sizeof newer / sizeof newer[0]; i++)
         if (warned(&warns, newer[i]))
             fail_msg("tm2p2p reports %s as unknown", newer[i]);
@@ -221,7 +233,6 @@ static void reference_default_config_reads_the_same(void **state)
         if (!listed)
             fail_msg("tm2p2p reports [p2p] %s as unknown", warns.keys[i]);
     }
-    cli_config_free(&c);
 }
 
 int main(void)
