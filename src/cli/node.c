@@ -915,7 +915,7 @@ static int resolve(const node_flags *f, node_settings *s)
     o->n_private = (size_t)n;
 
     /* limits: 0 means none, as in the reference */
-    uint64_t v;
+    uint64_t v = 0;
     if (f->max_in) {
         if (flag_u32("--max-inbound", f->max_in, 0, 100000, &o->max_inbound) && fatal(s, 2))
             return 2;
