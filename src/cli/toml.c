@@ -62,11 +62,11 @@ __attribute__((format(printf, 3, 4))) static void fail_at(parser *p, unsigned li
     va_end(ap);
 }
 
-#define fail(p, ...) fail_at((p), (p)->line, __VA_ARGS__)
+#define perr(p, ...) fail_at((p), (p)->line, __VA_ARGS__)
 
 static void fail_oom(parser *p)
 {
-    fail(p, "out of memory");
+    perr(p, "out of memory");
     p->err->oom = true;
 }
 
@@ -121,7 +121,7 @@ static int skip_comment(parser *p)
     p->i++;
     while (p->i < p->n && !at_newline(p)) {
         if (is_ctrl(peek(p))) {
-            fail(p, "control character in a comment");
+            perr(p, "control character in a comment");
             return -1;
         }
         p->i++;
@@ -153,9 +153,9 @@ static int end_of_line(parser *p, const char *what)
     if (!at_newline(p)) {
         int c = peek(p);
         if (c >= 0x20 && c < 0x7f)
-            fail(p, "unexpected '%c' after the %s (one key = value per line)", c, what);
+            perr(p, "unexpected '%c' after the %s (one key = value per line)", c, what);
         else
-            fail(p, "unexpected byte 0x%02x after the %s", (unsigned)c, what);
+            perr(p, "unexpected byte 0x%02x after the %s", (unsigned)c, what);
         return -1;
     }
     eat_newline(p);
@@ -205,6 +205,10 @@ static int check_utf8(parser *p)
     for (size_t i = 0; i < p->n;) {
         if (s[i] == '\n')
             line++;
+        if (s[i] == 0) {
+            fail_at(p, line, "NUL byte in the document");
+            return -1;
+        }
         size_t l = utf8_len(s + i, p->n - i);
         if (!l) {
             fail_at(p, line, "invalid UTF-8 (byte 0x%02x)", s[i]);
@@ -304,14 +308,14 @@ static int escape(parser *p, sbuf *b)
         for (int k = 0; k < digits; k++) {
             int h = hexval(peek(p));
             if (h < 0) {
-                fail(p, "bad \\%c escape in a string (needs %d hex digits)", e, digits);
+                perr(p, "bad \\%c escape in a string (needs %d hex digits)", e, digits);
                 return -1;
             }
             cp = cp << 4 | (uint32_t)h;
             p->i++;
         }
         if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            fail(p, "\\%c escape is not a Unicode scalar value", e);
+            perr(p, "\\%c escape is not a Unicode scalar value", e);
             return -1;
         }
         sb_utf8(b, cp);
@@ -319,9 +323,9 @@ static int escape(parser *p, sbuf *b)
     }
     default:
         if (e >= 0x20 && e < 0x7f)
-            fail(p, "unknown escape sequence '\\%c' in a string", e);
+            perr(p, "unknown escape sequence '\\%c' in a string", e);
         else
-            fail(p, "unknown escape sequence in a string");
+            perr(p, "unknown escape sequence in a string");
         return -1;
     }
     p->i++;
@@ -338,7 +342,7 @@ static int string_line(parser *p, sbuf *b)
     for (;;) {
         int c = peek(p);
         if (c < 0 || c == '\n' || (c == '\r' && peek_at(p, 1) == '\n')) {
-            fail(p, "unterminated string");
+            perr(p, "unterminated string");
             return -1;
         }
         if (c == q) {
@@ -346,7 +350,7 @@ static int string_line(parser *p, sbuf *b)
             return 0;
         }
         if (is_ctrl(c)) {
-            fail(p, "control character 0x%02x in a string (escape it)", (unsigned)c);
+            perr(p, "control character 0x%02x in a string (escape it)", (unsigned)c);
             return -1;
         }
         p->i++;
@@ -371,7 +375,7 @@ static int string_multi(parser *p, sbuf *b)
     for (;;) {
         int c = peek(p);
         if (c < 0) {
-            fail(p, "unterminated multi-line string");
+            perr(p, "unterminated multi-line string");
             return -1;
         }
         if (c == q) {
@@ -384,7 +388,7 @@ static int string_multi(parser *p, sbuf *b)
                 continue;
             }
             if (k > 5) {
-                fail(p, "too many quotes at the end of a multi-line string");
+                perr(p, "too many quotes at the end of a multi-line string");
                 return -1;
             }
             sb_put(b, p->s + p->i, k - 3); /* up to two quotes end the content */
@@ -397,7 +401,7 @@ static int string_multi(parser *p, sbuf *b)
             continue;
         }
         if (is_ctrl(c)) {
-            fail(p, "control character 0x%02x in a string (escape it)", (unsigned)c);
+            perr(p, "control character 0x%02x in a string (escape it)", (unsigned)c);
             return -1;
         }
         p->i++;
@@ -441,7 +445,7 @@ static int string_any(parser *p, sbuf *b)
 static toml_value *new_value(parser *p, toml_type t, unsigned depth)
 {
     if (depth > TOML_MAX_DEPTH) {
-        fail(p, "tables, arrays or inline tables nested too deeply (more than %d levels)", TOML_MAX_DEPTH);
+        perr(p, "tables, arrays or inline tables nested too deeply (more than %d levels)", TOML_MAX_DEPTH);
         return NULL;
     }
     toml_value *v = calloc(1, sizeof *v);
@@ -529,7 +533,7 @@ static void index_put(toml_value *t, size_t item)
 static int tab_add(parser *p, toml_value *t, const char *k, size_t kl, toml_value *v)
 {
     if (t->u.t.n == UINT32_MAX - 1) {
-        fail(p, "too many keys in one table");
+        perr(p, "too many keys in one table");
         return -1;
     }
     if (t->u.t.n == t->u.t.cap) {
@@ -647,7 +651,7 @@ static int parse_key(parser *p, keypath *kp)
         sbuf b = {0};
         if (c == '"' || c == '\'') {
             if (peek_at(p, 1) == c && peek_at(p, 2) == c) {
-                fail(p, "a multi-line string cannot be a key");
+                perr(p, "a multi-line string cannot be a key");
                 return -1;
             }
             if (string_line(p, &b) || b.oom) {
@@ -668,16 +672,16 @@ static int parse_key(parser *p, keypath *kp)
             }
         } else {
             if (c < 0 || at_newline(p) || c == '=' || c == ']' || c == '.' || c == '#')
-                fail(p, "missing key");
+                perr(p, "missing key");
             else if (c > 0x20 && c < 0x7f)
-                fail(p, "bad character '%c' in a key", c);
+                perr(p, "bad character '%c' in a key", c);
             else
-                fail(p, "bad byte 0x%02x in a key", (unsigned)c);
+                perr(p, "bad byte 0x%02x in a key", (unsigned)c);
             return -1;
         }
         if (kp->n == TOML_MAX_KEY_PARTS) {
             free(b.d);
-            fail(p, "key with more than %d parts", TOML_MAX_KEY_PARTS);
+            perr(p, "key with more than %d parts", TOML_MAX_KEY_PARTS);
             return -1;
         }
         kp->p[kp->n++] = (keypart){b.d, b.n};
@@ -829,12 +833,12 @@ static int parse_datetime(parser *p, const char *tok, size_t n, toml_value *v)
     return 0;
 bad:
     free(out);
-    fail(p, "bad date or time '%.*s'", (int)(n > 60 ? 60 : n), tok);
+    perr(p, "bad date or time '%.*s'", (int)(n > 60 ? 60 : n), tok);
     return -1;
 }
 
 /* Digits of the given base with '_' only between two digits; copied to out
- * without the underscores. Returns the count copied, or -1. */
+ * without the underscores. 0, -1 (not a digit, or none) or -2 (misplaced '_'). */
 static int digit_run(const char *s, size_t n, int base, char *out, size_t *on)
 {
     if (n == 0)
@@ -842,7 +846,7 @@ static int digit_run(const char *s, size_t n, int base, char *out, size_t *on)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '_') {
             if (i == 0 || i + 1 == n || s[i - 1] == '_')
-                return -1;
+                return -2;
             continue;
         }
         int d = hexval((unsigned char)s[i]);
@@ -860,8 +864,9 @@ static int parse_number(parser *p, const char *tok, size_t n, toml_value *v)
     const char *t = tok;
     size_t tn = n;
     bool neg = false, sign = false;
+    int dr = 0;
     if (n >= sizeof clean) {
-        fail(p, "unsupported: number of more than %zu characters", sizeof clean - 1);
+        perr(p, "unsupported: number of more than %zu characters", sizeof clean - 1);
         return -1;
     }
     if (*t == '+' || *t == '-') {
@@ -877,17 +882,17 @@ static int parse_number(parser *p, const char *tok, size_t n, toml_value *v)
     }
     if (tn >= 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'o' || t[1] == 'b')) {
         if (sign) {
-            fail(p, "a sign is not allowed on a hexadecimal, octal or binary integer");
+            perr(p, "a sign is not allowed on a hexadecimal, octal or binary integer");
             return -1;
         }
         int base = t[1] == 'x' ? 16 : t[1] == 'o' ? 8 : 2;
-        if (digit_run(t + 2, tn - 2, base, clean, &cn))
+        if ((dr = digit_run(t + 2, tn - 2, base, clean, &cn)))
             goto bad;
         uint64_t acc = 0;
         for (size_t k = 0; k < cn; k++) {
             uint64_t d = (uint64_t)hexval((unsigned char)clean[k]);
             if (acc > ((uint64_t)INT64_MAX - d) / (uint64_t)base) {
-                fail(p, "integer '%.*s' does not fit in 64 bits", (int)(n > 60 ? 60 : n), tok);
+                perr(p, "integer '%.*s' does not fit in 64 bits", (int)(n > 60 ? 60 : n), tok);
                 return -1;
             }
             acc = acc * (uint64_t)base + d;
@@ -903,10 +908,10 @@ static int parse_number(parser *p, const char *tok, size_t n, toml_value *v)
     if (neg)
         clean[cn++] = '-';
     size_t int_start = cn;
-    if (digit_run(t, ip, 10, clean, &cn))
+    if ((dr = digit_run(t, ip, 10, clean, &cn)))
         goto bad;
     if (cn - int_start > 1 && clean[int_start] == '0') {
-        fail(p, "leading zeros are not allowed in '%.*s'", (int)(n > 60 ? 60 : n), tok);
+        perr(p, "leading zeros are not allowed in '%.*s'", (int)(n > 60 ? 60 : n), tok);
         return -1;
     }
     if (ip == tn) {
@@ -914,7 +919,7 @@ static int parse_number(parser *p, const char *tok, size_t n, toml_value *v)
         for (size_t k = int_start; k < cn; k++) {
             uint64_t d = (uint64_t)(clean[k] - '0');
             if (acc > (limit - d) / 10) {
-                fail(p, "integer '%.*s' does not fit in 64 bits", (int)(n > 60 ? 60 : n), tok);
+                perr(p, "integer '%.*s' does not fit in 64 bits", (int)(n > 60 ? 60 : n), tok);
                 return -1;
             }
             acc = acc * 10 + d;
@@ -929,7 +934,7 @@ static int parse_number(parser *p, const char *tok, size_t n, toml_value *v)
         while (r < tn && t[r] != 'e' && t[r] != 'E')
             r++;
         clean[cn++] = '.';
-        if (digit_run(t + fs, r - fs, 10, clean, &cn))
+        if ((dr = digit_run(t + fs, r - fs, 10, clean, &cn)))
             goto bad;
     }
     if (r < tn) {
@@ -937,7 +942,7 @@ static int parse_number(parser *p, const char *tok, size_t n, toml_value *v)
         clean[cn++] = 'e';
         if (r < tn && (t[r] == '+' || t[r] == '-'))
             clean[cn++] = t[r++];
-        if (digit_run(t + r, tn - r, 10, clean, &cn))
+        if ((dr = digit_run(t + r, tn - r, 10, clean, &cn)))
             goto bad;
     }
     clean[cn] = '\0';
@@ -946,14 +951,17 @@ static int parse_number(parser *p, const char *tok, size_t n, toml_value *v)
     if (*end)
         goto bad;
     if (isinf(d)) {
-        fail(p, "float '%.*s' is out of range", (int)(n > 60 ? 60 : n), tok);
+        perr(p, "float '%.*s' is out of range", (int)(n > 60 ? 60 : n), tok);
         return -1;
     }
     v->type = TOML_FLOAT;
     v->u.f = d;
     return 0;
 bad:
-    fail(p, "bad number '%.*s'", (int)(n > 60 ? 60 : n), tok);
+    if (dr == -2)
+        perr(p, "misplaced '_' in the number '%.*s'", (int)(n > 60 ? 60 : n), tok);
+    else
+        perr(p, "bad number '%.*s'", (int)(n > 60 ? 60 : n), tok);
     return -1;
 }
 
@@ -975,11 +983,11 @@ static int parse_scalar(parser *p, toml_value *v)
     if (n == 0) {
         int c = peek(p);
         if (c < 0 || at_newline(p) || c == '#' || c == ',' || c == ']' || c == '}')
-            fail(p, "missing value");
+            perr(p, "missing value");
         else if (c > 0x20 && c < 0x7f)
-            fail(p, "unexpected '%c' where a value should be", c);
+            perr(p, "unexpected '%c' where a value should be", c);
         else
-            fail(p, "unexpected byte 0x%02x where a value should be", (unsigned)c);
+            perr(p, "unexpected byte 0x%02x where a value should be", (unsigned)c);
         return -1;
     }
     char c0 = tok[0];
@@ -988,7 +996,7 @@ static int parse_scalar(parser *p, toml_value *v)
         size_t e = st;
         while (e < p->n && e - st < 60 && !strchr(" \t\r\n#,]}", p->s[e]) && p->s[e])
             e++;
-        fail(p, "unquoted value '%.*s' (strings need quotes)", (int)(e - st), p->s + st);
+        perr(p, "unquoted value '%.*s' (strings need quotes)", (int)(e - st), p->s + st);
         return -1;
     }
     /* date-times have a '-' after four digits or a ':' after two */
@@ -1033,9 +1041,9 @@ static toml_value *parse_array(parser *p, unsigned depth)
             return a;
         }
         if (p->i >= p->n)
-            fail(p, "unterminated array (expected ',' or ']')");
+            perr(p, "unterminated array (expected ',' or ']')");
         else
-            fail(p, "expected ',' or ']' in an array");
+            perr(p, "expected ',' or ']' in an array");
         goto fail;
     }
 fail:
@@ -1062,7 +1070,7 @@ static toml_value *parse_inline_table(parser *p, unsigned depth)
             goto fail_key;
         if (peek(p) != '=') {
             char kt[300];
-            fail(p, "expected '=' after key '%s'", key_text(&kp, kp.n, kt, sizeof kt));
+            perr(p, "expected '=' after key '%s'", key_text(&kp, kp.n, kt, sizeof kt));
             goto fail_key;
         }
         p->i++;
@@ -1076,7 +1084,7 @@ static toml_value *parse_inline_table(parser *p, unsigned depth)
             p->i++;
             skip_ws(p);
             if (peek(p) == '}') {
-                fail(p, "trailing ',' in an inline table");
+                perr(p, "trailing ',' in an inline table");
                 goto fail;
             }
             continue;
@@ -1087,9 +1095,9 @@ static toml_value *parse_inline_table(parser *p, unsigned depth)
             return t;
         }
         if (at_newline(p))
-            fail(p, "newline inside an inline table (TOML 1.0 keeps them on one line)");
+            perr(p, "newline inside an inline table (TOML 1.0 keeps them on one line)");
         else
-            fail(p, "expected ',' or '}' in an inline table");
+            perr(p, "expected ',' or '}' in an inline table");
         goto fail;
     fail_key:
         key_free(&kp);
@@ -1154,7 +1162,7 @@ static int parse_header(parser *p)
         goto fail;
     key_text(&kp, kp.n, kt, sizeof kt);
     if (peek(p) != ']' || (aot && peek_at(p, 1) != ']')) {
-        fail(p, "expected '%s' after table name '%s'", aot ? "]]" : "]", kt);
+        perr(p, "expected '%s' after table name '%s'", aot ? "]]" : "]", kt);
         goto fail;
     }
     p->i += aot ? 2 : 1;
@@ -1227,7 +1235,7 @@ static int parse_keyval(parser *p)
         goto fail;
     if (peek(p) != '=') {
         char kt[300];
-        fail(p, "expected '=' after key '%s'", key_text(&kp, kp.n, kt, sizeof kt));
+        perr(p, "expected '=' after key '%s'", key_text(&kp, kp.n, kt, sizeof kt));
         goto fail;
     }
     p->i++;
