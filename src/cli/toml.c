@@ -363,8 +363,8 @@ static int string_line(parser *p, sbuf *b)
     }
 }
 
-/* A multi-line string; p->i at the first of the three quotes. Newlines
- * (LF or CRLF) are kept as LF. */
+/* A multi-line string; p->i at the first of the three quotes. Newlines are
+ * kept as written (LF or CRLF). */
 static int string_multi(parser *p, sbuf *b)
 {
     int q = peek(p);
@@ -396,8 +396,8 @@ static int string_multi(parser *p, sbuf *b)
             return 0;
         }
         if (at_newline(p)) {
+            sb_put(b, p->s + p->i, c == '\r' ? 2 : 1);
             eat_newline(p);
-            sb_char(b, '\n');
             continue;
         }
         if (is_ctrl(c)) {
@@ -1066,6 +1066,10 @@ static toml_value *parse_inline_table(parser *p, unsigned depth)
     }
     for (;;) {
         keypath kp;
+        if (at_newline(p)) {
+            perr(p, "newline inside an inline table (TOML 1.0 keeps them on one line)");
+            goto fail;
+        }
         if (parse_key(p, &kp))
             goto fail_key;
         if (peek(p) != '=') {
