@@ -593,9 +593,12 @@ static int arr_push(parser *p, toml_value *a, toml_value *v)
     return 0;
 }
 
-/* Closes an inline table and everything written inside it. */
+/* Closes an inline table and everything written inside it. A sealed value's
+ * contents are sealed already, so nested inline tables cost one visit. */
 static void seal(toml_value *v)
 {
+    if (v->sealed)
+        return;
     v->sealed = true;
     if (v->type == TOML_TABLE)
         for (size_t k = 0; k < v->u.t.n; k++)
