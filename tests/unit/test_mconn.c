@@ -20,7 +20,7 @@ typedef struct side {
     tm2__mconn *c;
     rx_item *items;
     size_t count, cap;
-    int room_calls;
+    int room_calls, budget_calls;
     uint8_t room_ch;
     int fail_with;            /* on_receive returns this when non-zero */
     tm2__msg *echo;           /* queued from inside on_receive when set */
@@ -58,7 +58,13 @@ static void on_send_room(void *user, uint8_t ch)
     s->room_ch = ch;
 }
 
-static const tm2__mconn_callbacks callbacks = {on_receive, on_send_room};
+static void on_send_budget(void *user)
+{
+    side *s = user;
+    s->budget_calls++;
+}
+
+static const tm2__mconn_callbacks callbacks = {on_receive, on_send_room, on_send_budget};
 
 static void side_open(side *s, const tm2_mconn_config *cfg, const tm2_channel_desc *d, size_t n,
                       uint64_t now)
