@@ -789,8 +789,12 @@ int tm2__mconn_handle_expiry(tm2__mconn *c, uint64_t now)
          * peer that stops reading cannot stall us past it. */
         c->next_ping += ((now - c->next_ping) / iv + 1) * iv;
         c->ping_owed = true;
+        /* A pong still owed keeps its deadline (it can outlast the interval
+         * only when stalls were credited to it). */
+        uint64_t d = now + c->cfg.pong_timeout_ms;
+        if (!c->pong_armed || d < c->pong_deadline)
+            c->pong_deadline = d;
         c->pong_armed = true;
-        c->pong_deadline = now + c->cfg.pong_timeout_ms;
     }
     apply_decay(c, now);
     return 0;
