@@ -1449,6 +1449,240 @@ static void close_wakes_waiting_senders(void **state)
     free(t);
 }
 
+/* ---- the send budget ---------------------------------------------------------------------------- */
+
+/* b stops reading, a's buffers are small: a's budget-sized message cannot
+ * finish, so its bytes stay admitted until b reads again. */
+#define SB_BUDGET (4u * MiB)
+#define SB_SMALL 1000u
+
+typedef struct bsend {
+    ep a, b;
+    int phase;
+    uv_thread_t th[2];
+    bool th_spawned[2];
+    atomic_int rc[2];
+    atomic_bool done[2];
+    uint64_t t_call[2], t_ret[2];
+    uint32_t timeout[2];
+    int try_rc, big_rc;
+    uint64_t big_ms;
+    uint64_t t_resume, t_close;
+    int got;
+    size_t got_len[2];
+    size_t buffered_after;
+    bool close_mode;   /* close a while the waiter waits instead of resuming b */
+} bsend;
+
+typedef struct bs_arg {
+    bsend *x;
+    int i;
+} bs_arg;
+
+static bs_arg bs_args[2];
+
+static void bs_waiter(void *arg)
+{
+    bs_arg *w = arg;
+    bsend *x = w->x;
+    tm2__msg *m = gen_msg(0x30, (uint32_t)w->i + 1, SB_SMALL);
+    x->t_call[w->i] = tv_now_ms();
+    int r = tm2__mcs_send(&x->a.c, 0x30, m, x->timeout[w->i]);
+    x->t_ret[w->i] = tv_now_ms();
+    tm2__msg_unref(m);
+    atomic_store(&x->rc[w->i], r);
+    atomic_store(&x->done[w->i], true);
+}
+
+static void bs_spawn(bsend *x, int i, uint32_t timeout_ms)
+{
+    x->timeout[i] = timeout_ms;
+    bs_args[i] = (bs_arg){x, i};
+    assert_int_equal(uv_thread_create(&x->th[i], bs_waiter, &bs_args[i]), 0);
+    x->th_spawned[i] = true;
+}
+
+static void bs_big(void *arg)
+{
+    bsend *x = arg;
+    /* Larger than the whole budget: refused at once, however long the
+     * timeout. */
+    tm2__msg *m = tm2__msg_alloc(SB_BUDGET + 1);
+    assert_non_null(m);
+    uint64_t t0 = tv_now_ms();
+    x->big_rc = tm2__mcs_send(&x->a.c, 0x30, m, 60000);
+    x->big_ms = tv_now_ms() - t0;
+    tm2__msg_unref(m);
+}
+
+static size_t bs_buffered(ep *e, unsigned *waiters)
+{
+    uv_mutex_lock(&e->c.lock);
+    size_t n = e->c.core ? tm2__mconn_send_buffered(e->c.core) : 0;
+    if (waiters)
+        *waiters = e->c.waiters;
+    uv_mutex_unlock(&e->c.lock);
+    return n;
+}
+
+/* b stops reading. Its receive buffer keeps its size: one set small would
+ * clamp the window for good, and the transfer after the resume would crawl
+ * at a few kB per delayed ACK. */
+static void bs_b_started(ep *e)
+{
+    assert_int_equal(tm2__sc_stream_pause(tm2__mcs_stream(&e->c), true), 0);
+}
+
+static void bs_send_buffer(ep *e, int size)
+{
+    uv_handle_t *h = (uv_handle_t *)tm2__sc_stream_tcp(tm2__mcs_stream(&e->c));
+    assert_int_equal(uv_send_buffer_size(h, &size), 0);
+}
+
+static void bs_a_started(ep *e)
+{
+    bsend *x = e->user;
+    bs_send_buffer(e, STALL_BUF);
+    tm2__msg *m = gen_msg(0x30, 0, SB_BUDGET);
+    assert_int_equal(tm2__mcs_try_send(&e->c, 0x30, m), 0);   /* exactly the budget */
+    tm2__msg_unref(m);
+    m = gen_msg(0x30, 9, 1);
+    x->try_rc = tm2__mcs_try_send(&e->c, 0x30, m);            /* one byte over: at once */
+    tm2__msg_unref(m);
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, bs_big, x), 0);
+    assert_int_equal(uv_thread_join(&th), 0);
+    x->phase = 1;
+}
+
+static int bs_b_msg(ep *e, uint8_t ch, const uint8_t *d, size_t n)
+{
+    bsend *x = e->user;
+    assert_int_equal(ch, 0x30);
+    assert_true(x->got < 2);
+    x->got_len[x->got] = n;
+    if (!gen_check(0x30, x->got ? 2 : 0, d, n))
+        x->got_len[x->got] = 0;
+    x->got++;
+    return 0;
+}
+
+static void bs_poll(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    bsend *x = f->user;
+    unsigned waiters;
+    switch (x->phase) {
+    case 1:
+        /* A waiting send with a short timeout gives up while b is stopped. */
+        bs_spawn(x, 0, 200);
+        x->phase = 2;
+        return;
+    case 2:
+        if (!atomic_load(&x->done[0]))
+            return;
+        /* It gave back nothing it did not hold. */
+        assert_int_equal(bs_buffered(&x->a, NULL), SB_BUDGET);
+        bs_spawn(x, 1, 60000);
+        x->phase = 3;
+        return;
+    case 3:
+        bs_buffered(&x->a, &waiters);
+        if (waiters < 1 || tv_now_ms() < x->t_call[1] + 100)
+            return;
+        assert_false(atomic_load(&x->done[1]));
+        if (x->close_mode) {
+            x->t_close = tv_now_ms();
+            pair_close(&x->a, &x->b);
+            uv_timer_stop(t);
+            return;
+        }
+        /* b reads again: the big message finishes and frees the budget. */
+        x->t_resume = tv_now_ms();
+        bs_send_buffer(&x->a, 1 * MiB);
+        assert_int_equal(tm2__sc_stream_pause(tm2__mcs_stream(&x->b.c), false), 0);
+        x->phase = 4;
+        return;
+    case 4:
+        if (x->got < 2 || !atomic_load(&x->done[1]))
+            return;
+        x->buffered_after = bs_buffered(&x->a, NULL);
+        uv_timer_stop(t);
+        pair_close(&x->a, &x->b);
+        return;
+    default:
+        return;
+    }
+}
+
+static void bs_run(bsend *x)
+{
+    fixture f;
+    fixture_init(&f, 60000);
+    f.user = x;
+    ep_setup(&x->a, &f, "a", 1);
+    ep_setup(&x->b, &f, "b", 2);
+    x->a.cfg.max_send_buffer_bytes = SB_BUDGET;
+    x->a.scfg.max_queued = STALL_QUEUED;
+    ep_add_channel(&x->a, 0x30, 1, 100, 0);
+    ep_add_channel(&x->b, 0x30, 1, 100, 0);
+    x->a.user = x->b.user = x;
+    x->a.on_started = bs_a_started;
+    x->b.on_started = bs_b_started;
+    x->b.on_msg = bs_b_msg;
+    uv_timer_start(&f.poll, bs_poll, 2, 2);
+    pair_connect(&f, &x->a, &x->b);
+    fixture_run(&f);
+    for (int i = 0; i < 2; i++)
+        if (x->th_spawned[i])
+            assert_int_equal(uv_thread_join(&x->th[i]), 0);
+    assert_int_equal(x->try_rc, TM2_EFULL);
+    assert_int_equal(x->big_rc, TM2_ETOOBIG);
+    assert_true(x->big_ms < 1000);
+    /* The short wait timed out while the budget stayed taken. */
+    assert_int_equal(atomic_load(&x->rc[0]), TM2_EFULL);
+    assert_true(x->t_ret[0] - x->t_call[0] >= 195);
+    assert_true(x->t_ret[0] - x->t_call[0] < 5000);
+    assert_false(x->a.errored);
+    fixture_close(&f);
+}
+
+static void send_budget_waits_for_the_peer(void **state)
+{
+    (void)state;
+    bsend *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    bs_run(x);
+    /* The long wait ended when b read again, with its message sent behind
+     * the big one. */
+    assert_int_equal(atomic_load(&x->rc[1]), 0);
+    assert_true(x->t_ret[1] >= x->t_resume);
+    assert_int_equal(x->got, 2);
+    assert_int_equal(x->got_len[0], SB_BUDGET);
+    assert_int_equal(x->got_len[1], SB_SMALL);
+    assert_int_equal(x->buffered_after, 0);
+    assert_false(x->b.errored);
+    ep_destroy(&x->a);
+    ep_destroy(&x->b);
+    free(x);
+}
+
+/* The reference's TestSendGivesUpWhenConnectionStops, waiting for budget. */
+static void send_budget_waiter_released_by_close(void **state)
+{
+    (void)state;
+    bsend *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    x->close_mode = true;
+    bs_run(x);
+    assert_int_equal(atomic_load(&x->rc[1]), TM2_ECLOSED);
+    assert_true(x->t_ret[1] - x->t_close < 5000);
+    assert_int_equal(x->got, 0);
+    ep_destroy(&x->a);
+    ep_destroy(&x->b);
+    free(x);
+}
+
 /* ---- closing from inside a callback, states ------------------------------------------------------ */
 
 typedef struct cic {
@@ -1631,6 +1865,8 @@ int main(void)
         cmocka_unit_test(close_inside_receive),
         cmocka_unit_test(close_from_other_thread),
         cmocka_unit_test(states_before_start),
+        cmocka_unit_test(send_budget_waits_for_the_peer),
+        cmocka_unit_test(send_budget_waiter_released_by_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
