@@ -626,7 +626,7 @@ int tm2__pex_add_peer(tm2__pex *x, void *peer, const tm2__pex_peer_info *info, t
     if (!seed_id && !info->is_private && !is_private(x, &info->id) && !is_self(x, &info->id)) {
         if (info->outbound) {
             if (tm2__addrbook_add(x->book, &info->dialled, t.unix_s) >= 0)
-                tm2__addrbook_mark_success(x->book, &info->id, t.unix_s);
+                tm2__addrbook_mark_connected(x->book, &info->dialled, t.unix_s);
         } else if (info->has_addr) {
             tm2__addrbook_add(x->book, &info->addr, t.unix_s);
         }
@@ -702,6 +702,14 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
     for (size_t i = 0; i < x->n_peers; i++)
         if (x->peers[i]->strikes)
             x->peers[i]->strikes--;
+
+    /* Every outbound peer still held keeps its connection mark fresh (a
+     * mark lapses a day after it was last renewed). */
+    for (size_t i = 0; i < x->n_peers; i++) {
+        const pex_peer *p = x->peers[i];
+        if (p->info.outbound && !p->stop_pending)
+            tm2__addrbook_mark_connected(x->book, &p->info.dialled, t.unix_s);
+    }
 
     if (x->cfg.seed_mode) {
         for (size_t i = 0; i < x->n_peers; i++) {
