@@ -240,8 +240,6 @@ int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, c
         tm2_discovery_config dc = {
             .interval_ms = o->pex_interval_ms,
             .addrbook_path = o->addrbook_path,
-            .seeds = o->seeds,
-            .n_seeds = o->n_seeds,
             .seed_mode = o->seed_mode,
             .seed_disconnect_ms = o->seed_disconnect_ms,
             .target_outbound = o->max_outbound,
