@@ -22,11 +22,11 @@
  * over the window, both ends included), and the ratio compares that with
  * the one-receiver run.
  *
- * Idle peers: the child process runs one libuv loop with 2,000 transports,
- * each with its own node key, each dialling the hub once and then running an
- * MConnection with the node's channel set that stays idle (pings every 60 s,
- * so none in the window). That needs no switch per peer in the child, whose
- * memory is not measured. The hub (this process) reads its own RSS with the
+ * Idle peers: the child process is the peer driver (peer_driver.h): one
+ * libuv loop with 2,000 transports, each with its own node key, each
+ * dialling the hub once and then running an MConnection with the node's
+ * channel set that stays idle (pings every 60 s, so none in the window).
+ * That needs no switch per peer in the child, whose memory is not measured. The hub (this process) reads its own RSS with the
  * listener up, before any peer, and again once all 2,000 are connected and
  * one further second has passed (disconnects in it are counted); heap growth
  * (mallinfo2, every arena) is printed beside it to separate allocations from
@@ -34,27 +34,24 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
-#include <uv.h>
 
 #include "net/transport.h"
+#include "peer_driver.h"
 #include "switch/switch_internal.h"
 #include "tm2p2p/switch.h"
 
 #define DIE(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
-
-#define NETWORK "bench-chain"
 
 static double now_s(void)
 {
@@ -68,13 +65,6 @@ static double proc_cpu_s(void)
     struct timespec t;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static void nap_us(long us)
-{
-    struct timespec t = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
-    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-    }
 }
 
 static tm2_switch *switch_new(const tm2_switch_config *c)
@@ -125,27 +115,6 @@ static uint64_t delivered(counter *cs, int n)
     return s;
 }
 
-/* Waits until every peer's queue is at most half full. */
-static void back_off(tm2_peer **ps, size_t n)
-{
-    double deadline = now_s() + 10.0;
-    for (;;) {
-        size_t i = 0;
-        for (; i < n; i++) {
-            tm2_mconn_status st;
-            if (tm2_peer_status(ps[i], &st) != 0)
-                DIE("broadcast: peer status failed (peer gone?)");
-            if (st.channels[0].send_queue_size > BC_SENDQ / 2)
-                break;
-        }
-        if (i == n)
-            return;
-        if (now_s() > deadline)
-            DIE("broadcast: queues did not drain in 10 s");
-        nap_us(200);
-    }
-}
-
 static void wait_inbound(tm2_switch *sw, tm2_subscription *sub, size_t want, double secs)
 {
     double deadline = now_s() + secs;
@@ -180,10 +149,8 @@ static bc_result broadcast_run(int npeers)
                                .recv_message_capacity = 4096};
     tm2_reactor hub_r = {.name = "bench", .channels = &hub_ch, .n_channels = 1};
     tm2_switch_config c;
-    memset(&c, 0, sizeof c);
-    tm2_node_key_generate(&c.key);
+    bench_switch_config(&c);
     c.listen_addr = "tcp://127.0.0.1:0";
-    c.network = NETWORK;
     c.moniker = "hub";
     c.max_inbound = (uint32_t)npeers + 8;
     c.mconn = mc;
@@ -206,9 +173,7 @@ static bc_result broadcast_run(int npeers)
     for (int i = 0; i < npeers; i++) {
         rr[i] = (tm2_reactor){.name = "bench", .channels = &rx_ch, .n_channels = 1,
                               .user = &cs[i], .receive = rx_receive};
-        memset(&c, 0, sizeof c);
-        tm2_node_key_generate(&c.key);
-        c.network = NETWORK;
+        bench_switch_config(&c);
         c.moniker = "receiver";
         c.mconn = mc;
         c.reactors = &rr[i];
@@ -236,7 +201,7 @@ static bc_result broadcast_run(int npeers)
         attempts += (uint64_t)npeers;
         if (q < npeers) {
             drops += (uint64_t)(npeers - q);
-            back_off(ps, (size_t)npeers);
+            bench_wait_queues(ps, (size_t)npeers, BC_CH, BC_SENDQ / 2);
         }
         if ((sent & 15) != 0)
             continue;
@@ -294,154 +259,12 @@ static void keep_best(bc_result *best, bc_result r)
         best->deliveries_per_cpu_s = r.deliveries_per_cpu_s;
 }
 
-/* ---- idle peers: the dialling process -------------------------------------------------- */
+/* ---- idle peers ---------------------------------------------------------------------- */
 
 #define IDLE_PEERS 2000
 #define IDLE_INFLIGHT 128      /* dials in flight from the child, under the hub's pending cap */
 #define IDLE_CONNECT_S 60.0
 #define IDLE_SETTLE_S 1.0
-
-/* A node's channel set: mempool, blockchain, four consensus, discovery. */
-static const tm2_channel_desc idle_chans[] = {
-    {0x30, 5, 0, 4096, 22020096},  {0x40, 10, 1000, 204800, 104857605},
-    {0x20, 5, 100, 4096, 1048576}, {0x21, 10, 100, 204800, 1048576},
-    {0x22, 5, 100, 10000, 1048576}, {0x23, 1, 2, 1024, 1048576},
-    {0x50, 1, 20, 4096, 5242880},
-};
-#define N_IDLE_CHANS (sizeof idle_chans / sizeof idle_chans[0])
-
-typedef struct dialer {
-    uv_loop_t loop;
-    tm2__mcs_loop ml;
-    tm2_netaddr hub;
-    uv_poll_t ctl;
-    int started, inflight, ok, failed;
-} dialer;
-
-static void dialer_next(dialer *d);
-
-static int cl_receive(tm2__mcs *m, uint8_t ch, const uint8_t *data, size_t len)
-{
-    (void)m;
-    (void)ch;
-    (void)data;
-    (void)len;
-    return 0;
-}
-
-static void cl_close(tm2__mcs *m) { tm2__transport_conn_free(tm2__transport_conn_of(m)); }
-
-static void cl_conn(tm2__transport *t, tm2__transport_conn *c)
-{
-    dialer *d = t->data;
-    int r = tm2__mcs_start(&c->mcs, NULL, idle_chans, N_IDLE_CHANS, c->leftover,
-                           c->leftover_len);
-    if (r) {
-        fprintf(stderr, "idle client: start: %s\n", tm2_strerror(r));
-        tm2__mcs_close(&c->mcs);
-        d->failed++;
-    } else {
-        d->ok++;
-    }
-    d->inflight--;
-    dialer_next(d);
-}
-
-static void cl_reject(tm2__transport *t, const tm2__transport_reject *r)
-{
-    dialer *d = t->data;
-    if (d->failed++ < 5)
-        fprintf(stderr, "idle client: dial failed: %s\n", r->why);
-    d->inflight--;
-    dialer_next(d);
-}
-
-/* One transport per peer: the key, and so the ID, belongs to the transport. */
-static void dialer_next(dialer *d)
-{
-    static const tm2__transport_cbs cbs = {.on_conn = cl_conn, .on_reject = cl_reject};
-    static const tm2_version_info vers[5] = {
-        {"abci", TM2_PROTOCOL_VERSION, false}, {"app", "", false},
-        {"bft", TM2_PROTOCOL_VERSION, false},  {"blockchain", TM2_PROTOCOL_VERSION, false},
-        {"p2p", TM2_PROTOCOL_VERSION, false},
-    };
-    uint8_t chans[N_IDLE_CHANS];
-    for (size_t i = 0; i < N_IDLE_CHANS; i++)
-        chans[i] = idle_chans[i].id;
-    while (d->inflight < IDLE_INFLIGHT && d->started < IDLE_PEERS) {
-        tm2__tcp_transport_config tc;
-        memset(&tc, 0, sizeof tc);
-        tm2_node_key_generate(&tc.key);
-        tm2_node_info ni = {
-            .versions = vers, .n_versions = 5, .has_net_address = true,
-            .network = NETWORK, .software = "", .version = TM2_PROTOCOL_VERSION,
-            .channels = chans, .n_channels = N_IDLE_CHANS, .moniker = "idle",
-            .tx_index = "off", .rpc_address = "",
-        };
-        ni.net_address.ip[10] = 0xff;   /* ::ffff:0.0.0.0, no listener */
-        ni.net_address.ip[11] = 0xff;
-        tm2_node_key_id(&tc.key, &ni.net_address.id);
-        tc.node_info = &ni;
-        tc.handshake_timeout_ms = 20000;
-        tc.dial_timeout_ms = 20000;
-        tc.conn_cbs = (tm2__mcs_cbs){.on_receive = cl_receive, .on_close = cl_close};
-        tm2__transport *t;
-        int r = tm2__tcp_transport_new(&d->ml, &tc, &cbs, d, &t);
-        tm2_node_key_wipe(&tc.key);
-        if (r)
-            DIE("idle client: transport: %s", tm2_strerror(r));
-        d->started++;
-        if ((r = tm2__transport_dial(t, &d->hub, d)) != 0) {
-            d->failed++;
-            fprintf(stderr, "idle client: dial: %s\n", tm2_strerror(r));
-            continue;
-        }
-        d->inflight++;
-    }
-}
-
-/* The parent closed its end: it has measured (or died). */
-static void dialer_ctl(uv_poll_t *h, int status, int events)
-{
-    (void)h;
-    (void)status;
-    (void)events;
-    _exit(0);
-}
-
-static void dialer_main(int ctl_fd)
-{
-    dialer *d = calloc(1, sizeof *d);
-    if (!d)
-        DIE("oom");
-    size_t got = 0;
-    while (got < sizeof d->hub) {
-        ssize_t n = read(ctl_fd, (char *)&d->hub + got, sizeof d->hub - got);
-        if (n <= 0)
-            _exit(n == 0 ? 0 : 1);
-        got += (size_t)n;
-    }
-    if (uv_loop_init(&d->loop) || tm2__mcs_loop_init(&d->ml, &d->loop))
-        DIE("idle client: loop");
-    if (uv_poll_init(&d->loop, &d->ctl, ctl_fd) ||
-        uv_poll_start(&d->ctl, UV_READABLE | UV_DISCONNECT, dialer_ctl))
-        DIE("idle client: poll");
-    dialer_next(d);
-    uv_run(&d->loop, UV_RUN_DEFAULT);
-    _exit(1);
-}
-
-/* ---- idle peers: the hub (this process) ------------------------------------------------ */
-
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, res = 0;
-    if (!f || fscanf(f, "%lu %lu", &size, &res) != 2)
-        DIE("statm");
-    fclose(f);
-    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
-}
 
 static size_t heap_in_use(void)
 {
@@ -451,12 +274,10 @@ static size_t heap_in_use(void)
 
 static void idle_run(pid_t child, int ctl_fd)
 {
-    tm2_reactor r = {.name = "idle", .channels = idle_chans, .n_channels = N_IDLE_CHANS};
+    tm2_reactor r = {.name = "idle", .channels = bench_node_chans, .n_channels = BENCH_N_NODE_CHANS};
     tm2_switch_config c;
-    memset(&c, 0, sizeof c);
-    tm2_node_key_generate(&c.key);
+    bench_switch_config(&c);
     c.listen_addr = "tcp://127.0.0.1:0";
-    c.network = NETWORK;
     c.moniker = "hub";
     c.max_inbound = IDLE_PEERS + 100;
     c.max_pending_inbound = 2 * IDLE_INFLIGHT;
@@ -473,10 +294,15 @@ static void idle_run(pid_t child, int ctl_fd)
     if (tm2_switch_listen_addr(hub, &hub_addr))
         DIE("listen addr");
 
-    size_t rss0 = rss_bytes(), heap0 = heap_in_use();
+    char addr[TM2_NETADDR_STRLEN], cmd[TM2_NETADDR_STRLEN + 32];
+    if (tm2_netaddr_format(&hub_addr, addr, sizeof addr) < 0)
+        DIE("format");
+    int n_cmd = snprintf(cmd, sizeof cmd, "idle %d %d %s\n", IDLE_PEERS, IDLE_INFLIGHT, addr);
+
+    size_t rss0 = bench_rss_bytes(0), heap0 = heap_in_use();
     double t0 = now_s();
-    if (write(ctl_fd, &hub_addr, sizeof hub_addr) != (ssize_t)sizeof hub_addr)
-        DIE("control pipe");
+    if (write(ctl_fd, cmd, (size_t)n_cmd) != n_cmd)
+        DIE("control socket");
 
     size_t in = 0, out, dialing, rejected = 0, disconnected = 0;
     double t_conn = 0, settle_end = 0;
@@ -500,7 +326,7 @@ static void idle_run(pid_t child, int ctl_fd)
                 disconnected++;
         }
     }
-    size_t rss1 = rss_bytes(), heap1 = heap_in_use();
+    size_t rss1 = bench_rss_bytes(0), heap1 = heap_in_use();
     tm2_switch_counts(hub, &in, &out, &dialing);
 
     close(ctl_fd);
@@ -537,26 +363,20 @@ int main(void)
         DIE("sodium_init");
     signal(SIGPIPE, SIG_IGN);
     /* 2,000 sockets a side, plus the broadcast runs. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        (void)setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < IDLE_PEERS + 200)
-        DIE("RLIMIT_NOFILE %lu is too low for %d peers", (unsigned long)rl.rlim_cur, IDLE_PEERS);
+    bench_raise_nofile(IDLE_PEERS + 200);
 
     /* The dialling process is forked first, while this one has no threads
-     * and its heap is still small. */
+     * and its heap is still small; one socket carries its commands. */
     int fds[2];
-    if (pipe(fds) != 0)
-        DIE("pipe");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        DIE("socketpair");
     fflush(stdout);
     pid_t child = fork();
     if (child < 0)
         DIE("fork");
     if (child == 0) {
         close(fds[1]);
-        dialer_main(fds[0]);
+        peer_driver_main(fds[0], fds[0]);
     }
     close(fds[0]);
     idle_run(child, fds[1]);

@@ -2,6 +2,7 @@
 #ifndef TM2_BENCH_UTIL_H
 #define TM2_BENCH_UTIL_H
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -15,6 +16,21 @@ static inline double now_s(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return bench_ts(t);
+}
+
+/* CPU seconds of the whole process. */
+static inline double proc_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return bench_ts(t);
+}
+
+static inline void nap_s(double s)
+{
+    struct timespec t = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+    }
 }
 
 /* CPU seconds of the calling thread. */

@@ -20,14 +20,38 @@
  *                      reference and back: interop under load
  *
  * MB = 10^6 bytes. Each configuration runs three times, interleaved with the
- * others, and keeps its best. Without tm2ref (Go missing, or its build
- * failed) the bench says it skipped and succeeds. */
+ * others, and keeps its best.
+ *
+ * Peers: a hub accepts connections from the peer driver (peer_driver.h), a
+ * process of its own whose tm2p2p transports dial both hubs alike. The hub
+ * is tm2ref peer-hub (the reference's MultiplexSwitch) or a tm2p2p switch in
+ * this process, each with a node's channel set and one reactor that counts:
+ *
+ *   vs_reference_handshake_*    peers per second: the driver keeps 32 dials
+ *                               in flight, each closed as soon as it is
+ *                               upgraded (TCP, secret connection, NodeInfo
+ *                               exchange), so the hub adds and drops a peer
+ *                               per dial; hub CPU per handshake beside it
+ *   vs_reference_peer_memory_*  the hub's resident set growth over 1,000 idle
+ *                               peers, per peer (heap growth beside it: Go
+ *                               heap and stacks in use, or malloc's)
+ *   vs_reference_broadcast_*    deliveries per second, counted by the driver,
+ *                               of 256 B messages the hub broadcasts to 20
+ *                               peers on one channel (1,000 queued messages a
+ *                               peer) through its switch's broadcast call
+ *
+ * Ratios are tm2p2p / reference (memory: below 1, tm2p2p smaller). Memory
+ * runs once per hub, first, while this process's heap is small; the others
+ * keep the best of two interleaved rounds. Without tm2ref (Go missing, or
+ * its build failed) the bench says it skipped and succeeds. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +63,7 @@
 
 #include "bench_util.h"
 #include "net/mconn_stream.h"
+#include "peer_driver.h"
 
 #ifndef TM2REF_PATH
 #error "TM2REF_PATH must be defined by the build"
@@ -478,6 +503,360 @@ static void print_pair(const char *name, result ref_r, result tm2_r)
     fflush(stdout);
 }
 
+/* ---- peers: a hub accepting the peer driver's connections ----------------------------- */
+
+#define HS_CONC 32              /* handshakes in flight from the driver */
+#define HS_WARM_S 0.5
+#define HS_SECS 2.0
+#define MEM_PEERS 1000
+#define MEM_INFLIGHT 128
+#define MEM_SETTLE_S 2.0
+#define BC_PEERS 20
+#define BC_CH 0x40              /* the node set's blockchain channel: 1,000 queued messages */
+#define BC_LEN 256
+#define BC_WARM_S 1.0
+#define BC_SECS 2.0
+#define PEER_ROUNDS 2
+
+static char self_exe[4096];
+
+typedef struct hub {
+    impl kind;
+    char addr[TM2_NETADDR_STRLEN];
+    bench_child ref;            /* IMPL_REF: tm2ref peer-hub */
+    tm2_switch *sw;             /* IMPL_TM2: a switch in this process */
+    atomic_ullong added;
+    pthread_t bc_th;
+    atomic_bool bc_stop;
+    bool bc_running;
+} hub;
+
+typedef struct hub_stats {
+    size_t peers, rss, heap;
+    unsigned long long added;
+    double cpu;
+} hub_stats;
+
+static void hub_add_peer(tm2_peer *p, void *user)
+{
+    (void)p;
+    atomic_fetch_add_explicit(&((hub *)user)->added, 1, memory_order_relaxed);
+}
+
+/* The tm2p2p hub: the node's channel set like tm2ref peer-hub, rate limits
+ * off for broadcast (the reference's are set to their largest). */
+static void tm2_hub_config(tm2_switch_config *c, const tm2_reactor *r, uint32_t max_inbound)
+{
+    bench_switch_config(c);
+    c->listen_addr = "tcp://127.0.0.1:0";
+    c->moniker = "hub";
+    c->max_inbound = max_inbound;
+    c->max_pending_inbound = 2 * MEM_INFLIGHT;
+    c->handshake_timeout_ms = 20000;
+    c->mconn.send_rate = 0;
+    c->mconn.recv_rate = 0;
+    c->reactors = r;
+    c->n_reactors = 1;
+}
+
+static void hub_start(hub *h, impl kind, uint32_t max_inbound)
+{
+    memset(h, 0, sizeof *h);
+    h->kind = kind;
+    atomic_init(&h->added, 0);
+    atomic_init(&h->bc_stop, false);
+    if (kind == IMPL_TM2) {
+        tm2_reactor r = {.name = "bench", .channels = bench_node_chans,
+                         .n_channels = BENCH_N_NODE_CHANS, .user = h, .add_peer = hub_add_peer};
+        tm2_switch_config c;
+        tm2_hub_config(&c, &r, max_inbound);
+        int e = tm2_switch_new(&c, &h->sw);
+        tm2_node_key_wipe(&c.key);
+        if (e || (e = tm2_switch_start(h->sw)) != 0)
+            DIE("hub: %s", tm2_strerror(e));
+        tm2_netaddr a;
+        if (tm2_switch_listen_addr(h->sw, &a) || tm2_netaddr_format(&a, h->addr, sizeof h->addr) < 0)
+            DIE("hub address");
+        return;
+    }
+    uint8_t seed[32];
+    char seed_hex[65], max_s[24], line[256];
+    randombytes_buf(seed, sizeof seed);
+    sodium_bin2hex(seed_hex, sizeof seed_hex, seed, sizeof seed);
+    snprintf(max_s, sizeof max_s, "%" PRIu32, max_inbound);
+    const char *argv[] = {TM2REF_PATH, "peer-hub", "--seed", seed_hex, "--chain-id", BENCH_NETWORK,
+                          "--max-inbound", max_s, "--channel", "64", "--size", "256",
+                          "--timeout", "90s", NULL};
+    _Static_assert(BC_CH == 64 && BC_LEN == 256, "tm2ref's --channel and --size above");
+    bench_child_spawn(&h->ref, argv);
+    bench_child_expect(&h->ref, "LISTEN", line, sizeof line, 30000);
+    if (sscanf(line, "LISTEN %99s", h->addr) != 1)
+        DIE("bad tm2ref line: %s", line);
+}
+
+static hub_stats hub_get_stats(hub *h)
+{
+    hub_stats s = {0};
+    if (h->kind == IMPL_TM2) {
+        size_t out, dialing;
+        struct mallinfo2 mi = mallinfo2();
+        tm2_switch_counts(h->sw, &s.peers, &out, &dialing);
+        s.added = atomic_load(&h->added);
+        s.cpu = proc_cpu_s();
+        s.heap = mi.uordblks + mi.hblkhd;
+        s.rss = bench_rss_bytes(0);
+        return s;
+    }
+    char line[256];
+    bench_child_send(&h->ref, "stats");
+    bench_child_expect(&h->ref, "STATS", line, sizeof line, 10000);
+    if (sscanf(line, "STATS peers=%zu added=%llu removed=%*u broadcasts=%*u warnings=%*u cpu=%lf heap=%zu",
+               &s.peers, &s.added, &s.cpu, &s.heap) != 4)
+        DIE("bad tm2ref line: %s", line);
+    s.rss = bench_rss_bytes(h->ref.pid);
+    return s;
+}
+
+/* Broadcasts back to back; a peer with a full queue misses the message, and
+ * then the broadcaster waits for every queue to be at most half full. */
+static void *tm2_broadcaster(void *arg)
+{
+    hub *h = arg;
+    tm2_peer *ps[BC_PEERS];
+    size_t n = tm2_switch_peers(h->sw, ps, BC_PEERS);
+    if (n != BC_PEERS)
+        DIE("broadcast: %zu peers", n);
+    uint8_t msg[BC_LEN];
+    memset(msg, 0x5a, sizeof msg);
+    while (!atomic_load_explicit(&h->bc_stop, memory_order_relaxed)) {
+        int q = tm2_switch_broadcast(h->sw, BC_CH, msg, sizeof msg);
+        if (q < 0)
+            DIE("broadcast: %s", tm2_strerror(q));
+        if ((size_t)q < n)
+            bench_wait_queues(ps, n, BC_CH, bench_node_chans[1].send_queue_capacity / 2);
+    }
+    for (size_t i = 0; i < n; i++)
+        tm2_peer_unref(ps[i]);
+    return NULL;
+}
+
+static void hub_broadcast(hub *h, bool on)
+{
+    if (h->kind == IMPL_REF) {
+        bench_child_send(&h->ref, on ? "broadcast" : "stop");
+    } else if (on) {
+        if (pthread_create(&h->bc_th, NULL, tm2_broadcaster, h))
+            DIE("thread");
+        h->bc_running = true;
+    } else if (h->bc_running) {
+        atomic_store(&h->bc_stop, true);
+        pthread_join(h->bc_th, NULL);
+        h->bc_running = false;
+    }
+}
+
+static void hub_end(hub *h)
+{
+    if (h->kind == IMPL_TM2) {
+        hub_broadcast(h, false);
+        tm2_switch_stop(h->sw);
+        tm2_switch_free(h->sw);
+    } else {
+        bench_child_end(&h->ref);
+    }
+}
+
+/* Until the hub holds want peers; exits after secs. */
+static hub_stats hub_wait_peers(hub *h, size_t want, double secs)
+{
+    double deadline = now_s() + secs;
+    for (;;) {
+        hub_stats s = hub_get_stats(h);
+        if (s.peers >= want)
+            return s;
+        if (now_s() > deadline)
+            DIE("hub holds %zu of %zu peers after %.0f s", s.peers, want, secs);
+        nap_s(0.05);
+    }
+}
+
+static void driver_spawn(bench_child *d)
+{
+    const char *argv[] = {self_exe, "peer-driver", NULL};
+    bench_child_spawn(d, argv);
+}
+
+static unsigned long long driver_connected(bench_child *d, int timeout_ms, double *secs)
+{
+    char line[256];
+    unsigned long long ok, failed;
+    bench_child_expect(d, "CONNECTED", line, sizeof line, timeout_ms);
+    if (sscanf(line, "CONNECTED ok=%llu failed=%llu secs=%lf", &ok, &failed, secs) != 3)
+        DIE("bad driver line: %s", line);
+    return ok;
+}
+
+static const char *who(impl k) { return k == IMPL_REF ? "ref" : "tm2p2p"; }
+
+typedef struct hs_result {
+    double per_s, hub_cpu_us, hub_added_per_s, driver_cores;
+    unsigned long long failed;
+} hs_result;
+
+/* Handshakes per second: the driver keeps HS_CONC dials in flight against
+ * the hub, each closed once upgraded; counted over HS_SECS after warm-up. */
+static hs_result handshake_run(impl kind)
+{
+    hub h;
+    bench_child d;
+    hub_start(&h, kind, 4096);
+    driver_spawn(&d);
+    bench_child_send(&d, "loop %d %s", HS_CONC, h.addr);
+    nap_s(HS_WARM_S);
+    peer_count c0 = peer_driver_count(&d);
+    hub_stats s0 = hub_get_stats(&h);
+    nap_s(HS_SECS);
+    peer_count c1 = peer_driver_count(&d);
+    hub_stats s1 = hub_get_stats(&h);
+    bench_child_end(&d);
+    hub_end(&h);
+    double secs = c1.t - c0.t;
+    unsigned long long n = c1.ok - c0.ok;
+    if (n == 0)
+        DIE("handshake: none completed against the %s hub", who(kind));
+    return (hs_result){
+        .per_s = (double)n / secs,
+        .hub_cpu_us = (s1.cpu - s0.cpu) / (double)n * 1e6,
+        .hub_added_per_s = (double)(s1.added - s0.added) / secs,
+        .driver_cores = (c1.cpu - c0.cpu) / secs,
+        .failed = c1.failed - c0.failed,
+    };
+}
+
+typedef struct mem_result {
+    double bytes_per_peer, heap_per_peer, connect_s;
+    size_t peers;
+} mem_result;
+
+/* Memory per idle peer: the hub's resident set growth from before the
+ * first peer to MEM_SETTLE_S after the last, over the peers it holds. */
+static mem_result memory_run(impl kind)
+{
+    hub h;
+    bench_child d;
+    mem_result r;
+    hub_start(&h, kind, MEM_PEERS + 100);
+    driver_spawn(&d);
+    /* Freed memory of earlier runs in this process would hide the peers'
+     * pages; hand it back first. */
+    if (kind == IMPL_TM2)
+        malloc_trim(0);
+    hub_stats s0 = hub_get_stats(&h);
+    bench_child_send(&d, "idle %d %d %s", MEM_PEERS, MEM_INFLIGHT, h.addr);
+    unsigned long long ok = driver_connected(&d, 90000, &r.connect_s);
+    if (ok < MEM_PEERS * 9 / 10)
+        DIE("memory: only %llu of %d peers connected to the %s hub", ok, MEM_PEERS, who(kind));
+    hub_wait_peers(&h, ok, 20);
+    nap_s(MEM_SETTLE_S);
+    hub_stats s1 = hub_get_stats(&h);
+    bench_child_end(&d);
+    hub_end(&h);
+    r.peers = s1.peers;
+    r.bytes_per_peer = ((double)s1.rss - (double)s0.rss) / (double)s1.peers;
+    r.heap_per_peer = ((double)s1.heap - (double)s0.heap) / (double)s1.peers;
+    return r;
+}
+
+typedef struct bc_result {
+    double per_s, hub_cores, driver_cores;
+} bc_result;
+
+/* Broadcast: the hub sends 256 B messages to BC_PEERS driver peers as fast
+ * as they take them; deliveries counted by the driver over BC_SECS. */
+static bc_result broadcast_run(impl kind)
+{
+    hub h;
+    bench_child d;
+    double secs;
+    hub_start(&h, kind, BC_PEERS + 8);
+    driver_spawn(&d);
+    bench_child_send(&d, "recv %d %s", BC_PEERS, h.addr);
+    if (driver_connected(&d, 30000, &secs) != BC_PEERS)
+        DIE("broadcast: not every peer connected to the %s hub", who(kind));
+    hub_wait_peers(&h, BC_PEERS, 10);
+    hub_broadcast(&h, true);
+    nap_s(BC_WARM_S);
+    peer_count c0 = peer_driver_count(&d);
+    hub_stats s0 = hub_get_stats(&h);
+    nap_s(BC_SECS);
+    peer_count c1 = peer_driver_count(&d);
+    hub_stats s1 = hub_get_stats(&h);
+    hub_broadcast(&h, false);
+    bench_child_end(&d);
+    hub_end(&h);
+    secs = c1.t - c0.t;
+    return (bc_result){.per_s = (double)(c1.msgs - c0.msgs) / secs,
+                       .hub_cores = (s1.cpu - s0.cpu) / secs,
+                       .driver_cores = (c1.cpu - c0.cpu) / secs};
+}
+
+static void peer_benches(void)
+{
+    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+    if (n <= 0 || (size_t)n >= sizeof self_exe - 1)
+        DIE("readlink /proc/self/exe");
+    self_exe[n] = '\0';
+    bench_raise_nofile(MEM_PEERS + 256);
+
+    /* First, while this process's heap is small. */
+    mem_result mem[2];
+    mem[IMPL_TM2] = memory_run(IMPL_TM2);
+    mem[IMPL_REF] = memory_run(IMPL_REF);
+
+    hs_result hs[2];
+    bc_result bc[2];
+    memset(hs, 0, sizeof hs);
+    memset(bc, 0, sizeof bc);
+    for (int round = 0; round < PEER_ROUNDS; round++)
+        for (impl k = IMPL_REF; k <= IMPL_TM2; k++) {
+            hs_result r = handshake_run(k);
+            if (r.per_s > hs[k].per_s)
+                hs[k] = r;
+        }
+    for (int round = 0; round < PEER_ROUNDS; round++)
+        for (impl k = IMPL_REF; k <= IMPL_TM2; k++) {
+            bc_result r = broadcast_run(k);
+            if (r.per_s > bc[k].per_s)
+                bc[k] = r;
+        }
+
+    for (impl k = IMPL_REF; k <= IMPL_TM2; k++) {
+        printf("vs_reference_handshake_%s: %.0f /s\n", who(k), hs[k].per_s);
+        printf("vs_reference_handshake_%s_hub_cpu: %.0f us per handshake\n", who(k), hs[k].hub_cpu_us);
+        printf("vs_reference_handshake_%s_hub_peers_added: %.0f /s\n", who(k), hs[k].hub_added_per_s);
+        printf("vs_reference_handshake_%s_driver_cpu: %.2f cores\n", who(k), hs[k].driver_cores);
+        printf("vs_reference_handshake_%s_failed: %llu\n", who(k), hs[k].failed);
+    }
+    printf("vs_reference_handshake_ratio: %.3f\n", hs[IMPL_TM2].per_s / hs[IMPL_REF].per_s);
+    printf("vs_reference_handshake_hub_cpu_ratio: %.3f\n",
+           hs[IMPL_REF].hub_cpu_us / hs[IMPL_TM2].hub_cpu_us);
+    for (impl k = IMPL_REF; k <= IMPL_TM2; k++) {
+        printf("vs_reference_peer_memory_%s: %.0f bytes per peer\n", who(k), mem[k].bytes_per_peer);
+        printf("vs_reference_peer_memory_%s_heap: %.0f bytes per peer\n", who(k), mem[k].heap_per_peer);
+        printf("vs_reference_peer_memory_%s_peers: %zu\n", who(k), mem[k].peers);
+        printf("vs_reference_peer_memory_%s_connect: %.2f s\n", who(k), mem[k].connect_s);
+    }
+    printf("vs_reference_peer_memory_ratio: %.3f\n",
+           mem[IMPL_TM2].bytes_per_peer / mem[IMPL_REF].bytes_per_peer);
+    for (impl k = IMPL_REF; k <= IMPL_TM2; k++) {
+        printf("vs_reference_broadcast_%s: %.0f deliveries/s\n", who(k), bc[k].per_s);
+        printf("vs_reference_broadcast_%s_hub_cpu: %.2f cores\n", who(k), bc[k].hub_cores);
+        printf("vs_reference_broadcast_%s_driver_cpu: %.2f cores\n", who(k), bc[k].driver_cores);
+    }
+    printf("vs_reference_broadcast_ratio: %.3f\n", bc[IMPL_TM2].per_s / bc[IMPL_REF].per_s);
+    fflush(stdout);
+}
+
 /* One configuration: the message size and how many each implementation
  * moves per run (about a second each; the reference is slower). */
 typedef struct conf {
@@ -488,8 +867,10 @@ typedef struct conf {
     result ref, tm2;
 } conf;
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "peer-driver") == 0)
+        peer_driver_main(0, 1);
     if (access(TM2REF_PATH, X_OK) != 0) {
         printf("vs_reference: skipped (Go reference harness not built)\n");
         return 0;
@@ -498,6 +879,7 @@ int main(void)
         DIE("sodium_init");
     /* A sender still writing when its receiver leaves must see EPIPE. */
     signal(SIGPIPE, SIG_IGN);
+    peer_benches();
     uint8_t *src = malloc(SC_WRITE);
     if (!src)
         DIE("oom");

@@ -26,9 +26,13 @@ typedef enum tm2_event_type {
     TM2_EVENT_PEER_DISCONNECTED = 1u << 1,
     TM2_EVENT_DIAL_FAILED       = 1u << 2,
     TM2_EVENT_PEER_REJECTED     = 1u << 3,
+    /* A simultaneous open resolved: the peer stays connected, on the
+     * connection in the other direction (outbound says which one is kept).
+     * Reactors see no removal and no second add. */
+    TM2_EVENT_PEER_REPLACED     = 1u << 4,
 } tm2_event_type;
 
-#define TM2_EVENT_ALL 0xfu
+#define TM2_EVENT_ALL 0x1fu
 #define TM2_EVENT_REASON_LEN 160
 
 /* Carried by value: nothing in it points elsewhere. */

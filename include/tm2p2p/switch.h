@@ -45,10 +45,20 @@ typedef enum tm2_log_level {
  * without a newline, in logfmt ("msg=... peer=... reason=..."). */
 typedef void (*tm2_log_fn)(void *user, tm2_log_level level, const char *msg);
 
+/* Resolves a configured peer's host name (persistent peers and seeds named
+ * by name rather than by IP). Called on a worker thread, never the network
+ * thread; may block. Writes up to cap addresses (IP and port; the ID is
+ * ignored) and returns how many, or a negative TM2_E* code. */
+typedef int (*tm2_resolve_fn)(void *user, const char *host, uint16_t port, tm2_netaddr *out,
+                              size_t cap);
+
+/* Fill it with tm2_switch_config_default() and then set what differs: every
+ * field is taken literally (0 means 0: no inbound peers, no budget, ...), and
+ * tm2_switch_new refuses a config that cannot work, naming the field. */
 typedef struct tm2_switch_config {
     tm2_node_key key;                 /* copied; wiped by tm2_switch_free */
 
-    const char *listen_addr;          /* "tcp://127.0.0.1:0" style; NULL: no listener */
+    const char *listen_addr;          /* "tcp://127.0.0.1:0" style, IP literal; NULL: no listener */
     const char *external_addr;        /* advertised "host:port"; NULL: the listen address */
     const char *network;              /* chain ID */
     const char *moniker;
@@ -56,28 +66,50 @@ typedef struct tm2_switch_config {
     const char *rpc_address;          /* NodeInfo Other.RPCAddress; NULL: "" */
     const char *tx_index;             /* NodeInfo Other.TxIndex; NULL: "off" */
 
-    uint32_t max_inbound;             /* 0: 40 */
-    uint32_t max_outbound;            /* 0: 10 */
-    uint32_t max_pending_inbound;     /* handshakes in flight from accepted sockets; 0: 64 */
-    uint32_t handshake_timeout_ms;    /* secret connection + NodeInfo, each; 0: 3000 */
-    uint32_t dial_timeout_ms;         /* TCP connect; 0: 3000 */
+    /* Inbound peers (40). Persistent peers count too; only a persistent
+     * peer's connection replacing its own in a simultaneous open passes a
+     * full inbound side, as in the reference. */
+    uint32_t max_inbound;
+    /* Outbound peers (10). Persistent peers count towards it, as in the
+     * reference, but are dialled even when it is reached. */
+    uint32_t max_outbound;
+    uint32_t max_pending_inbound;     /* handshakes in flight from accepted sockets (64), > 0 */
+    uint32_t handshake_timeout_ms;    /* secret connection + NodeInfo, each (3000), > 0 */
+    uint32_t dial_timeout_ms;         /* TCP connect (3000), > 0 */
+    /* false (the reference's default): an inbound peer from an IP that
+     * already holds a peer other than the arriving peer's own ID is refused.
+     * Tests and local networks on one host set it. */
+    bool allow_duplicate_ip;
 
-    /* Persistent peers are dialled at start, redialled with back-off when
-     * lost or when a dial fails, and exempt from the inbound and outbound
-     * caps (as the reference's documentation says; its code applies the
-     * outbound cap to them): they neither count against max_inbound /
-     * max_outbound nor are refused by them. Each address must carry an ID. */
-    const tm2_netaddr *persistent_peers;
+    /* Persistent peers and seeds, "ID@host:port" with an IP literal or a host
+     * name; copied. A name is resolved again before every dial, off the
+     * network thread; one that does not resolve is kept and retried.
+     * Persistent peers are dialled only at their configured address, by the
+     * redial service: at start, then again when lost (at once if the
+     * connection lasted redial_stable_ms, else after the back-off) and after
+     * a failed dial (1 s doubling to redial_max_ms, +-10% jitter). An ID
+     * listed twice keeps its last address. Each entry must parse
+     * (tm2_peer_addr_parse): TM2_EINVAL otherwise. */
+    const char *const *persistent_peers;
     size_t n_persistent_peers;
-    /* Redial back-off (tm2_backoff_ms): attempt n of a persistent peer waits
-     * min(base * 2^n, max) +- jitter. 0: 1 s and 10 min like the reference. */
-    uint32_t redial_base_ms;
-    uint32_t redial_max_ms;
+    /* Seeds (bootstrap peers): one, picked at random, is dialled at start and
+     * every seed_interval_ms while the outbound count is below max_outbound
+     * and no other dial is due. A seed is then an ordinary outbound peer. */
+    const char *const *seeds;
+    size_t n_seeds;
+    uint32_t redial_base_ms;          /* 1000, > 0 */
+    uint32_t redial_max_ms;           /* 30000, >= redial_base_ms */
+    uint32_t redial_stable_ms;        /* 30000: uptime after which a loss resets the back-off */
+    uint32_t redial_scan_ms;          /* 5000, > 0: missing persistent peers re-queued */
+    uint32_t seed_interval_ms;        /* 30000, > 0 */
+    tm2_resolve_fn resolve;           /* NULL: the system resolver (getaddrinfo) */
+    void *resolve_user;
+
     /* Private peers are never shared by discovery. */
     const tm2_id *private_peer_ids;
     size_t n_private_peer_ids;
 
-    tm2_mconn_config mconn;           /* zeroed: tm2_mconn_config_default */
+    tm2_mconn_config mconn;           /* tm2_mconn_config_default() */
 
     /* Channel IDs must be unique across reactors (TM2_EEXIST otherwise). */
     const tm2_reactor *reactors;
@@ -88,10 +120,28 @@ typedef struct tm2_switch_config {
     tm2_log_level log_level;
 } tm2_switch_config;
 
+/* The reference's defaults (include/tm2p2p/defaults.h), no listener, no
+ * peers, no reactors, no key: set those. */
+TM2_API void tm2_switch_config_default(tm2_switch_config *cfg);
+
+/* Checks cfg as tm2_switch_new does, without building anything. Returns 0,
+ * or TM2_EINVAL with *field (if not NULL) naming the first bad field
+ * ("max_pending_inbound", "mconn.max_packet_payload", "persistent_peers[2]",
+ * ...), a static string. */
+TM2_API int tm2_switch_config_check(const tm2_switch_config *cfg, const char **field);
+
+/* Parses "ID@host:port" (a configured peer): the ID must be valid, host an
+ * IP literal (IPv6 in brackets) or a host name (RFC 1123 labels), port
+ * 1..65535. host is NUL-terminated in host[0..host_cap). 0 or TM2_EINVAL,
+ * TM2_EID, TM2_EADDR. */
+TM2_API int tm2_peer_addr_parse(const char *s, tm2_id *id, char *host, size_t host_cap,
+                                uint16_t *port);
+
 typedef struct tm2_switch tm2_switch;
 
-/* Validates cfg and builds a switch (not yet started). Returns 0 or
- * TM2_EINVAL, TM2_EEXIST (duplicate channel), TM2_EADDR, TM2_ENOMEM. */
+/* Validates cfg (tm2_switch_config_check; the bad field is logged) and
+ * builds a switch (not yet started). Returns 0 or TM2_EINVAL, TM2_EEXIST
+ * (duplicate channel), TM2_EADDR (external_addr), TM2_ENOMEM. */
 TM2_API int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out);
 
 /* Binds the listener, starts reactors and the network thread, queues the
@@ -115,13 +165,13 @@ TM2_API const tm2_node_info *tm2_switch_node_info(const tm2_switch *sw);
 TM2_API int tm2_switch_listen_addr(const tm2_switch *sw, tm2_netaddr *out);
 
 /* Queues addresses for dialling (the reference's DialPeers). Ourselves,
- * connected peers and addresses without an ID are skipped; while the
- * outbound count is at its cap, non-persistent dials are dropped (with a
- * DIAL_FAILED event, TM2_ELIMIT). The cap is checked again when a queued dial
- * runs, counting dials in flight, so it is never overshot. An address whose
- * ID is a persistent peer's is dialled as persistent. Returns the number of
- * addresses taken (not skipped), TM2_EINVAL, TM2_ENOMEM or TM2_ECLOSED
- * (stopped). */
+ * connected peers, addresses already queued, addresses without an ID and
+ * persistent peers' IDs (dialled only at their configured address) are
+ * skipped; while the outbound count is at its cap, dials are dropped (with
+ * a DIAL_FAILED event, TM2_ELIMIT). The cap is checked again when a queued
+ * dial runs, counting dials in flight, so it is never overshot. Returns the
+ * number of addresses taken (not skipped), TM2_EINVAL, TM2_ENOMEM or
+ * TM2_ECLOSED (stopped). */
 TM2_API int tm2_switch_dial_peers(tm2_switch *sw, const tm2_netaddr *addrs, size_t n);
 
 /* Sends data on channel ch to every connected peer that advertised it,
@@ -139,8 +189,11 @@ TM2_API void tm2_switch_counts(tm2_switch *sw, size_t *inbound, size_t *outbound
 /* Disconnects p with reason err (a persistent peer is redialled). */
 TM2_API void tm2_switch_stop_peer_for_error(tm2_switch *sw, tm2_peer *p, int err);
 
-/* True if id is in the private peer list. */
+/* True if id is in the private peer list, the persistent peers or the
+ * seeds. Any thread. */
 TM2_API bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id);
+TM2_API bool tm2_switch_is_persistent(const tm2_switch *sw, const tm2_id *id);
+TM2_API bool tm2_switch_is_seed(const tm2_switch *sw, const tm2_id *id);
 
 /* Subscribes to the event types in mask (TM2_EVENT_*); peer_id NULL for all
  * peers. queue_cap 0 means 100, like the reference. */

@@ -29,14 +29,16 @@ typedef struct cli_node_opts {
     const char *network;
     const char *moniker;
     uint32_t max_inbound, max_outbound;
-    const tm2_netaddr *persistent;
+    const char *const *persistent;    /* "ID@host:port" */
     size_t n_persistent;
-    const tm2_netaddr *seeds;
+    const char *const *seeds;
     size_t n_seeds;
+    bool allow_duplicate_ip;
     const tm2_id *private_ids;
     size_t n_private;
     tm2_mconn_config mconn;
     uint32_t redial_base_ms, redial_max_ms;    /* 0: switch defaults */
+    uint32_t seed_interval_ms;                 /* 0: switch default */
 
     bool pex;
     bool seed_mode;
@@ -70,6 +72,9 @@ typedef struct cli_node_counters {
     cli_chan_count channels[CLI_NODE_MAX_CHANNELS];
 } cli_node_counters;
 
+/* The switch config the node runs with (no reactors, no log sink). */
+void cli_node_switch_config(const cli_node_opts *o, tm2_switch_config *sc);
+
 /* Builds the node (switch not started). lg is copied. Returns 0 or a TM2_E*
  * code with a sentence in err. */
 int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, char *err, size_t err_len);
@@ -98,10 +103,19 @@ size_t cli_node_peers(cli_node *n, tm2_id *ids, bool *outbound, size_t cap);
  * then fills c. */
 void cli_node_counters_get(cli_node *n, cli_node_counters *c);
 
-/* Splits a comma-separated list of net addresses (spaces trimmed, empty
- * entries dropped), host names resolved. Returns the count, or -1 with the
- * bad entry and why in err. *out is malloc'd (NULL when empty). */
-int cli_parse_addr_list(const char *list, tm2_netaddr **out, char *err, size_t err_len);
+/* A list of configured peers, "ID@host:port" strings. */
+typedef struct cli_peer_list {
+    char **items;
+    size_t n, cap;
+} cli_peer_list;
+
+/* Appends the entries of a comma-separated list (spaces trimmed, empty
+ * entries skipped) to out. A malformed entry is logged with where and its
+ * position, counted in *problems and dropped; host names are kept as they
+ * are (the switch resolves them before each dial). 0, or TM2_ENOMEM. */
+int cli_parse_peer_list(const char *list, const char *where, cli_log *lg, cli_peer_list *out,
+                        unsigned *problems);
+void cli_peer_list_free(cli_peer_list *l);
 /* Same for a comma-separated list of peer IDs. */
 int cli_parse_id_list(const char *list, tm2_id **out, char *err, size_t err_len);
 

@@ -39,6 +39,7 @@ typedef struct cli_config {
     int64_t recv_rate;                     /* 5120000 bytes/s */
     bool pex;                              /* true */
     bool seed_mode;                        /* false */
+    bool allow_duplicate_ip;               /* false */
 } cli_config;
 
 typedef void (*cli_config_warn_fn)(void *user, const char *msg);

@@ -62,7 +62,6 @@ typedef struct list_ctx {
     size_t n, cap, size;
     char *err;
     size_t err_len;
-    bool ids;
 } list_ctx;
 
 static int list_add(const char *e, void *u)
@@ -78,31 +77,21 @@ static int list_add(const char *e, void *u)
         c->items = p;
         c->cap = cap;
     }
-    int r;
-    if (c->ids) {
-        tm2_id *id = (tm2_id *)c->items + c->n;
-        r = tm2_id_validate(e);
-        if (r < 0 || strlen(e) != TM2_ID_LEN) {
-            snprintf(c->err, c->err_len, "'%s' is not a peer ID (%s)", e,
-                     tm2_strerror(r < 0 ? r : TM2_EID));
-            return r < 0 ? r : TM2_EID;
-        }
-        snprintf(id->s, sizeof id->s, "%s", e);
-    } else {
-        tm2_netaddr *a = (tm2_netaddr *)c->items + c->n;
-        r = tm2_netaddr_parse(e, TM2_NETADDR_RESOLVE, a);
-        if (r < 0) {
-            snprintf(c->err, c->err_len, "'%s' is not an ID@host:port address (%s)", e, tm2_strerror(r));
-            return r;
-        }
+    tm2_id *id = (tm2_id *)c->items + c->n;
+    int r = tm2_id_validate(e);
+    if (r < 0 || strlen(e) != TM2_ID_LEN) {
+        snprintf(c->err, c->err_len, "'%s' is not a peer ID (%s)", e,
+                 tm2_strerror(r < 0 ? r : TM2_EID));
+        return r < 0 ? r : TM2_EID;
     }
+    snprintf(id->s, sizeof id->s, "%s", e);
     c->n++;
     return 0;
 }
 
-static int parse_list(const char *list, bool ids, size_t size, void **out, char *err, size_t err_len)
+static int parse_list(const char *list, size_t size, void **out, char *err, size_t err_len)
 {
-    list_ctx c = {.size = size, .err = err, .err_len = err_len, .ids = ids};
+    list_ctx c = {.size = size, .err = err, .err_len = err_len};
     int r = each_entry(list, list_add, &c);
     if (r == TM2_ETOOBIG)
         snprintf(err, err_len, "an entry is too long");
@@ -115,14 +104,75 @@ static int parse_list(const char *list, bool ids, size_t size, void **out, char 
     return (int)c.n;
 }
 
-int cli_parse_addr_list(const char *list, tm2_netaddr **out, char *err, size_t err_len)
+typedef struct peer_list_ctx {
+    cli_peer_list *l;
+    const char *where;
+    cli_log *log;
+    unsigned *problems;
+    size_t pos;
+} peer_list_ctx;
+
+static int peer_add(const char *e, void *u)
 {
-    return parse_list(list, false, sizeof **out, (void **)out, err, err_len);
+    peer_list_ctx *c = u;
+    cli_peer_list *l = c->l;
+    c->pos++;
+    tm2_id id;
+    char host[256];
+    uint16_t port;
+    int r = tm2_peer_addr_parse(e, &id, host, sizeof host, &port);
+    if (r) {
+        /* Dropped, as gno drops a malformed entry; the rest still serve. */
+        char pos[24];
+        snprintf(pos, sizeof pos, "%zu", c->pos);
+        cli_log_kv(c->log, TM2_LOG_WARN, "malformed peer address dropped", "in", c->where, "position",
+                   pos, "entry", e, "reason", tm2_strerror(r), (const char *)NULL);
+        (*c->problems)++;
+        return 0;
+    }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        char **p = realloc(l->items, cap * sizeof *p);
+        if (!p)
+            return TM2_ENOMEM;
+        l->items = p;
+        l->cap = cap;
+    }
+    if (!(l->items[l->n] = strdup(e)))
+        return TM2_ENOMEM;
+    l->n++;
+    return 0;
+}
+
+int cli_parse_peer_list(const char *list, const char *where, cli_log *lg, cli_peer_list *out,
+                        unsigned *problems)
+{
+    peer_list_ctx c = {.l = out, .where = where, .log = lg, .problems = problems};
+    int r = each_entry(list, peer_add, &c);
+    if (r == TM2_ETOOBIG) {
+        cli_log_kv(lg, TM2_LOG_WARN, "peer list entry too long, dropped", "in", where,
+                   (const char *)NULL);
+        (*problems)++;
+        r = 0;
+    }
+    if (r) {
+        cli_log_kv(lg, TM2_LOG_ERROR, "out of memory reading a peer list", (const char *)NULL);
+        cli_peer_list_free(out);
+    }
+    return r;
+}
+
+void cli_peer_list_free(cli_peer_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
 }
 
 int cli_parse_id_list(const char *list, tm2_id **out, char *err, size_t err_len)
 {
-    return parse_list(list, true, sizeof **out, (void **)out, err, err_len);
+    return parse_list(list, sizeof **out, (void **)out, err, err_len);
 }
 
 /* ---- the runtime ---------------------------------------------------------- */
@@ -227,6 +277,32 @@ static void add_reactor(cli_node *n, const tm2_reactor *r)
         n->chan_ids[n->n_chan++] = r->channels[i].id;
 }
 
+void cli_node_switch_config(const cli_node_opts *o, tm2_switch_config *sc)
+{
+    tm2_switch_config_default(sc);
+    sc->key = o->key;
+    sc->listen_addr = o->listen_addr;
+    sc->external_addr = o->external_addr;
+    sc->network = o->network;
+    sc->moniker = o->moniker;
+    sc->max_inbound = o->max_inbound;
+    sc->max_outbound = o->max_outbound;
+    sc->allow_duplicate_ip = o->allow_duplicate_ip;
+    sc->persistent_peers = o->persistent;
+    sc->n_persistent_peers = o->n_persistent;
+    sc->seeds = o->seeds;
+    sc->n_seeds = o->n_seeds;
+    if (o->redial_base_ms)
+        sc->redial_base_ms = o->redial_base_ms;
+    if (o->redial_max_ms)
+        sc->redial_max_ms = o->redial_max_ms;
+    if (o->seed_interval_ms)
+        sc->seed_interval_ms = o->seed_interval_ms;
+    sc->private_peer_ids = o->private_ids;
+    sc->n_private_peer_ids = o->n_private;
+    sc->mconn = o->mconn;
+}
+
 int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, char *err, size_t err_len)
 {
     cli_node *n = calloc(1, sizeof *n);
@@ -265,27 +341,13 @@ int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, c
         n->gossip_interval_ms = o->gossip_interval_ms;
         n->gossip_until_ms = o->gossip_until_ms;
     }
-    tm2_switch_config sc = {
-        .key = o->key,
-        .listen_addr = o->listen_addr,
-        .external_addr = o->external_addr,
-        .network = o->network,
-        .moniker = o->moniker,
-        .max_inbound = o->max_inbound,
-        .max_outbound = o->max_outbound,
-        .persistent_peers = o->persistent,
-        .n_persistent_peers = o->n_persistent,
-        .redial_base_ms = o->redial_base_ms,
-        .redial_max_ms = o->redial_max_ms,
-        .private_peer_ids = o->private_ids,
-        .n_private_peer_ids = o->n_private,
-        .mconn = o->mconn,
-        .reactors = n->reactors,
-        .n_reactors = n->n_reactors,
-        .log = cli_log_switch,
-        .log_user = &n->log,
-        .log_level = n->log.level,
-    };
+    tm2_switch_config sc;
+    cli_node_switch_config(o, &sc);
+    sc.reactors = n->reactors;
+    sc.n_reactors = n->n_reactors;
+    sc.log = cli_log_switch;
+    sc.log_user = &n->log;
+    sc.log_level = n->log.level;
     r = tm2_switch_new(&sc, &n->sw);
     tm2_node_key_wipe(&sc.key);
     if (r < 0) {
@@ -386,6 +448,7 @@ static const char *event_name(tm2_event_type t)
     case TM2_EVENT_PEER_DISCONNECTED: return "peer disconnected";
     case TM2_EVENT_DIAL_FAILED: return "dial failed";
     case TM2_EVENT_PEER_REJECTED: return "peer rejected";
+    case TM2_EVENT_PEER_REPLACED: return "peer connection replaced";
     }
     return "event";
 }
@@ -405,6 +468,7 @@ void cli_node_drain_events(cli_node *n)
         case TM2_EVENT_PEER_DISCONNECTED: n->disconnects++; break;
         case TM2_EVENT_DIAL_FAILED: n->dial_failures++; break;
         case TM2_EVENT_PEER_REJECTED: n->rejections++; break;
+        case TM2_EVENT_PEER_REPLACED: break;
         }
         if (ev.type == TM2_EVENT_PEER_DISCONNECTED && !ev.reason)
             reason = "stopped";
@@ -539,6 +603,7 @@ static const char node_usage[] =
     "  --persistent-peers LIST      peers kept connected, ID@HOST:PORT,... [p2p.persistent_peers]\n"
     "  --private-peer-ids LIST      peer IDs never shared with others [p2p.private_peer_ids]\n"
     "  --max-inbound N              inbound peer limit [p2p.max_num_inbound_peers, 40]\n"
+    "  --allow-duplicate-ip[=BOOL]  admit several inbound peers from one IP [p2p.allow_duplicate_ip]\n"
     "  --max-outbound N             outbound peer limit and target [p2p.max_num_outbound_peers, 10]\n"
     "  --seed-mode[=BOOL]           crawl, answer discovery requests, then hang up [p2p.seed_mode]\n"
     "  --pex BOOL                   peer exchange and address book [p2p.pex, true]\n"
@@ -548,11 +613,13 @@ static const char node_usage[] =
     "  --moniker NAME               node name [moniker, the host name]\n"
     "  --log-level LEVEL            error, warn, info or debug [info]\n"
     "  --log-format FORMAT          logfmt or json [logfmt]\n"
+    "  --check-config               print every problem of the settings and exit (0: none, 2: some)\n"
     "\n"
     "Tuning and test-network helpers:\n"
     "  --pex-interval MS            discovery tick [3000]\n"
     "  --seed-disconnect MS         seed mode: how long a peer may stay after the exchange [3000]\n"
-    "  --redial-base MS, --redial-max MS   persistent peer back-off [1000, 600000]\n"
+    "  --redial-base MS, --redial-max MS   persistent peer back-off [1000, 30000]\n"
+    "  --seed-interval MS           seed dial rounds [30000]\n"
     "  --gossip-interval MS         run the test gossip reactor, originating every MS [off]\n"
     "  --gossip-for S               originate only during the first S seconds [forever]\n"
     "  --gossip-origin N            origin index carried in our gossip messages [0]\n"
@@ -567,7 +634,8 @@ static const char node_usage[] =
 typedef struct node_flags {
     const char *home, *laddr, *external, *seeds, *persistent, *private_ids, *max_in, *max_out;
     const char *seed_mode, *pex, *addrbook, *chain_id, *moniker, *log_level, *log_format;
-    const char *pex_interval, *seed_disconnect, *redial_base, *redial_max;
+    const char *pex_interval, *seed_disconnect, *redial_base, *redial_max, *seed_interval;
+    const char *allow_dup_ip, *check_config;
     const char *gossip_interval, *gossip_for, *gossip_origin, *gossip_epoch;
     const char *status_file, *status_interval, *log_node;
     bool help;
@@ -598,6 +666,9 @@ static const struct flag_def {
     {"--seed-disconnect", offsetof(node_flags, seed_disconnect), NULL},
     {"--redial-base", offsetof(node_flags, redial_base), NULL},
     {"--redial-max", offsetof(node_flags, redial_max), NULL},
+    {"--seed-interval", offsetof(node_flags, seed_interval), NULL},
+    {"--allow-duplicate-ip", offsetof(node_flags, allow_dup_ip), "true"},
+    {"--check-config", offsetof(node_flags, check_config), "true"},
     {"--gossip-interval", offsetof(node_flags, gossip_interval), NULL},
     {"--gossip-for", offsetof(node_flags, gossip_for), NULL},
     {"--gossip-origin", offsetof(node_flags, gossip_origin), NULL},
@@ -704,8 +775,10 @@ typedef struct node_settings {
     bool config_found;
     cli_node_opts o;
     cli_log log;
-    tm2_netaddr *persistent, *seeds;
+    cli_peer_list persistent, seeds;
     tm2_id *private_ids;
+    bool checking;                 /* --check-config: report every problem, start nothing */
+    unsigned problems;
     char moniker[256];
     char key_path[4096];
     char book_path[4096];
@@ -716,8 +789,8 @@ typedef struct node_settings {
 static void settings_free(node_settings *s)
 {
     cli_config_free(&s->cfg);
-    free(s->persistent);
-    free(s->seeds);
+    cli_peer_list_free(&s->persistent);
+    cli_peer_list_free(&s->seeds);
     free(s->private_ids);
     tm2_node_key_wipe(&s->o.key);
 }
@@ -747,16 +820,43 @@ static void warn_to_stderr(void *user, const char *msg)
     cli_log_kv(lg, TM2_LOG_WARN, msg, (const char *)NULL);
 }
 
+/* The config.toml key (or flag) behind a switch config field. */
+static const char *config_field_name(const char *field)
+{
+    static const struct { const char *field, *key; } map[] = {
+        {"mconn.max_packet_payload", "p2p.max_packet_msg_payload_size (at most 65536)"},
+        {"mconn.pong_timeout_ms", "pong timeout (must be below the ping interval)"},
+        {"mconn.max_send_buffer_bytes", "p2p.max_send_buffer_bytes (0, or at least 8454144)"},
+        {"mconn.max_recv_buffer_bytes", "p2p.max_recv_buffer_bytes (0, or at least 8454144)"},
+        {"redial_max_ms", "--redial-max (at least --redial-base)"},
+    };
+    for (size_t i = 0; field && i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(map[i].field, field))
+            return map[i].key;
+    return field ? field : "?";
+}
+
+/* Counts a problem; true when it ends resolve() (not in --check-config). */
+static bool fatal(node_settings *s, int status)
+{
+    (void)status;
+    s->problems++;
+    return !s->checking;
+}
+
 /* Builds the settings from the file and the flags; 0 or an exit status. */
 static int resolve(const node_flags *f, node_settings *s)
 {
     char where[4200], err[1024];
+    s->checking = f->check_config != NULL;
     tm2_log_level lvl = TM2_LOG_INFO;
     cli_log_format fmt = CLI_LOG_LOGFMT;
     if (f->log_level && cli_log_parse_level(f->log_level, &lvl))
-        return usage_error("--log-level: '%s' is not one of error, warn, info, debug", f->log_level);
+        if (fatal(s, usage_error("--log-level: '%s' is not one of error, warn, info, debug", f->log_level)))
+            return 2;
     if (f->log_format && cli_log_parse_format(f->log_format, &fmt))
-        return usage_error("--log-format: '%s' is not one of logfmt, json", f->log_format);
+        if (fatal(s, usage_error("--log-format: '%s' is not one of logfmt, json", f->log_format)))
+            return 2;
     cli_log_init(&s->log, lvl, fmt, f->log_node);
 
     if (!f->home || !f->home[0])
@@ -774,61 +874,65 @@ static int resolve(const node_flags *f, node_settings *s)
     /* listen and external addresses */
     const char *laddr = f->laddr ? f->laddr : c->laddr;
     tm2_netaddr na;
-    int r = tm2_netaddr_parse(laddr, TM2_NETADDR_NO_ID | TM2_NETADDR_RESOLVE, &na);
+    int r = tm2_netaddr_parse(laddr, TM2_NETADDR_NO_ID, &na);
     if (r < 0)
-        return usage_error("%s: bad listen address '%s' (%s)",
-                           src(where, sizeof where, s, f->laddr, "--laddr", "p2p.laddr"), laddr, tm2_strerror(r));
+        if (fatal(s, usage_error("%s: bad listen address '%s' (%s; an IP literal is needed)",
+                           src(where, sizeof where, s, f->laddr, "--laddr", "p2p.laddr"), laddr, tm2_strerror(r))))
+            return 2;
     snprintf(s->laddr_str, sizeof s->laddr_str, "%s", laddr);
     o->listen_addr = s->laddr_str;
     const char *ext = f->external ? f->external : c->external_address;
     if (ext[0]) {
         r = tm2_netaddr_parse(ext, TM2_NETADDR_NO_ID | TM2_NETADDR_RESOLVE, &na);
         if (r < 0)
-            return usage_error("%s: bad address '%s' (%s)",
+            if (fatal(s, usage_error("%s: bad address '%s' (%s)",
                                src(where, sizeof where, s, f->external, "--external-address",
-                                   "p2p.external_address"), ext, tm2_strerror(r));
+                                   "p2p.external_address"), ext, tm2_strerror(r))))
+            return 2;
         o->external_addr = ext;
     }
 
     /* lists */
     const char *seeds = f->seeds ? f->seeds : c->seeds;
-    int n = cli_parse_addr_list(seeds, &s->seeds, err, sizeof err);
-    if (n < 0)
-        return usage_error("%s: %s", src(where, sizeof where, s, f->seeds, "--seeds", "p2p.seeds"), err);
-    o->seeds = s->seeds;
-    o->n_seeds = (size_t)n;
+    src(where, sizeof where, s, f->seeds, "--seeds", "p2p.seeds");
+    if (cli_parse_peer_list(seeds, where, &s->log, &s->seeds, &s->problems) < 0)
+        return 1;
     const char *pp = f->persistent ? f->persistent : c->persistent_peers;
-    n = cli_parse_addr_list(pp, &s->persistent, err, sizeof err);
-    if (n < 0)
-        return usage_error("%s: %s",
-                           src(where, sizeof where, s, f->persistent, "--persistent-peers", "p2p.persistent_peers"), err);
-    o->persistent = s->persistent;
-    o->n_persistent = (size_t)n;
+    src(where, sizeof where, s, f->persistent, "--persistent-peers", "p2p.persistent_peers");
+    if (cli_parse_peer_list(pp, where, &s->log, &s->persistent, &s->problems) < 0)
+        return 1;
+    o->seeds = (const char *const *)s->seeds.items;
+    o->n_seeds = s->seeds.n;
+    o->persistent = (const char *const *)s->persistent.items;
+    o->n_persistent = s->persistent.n;
     const char *priv = f->private_ids ? f->private_ids : c->private_peer_ids;
-    n = cli_parse_id_list(priv, &s->private_ids, err, sizeof err);
+    int n = cli_parse_id_list(priv, &s->private_ids, err, sizeof err);
     if (n < 0)
-        return usage_error("%s: %s",
-                           src(where, sizeof where, s, f->private_ids, "--private-peer-ids", "p2p.private_peer_ids"), err);
+        if (fatal(s, usage_error("%s: %s",
+                           src(where, sizeof where, s, f->private_ids, "--private-peer-ids", "p2p.private_peer_ids"), err)))
+            return 2;
     o->private_ids = s->private_ids;
     o->n_private = (size_t)n;
 
-    /* limits: the switch reads 0 as its default, so 0 cannot mean "none" */
+    /* limits: 0 means none, as in the reference */
     uint64_t v;
     if (f->max_in) {
-        if (flag_u32("--max-inbound", f->max_in, 1, 100000, &o->max_inbound))
+        if (flag_u32("--max-inbound", f->max_in, 0, 100000, &o->max_inbound) && fatal(s, 2))
             return 2;
-    } else if (c->max_num_inbound_peers < 1 || c->max_num_inbound_peers > 100000) {
-        return usage_error("p2p.max_num_inbound_peers in %s: %llu is not from 1 to 100000", s->config_path,
-                           (unsigned long long)c->max_num_inbound_peers);
+    } else if (c->max_num_inbound_peers > 100000) {
+        if (fatal(s, usage_error("p2p.max_num_inbound_peers in %s: %llu is not from 0 to 100000", s->config_path,
+                           (unsigned long long)c->max_num_inbound_peers)))
+            return 2;
     } else {
         o->max_inbound = (uint32_t)c->max_num_inbound_peers;
     }
     if (f->max_out) {
-        if (flag_u32("--max-outbound", f->max_out, 1, 100000, &o->max_outbound))
+        if (flag_u32("--max-outbound", f->max_out, 0, 100000, &o->max_outbound) && fatal(s, 2))
             return 2;
-    } else if (c->max_num_outbound_peers < 1 || c->max_num_outbound_peers > 100000) {
-        return usage_error("p2p.max_num_outbound_peers in %s: %llu is not from 1 to 100000", s->config_path,
-                           (unsigned long long)c->max_num_outbound_peers);
+    } else if (c->max_num_outbound_peers > 100000) {
+        if (fatal(s, usage_error("p2p.max_num_outbound_peers in %s: %llu is not from 0 to 100000", s->config_path,
+                           (unsigned long long)c->max_num_outbound_peers)))
+            return 2;
     } else {
         o->max_outbound = (uint32_t)c->max_num_outbound_peers;
     }
@@ -836,31 +940,38 @@ static int resolve(const node_flags *f, node_settings *s)
     /* connection tuning from the file */
     tm2_mconn_config_default(&o->mconn);
     if (c->flush_throttle_timeout_ns / 1000000 > UINT32_MAX)
-        return usage_error("p2p.flush_throttle_timeout in %s: too long", s->config_path);
+        if (fatal(s, usage_error("p2p.flush_throttle_timeout in %s: too long", s->config_path)))
+            return 2;
     o->mconn.flush_throttle_ms = (uint32_t)((c->flush_throttle_timeout_ns + 999999) / 1000000);
-    if (c->max_packet_msg_payload_size < 1 || c->max_packet_msg_payload_size > 1 << 20)
-        return usage_error("p2p.max_packet_msg_payload_size in %s: %lld is not from 1 to 1048576",
-                           s->config_path, (long long)c->max_packet_msg_payload_size);
-    o->mconn.max_packet_payload = (size_t)c->max_packet_msg_payload_size;
+    /* Range checked with the whole switch config below. */
+    o->mconn.max_packet_payload = c->max_packet_msg_payload_size > 0 && c->max_packet_msg_payload_size <= INT32_MAX
+                                      ? (size_t)c->max_packet_msg_payload_size
+                                      : 0;
     o->mconn.send_rate = (uint64_t)c->send_rate;
     o->mconn.recv_rate = (uint64_t)c->recv_rate;
 
     /* booleans */
     o->pex = c->pex;
     if (f->pex && parse_bool(f->pex, &o->pex))
-        return usage_error("--pex: '%s' is not true or false", f->pex);
+        if (fatal(s, usage_error("--pex: '%s' is not true or false", f->pex)))
+            return 2;
     o->seed_mode = c->seed_mode;
     if (f->seed_mode && parse_bool(f->seed_mode, &o->seed_mode))
-        return usage_error("--seed-mode: '%s' is not true or false", f->seed_mode);
+        if (fatal(s, usage_error("--seed-mode: '%s' is not true or false", f->seed_mode)))
+            return 2;
+    o->allow_duplicate_ip = c->allow_duplicate_ip;
+    if (f->allow_dup_ip && parse_bool(f->allow_dup_ip, &o->allow_duplicate_ip))
+        if (fatal(s, usage_error("--allow-duplicate-ip: '%s' is not true or false", f->allow_dup_ip)))
+            return 2;
     if (!o->pex && o->seed_mode)
-        return usage_error("seed mode needs peer exchange (pex is false)");
-    if (!o->pex && o->n_seeds)
-        return usage_error("seeds need peer exchange (pex is false)");
+        if (fatal(s, usage_error("seed mode needs peer exchange (pex is false)")))
+            return 2;
 
     /* identity and names */
     const char *moniker = f->moniker ? f->moniker : c->moniker;
     if (f->moniker && !f->moniker[0])
-        return usage_error("--moniker: must not be empty");
+        if (fatal(s, usage_error("--moniker: must not be empty")))
+            return 2;
     if (!moniker[0] && gethostname(s->moniker, sizeof s->moniker - 1) == 0 && s->moniker[0])
         moniker = s->moniker;
     else if (!moniker[0])
@@ -870,12 +981,14 @@ static int resolve(const node_flags *f, node_settings *s)
     o->moniker = s->moniker;
     o->network = f->chain_id ? f->chain_id : DEFAULT_NETWORK;
     if (!o->network[0])
-        return usage_error("--chain-id: must not be empty");
+        if (fatal(s, usage_error("--chain-id: must not be empty")))
+            return 2;
     join_home(s->key_path, sizeof s->key_path, f->home, c->node_key_file);
     join_home(s->book_path, sizeof s->book_path, f->home, f->addrbook ? f->addrbook : c->addr_book_file);
     if (!(f->addrbook ? f->addrbook : c->addr_book_file)[0])
-        return usage_error("%s: must not be empty",
-                           src(where, sizeof where, s, f->addrbook, "--addrbook", "p2p.addr_book_file"));
+        if (fatal(s, usage_error("%s: must not be empty",
+                           src(where, sizeof where, s, f->addrbook, "--addrbook", "p2p.addr_book_file"))))
+            return 2;
     o->addrbook_path = s->book_path;
 
     /* helpers */
@@ -887,6 +1000,8 @@ static int resolve(const node_flags *f, node_settings *s)
         return 2;
     if (f->redial_max && flag_u32("--redial-max", f->redial_max, 1, 86400000, &o->redial_max_ms))
         return 2;
+    if (f->seed_interval && flag_u32("--seed-interval", f->seed_interval, 10, 86400000, &o->seed_interval_ms))
+        return 2;
     if (f->gossip_interval && flag_u32("--gossip-interval", f->gossip_interval, 0, 3600000, &o->gossip_interval_ms))
         return 2;
     uint32_t gfor = 0;
@@ -897,7 +1012,8 @@ static int resolve(const node_flags *f, node_settings *s)
     o->gossip_epoch_ms = cli_mono_ms();
     if (f->gossip_epoch) {
         if (parse_u64(f->gossip_epoch, 0, UINT64_MAX / 2, &v))
-            return usage_error("--gossip-epoch: '%s' is not a whole number", f->gossip_epoch);
+            if (fatal(s, usage_error("--gossip-epoch: '%s' is not a whole number", f->gossip_epoch)))
+            return 2;
         o->gossip_epoch_ms = v;
     }
     o->gossip_until_ms = gfor ? cli_mono_ms() + (uint64_t)gfor * 1000u : 0;
@@ -906,9 +1022,25 @@ static int resolve(const node_flags *f, node_settings *s)
     if (f->status_interval && flag_u32("--status-interval", f->status_interval, 10, 3600000, &s->status_interval_ms))
         return 2;
     if (f->status_file && !f->status_file[0])
-        return usage_error("--status-file: must not be empty");
+        if (fatal(s, usage_error("--status-file: must not be empty")))
+            return 2;
     o->log_events = true;
-    return 0;
+
+    /* What the switch would refuse, refused here, before anything is made;
+     * a throwaway key stands in for the node's, read later. */
+    tm2_switch_config sc;
+    cli_node_switch_config(o, &sc);
+    if (tm2_node_key_generate(&sc.key) != 0) {
+        fprintf(stderr, "tm2p2p node: no randomness for a key\n");
+        return 1;
+    }
+    const char *field = NULL;
+    r = tm2_switch_config_check(&sc, &field);
+    tm2_node_key_wipe(&sc.key);
+    if (r && fatal(s, usage_error("invalid setting: %s (%s and flags)", config_field_name(field),
+                                  s->config_path)))
+        return 2;
+    return s->checking && s->problems ? 2 : 0;
 }
 
 /* mkdir -p; 0 or -1 with errno. */
@@ -1039,6 +1171,13 @@ int cli_run_node(int argc, char **argv)
     int status = resolve(&f, s);
     cli_node *node = NULL;
     int sfd = -1;
+    if (s->checking) {
+        if (!status)
+            printf("config ok: %s\n", s->config_found ? s->config_path : "defaults and flags");
+        else
+            fprintf(stderr, "tm2p2p node: %u problem%s\n", s->problems, s->problems == 1 ? "" : "s");
+        goto out;
+    }
     if (status)
         goto out;
     status = 1;

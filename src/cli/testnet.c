@@ -320,7 +320,8 @@ static int pick_ports(tn *t)
 
 static int start_inproc(tn *t, tm2_log_level lvl, cli_log_format fmt)
 {
-    tm2_netaddr *seeds = calloc(t->o.seeds, sizeof *seeds);
+    /* Seeds start first: their listen addresses are known before the rest. */
+    const char **seeds = calloc(t->o.seeds, sizeof *seeds);
     if (!seeds)
         return -1;
     int rc = 0;
@@ -338,6 +339,8 @@ static int start_inproc(tn *t, tm2_log_level lvl, cli_log_format fmt)
             .max_outbound = t->o.outbound,
             .seeds = nd->seed ? NULL : seeds,
             .n_seeds = nd->seed ? 0 : t->o.seeds,
+            .allow_duplicate_ip = true,   /* every node is on 127.0.0.1 */
+            .seed_interval_ms = t->o.pex_interval_ms,
             .pex = true,
             .seed_mode = nd->seed,
             .pex_interval_ms = t->o.pex_interval_ms,
@@ -361,8 +364,8 @@ static int start_inproc(tn *t, tm2_log_level lvl, cli_log_format fmt)
         }
         tm2_node_key_wipe(&o.key);
         cli_node_listen_addr(nd->rt, nd->listen, sizeof nd->listen);
-        if (nd->seed && tm2_netaddr_parse(nd->listen, 0, &seeds[i]) < 0)
-            rc = -1;
+        if (nd->seed)
+            seeds[i] = nd->listen;
         nd->alive = true;
     }
     free(seeds);
@@ -462,6 +465,7 @@ static int prepare_homes(tn *t)
                            "max_num_outbound_peers = %u\n"
                            "flush_throttle_timeout = \"10ms\"\n"
                            "pex = true\n"
+                           "allow_duplicate_ip = true\n"
                            "seed_mode = %s\n"
                            "seeds = \"%s\"\n"
                            "persistent_peers = \"%s\"\n",

@@ -31,3 +31,12 @@ const char *tm2__log_quote(const char *s, char *buf, size_t cap)
     buf[o] = '\0';
     return buf;
 }
+
+void tm2__logf(tm2_log_fn fn, void *user, tm2_log_level max, tm2_log_level lv, const char *fmt,
+               ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tm2__vlogf(fn, user, max, lv, fmt, ap);
+    va_end(ap);
+}

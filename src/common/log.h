@@ -15,6 +15,9 @@
 void tm2__vlogf(tm2_log_fn fn, void *user, tm2_log_level max, tm2_log_level lv,
                 const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
 
+void tm2__logf(tm2_log_fn fn, void *user, tm2_log_level max, tm2_log_level lv,
+               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 /* s as a double-quoted logfmt value with '"', '\\' and bytes outside
  * 0x20..0x7e escaped, so text from peers (monikers, network names, reasons)
  * can neither break nor forge a log line. Cut to fit cap (>= 8). */

@@ -1,5 +1,6 @@
 /* MConnection core (see mconn.h). */
 #include "conn/mconn.h"
+#include "tm2p2p/defaults.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -18,12 +19,24 @@
 
 void tm2_mconn_config_default(tm2_mconn_config *cfg)
 {
-    cfg->send_rate = 5120000;
-    cfg->recv_rate = 5120000;
-    cfg->max_packet_payload = 1024;
-    cfg->flush_throttle_ms = 100;
-    cfg->ping_interval_ms = 60000;
-    cfg->pong_timeout_ms = 45000;
+    cfg->send_rate = TM2_DEFAULT_SEND_RATE;
+    cfg->recv_rate = TM2_DEFAULT_RECV_RATE;
+    cfg->max_packet_payload = TM2_DEFAULT_MAX_PACKET_PAYLOAD;
+    cfg->flush_throttle_ms = TM2_DEFAULT_FLUSH_THROTTLE_MS;
+    cfg->ping_interval_ms = TM2_DEFAULT_PING_INTERVAL_MS;
+    cfg->pong_timeout_ms = TM2_DEFAULT_PONG_TIMEOUT_MS;
+}
+
+int tm2__mconn_config_check(const tm2_mconn_config *c, const char **field)
+{
+    const char *f = NULL;
+    if (!c->max_packet_payload || c->max_packet_payload > TM2_MAX_PACKET_PAYLOAD)
+        f = "mconn.max_packet_payload";
+    else if (c->ping_interval_ms && (!c->pong_timeout_ms || c->pong_timeout_ms >= c->ping_interval_ms))
+        f = "mconn.pong_timeout_ms";
+    if (field)
+        *field = f;
+    return f ? TM2_EINVAL : 0;
 }
 
 /* ---- messages ------------------------------------------------------------ */

@@ -157,4 +157,8 @@ void tm2__mconn_status(tm2__mconn *c, uint64_t now, tm2_mconn_status *st);
 /* The receiver's packet size limit this core applies (1056 for 1024). */
 size_t tm2__mconn_max_packet_size(const tm2__mconn *c);
 
+/* 0, or TM2_EINVAL with *field naming the first value a connection cannot
+ * run with ("mconn.max_packet_payload", ...). */
+int tm2__mconn_config_check(const tm2_mconn_config *c, const char **field);
+
 #endif

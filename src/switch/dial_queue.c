@@ -203,3 +203,13 @@ size_t tm2__dialq_count(const tm2__dialq *q)
 {
     return q->n;
 }
+
+bool tm2__dialq_has_due(const tm2__dialq *q, uint64_t now_ms, unsigned without)
+{
+    for (size_t i = 0; i < q->n; i++) {
+        const tm2__dial_item *it = &q->nodes[q->heap[i]].item;
+        if (it->due_ms <= now_ms && !(it->flags & without))
+            return true;
+    }
+    return false;
+}

@@ -26,6 +26,7 @@
 /* Item flags, merged (OR) when a queued ID is pushed again. */
 enum {
     TM2__DIAL_PERSISTENT = 1u << 0,   /* exempt from the outbound cap; redialled */
+    TM2__DIAL_RESOLVE    = 1u << 1,   /* a configured host name, resolved before the dial */
 };
 
 typedef struct tm2__dial_item {
@@ -74,5 +75,8 @@ bool tm2__dialq_contains(const tm2__dialq *q, const tm2_id *id);
 const tm2__dial_item *tm2__dialq_find(const tm2__dialq *q, const tm2_id *id);
 
 size_t tm2__dialq_count(const tm2__dialq *q);
+
+/* True if an item is due at now_ms whose flags have none of without. */
+bool tm2__dialq_has_due(const tm2__dialq *q, uint64_t now_ms, unsigned without);
 
 #endif

@@ -10,15 +10,8 @@
 
 #include "switch/switch_internal.h"
 
-#define DEFAULT_MAX_INBOUND   40u
-#define DEFAULT_MAX_OUTBOUND  10u
-#define DEFAULT_REDIAL_BASE   1000
-#define DEFAULT_REDIAL_MAX    (10 * 60 * 1000)
-/* Dial requests queued at once beyond the persistent peers. */
+/* Dial requests queued at once beyond the persistent peers and seeds. */
 #define DIALQ_EXTRA           1024u
-/* The redial scan (the reference's redial task) catches persistent peers
- * whose redial could not be queued. */
-#define REDIAL_SCAN_MS        5000u
 
 /* ---- logging ----------------------------------------------------------------------- */
 
@@ -63,16 +56,39 @@ double tm2__sw_rand01(void)
     return (double)randombytes_random() / 4294967296.0;
 }
 
-bool tm2__sw_is_persistent_id(const tm2_switch *sw, const tm2_id *id, size_t *idx)
+static tm2__configured *find_configured(tm2__configured *list, size_t n, const tm2_id *id,
+                                        size_t *idx)
 {
-    for (size_t i = 0; i < sw->n_persistent; i++) {
-        if (strcmp(sw->persistent[i].addr.id.s, id->s) == 0) {
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i].id.s, id->s) == 0) {
             if (idx)
                 *idx = i;
-            return true;
+            return &list[i];
         }
     }
-    return false;
+    return NULL;
+}
+
+bool tm2__sw_is_persistent_id(const tm2_switch *sw, const tm2_id *id, size_t *idx)
+{
+    return find_configured(sw->persistent, sw->n_persistent, id, idx) != NULL;
+}
+
+tm2__configured *tm2__sw_configured(tm2_switch *sw, const tm2_id *id)
+{
+    tm2__configured *c = find_configured(sw->persistent, sw->n_persistent, id, NULL);
+    return c ? c : find_configured(sw->seeds, sw->n_seeds, id, NULL);
+}
+
+/* The configured lists are immutable after tm2_switch_new: any thread. */
+bool tm2_switch_is_persistent(const tm2_switch *sw, const tm2_id *id)
+{
+    return sw && id && tm2__sw_is_persistent_id(sw, id, NULL);
+}
+
+bool tm2_switch_is_seed(const tm2_switch *sw, const tm2_id *id)
+{
+    return sw && id && find_configured(sw->seeds, sw->n_seeds, id, NULL) != NULL;
 }
 
 bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id)
@@ -114,7 +130,8 @@ static char *dup_or(const char *s, const char *def)
 static void free_config_copies(tm2_switch *sw)
 {
     free(sw->listen_addr);
-    free(sw->persistent);
+    tm2__sw_configured_free(sw->persistent, sw->n_persistent);
+    tm2__sw_configured_free(sw->seeds, sw->n_seeds);
     free(sw->priv_ids);
     if (sw->reactors) {
         for (size_t i = 0; i < sw->n_reactors; i++) {
@@ -131,10 +148,37 @@ static void free_config_copies(tm2_switch *sw)
     free(sw->rpc_address);
 }
 
-static bool mconn_zero(const tm2_mconn_config *m)
+/* Copies a configured list: an ID listed twice keeps its last address (a
+ * warning), ourselves are left out. */
+static int copy_configured(tm2_switch *sw, const char *const *specs, size_t n, const char *what,
+                           tm2__configured **out, size_t *n_out)
 {
-    return !m->send_rate && !m->recv_rate && !m->max_packet_payload && !m->flush_throttle_ms &&
-           !m->ping_interval_ms && !m->pong_timeout_ms;
+    if (!n)
+        return 0;
+    tm2__configured *list = calloc(n, sizeof *list);
+    if (!list)
+        return TM2_ENOMEM;
+    *out = list;
+    for (size_t i = 0; i < n; i++) {
+        tm2__configured c;
+        int r = tm2__sw_configured_init(&c, specs[i]);
+        if (r)
+            return r == TM2_ENOMEM ? r : TM2_EINVAL;
+        if (strcmp(c.id.s, sw->id.s) == 0) {
+            free(c.host);
+            continue;
+        }
+        tm2__configured *dup = find_configured(list, *n_out, &c.id, NULL);
+        if (dup) {
+            tm2__sw_log(sw, TM2_LOG_WARN, "msg=\"%s listed twice: the last address is kept\" peer=%s",
+                        what, c.id.s);
+            free(dup->host);
+            *dup = c;
+            continue;
+        }
+        list[(*n_out)++] = c;
+    }
+    return 0;
 }
 
 static int copy_reactors(tm2_switch *sw, const tm2_switch_config *cfg)
@@ -250,11 +294,12 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
     if (!cfg || !out)
         return TM2_EINVAL;
     *out = NULL;
-    if (tm2_node_key_check(&cfg->key) != 0)
+    const char *field = NULL;
+    if (tm2_switch_config_check(cfg, &field) != 0) {
+        tm2__logf(cfg->log, cfg->log_user, cfg->log_level, TM2_LOG_ERROR,
+                  "msg=\"invalid switch config\" field=%s", field);
         return TM2_EINVAL;
-    if ((cfg->n_persistent_peers && !cfg->persistent_peers) ||
-        (cfg->n_private_peer_ids && !cfg->private_peer_ids))
-        return TM2_EINVAL;
+    }
     if (sodium_init() < 0)
         return TM2_EIO;
     tm2_switch *sw = calloc(1, sizeof *sw);
@@ -265,29 +310,25 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
     sw->log = cfg->log;
     sw->log_user = cfg->log_user;
     sw->log_level = cfg->log_level;
-    sw->max_inbound = cfg->max_inbound ? cfg->max_inbound : DEFAULT_MAX_INBOUND;
-    sw->max_outbound = cfg->max_outbound ? cfg->max_outbound : DEFAULT_MAX_OUTBOUND;
+    sw->max_inbound = cfg->max_inbound;
+    sw->max_outbound = cfg->max_outbound;
     sw->max_pending_inbound = cfg->max_pending_inbound;
     sw->handshake_timeout_ms = cfg->handshake_timeout_ms;
     sw->dial_timeout_ms = cfg->dial_timeout_ms;
-    sw->redial_base_ms = cfg->redial_base_ms ? cfg->redial_base_ms : DEFAULT_REDIAL_BASE;
-    sw->redial_max_ms = cfg->redial_max_ms ? cfg->redial_max_ms : DEFAULT_REDIAL_MAX;
-    if (mconn_zero(&cfg->mconn))
-        tm2_mconn_config_default(&sw->mconn);
-    else
-        sw->mconn = cfg->mconn;
+    sw->allow_duplicate_ip = cfg->allow_duplicate_ip;
+    sw->redial_base_ms = cfg->redial_base_ms;
+    sw->redial_max_ms = cfg->redial_max_ms;
+    sw->redial_stable_ms = cfg->redial_stable_ms;
+    sw->redial_scan_ms = cfg->redial_scan_ms;
+    sw->seed_interval_ms = cfg->seed_interval_ms;
+    sw->resolve = cfg->resolve;
+    sw->resolve_user = cfg->resolve_user;
+    sw->mconn = cfg->mconn;
 
     int r = 0;
-    if (cfg->listen_addr) {
-        tm2_netaddr tmp;
-        if (tm2_netaddr_parse(cfg->listen_addr, TM2_NETADDR_NO_ID, &tmp) != 0) {
-            r = TM2_EADDR;
-            goto fail;
-        }
-        if (!(sw->listen_addr = dup_or(cfg->listen_addr, ""))) {
-            r = TM2_ENOMEM;
-            goto fail;
-        }
+    if (cfg->listen_addr && !(sw->listen_addr = dup_or(cfg->listen_addr, ""))) {
+        r = TM2_ENOMEM;
+        goto fail;
     }
     if (cfg->external_addr) {
         /* The caller's thread: a host name may be resolved here, once. */
@@ -298,24 +339,10 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
         }
         sw->has_external = true;
     }
-    if (cfg->n_persistent_peers) {
-        sw->persistent = calloc(cfg->n_persistent_peers, sizeof *sw->persistent);
-        if (!sw->persistent) {
-            r = TM2_ENOMEM;
-            goto fail;
-        }
-        for (size_t i = 0; i < cfg->n_persistent_peers; i++) {
-            const tm2_netaddr *a = &cfg->persistent_peers[i];
-            if (!a->id.s[0] || tm2_id_validate(a->id.s) != 0) {
-                r = TM2_EINVAL;
-                goto fail;
-            }
-            /* Ourselves and repeated IDs are left out. */
-            if (strcmp(a->id.s, sw->id.s) == 0 || tm2__sw_is_persistent_id(sw, &a->id, NULL))
-                continue;
-            sw->persistent[sw->n_persistent++].addr = *a;
-        }
-    }
+    if ((r = copy_configured(sw, cfg->persistent_peers, cfg->n_persistent_peers,
+                             "persistent peer", &sw->persistent, &sw->n_persistent)) != 0 ||
+        (r = copy_configured(sw, cfg->seeds, cfg->n_seeds, "seed", &sw->seeds, &sw->n_seeds)) != 0)
+        goto fail;
     if (cfg->n_private_peer_ids) {
         sw->priv_ids = calloc(cfg->n_private_peer_ids, sizeof *sw->priv_ids);
         if (!sw->priv_ids) {
@@ -359,7 +386,7 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
         tm2__peer_set_free(&sw->peers);
         goto fail_locks;
     }
-    if ((r = tm2__dialq_init(&sw->dialq, DIALQ_EXTRA + sw->n_persistent)) != 0) {
+    if ((r = tm2__dialq_init(&sw->dialq, DIALQ_EXTRA + sw->n_persistent + sw->n_seeds)) != 0) {
         tm2__peer_set_free(&sw->inflight);
         tm2__peer_set_free(&sw->peers);
         goto fail_locks;
@@ -546,7 +573,7 @@ int tm2_switch_dial_peers(tm2_switch *sw, const tm2_netaddr *addrs, size_t n)
                         tm2__sw_addr_str(a, b, sizeof b));
             continue;
         }
-        if (snap_has(sw, &a->id))
+        if (snap_has(sw, &a->id) || tm2__sw_is_persistent_id(sw, &a->id, NULL))
             continue;
         c->addrs[c->n++] = *a;
     }
@@ -627,13 +654,14 @@ static void transport_closed(tm2__transport *t)
  * own, and uv_run then returns. */
 static void maybe_finish(tm2_switch *sw)
 {
-    if (!sw->stopping || sw->finished || sw->transport || sw->open_conns)
+    if (!sw->stopping || sw->finished || sw->transport || sw->open_conns || sw->n_resolving)
         return;
     tm2__sw_release_peers(sw);
     sw->finished = true;
     tm2__sw_dial_clear(sw);
     uv_close((uv_handle_t *)&sw->dial_timer, handle_closed);
     uv_close((uv_handle_t *)&sw->redial_timer, handle_closed);
+    uv_close((uv_handle_t *)&sw->seed_timer, handle_closed);
     uv_close((uv_handle_t *)&sw->wake, handle_closed);
     tm2__mcs_loop_close(&sw->ml);
 }
@@ -679,6 +707,7 @@ static void begin_stop(tm2_switch *sw)
     }
     uv_timer_stop(&sw->dial_timer);
     uv_timer_stop(&sw->redial_timer);
+    uv_timer_stop(&sw->seed_timer);
     while (sw->everys) {
         tm2__every *e = sw->everys;
         sw->everys = e->next;
@@ -747,7 +776,7 @@ static void start_done(tm2_switch *sw, int err)
     uv_mutex_lock(&sw->life_lock);
     sw->start_err = err;
     sw->start_done = true;
-    uv_cond_signal(&sw->life_cond);
+    uv_cond_broadcast(&sw->life_cond);
     uv_mutex_unlock(&sw->life_lock);
 }
 
@@ -795,11 +824,13 @@ static void thread_main(void *arg)
     if (err) {
         begin_stop(sw);
     } else {
-        uint64_t now = tm2__sw_now(sw);
         for (size_t i = 0; i < sw->n_persistent; i++)
-            (void)tm2__dialq_push(&sw->dialq, now, &sw->persistent[i].addr, TM2__DIAL_PERSISTENT);
-        tm2__sw_update_counts(sw);
-        uv_timer_start(&sw->redial_timer, tm2__sw_redial_scan_cb, REDIAL_SCAN_MS, REDIAL_SCAN_MS);
+            tm2__sw_redial(sw, i);
+        uv_timer_start(&sw->redial_timer, tm2__sw_redial_scan_cb, sw->redial_scan_ms,
+                       sw->redial_scan_ms);
+        tm2__sw_seed_timer_cb(&sw->seed_timer);
+        uv_timer_start(&sw->seed_timer, tm2__sw_seed_timer_cb, sw->seed_interval_ms,
+                       sw->seed_interval_ms);
         if (tm2__sw_log_on(sw, TM2_LOG_INFO)) {
             char b[TM2_NETADDR_STRLEN + 1];
             tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"switch started\" id=%s addr=%s", sw->id.s,
@@ -850,6 +881,9 @@ static int init_loop(tm2_switch *sw)
     uv_timer_init(&sw->loop, &sw->redial_timer);
     sw->redial_timer.data = sw;
     uv_unref((uv_handle_t *)&sw->redial_timer);
+    uv_timer_init(&sw->loop, &sw->seed_timer);
+    sw->seed_timer.data = sw;
+    uv_unref((uv_handle_t *)&sw->seed_timer);
     return 0;
 }
 
@@ -867,22 +901,56 @@ static void ignore_sigpipe(void)
     }
 }
 
+static void set_state(tm2_switch *sw, int state)
+{
+    uv_mutex_lock(&sw->life_lock);
+    sw->state = state;
+    if (state != SW_RUNNING) {
+        sw->handles_init = false;
+        sw->bound = false;
+    }
+    uv_cond_broadcast(&sw->life_cond);
+    uv_mutex_unlock(&sw->life_lock);
+}
+
+/* Commands that never ran (posted while stopping, or before a start that
+ * failed) are freed here; none is taken afterwards. */
+static void drain_commands(tm2_switch *sw)
+{
+    uv_mutex_lock(&sw->cmd_lock);
+    sw->cmd_closed = true;
+    sw->cmd_live = false;
+    tm2__cmd *list = sw->cmds;
+    sw->cmds = NULL;
+    sw->cmds_tail = &sw->cmds;
+    uv_mutex_unlock(&sw->cmd_lock);
+    while (list) {
+        tm2__cmd *c = list;
+        list = c->next;
+        cmd_free(c);
+    }
+}
+
 int tm2_switch_start(tm2_switch *sw)
 {
     if (!sw)
         return TM2_EINVAL;
+    /* Check and claim in one step: a second starter gets TM2_ESTATE. */
     uv_mutex_lock(&sw->life_lock);
-    bool fresh = sw->state == SW_NEW && !sw->handles_init;
+    bool fresh = sw->state == SW_NEW;
+    if (fresh)
+        sw->state = SW_STARTING;
     uv_mutex_unlock(&sw->life_lock);
     if (!fresh)
         return TM2_ESTATE;
     ignore_sigpipe();
     int r = init_loop(sw);
-    if (r)
+    if (r) {
+        set_state(sw, SW_NEW);
         return r;
+    }
     uv_mutex_lock(&sw->life_lock);
     sw->handles_init = true;
-    sw->state = SW_RUNNING;
     uv_mutex_unlock(&sw->life_lock);
     uv_mutex_lock(&sw->cmd_lock);
     sw->cmd_live = true;
@@ -897,14 +965,13 @@ int tm2_switch_start(tm2_switch *sw)
         tm2__transport_close(sw->transport, transport_closed);
         uv_close((uv_handle_t *)&sw->dial_timer, handle_closed);
         uv_close((uv_handle_t *)&sw->redial_timer, handle_closed);
+        uv_close((uv_handle_t *)&sw->seed_timer, handle_closed);
         uv_close((uv_handle_t *)&sw->wake, handle_closed);
         tm2__mcs_loop_close(&sw->ml);
         uv_run(&sw->loop, UV_RUN_DEFAULT);
         uv_loop_close(&sw->loop);
-        uv_mutex_lock(&sw->life_lock);
-        sw->state = SW_STOPPED;
-        sw->handles_init = false;
-        uv_mutex_unlock(&sw->life_lock);
+        drain_commands(sw);
+        set_state(sw, SW_STOPPED);
         tm2__events_close(sw->events);
         return TM2_EIO;
     }
@@ -912,14 +979,15 @@ int tm2_switch_start(tm2_switch *sw)
     while (!sw->start_done)
         uv_cond_wait(&sw->life_cond, &sw->life_lock);
     r = sw->start_err;
+    if (!r) {
+        sw->state = SW_RUNNING;
+        uv_cond_broadcast(&sw->life_cond);
+    }
     uv_mutex_unlock(&sw->life_lock);
     if (r) {
         uv_thread_join(&sw->thread);
-        uv_mutex_lock(&sw->life_lock);
-        sw->state = SW_STOPPED;
-        sw->handles_init = false;
-        sw->bound = false;
-        uv_mutex_unlock(&sw->life_lock);
+        drain_commands(sw);
+        set_state(sw, SW_STOPPED);
         tm2__events_close(sw->events);
     }
     return r;
@@ -929,16 +997,25 @@ void tm2_switch_stop(tm2_switch *sw)
 {
     if (!sw)
         return;
+    /* One stopper joins the thread; any other waits until it is done. */
     uv_mutex_lock(&sw->life_lock);
-    int state = sw->state;
-    bool running = state == SW_RUNNING && sw->handles_init;
-    uv_mutex_unlock(&sw->life_lock);
-    if (state == SW_STOPPED)
-        return;
-    if (running && tm2__mcs_loop_on_thread(&sw->ml)) {
+    if ((sw->state == SW_STARTING || sw->state == SW_RUNNING) && sw->handles_init &&
+        tm2__mcs_loop_on_thread(&sw->ml)) {
+        uv_mutex_unlock(&sw->life_lock);
         tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"tm2_switch_stop called on the network thread\"");
         return;
     }
+    while (sw->state == SW_STARTING)
+        uv_cond_wait(&sw->life_cond, &sw->life_lock);
+    if (sw->state == SW_STOPPING || sw->state == SW_STOPPED) {
+        while (sw->state != SW_STOPPED)
+            uv_cond_wait(&sw->life_cond, &sw->life_lock);
+        uv_mutex_unlock(&sw->life_lock);
+        return;
+    }
+    bool running = sw->state == SW_RUNNING;
+    sw->state = SW_STOPPING;
+    uv_mutex_unlock(&sw->life_lock);
     if (running) {
         /* A flag, not a queued command: stopping needs no memory. */
         uv_mutex_lock(&sw->cmd_lock);
@@ -948,28 +1025,13 @@ void tm2_switch_stop(tm2_switch *sw)
         uv_mutex_unlock(&sw->cmd_lock);
         uv_thread_join(&sw->thread);
     }
-    uv_mutex_lock(&sw->life_lock);
-    sw->state = SW_STOPPED;
-    sw->handles_init = false;
-    sw->bound = false;
-    uv_mutex_unlock(&sw->life_lock);
-    /* Commands posted while stopping never ran. */
-    uv_mutex_lock(&sw->cmd_lock);
-    sw->cmd_closed = true;
-    tm2__cmd *list = sw->cmds;
-    sw->cmds = NULL;
-    sw->cmds_tail = &sw->cmds;
-    uv_mutex_unlock(&sw->cmd_lock);
-    while (list) {
-        tm2__cmd *c = list;
-        list = c->next;
-        cmd_free(c);
-    }
+    drain_commands(sw);
     uv_mutex_lock(&sw->snap_lock);
     sw->n_snap = 0;
     sw->snap_in = sw->snap_out = sw->snap_dialing = 0;
     uv_mutex_unlock(&sw->snap_lock);
     tm2__events_close(sw->events);
+    set_state(sw, SW_STOPPED);
 }
 
 void tm2_switch_free(tm2_switch *sw)
@@ -982,6 +1044,7 @@ void tm2_switch_free(tm2_switch *sw)
     uv_mutex_unlock(&sw->life_lock);
     if (!stopped)
         return;   /* called on the network thread: refused */
+    drain_commands(sw);
     tm2__events_free(sw->events);
     tm2__dialq_free(&sw->dialq);
     tm2__peer_set_free(&sw->inflight);

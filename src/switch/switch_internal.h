@@ -83,7 +83,9 @@ void tm2__peer_mark_gone(tm2_peer *p);
 
 /* ---- the switch ------------------------------------------------------------------- */
 
-enum tm2__sw_state { SW_NEW = 0, SW_RUNNING, SW_STOPPED };
+/* STARTING and STOPPING make start and stop single-owner: the thread that
+ * moved the state there finishes the transition, others wait for it. */
+enum tm2__sw_state { SW_NEW = 0, SW_STARTING, SW_RUNNING, SW_STOPPING, SW_STOPPED };
 
 enum tm2__cmd_type { CMD_DIAL = 1, CMD_STOP_PEER, CMD_EVERY };
 
@@ -107,15 +109,36 @@ typedef struct tm2__cmd {
     struct tm2__cmd *next;
 } tm2__cmd;
 
-typedef struct tm2__persistent {
-    tm2_netaddr addr;
-    uint32_t attempts;
-} tm2__persistent;
+/* Longest host name of a configured peer, with its NUL (IPv6 literals in
+ * brackets included). */
+#define TM2__HOST_MAX 256
 
-/* A dial handed to the transport (its dial_user). */
+/* A configured peer (persistent peer or seed), "ID@host:port". */
+typedef struct tm2__configured {
+    tm2_id id;
+    char *host;
+    uint16_t port;
+    bool literal;                   /* host is an IP: addr is the dial address */
+    tm2_netaddr addr;               /* literal: fixed; named: the last resolved */
+    /* loop: the redial state of a persistent peer (the reference's) */
+    bool attempted;                 /* dialled since the back-off was last reset */
+    uint32_t attempts;              /* back-off exponent of the next dial */
+    uint64_t connected_at;          /* 0: not connected */
+} tm2__configured;
+
+/* Parses spec into c (host copied). 0 or a tm2_peer_addr_parse error, TM2_ENOMEM. */
+int tm2__sw_configured_init(tm2__configured *c, const char *spec);
+void tm2__sw_configured_free(tm2__configured *c, size_t n);
+
+/* A dial handed to the resolver, then the transport (its dial_user). */
 typedef struct tm2__dial_ctx {
     tm2_netaddr addr;
     unsigned flags;
+    tm2_switch *sw;
+    uv_work_t work;                 /* resolving a configured host name */
+    char host[TM2__HOST_MAX];
+    bool resolving;                 /* on the thread pool: resolve_done frees it */
+    int resolve_err;
 } tm2__dial_ctx;
 
 typedef struct tm2__reactor_slot {
@@ -132,9 +155,16 @@ struct tm2_switch {
     tm2_netaddr external;
     uint32_t max_inbound, max_outbound, max_pending_inbound;
     uint32_t handshake_timeout_ms, dial_timeout_ms;
+    bool allow_duplicate_ip;
     int64_t redial_base_ms, redial_max_ms;
-    tm2__persistent *persistent;    /* attempts: loop */
+    uint64_t redial_stable_ms;
+    uint32_t redial_scan_ms, seed_interval_ms;
+    tm2__configured *persistent;    /* redial state: loop */
     size_t n_persistent;
+    tm2__configured *seeds;
+    size_t n_seeds;
+    tm2_resolve_fn resolve;
+    void *resolve_user;
     tm2_id *priv_ids;
     size_t n_priv;
     tm2_mconn_config mconn;
@@ -165,12 +195,13 @@ struct tm2_switch {
     uv_async_t wake;
     uv_timer_t dial_timer;
     uv_timer_t redial_timer;
+    uv_timer_t seed_timer;
     bool handles_init;
 
     /* life */
     uv_mutex_t life_lock;
     uv_cond_t life_cond;
-    int state;                      /* enum tm2__sw_state */
+    int state;                      /* enum tm2__sw_state; life_cond signals changes */
     bool start_done;
     int start_err;
     bool freed_events;
@@ -193,8 +224,16 @@ struct tm2_switch {
     bool transport_closing;
     tm2__peer_set peers;
     tm2__peer_set inflight;         /* ID -> tm2__dial_ctx */
-    size_t n_in_np, n_out_np;       /* non-persistent inbound / outbound peers */
-    size_t n_inflight_np;           /* non-persistent dials in flight */
+    size_t n_in, n_out;             /* listed inbound / outbound peers */
+    size_t n_inflight_np;           /* non-persistent dials in flight (resolving included) */
+    size_t n_resolving;             /* resolver work not yet returned */
+    /* Connections that lost a simultaneous open's tie-break and were closed
+     * by the peer: its winning connection may still be on its way. */
+    struct {
+        tm2_id id;
+        uint64_t at;
+    } lost[8];
+    size_t n_lost;
     tm2__dialq dialq;
     uint64_t dial_timer_due;        /* 0: not armed */
     size_t open_conns;              /* peers whose mcs has not reported on_close */
@@ -219,6 +258,8 @@ void tm2__sw_update_counts(tm2_switch *sw);
 /* Wakes the loop for the release list / commands. Any thread. */
 void tm2__sw_wake(tm2_switch *sw);
 bool tm2__sw_is_persistent_id(const tm2_switch *sw, const tm2_id *id, size_t *idx);
+/* The configured entry of a persistent peer or a seed with this ID, or NULL. */
+tm2__configured *tm2__sw_configured(tm2_switch *sw, const tm2_id *id);
 uint64_t tm2__sw_now(tm2_switch *sw);
 /* Ourselves: our ID, or our bound or advertised dial address. */
 bool tm2__sw_is_self(tm2_switch *sw, const tm2_netaddr *a);
@@ -238,8 +279,14 @@ void tm2__sw_release_peers(tm2_switch *sw);
 
 /* Queues a dial request (the reference's DialPeers, on the loop). */
 void tm2__sw_dial_request(tm2_switch *sw, const tm2_netaddr *addr);
-/* Queues the persistent peer idx at now + back-off. */
+/* Queues a dial of the persistent peer idx at its configured address: at
+ * once on a first attempt, else after the back-off. Skipped when it is
+ * connected, queued or being dialled. */
 void tm2__sw_redial(tm2_switch *sw, size_t idx);
+/* The persistent peer idx connected / was lost (not replaced). */
+void tm2__sw_persistent_up(tm2_switch *sw, size_t idx);
+void tm2__sw_persistent_down(tm2_switch *sw, size_t idx);
+void tm2__sw_seed_timer_cb(uv_timer_t *t);
 /* Re-arms the dial timer at the queue's next due time. */
 void tm2__sw_arm_dial_timer(tm2_switch *sw);
 void tm2__sw_dial_timer_cb(uv_timer_t *t);

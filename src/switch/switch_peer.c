@@ -7,6 +7,9 @@
 
 #include "switch/switch_internal.h"
 
+static bool wins(const tm2_switch *sw, const tm2_id *remote, bool outbound);
+static void remember_lost(tm2_switch *sw, const tm2_peer *p);
+
 /* ---- snapshot ------------------------------------------------------------------------ */
 
 static int snap_reserve(tm2_switch *sw)
@@ -67,22 +70,23 @@ static void log_peer(tm2_switch *sw, tm2_log_level lv, const char *what, const t
 }
 
 /* The second half of a removal; for a peer still in its add_peer round it
- * runs once the round is over. */
+ * runs once the round is over. A replaced connection gives back its reactor
+ * state but announces nothing: its peer stays connected. */
 static void finish_remove(tm2_switch *sw, tm2_peer *p)
 {
     if (p->removed)
         return;
     p->removed = true;
+    bool was_listed = p->listed;
     if (p->listed) {
         p->listed = false;
-        tm2__peer_set_remove(&sw->peers, &p->id);
+        if (tm2__peer_set_find(&sw->peers, &p->id) == p)
+            tm2__peer_set_remove(&sw->peers, &p->id);
         snap_remove(sw, p);
-        if (!p->persistent) {
-            if (p->outbound)
-                sw->n_out_np--;
-            else
-                sw->n_in_np--;
-        }
+        if (p->outbound)
+            sw->n_out--;
+        else
+            sw->n_in--;
         tm2__sw_update_counts(sw);
     }
     if (sw->transport && !sw->transport_closing)
@@ -93,15 +97,23 @@ static void finish_remove(tm2_switch *sw, tm2_peer *p)
             if (s->r.remove_peer)
                 s->r.remove_peer(p, p->reason, s->r.user);
         }
-        /* Logged first: a reader woken by the event finds the line. */
-        log_peer(sw, TM2_LOG_INFO, "peer disconnected", p, p->reason, p->reason_text);
-        tm2__sw_publish(sw, TM2_EVENT_PEER_DISCONNECTED, &p->id, &p->socket_addr, p->outbound,
-                        p->reason, p->reason_text);
+        if (!p->replaced) {
+            /* Logged first: a reader woken by the event finds the line. */
+            log_peer(sw, TM2_LOG_INFO, "peer disconnected", p, p->reason, p->reason_text);
+            tm2__sw_publish(sw, TM2_EVENT_PEER_DISCONNECTED, &p->id, &p->socket_addr,
+                            p->outbound, p->reason, p->reason_text);
+        }
     }
+    /* A lost connection may reset the back-off; one that never got going
+     * is a failed dial. */
     size_t idx;
     if (p->persistent && !sw->stopping && !p->replaced &&
-        tm2__sw_is_persistent_id(sw, &p->id, &idx))
-        tm2__sw_redial(sw, idx);
+        tm2__sw_is_persistent_id(sw, &p->id, &idx)) {
+        if (was_listed)
+            tm2__sw_persistent_down(sw, idx);
+        else
+            tm2__sw_redial(sw, idx);
+    }
 }
 
 void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *text)
@@ -153,6 +165,8 @@ static int c_on_receive(tm2__mcs *m, uint8_t ch, const uint8_t *data, size_t len
 static void c_on_error(tm2__mcs *m, int err, const char *reason)
 {
     tm2_peer *p = m->data;
+    if (p->outbound && !wins(p->sw, &p->id, true))
+        remember_lost(p->sw, p);
     tm2__sw_peer_remove(p->sw, p, err, reason);
 }
 
@@ -200,28 +214,70 @@ static bool wins(const tm2_switch *sw, const tm2_id *remote, bool outbound)
     return outbound == we_lead;
 }
 
+/* Our losing side of a simultaneous open may be closed by the peer before
+ * its winning connection reaches us: remembered for a handshake's time. */
+static void remember_lost(tm2_switch *sw, const tm2_peer *p)
+{
+    size_t n = sizeof sw->lost / sizeof sw->lost[0];
+    sw->lost[sw->n_lost % n].id = p->id;
+    sw->lost[sw->n_lost % n].at = tm2__sw_now(sw);
+    sw->n_lost++;
+}
+
+static bool recently_lost(tm2_switch *sw, const tm2_id *id)
+{
+    uint64_t now = tm2__sw_now(sw);
+    size_t n = sizeof sw->lost / sizeof sw->lost[0];
+    for (size_t i = 0; i < n && i < sw->n_lost; i++)
+        if (strcmp(sw->lost[i].id.s, id->s) == 0 && now - sw->lost[i].at <= 2u * sw->handshake_timeout_ms)
+            return true;
+    return false;
+}
+
+/* Another peer from the same IP, other than a connection of id itself
+ * (which registration either replaces or refuses). */
+static bool has_peer_from_ip(tm2_switch *sw, const tm2_netaddr *a, const tm2_id *id)
+{
+    for (size_t i = 0, n = tm2__peer_set_count(&sw->peers); i < n; i++) {
+        const tm2_peer *p = tm2__peer_set_at(&sw->peers, i)->peer;
+        if (memcmp(p->socket_addr.ip, a->ip, sizeof a->ip) == 0 && strcmp(p->id.s, id->s) != 0)
+            return true;
+    }
+    return false;
+}
+
+/* Decides on a verified connection before it starts; a connection that
+ * replaces its peer's registered one (a simultaneous open) is decided here
+ * too, but the registered one is torn down only once the new one started
+ * (t_on_conn), so a replacement that fails leaves it in place. */
 static int t_accept_filter(tm2__transport *t, const tm2__transport_conn *c, char *why,
                            size_t why_len)
 {
     tm2_switch *sw = t->data;
     if (sw->stopping)
         return TM2_ECLOSED;
-    bool persistent = tm2__sw_is_persistent_id(sw, &c->id, NULL);
     tm2_peer *old = tm2__peer_set_find(&sw->peers, &c->id);
-    if (old) {
-        if (old->outbound != c->outbound && wins(sw, &c->id, c->outbound)) {
-            old->replaced = true;
-            tm2__sw_peer_remove(sw, old, TM2_EDUPLICATE,
-                                "replaced by the connection both sides keep");
-        } else {
-            snprintf(why, why_len, "peer %s already connected", c->id.s);
-            return TM2_EDUPLICATE;
-        }
+    if (old && (old->outbound == c->outbound || old->removing || !wins(sw, &c->id, c->outbound))) {
+        snprintf(why, why_len, "peer %s already connected (%s kept)", c->id.s,
+                 old->outbound ? "outbound" : "inbound");
+        return TM2_EDUPLICATE;
     }
-    if (!c->outbound && !persistent && sw->n_in_np >= sw->max_inbound) {
-        snprintf(why, why_len, "too many inbound peers (%zu of %u)", sw->n_in_np,
+    /* A replacement swaps one connection for another and changes no count
+     * in total; refusing it for a full side would leave both nodes without
+     * a connection, as the other side keeps the same one. The same holds
+     * for a peer we are dialling at this moment whose connection wins the
+     * tie-break: the other side will refuse our dial for it, and our dial's
+     * outbound slot is given up. */
+    bool crossing = !c->outbound && wins(sw, &c->id, false) &&
+                    (tm2__peer_set_has(&sw->inflight, &c->id) || recently_lost(sw, &c->id));
+    if (!old && !crossing && !c->outbound && sw->n_in >= sw->max_inbound) {
+        snprintf(why, why_len, "too many inbound peers (%zu of %u)", sw->n_in,
                  (unsigned)sw->max_inbound);
         return TM2_ELIMIT;
+    }
+    if (!c->outbound && !sw->allow_duplicate_ip && has_peer_from_ip(sw, &c->socket_addr, &c->id)) {
+        snprintf(why, why_len, "a peer from this IP is already connected");
+        return TM2_EDUPLICATE;
     }
     return 0;
 }
@@ -305,6 +361,18 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
     }
     p->started = true;
     atomic_store(&p->running, true);
+    /* The replaced connection goes only now that its successor runs. */
+    tm2_peer *old = tm2__peer_set_find(&sw->peers, &p->id);
+    if (old) {
+        old->replaced = true;
+        tm2__sw_peer_remove(sw, old, TM2_EDUPLICATE, "replaced by the connection both sides keep");
+        if (old->listed) {
+            /* Still in its own add_peer round: it leaves once that is over,
+             * and this connection with it. */
+            tm2__sw_peer_remove(sw, p, TM2_EDUPLICATE, "simultaneous open during add_peer");
+            return;
+        }
+    }
     if (tm2__peer_set_add(&sw->peers, &p->id, p, p->outbound) != 0) {
         tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, &p->id, &p->socket_addr, p->outbound,
                         TM2_ENOMEM, NULL);
@@ -313,16 +381,13 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
     }
     p->listed = true;
     snap_add(sw, p);
-    if (!p->persistent) {
-        if (p->outbound)
-            sw->n_out_np++;
-        else
-            sw->n_in_np++;
-    } else {
-        size_t idx;
-        if (tm2__sw_is_persistent_id(sw, &p->id, &idx))
-            sw->persistent[idx].attempts = 0;
-    }
+    if (p->outbound)
+        sw->n_out++;
+    else
+        sw->n_in++;
+    size_t idx;
+    if (p->persistent && tm2__sw_is_persistent_id(sw, &p->id, &idx))
+        tm2__sw_persistent_up(sw, idx);
     tm2__sw_update_counts(sw);
 
     /* A reactor may stop the peer from its add_peer: the reactors that
@@ -336,8 +401,15 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
             s->r.add_peer(p, s->r.user);
     }
     p->in_add = false;
-    log_peer(sw, TM2_LOG_INFO, "peer connected", p, 0, NULL);
-    tm2__sw_publish(sw, TM2_EVENT_PEER_CONNECTED, &p->id, &p->socket_addr, p->outbound, 0, "");
+    if (old) {
+        log_peer(sw, TM2_LOG_INFO, "peer connection replaced", p, 0, NULL);
+        tm2__sw_publish(sw, TM2_EVENT_PEER_REPLACED, &p->id, &p->socket_addr, p->outbound, 0,
+                        "simultaneous open: the connection the smaller ID dialled is kept");
+    } else {
+        log_peer(sw, TM2_LOG_INFO, "peer connected", p, 0, NULL);
+        tm2__sw_publish(sw, TM2_EVENT_PEER_CONNECTED, &p->id, &p->socket_addr, p->outbound, 0,
+                        "");
+    }
     if (p->removing)
         finish_remove(sw, p);
 }

@@ -161,30 +161,11 @@ static void test_max_outbound(void **state)
         node_free(ts[i]);
 }
 
-typedef struct settle_arg {
-    node **ps;
-    size_t n;
-} settle_arg;
-
-static bool pred_star_settled(node *hub, void *arg)
-{
-    settle_arg *sa = arg;
-    if (npeers(hub) != sa->n)
-        return false;
-    bool ok = true;
-    for (size_t i = 0; i < sa->n && ok; i++) {
-        tm2_peer *p = peer_of(hub, tm2_switch_id(sa->ps[i]->sw));
-        tm2_peer *q = npeers(sa->ps[i]) == 1 ? peer_of(sa->ps[i], NULL) : NULL;
-        ok = p && q && tm2_peer_is_outbound(p) != tm2_peer_is_outbound(q);
-        tm2_peer_unref(p);
-        tm2_peer_unref(q);
-    }
-    return ok;
-}
-
-/* Caps of 1 both ways, four persistent peers (two of them dialling the hub
- * too, at the same time): all four connect. */
-static void test_persistent_exempt(void **state)
+/* Caps of 1 both ways and four persistent peers: all four are dialled and
+ * kept although the outbound cap is reached, and count towards it (as in
+ * the reference v1.7.1): a discovered peer is then refused; a persistent
+ * peer's ID learned at another address is not dialled there. */
+static void test_persistent_over_caps(void **state)
 {
     (void)state;
     node *ps[4];
@@ -196,33 +177,125 @@ static void test_persistent_exempt(void **state)
     node_opts ho = {.max_inbound = 1, .max_outbound = 1, .persistent = addrs, .n_persistent = 4,
                     .redial_base_ms = 50, .redial_max_ms = 200};
     node *hub = node_new(0, &ho);
-    /* 0 when the hub's own dial already connected them. */
-    assert_true(tm2_switch_dial_peers(ps[0]->sw, &hub->addr, 1) >= 0);
-    assert_true(tm2_switch_dial_peers(ps[1]->sw, &hub->addr, 1) >= 0);
-    /* Simultaneous dials settle on one connection per pair, the same on
-     * both sides. */
-    settle_arg sa = {ps, 4};
-    if (!wait_node(hub, 20000, pred_star_settled, &sa))
-        fail_msg("the hub has %zu peers", npeers(hub));
+    wait_peers(hub, 4, 20000);
     for (int i = 0; i < 4; i++) {
         tm2_peer *p = peer_of(hub, &addrs[i].id);
         assert_non_null(p);
         assert_true(tm2_peer_is_persistent(p));
+        assert_true(tm2_peer_is_outbound(p));
         tm2_peer_unref(p);
     }
-    /* A non-persistent newcomer still meets the caps' usual rules: one
-     * inbound slot, and none of the persistent peers take it. */
+    node *other = node_new(9, NULL);
+    dial(hub, other);
+    wait_evs(hub, TM2_EVENT_DIAL_FAILED, TM2_ELIMIT, &other->addr.id, 1, 20000);
+    tm2_netaddr wrong = other->addr;
+    wrong.id = addrs[0].id;
+    assert_int_equal(tm2_switch_dial_peers(hub->sw, &wrong, 1), 0);
+    /* The inbound side has its one slot. */
     node *np = node_new(7, NULL);
     dial(np, hub);
     wait_peers(hub, 5, 20000);
     node *np2 = node_new(8, NULL);
     dial(np2, hub);
     wait_evs(hub, TM2_EVENT_PEER_REJECTED, TM2_ELIMIT, &np2->addr.id, 1, 20000);
+    assert_int_equal(count_evs(other, TM2_EVENT_PEER_CONNECTED, 1, NULL), 0);
     node_free(np2);
     node_free(np);
+    node_free(other);
     node_free(hub);
     for (int i = 0; i < 4; i++)
         node_free(ps[i]);
+}
+
+typedef struct pair_arg {
+    node *b;
+} pair_arg;
+
+/* Exactly one connection between a and b, the same one on both sides. */
+static bool pred_one_pair(node *a, void *arg)
+{
+    node *b = ((pair_arg *)arg)->b;
+    tm2_peer *p = peer_of(a, tm2_switch_id(b->sw));
+    tm2_peer *q = peer_of(b, tm2_switch_id(a->sw));
+    bool ok = p && q && tm2_peer_is_outbound(p) != tm2_peer_is_outbound(q);
+    tm2_peer_unref(p);
+    tm2_peer_unref(q);
+    return ok;
+}
+
+/* Simultaneous opens against a node whose inbound side is full: a
+ * replacement passes the cap (it adds no peer), so both ends always keep
+ * the same single connection; reactors see each connection added once
+ * and removed once, and the swap is a REPLACED event, not a disconnect. */
+static void test_simultaneous_open_inbound_full(void **state)
+{
+    (void)state;
+    node_opts ao = {.max_inbound = 1};
+    node *a = node_new(20, &ao);
+    node *filler = node_new(21, NULL);
+    dial(filler, a);
+    wait_peers(a, 1, 20000);
+    for (int round = 0; round < 6; round++) {
+        node *b = node_new(22 + round, NULL);
+        assert_true(tm2_switch_dial_peers(a->sw, &b->addr, 1) >= 0);
+        assert_true(tm2_switch_dial_peers(b->sw, &a->addr, 1) >= 0);
+        pair_arg pa = {b};
+        if (!wait_two(a, b, 20000, pred_one_pair, &pa)) {
+            for (size_t i = 0; i < a->n_evs; i++)
+                fprintf(stderr, "a ev %d %s out=%d %s\n", a->evs[i].type, a->evs[i].peer_id.s, a->evs[i].outbound, a->evs[i].reason_text);
+            for (size_t i = 0; i < b->n_evs; i++)
+                fprintf(stderr, "b ev %d %s out=%d %s\n", b->evs[i].type, b->evs[i].peer_id.s, b->evs[i].outbound, b->evs[i].reason_text);
+            fail_msg("round %d: no common connection (a %zu peers, b %zu)", round, npeers(a),
+                     npeers(b));
+        }
+        /* Held: a late close of the losing connection must not take the
+         * kept one with it. (A dial refused for the full inbound side before
+         * any connection was registered is a real loss and announced.) */
+        size_t da = count_evs(a, TM2_EVENT_PEER_DISCONNECTED, 1, tm2_switch_id(b->sw));
+        size_t db = count_evs(b, TM2_EVENT_PEER_DISCONNECTED, 1, tm2_switch_id(a->sw));
+        uint64_t until = tv_now_ms() + 250;
+        while (tv_now_ms() < until)
+            (void)wait_two(a, b, (uint32_t)(until - tv_now_ms()), pred_never, NULL);
+        assert_true(pred_one_pair(a, &pa));
+        assert_int_equal(count_evs(a, TM2_EVENT_PEER_DISCONNECTED, 1, tm2_switch_id(b->sw)), da);
+        assert_int_equal(count_evs(b, TM2_EVENT_PEER_DISCONNECTED, 1, tm2_switch_id(a->sw)), db);
+        /* Every connect that was not a swap was announced once; each side
+         * announced at most one more connect than disconnects. */
+        size_t ca = count_evs(a, TM2_EVENT_PEER_CONNECTED, 0, tm2_switch_id(b->sw));
+        size_t cb = count_evs(b, TM2_EVENT_PEER_CONNECTED, 0, tm2_switch_id(a->sw));
+        assert_int_equal(ca, da + 1);
+        assert_int_equal(cb, db + 1);
+        node_free(b);
+        wait_peers(a, 1, 20000);
+    }
+    node_free(filler);
+    node_free(a);
+}
+
+/* The duplicate-IP guard (allow_duplicate_ip false): a second inbound peer
+ * from 127.0.0.1 is refused, naming the IP; our own dial to a peer on that
+ * IP is not an inbound peer and goes through. */
+static void test_duplicate_ip(void **state)
+{
+    (void)state;
+    node_opts ho = {.deny_duplicate_ip = true};
+    node *hub = node_new(30, &ho);
+    node *x = node_new(31, NULL), *y = node_new(32, NULL), *z = node_new(33, NULL);
+    dial(x, hub);
+    wait_peers(hub, 1, 20000);
+    dial(y, hub);
+    wait_evs(hub, TM2_EVENT_PEER_REJECTED, TM2_EDUPLICATE, &y->addr.id, 1, 20000);
+    bool found = false;
+    for (size_t i = 0; i < hub->n_evs; i++)
+        if (hub->evs[i].type == TM2_EVENT_PEER_REJECTED && strstr(hub->evs[i].reason_text, "this IP"))
+            found = true;
+    assert_true(found);
+    dial(hub, z);
+    wait_peers(hub, 2, 20000);
+    node_free(z);
+    node_free(y);
+    node_free(x);
+    node_free(hub);
 }
 
 int main(void)
@@ -233,7 +306,9 @@ int main(void)
         cmocka_unit_test(test_ring),
         cmocka_unit_test(test_max_inbound),
         cmocka_unit_test(test_max_outbound),
-        cmocka_unit_test(test_persistent_exempt),
+        cmocka_unit_test(test_persistent_over_caps),
+        cmocka_unit_test(test_simultaneous_open_inbound_full),
+        cmocka_unit_test(test_duplicate_ip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -250,7 +250,8 @@ static void test_every_and_lifecycle(void **state)
     node_free(a);
 
     tm2_switch_config cfg;
-    memset(&cfg, 0, sizeof cfg);
+    tm2_switch_config_default(&cfg);
+    cfg.allow_duplicate_ip = true;
     node_key(2, &cfg.key);
     tm2_channel_desc ch = {.id = CH_A, .priority = 1};
     tm2_reactor r = {.name = "r", .channels = &ch, .n_channels = 1};
@@ -329,7 +330,8 @@ static void test_start_failures(void **state)
         {.name = "no", .channels = &c2, .n_channels = 1, .start = start_fail, .stop = stop_count},
     };
     tm2_switch_config cfg;
-    memset(&cfg, 0, sizeof cfg);
+    tm2_switch_config_default(&cfg);
+    cfg.allow_duplicate_ip = true;
     node_key(3, &cfg.key);
     cfg.reactors = rs;
     cfg.n_reactors = 2;

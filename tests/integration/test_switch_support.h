@@ -179,12 +179,18 @@ TSH void node_log(void *user, tm2_log_level level, const char *msg)
 typedef struct node_opts {
     const char *listen;            /* NULL: tcp://127.0.0.1:0 */
     const char *network;           /* NULL: test-chain */
-    uint32_t max_inbound, max_outbound;
+    uint32_t max_inbound, max_outbound;   /* 0: the defaults (40, 10) */
     const tm2_netaddr *persistent;
     size_t n_persistent;
     const tm2_id *priv;
     size_t n_priv;
-    uint32_t redial_base_ms, redial_max_ms;
+    uint32_t redial_base_ms, redial_max_ms;   /* 0: the defaults */
+    uint32_t redial_stable_ms;     /* 0: the default */
+    bool deny_duplicate_ip;        /* the reference's default; tests on 127.0.0.1 allow them */
+    const char *const *specs;      /* more persistent peers, "ID@host:port" */
+    size_t n_specs;
+    tm2_resolve_fn resolve;
+    void *resolve_user;
     bool only_ch_a;                /* advertise CH_A only */
     size_t queue_cap;              /* send queue capacity of CH_A; 0: 256 */
     uint32_t handshake_ms;         /* 0: 3000 */
@@ -237,21 +243,41 @@ TSH node *node_new(int idx, const node_opts *o)
     char moniker[32];
     snprintf(moniker, sizeof moniker, "node-%d", idx);
     tm2_switch_config c;
-    memset(&c, 0, sizeof c);
+    tm2_switch_config_default(&c);
     c.key = n->key;
     c.listen_addr = o->listen ? o->listen : "tcp://127.0.0.1:0";
     c.network = o->network ? o->network : "test-chain";
     c.moniker = moniker;
-    c.max_inbound = o->max_inbound;
-    c.max_outbound = o->max_outbound;
+    if (o->max_inbound)
+        c.max_inbound = o->max_inbound;
+    if (o->max_outbound)
+        c.max_outbound = o->max_outbound;
     c.handshake_timeout_ms = o->handshake_ms ? o->handshake_ms : 3000;
     c.dial_timeout_ms = 2000;
-    c.persistent_peers = o->persistent;
-    c.n_persistent_peers = o->n_persistent;
+    c.allow_duplicate_ip = !o->deny_duplicate_ip;
+    char pspec[16][TM2_NETADDR_STRLEN + 1];
+    const char *pp[32];
+    assert_true(o->n_persistent <= 16 && o->n_specs <= 16);
+    for (size_t i = 0; i < o->n_persistent; i++) {
+        assert_true(tm2_netaddr_format(&o->persistent[i], pspec[i], sizeof pspec[i]) > 0);
+        pp[i] = pspec[i];
+    }
+    for (size_t i = 0; i < o->n_specs; i++)
+        pp[o->n_persistent + i] = o->specs[i];
+    c.persistent_peers = pp;
+    c.n_persistent_peers = o->n_persistent + o->n_specs;
+    c.resolve = o->resolve;
+    c.resolve_user = o->resolve_user;
     c.private_peer_ids = o->priv;
     c.n_private_peer_ids = o->n_priv;
-    c.redial_base_ms = o->redial_base_ms;
-    c.redial_max_ms = o->redial_max_ms;
+    if (o->redial_base_ms)
+        c.redial_base_ms = o->redial_base_ms;
+    if (o->redial_max_ms)
+        c.redial_max_ms = o->redial_max_ms;
+    if (c.redial_max_ms < c.redial_base_ms)
+        c.redial_max_ms = c.redial_base_ms;
+    if (o->redial_stable_ms)
+        c.redial_stable_ms = o->redial_stable_ms;
     c.mconn = (tm2_mconn_config){.max_packet_payload = 1024, .flush_throttle_ms = 1};
     c.reactors = &n->reactor;
     c.n_reactors = 1;
@@ -341,6 +367,13 @@ TSH bool wait_two(node *a, node *b, uint32_t ms, node_pred pred, void *arg)
 }
 
 TSH bool pred_peers(node *n, void *arg) { return npeers(n) == *(size_t *)arg; }
+
+TSH bool pred_never(node *n, void *arg)
+{
+    (void)n;
+    (void)arg;
+    return false;
+}
 
 TSH void wait_peers(node *n, size_t want, uint32_t ms)
 {

@@ -114,18 +114,19 @@ static void tnode_start(tnode *n, uint8_t seed_byte, const char *network, uint32
     n->reactors[1] = (tm2_reactor){
         .name = "test", .channels = &n->ch, .n_channels = 1, .user = n, .receive = t_receive,
     };
-    tm2_switch_config cfg = {
-        .key = n->key,
-        .listen_addr = "tcp://127.0.0.1:0",
-        .network = network,
-        .moniker = "tm2p2p-interop",
-        .max_outbound = max_out,
-        .reactors = n->reactors,
-        .n_reactors = 2,
-        .log = t_log,
-        .log_level = TM2_LOG_DEBUG,
-    };
-    tm2_mconn_config_default(&cfg.mconn);
+    tm2_switch_config cfg;
+    tm2_switch_config_default(&cfg);
+    cfg.key = n->key;
+    cfg.listen_addr = "tcp://127.0.0.1:0";
+    cfg.network = network;
+    cfg.moniker = "tm2p2p-interop";
+    cfg.allow_duplicate_ip = true;
+    if (max_out)
+        cfg.max_outbound = max_out;
+    cfg.reactors = n->reactors;
+    cfg.n_reactors = 2;
+    cfg.log = t_log;
+    cfg.log_level = TM2_LOG_DEBUG;
     cfg.mconn.flush_throttle_ms = 10;
     assert_int_equal(tm2_switch_new(&cfg, &n->sw), 0);
     assert_int_equal(tm2_switch_subscribe(n->sw, TM2_EVENT_ALL, NULL, 1000, &n->sub), 0);
