@@ -8,6 +8,7 @@ FUZZ_SECONDS ?= 8
 PREFIX       ?= /usr/local
 B            ?=
 RUN_ARGS     ?=
+REF          ?= v1.7.1
 CMAKE_GEN    := -G Ninja
 
 .PHONY: all deps build run test unit fuzz interop bench install clean
@@ -38,6 +39,14 @@ fuzz: deps
 	    -DTM2_FUZZ=ON -DTM2_TESTS=OFF -DTM2_BENCH=OFF -DTM2_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
 	@cmake --build $(FUZZ)
 	@ctest --test-dir $(FUZZ) --output-on-failure -L fuzz
+
+# Only the interop tests, against one gno release (REF=v1.7.1 or v1.2.0), in a
+# sanitizer build of its own.
+interop: deps
+	@cmake -S . -B $(BUILD)/interop-$(REF) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DTM2_SANITIZE=ON \
+	    -DTM2_BENCH=OFF -DTM2_INTEROP=ON -DTM2_INTEROP_REF=$(REF) >/dev/null
+	@cmake --build $(BUILD)/interop-$(REF) --target interop
+	@ctest --test-dir $(BUILD)/interop-$(REF) --output-on-failure -L interop -j2
 
 bench: build
 	@scripts/bench.sh $(REL) $(B)

@@ -21,18 +21,9 @@ void refproc_init(refproc *p)
     p->exit_status = -1;
 }
 
-void refproc_start(refproc *p, const char *const *args)
+void refproc_start_cmd(refproc *p, const char *const *argv)
 {
     refproc_init(p);
-
-    const char *argv[32];
-    size_t n = 0;
-    argv[n++] = TM2REF_PATH;
-    for (; args[n - 1] != NULL; n++) {
-        assert_true(n < sizeof argv / sizeof argv[0] - 1);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
 
     int fds[2];
     assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
@@ -44,15 +35,28 @@ void refproc_start(refproc *p, const char *const *args)
     assert_int_equal(posix_spawn_file_actions_adddup2(&fa, fds[1], 1), 0);
 
     pid_t pid;
-    int r = posix_spawn(&pid, TM2REF_PATH, &fa, NULL, (char *const *)argv, environ);
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     if (r != 0) {
         close(fds[0]);
-        fail_msg("cannot start %s: %s", TM2REF_PATH, strerror(r));
+        fail_msg("cannot start %s: %s", argv[0], strerror(r));
     }
     p->pid = pid;
     p->out = fds[0];
+}
+
+void refproc_start(refproc *p, const char *const *args)
+{
+    const char *argv[64];
+    size_t n = 0;
+    argv[n++] = TM2REF_PATH;
+    for (; args[n - 1] != NULL; n++) {
+        assert_true(n < sizeof argv / sizeof argv[0] - 1);
+        argv[n] = args[n - 1];
+    }
+    argv[n] = NULL;
+    refproc_start_cmd(p, argv);
 }
 
 /* Waits for the pipe to be readable until deadline_ms; 0 ready, -1 timeout. */

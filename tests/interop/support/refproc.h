@@ -35,6 +35,10 @@ void refproc_init(refproc *p);
  * /dev/null. Fails the running test if the process cannot be started. */
 void refproc_start(refproc *p, const char *const *args);
 
+/* Starts any program the same way: argv[0] is looked up in PATH (for `ip
+ * netns exec ...` or the tm2p2p program), argv is NULL-terminated. */
+void refproc_start_cmd(refproc *p, const char *const *argv);
+
 /* Next stdout line, without its newline, into line. Returns 0, or -1 at end
  * of output or when timeout_ms passes first. */
 int refproc_line(refproc *p, char *line, size_t cap, int timeout_ms);

@@ -33,6 +33,8 @@ var commands = map[string]command{
 	"mconn-bench": {"MConnection throughput: send or count --count messages of --size bytes", runMConnBench},
 	"sc-bench":    {"secret connection throughput: write or count --count writes of --size bytes", runSCBench},
 	"node":        {"the reference switch with discovery and a 0x70 echo reactor, reporting peers", runNode},
+	"config":      {"write the reference's default config.toml and print its [p2p] values", runConfig},
+	"addrbook":    {"load, change and save an address book with the reference's store", runAddrBook},
 	"peer-hub":    {"the reference switch as a benchmark hub: accepts peers, broadcasts on request", runPeerHub},
 }
 

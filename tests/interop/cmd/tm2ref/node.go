@@ -33,12 +33,12 @@ var echoPrefix = []byte("echo ")
 // store; plus an echo reactor on 0x70 instead of the consensus reactors.
 //
 // Output: LISTEN <id>@<ip>:<port> once the switch runs; then, as they
-// happen, PEER_CONNECTED <id> <addr>, PEER_DISCONNECTED <id> <reason>,
+// happen, PEER_CONNECTED <id> <addr> <in|out|->, PEER_DISCONNECTED <id> <reason>,
 // RECV 0x70 <len> <from id> (the echo reactor greets every new peer with
 // "hello <our id>" and answers "echo " + each message), REJECTED <reason> (an inbound connection the
-// transport refused), DIAL_FAILED <addr> <reason>, and PEERS <n> <ids...>
-// every --peers-interval. Runs until SIGTERM/SIGINT (DONE, exit 0) or the
-// watchdog.
+// transport refused), DIAL_FAILED <addr> <reason>, and PEERS <n>
+// <id>:<in|out>... every --peers-interval and at once on SIGUSR1. Runs until
+// SIGTERM/SIGINT (DONE, exit 0) or the watchdog.
 func runNode(args []string) error {
 	fs := newFlagSet("node")
 	var ks nodeKeySource
@@ -183,7 +183,15 @@ func runNode(args []string) error {
 			case ev := <-evCh:
 				switch e := ev.(type) {
 				case events.PeerConnectedEvent:
-					record("PEER_CONNECTED", e.PeerID, addrString(e.Address))
+					// The direction of the connection the peer set holds
+					// now ("-" if it is already gone); v1.7.1 announces a
+					// connection replacing another in a simultaneous open
+					// as a second connect.
+					dir := "-"
+					if p := sw.Peers().Get(e.PeerID); p != nil {
+						dir = direction(p.IsOutbound())
+					}
+					record("PEER_CONNECTED", e.PeerID, addrString(e.Address), dir)
 				case events.PeerDisconnectedEvent:
 					reason := "nil"
 					if e.Reason != nil {
@@ -205,6 +213,8 @@ func runNode(args []string) error {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	dump := make(chan os.Signal, 1)
+	signal.Notify(dump, syscall.SIGUSR1)
 	var tick <-chan time.Time
 	if *peersEvery > 0 {
 		t := time.NewTicker(*peersEvery)
@@ -222,15 +232,29 @@ func runNode(args []string) error {
 			record("DONE")
 			return nil
 		case <-tick:
-			list := sw.Peers().List()
-			ids := make([]string, 0, len(list))
-			for _, p := range list {
-				ids = append(ids, p.ID().String())
-			}
-			sort.Strings(ids)
-			record("PEERS", append([]any{len(ids)}, toAny(ids)...)...)
+			printPeers(sw)
+		case <-dump:
+			printPeers(sw)
 		}
 	}
+}
+
+func direction(outbound bool) string {
+	if outbound {
+		return "out"
+	}
+	return "in"
+}
+
+// printPeers prints PEERS <n> <id>:<in|out>..., sorted.
+func printPeers(sw *p2p.MultiplexSwitch) {
+	list := sw.Peers().List()
+	ids := make([]string, 0, len(list))
+	for _, p := range list {
+		ids = append(ids, p.ID().String()+":"+direction(p.IsOutbound()))
+	}
+	sort.Strings(ids)
+	record("PEERS", append([]any{len(ids)}, toAny(ids)...)...)
 }
 
 func toAny(s []string) []any {
@@ -350,6 +374,12 @@ func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
 		record("DIAL_FAILED", peer, errText)
 	case "Ignoring inbound connection: error while adding peer":
 		record("REJECTED", errText)
+	default:
+		// The switch's own refusals (peer limit, duplicate ID, duplicate
+		// IP) carry their reason in the message.
+		if r, ok := strings.CutPrefix(rec.Message, "Ignoring inbound connection: "); ok {
+			record("REJECTED", r, idAttr(h.attrs, rec))
+		}
 	}
 	if h.verbose {
 		var b strings.Builder
@@ -364,6 +394,23 @@ func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
 		fmt.Fprintln(os.Stderr, b.String())
 	}
 	return nil
+}
+
+// idAttr is the record's "id" attribute ("-" without one).
+func idAttr(attrs []slog.Attr, rec slog.Record) string {
+	id := "-"
+	for _, a := range attrs {
+		if a.Key == "id" {
+			id = a.Value.String()
+		}
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "id" {
+			id = a.Value.String()
+		}
+		return true
+	})
+	return id
 }
 
 func (h *reportHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -11,8 +11,12 @@ import (
 	"github.com/gnolang/gno/tm2/pkg/p2p/conn"
 )
 
-// loopbackOnly rejects any address that is not on the loopback interface, so
-// the harness can never reach out of the machine.
+// benchNet is 198.18.0.0/15 (RFC 2544, benchmarking): the namespace tests
+// give their nodes addresses from it, inside namespaces they create.
+var benchNet = &net.IPNet{IP: net.IPv4(198, 18, 0, 0), Mask: net.CIDRMask(15, 32)}
+
+// loopbackOnly rejects any address that is neither loopback nor in benchNet,
+// so the harness can never reach out of the machine.
 func loopbackOnly(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -22,8 +26,8 @@ func loopbackOnly(addr string) error {
 		return nil
 	}
 	ip := net.ParseIP(host)
-	if ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%w: %q is not a loopback address", errUsage, addr)
+	if ip == nil || !(ip.IsLoopback() || benchNet.Contains(ip)) {
+		return fmt.Errorf("%w: %q is neither loopback nor in 198.18.0.0/15", errUsage, addr)
 	}
 	return nil
 }

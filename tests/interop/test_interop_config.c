@@ -1,0 +1,231 @@
+/* config.toml: the file a reference node writes into a fresh home (tm2ref
+ * config) read by tm2p2p's config reader (src/cli/config_toml.h). Every
+ * [p2p] value tm2p2p reads must come out as the reference reads it back from
+ * the same file, and the top-level moniker and node_key_file too. Keys
+ * tm2p2p does not read yet must be exactly the ones listed as such here (the
+ * reader reports them as unknown), so a new reference key cannot slip by.
+ *
+ * The v1.7.1 keys allow_duplicate_ip, max_send_buffer_bytes,
+ * max_recv_buffer_bytes and recv_assembly_timeout are compared once the
+ * reader has fields for them (CLI_CONFIG_HAS_V171_KEYS); until then they are
+ * expected among the unknown keys. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/config_toml.h"
+#include "refproc.h"
+#include "tv.h"
+
+#define WAIT_MS  20000
+#define MAX_KEYS 64
+
+typedef struct ref_value {
+    char key[64];
+    char value[256];    /* strings unquoted */
+    bool seen;          /* compared or accounted for */
+} ref_value;
+
+typedef struct warnings {
+    char keys[MAX_KEYS][64];
+    size_t n;
+} warnings;
+
+/* "config.toml:12: unknown key p2p.NAME ignored" -> NAME */
+static void on_warn(void *user, const char *msg)
+{
+    warnings *w = user;
+    const char *k = strstr(msg, "unknown key p2p.");
+    assert_non_null(k);
+    k += strlen("unknown key p2p.");
+    const char *end = strchr(k, ' ');
+    assert_non_null(end);
+    assert_true(w->n < MAX_KEYS);
+    snprintf(w->keys[w->n++], sizeof w->keys[0], "%.*s", (int)(end - k), k);
+}
+
+static bool warned(const warnings *w, const char *key)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (!strcmp(w->keys[i], key))
+            return true;
+    return false;
+}
+
+/* Go-quoted strings from tm2ref carry no escapes for these values. */
+static void unquote(char *s)
+{
+    size_t n = strlen(s);
+    if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
+        assert_null(strchr(s, '\\'));
+        memmove(s, s + 1, n - 2);
+        s[n - 2] = '\0';
+    }
+}
+
+static ref_value *find(ref_value *v, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].key, key))
+            return &v[i];
+    fail_msg("the reference printed no value for %s", key);
+    return NULL;
+}
+
+static void eq_str(ref_value *v, size_t n, const char *key, const char *got)
+{
+    ref_value *r = find(v, n, key);
+    if (strcmp(r->value, got))
+        fail_msg("%s: reference \"%s\", tm2p2p \"%s\"", key, r->value, got);
+    r->seen = true;
+}
+
+static void eq_int(ref_value *v, size_t n, const char *key, long long got)
+{
+    ref_value *r = find(v, n, key);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", got);
+    if (strcmp(r->value, buf))
+        fail_msg("%s: reference %s, tm2p2p %s", key, r->value, buf);
+    r->seen = true;
+}
+
+static void eq_bool(ref_value *v, size_t n, const char *key, bool got)
+{
+    eq_str(v, n, key, got ? "true" : "false");
+}
+
+static int setup(void **state)
+{
+    static char home[64];
+    snprintf(home, sizeof home, "/tmp/tm2-interop-config-XXXXXX");
+    if (!mkdtemp(home))
+        return -1;
+    *state = home;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", (const char *)*state);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void reference_default_config_reads_the_same(void **state)
+{
+    const char *home = *state;
+
+    const char *args[] = {"config", "--home", home, NULL};
+    refproc p;
+    refproc_start(&p, args);
+    ref_value base[2], p2p[MAX_KEYS];
+    size_t n_base = 0, n_p2p = 0;
+    char path[512] = "";
+    char line[REFPROC_LINE_MAX];
+    while (refproc_line(&p, line, sizeof line, WAIT_MS) == 0) {
+        char *w[3];
+        char *rest = NULL;
+        char *sp = strchr(line, ' ');
+        if (sp && (sp = strchr(sp + 1, ' ')) != NULL) {
+            *sp = '\0';
+            rest = sp + 1;
+        }
+        int nw = tv_split(line, ' ', w, 3);
+        if (nw == 2 && !strcmp(w[0], "CONFIG")) {
+            snprintf(path, sizeof path, "%s", w[1]);
+            continue;
+        }
+        assert_true(nw == 2 && rest != NULL);
+        ref_value *r;
+        if (!strcmp(w[0], "BASE")) {
+            assert_true(n_base < 2);
+            r = &base[n_base++];
+        } else {
+            assert_string_equal(w[0], "P2P");
+            assert_true(n_p2p < MAX_KEYS);
+            r = &p2p[n_p2p++];
+        }
+        snprintf(r->key, sizeof r->key, "%s", w[1]);
+        snprintf(r->value, sizeof r->value, "%s", rest);
+        unquote(r->value);
+        r->seen = false;
+    }
+    assert_int_equal(refproc_wait(&p, WAIT_MS), 0);
+    refproc_stop(&p);
+    assert_true(path[0] != '\0');
+    assert_int_equal(n_base, 2);
+    assert_true(n_p2p >= 14);
+
+    cli_config c;
+    assert_int_equal(cli_config_defaults(&c), 0);
+    warnings warns = {.n = 0};
+    char err[512] = "";
+    bool found = false;
+    int r = cli_config_load(&c, path, &found, on_warn, &warns, err, sizeof err);
+    if (r != 0)
+        fail_msg("tm2p2p refuses the reference's config.toml: %s", err);
+    assert_true(found);
+
+    eq_str(base, 2, "moniker", c.moniker);
+    eq_str(base, 2, "node_key_file", c.node_key_file);
+
+    eq_str(p2p, n_p2p, "laddr", c.laddr);
+    eq_str(p2p, n_p2p, "external_address", c.external_address);
+    eq_str(p2p, n_p2p, "seeds", c.seeds);
+    eq_str(p2p, n_p2p, "persistent_peers", c.persistent_peers);
+    eq_str(p2p, n_p2p, "private_peer_ids", c.private_peer_ids);
+    eq_str(p2p, n_p2p, "addr_book_file", c.addr_book_file);
+    eq_int(p2p, n_p2p, "max_num_inbound_peers", (long long)c.max_num_inbound_peers);
+    eq_int(p2p, n_p2p, "max_num_outbound_peers", (long long)c.max_num_outbound_peers);
+    eq_int(p2p, n_p2p, "flush_throttle_timeout", (long long)c.flush_throttle_timeout_ns);
+    eq_int(p2p, n_p2p, "max_packet_msg_payload_size", (long long)c.max_packet_msg_payload_size);
+    eq_int(p2p, n_p2p, "send_rate", (long long)c.send_rate);
+    eq_int(p2p, n_p2p, "recv_rate", (long long)c.recv_rate);
+    eq_bool(p2p, n_p2p, "pex", c.pex);
+
+    /* v1.7.1 keys (allow_duplicate_ip and the receive limits are in v1.2.0
+     * already; max_send_buffer_bytes is new in v1.7.1). */
+    static const char *const newer[] = {"allow_duplicate_ip", "max_recv_buffer_bytes",
+                                        "recv_assembly_timeout", "max_send_buffer_bytes"};
+#ifdef CLI_CONFIG_HAS_V171_KEYS
+    eq_bool(p2p, n_p2p, "allow_duplicate_ip", c.allow_duplicate_ip);
+    eq_int(p2p, n_p2p, "max_recv_buffer_bytes", (long long)c.max_recv_buffer_bytes);
+    eq_int(p2p, n_p2p, "recv_assembly_timeout", (long long)c.recv_assembly_timeout_ns);
+    if (TM2REF_V171)
+        eq_int(p2p, n_p2p, "max_send_buffer_bytes", (long long)c.max_send_buffer_bytes);
+    for (size_t i = 0; i < sizeof newer / sizeof newer[0]; i++)
+        if (warned(&warns, newer[i]))
+            fail_msg("tm2p2p reports %s as unknown", newer[i]);
+#else
+    for (size_t i = 0; i < sizeof newer / sizeof newer[0]; i++) {
+        if (!TM2REF_V171 && !strcmp(newer[i], "max_send_buffer_bytes"))
+            continue;
+        ref_value *v = find(p2p, n_p2p, newer[i]);
+        if (!warned(&warns, newer[i]))
+            fail_msg("%s: neither compared nor reported unknown", newer[i]);
+        v->seen = true;
+    }
+#endif
+    for (size_t i = 0; i < n_p2p; i++)
+        if (!p2p[i].seen)
+            fail_msg("[p2p] %s = %s in the reference's file is not checked here", p2p[i].key,
+                     p2p[i].value);
+    for (size_t i = 0; i < warns.n; i++) {
+        bool listed = false;
+        for (size_t k = 0; k < sizeof newer / sizeof newer[0]; k++)
+            listed |= !strcmp(warns.keys[i], newer[k]);
+        if (!listed)
+            fail_msg("tm2p2p reports [p2p] %s as unknown", warns.keys[i]);
+    }
+    cli_config_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(reference_default_config_reads_the_same, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
