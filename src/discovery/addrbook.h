@@ -125,8 +125,9 @@ int tm2__addrbook_add(tm2__addrbook *b, const tm2_netaddr *a, int64_t now);
 /* 0 or TM2_ENOTFOUND. */
 int tm2__addrbook_remove(tm2__addrbook *b, const tm2_id *id);
 int tm2__addrbook_mark_attempt(tm2__addrbook *b, const tm2_id *id, int64_t now);
-/* a's ID must be in the book (TM2_ENOTFOUND otherwise, like the reference,
- * which marks only addresses it holds). */
+/* Marks a's ID connected at a's address (see above). 0, TM2_ENOTFOUND (the
+ * ID is not in the book: the reference also marks only what it holds) or
+ * TM2_EINVAL (a different address that fails tm2_netaddr_validate). */
 int tm2__addrbook_mark_connected(tm2__addrbook *b, const tm2_netaddr *a, int64_t now);
 int tm2__addrbook_mark_failure(tm2__addrbook *b, const tm2_id *id, int64_t now);
 

@@ -34,7 +34,7 @@
     X(responses_received) X(responses_rejected) X(responses_oversized)                       \
     X(responses_unsolicited) X(responses_malformed) X(responses_invalid)                     \
     X(messages_undecodable) X(addrs_received)                                                \
-    X(addrs_accepted) X(addrs_rejected) X(dials) X(dial_failures)              \
+    X(addrs_accepted) X(addrs_rejected) X(dials) X(dial_failures)                            \
     X(peers_stopped) X(peers_released) X(book_saves) X(book_save_errors) X(book_size)
 
 enum {
