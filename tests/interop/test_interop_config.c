@@ -3,12 +3,7 @@
  * [p2p] value tm2p2p reads must come out as the reference reads it back from
  * the same file, and the top-level moniker and node_key_file too. Keys
  * tm2p2p does not read yet must be exactly the ones listed as such here (the
- * reader reports them as unknown), so a new reference key cannot slip by.
- *
- * The v1.7.1 keys allow_duplicate_ip, max_send_buffer_bytes,
- * max_recv_buffer_bytes and recv_assembly_timeout are compared once the
- * reader has fields for them (CLI_CONFIG_HAS_V171_KEYS); until then they are
- * expected among the unknown keys. */
+ * reader reports them as unknown), so a new reference key cannot slip by. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,7 +184,6 @@ static void reference_default_config_reads_the_same(void **state)
      * already; max_send_buffer_bytes is new in v1.7.1). */
     static const char *const newer[] = {"allow_duplicate_ip", "max_recv_buffer_bytes",
                                         "recv_assembly_timeout", "max_send_buffer_bytes"};
-#ifdef CLI_CONFIG_HAS_V171_KEYS
     eq_bool(p2p, n_p2p, "allow_duplicate_ip", c.allow_duplicate_ip);
     eq_int(p2p, n_p2p, "max_recv_buffer_bytes", (long long)c.max_recv_buffer_bytes);
     eq_int(p2p, n_p2p, "recv_assembly_timeout", (long long)c.recv_assembly_timeout_ns);
@@ -198,16 +192,6 @@ static void reference_default_config_reads_the_same(void **state)
     for (size_t i = 0; i < sizeof newer / sizeof newer[0]; i++)
         if (warned(&warns, newer[i]))
             fail_msg("tm2p2p reports %s as unknown", newer[i]);
-#else
-    for (size_t i = 0; i < sizeof newer / sizeof newer[0]; i++) {
-        if (!TM2REF_V171 && !strcmp(newer[i], "max_send_buffer_bytes"))
-            continue;
-        ref_value *v = find(p2p, n_p2p, newer[i]);
-        if (!warned(&warns, newer[i]))
-            fail_msg("%s: neither compared nor reported unknown", newer[i]);
-        v->seen = true;
-    }
-#endif
     for (size_t i = 0; i < n_p2p; i++)
         if (!p2p[i].seen)
             fail_msg("[p2p] %s = %s in the reference's file is not checked here", p2p[i].key,
