@@ -103,6 +103,17 @@ static void test_redial(void **state)
     node_free(a);
 }
 
+/* The connection to the only peer has lasted at least 5 ms. */
+static bool pred_lasted(node *n, void *arg)
+{
+    (void)arg;
+    tm2_peer *p = peer_of(n, NULL);
+    tm2_mconn_status st;
+    bool ok = p && tm2_peer_status(p, &st) == 0 && st.duration_ms >= 5;
+    tm2_peer_unref(p);
+    return ok;
+}
+
 /* A connection that lasted the stable uptime resets the back-off: the lost
  * peer is dialled again at once, then with the first steps. */
 static void test_redial_stable(void **state)
@@ -116,6 +127,8 @@ static void test_redial_stable(void **state)
                     .redial_max_ms = 4 * BASE, .redial_stable_ms = 1};
     node *a = node_new(1, &ao);
     wait_peers(a, 1, 20000);
+    /* Past the stable uptime (1 ms) on the loop's clock too. */
+    assert_true(wait_node(a, 20000, pred_lasted, NULL));
     node_free(b);
     wait_evs(a, TM2_EVENT_DIAL_FAILED, TM2_ECONNREFUSED, &bid, 2, 20000);
     uint64_t d[4], f[8];
