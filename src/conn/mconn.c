@@ -124,6 +124,8 @@ struct tm2__mconn {
     /* budgets: payload bytes admitted for sending, bytes of partial messages */
     size_t send_buffered, recv_buffered;
     bool budget_refused;           /* a reservation failed since the last release */
+    uint32_t refused_ch;           /* channels (by index) whose try_send it refused */
+    bool budget_notify;            /* budget freed since: tell them in produce */
     /* the earliest assembly deadline, UINT64_MAX when nothing is assembling */
     uint64_t asm_next;
     uint64_t feed_now;
@@ -273,19 +275,39 @@ int tm2__mconn_reserve(tm2__mconn *c, size_t len)
     return 0;
 }
 
-/* Gives len admitted bytes back; true when a reservation was refused since
- * the last release, so someone may be waiting for them. */
-static bool release(tm2__mconn *c, size_t len)
+/* Gives len admitted bytes back. Whoever was refused since the last release
+ * is told from produce (on the glue's thread, where callbacks belong). */
+static void release(tm2__mconn *c, size_t len)
 {
     if (!c->cfg.max_send_buffer_bytes)
-        return false;
+        return;
     c->send_buffered -= len;
-    bool refused = c->budget_refused;
-    c->budget_refused = false;
-    return refused;
+    if (c->budget_refused)
+        c->budget_notify = true;
 }
 
-void tm2__mconn_unreserve(tm2__mconn *c, size_t len) { (void)release(c, len); }
+void tm2__mconn_unreserve(tm2__mconn *c, size_t len) { release(c, len); }
+
+bool tm2__mconn_budget_notify_pending(const tm2__mconn *c) { return c->budget_notify; }
+
+/* Channels whose try_send was refused for budget get on_send_room, as if
+ * their queue had been full (a sender driven by that callback would
+ * otherwise never hear of the freed budget); waiting senders get
+ * on_send_budget. */
+static void notify_budget(tm2__mconn *c)
+{
+    uint32_t chs = c->refused_ch;
+    c->refused_ch = 0;
+    c->budget_refused = false;
+    c->budget_notify = false;
+    c->in_cb = true;
+    for (size_t i = 0; chs && i < c->n; i++)
+        if ((chs >> i & 1u) && c->cb.on_send_room)
+            c->cb.on_send_room(c->user, c->ch[i].d.id);
+    if (c->cb.on_send_budget)
+        c->cb.on_send_budget(c->user);
+    c->in_cb = false;
+}
 
 size_t tm2__mconn_send_buffered(const tm2__mconn *c) { return c->send_buffered; }
 
@@ -327,6 +349,8 @@ int tm2__mconn_try_send(tm2__mconn *c, uint8_t id, tm2__msg *m)
     if (ch->q_count >= ch->d.send_queue_capacity)
         return TM2_EFULL;
     int e = tm2__mconn_reserve(c, m->len);
+    if (e == TM2_EFULL)
+        c->refused_ch |= 1u << (unsigned)(ch - c->ch);
     if (e)
         return e;
     e = tm2__mconn_send_reserved(c, id, m);
@@ -411,7 +435,7 @@ bool tm2__mconn_want_produce(tm2__mconn *c, uint64_t now)
 {
     if (c->err || c->in_cb)
         return false;
-    if (c->pong_owed || c->ping_owed)
+    if (c->pong_owed || c->ping_owed || c->budget_notify)
         return true;
     return data_pending(c) && tm2__flow_blocked_until(&c->send_flow, now) == 0;
 }
@@ -435,6 +459,8 @@ int tm2__mconn_produce(tm2__mconn *c, uint8_t *out, size_t cap, uint64_t now)
     if (cap > INT_MAX)
         cap = INT_MAX;
     apply_decay(c, now);
+    if (c->budget_notify)
+        notify_budget(c);   /* freed by a sender giving up */
     size_t off = 0;
     if (c->pong_owed) {
         size_t n = put_control(c, out, cap, true, now);
@@ -468,12 +494,10 @@ int tm2__mconn_produce(tm2__mconn *c, uint8_t *out, size_t cap, uint64_t now)
         if (eof) {
             ch->sending = NULL;
             /* The message's budget is free once its last packet is out. */
-            if (release(c, m->len) && c->cb.on_send_budget) {
-                c->in_cb = true;
-                c->cb.on_send_budget(c->user);
-                c->in_cb = false;
-            }
+            release(c, m->len);
             tm2__msg_unref(m);
+            if (c->budget_notify)
+                notify_budget(c);
         }
         tm2__flow_update(&c->send_flow, (size_t)n, now);
         if (!c->unflushed) {

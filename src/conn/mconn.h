@@ -88,11 +88,13 @@ typedef struct tm2__mconn_callbacks {
      * connection: a negative TM2_E* code is kept as is, anything else becomes
      * TM2_EPROTO. */
     int (*on_receive)(void *user, uint8_t ch, const uint8_t *data, size_t len);
-    /* The send queue of channel ch was full and now has room again (called
+    /* The send queue of channel ch was full, or a try_send on ch was
+     * refused for send budget, and there is room (or budget) again (called
      * from produce). A glue that makes senders wait wakes them here. */
     void (*on_send_room)(void *user, uint8_t ch);
-    /* Send budget was released by produce after a reservation had been
-     * refused for lack of it. A glue that makes senders wait wakes them. */
+    /* Send budget was released after a reservation had been refused for
+     * lack of it (called from produce, after on_send_room for the channels
+     * concerned). A glue that makes senders wait wakes them. */
     void (*on_send_budget)(void *user);
 } tm2__mconn_callbacks;
 
@@ -130,11 +132,16 @@ int tm2__mconn_try_send(tm2__mconn *c, uint8_t ch, tm2__msg *m);
  * TM2_EFULL (not enough left now), TM2_ETOOBIG (over the whole budget), or
  * the sticky error. send_reserved queues m like try_send with its bytes
  * already reserved: on 0 they belong to the message; on any error the
- * caller still holds them and gives them back with unreserve (which does
- * not call on_send_budget; the caller wakes its own waiters). */
+ * caller still holds them and gives them back with unreserve. unreserve
+ * calls nothing: who was refused meanwhile is told by the next produce
+ * (want_produce says so; see budget_notify_pending). */
 int tm2__mconn_reserve(tm2__mconn *c, size_t len);
 int tm2__mconn_send_reserved(tm2__mconn *c, uint8_t ch, tm2__msg *m);
 void tm2__mconn_unreserve(tm2__mconn *c, size_t len);
+
+/* True when budget was freed after a refusal and produce has not yet told
+ * the refused senders (on_send_room, on_send_budget). */
+bool tm2__mconn_budget_notify_pending(const tm2__mconn *c);
 
 /* Bytes admitted to the send budget / buffered in partial messages. */
 size_t tm2__mconn_send_buffered(const tm2__mconn *c);
@@ -143,8 +150,9 @@ size_t tm2__mconn_recv_buffered(const tm2__mconn *c);
 /* Free slots in channel ch's send queue, or TM2_ECHANNEL. */
 int tm2__mconn_send_room(const tm2__mconn *c, uint8_t ch);
 
-/* True when produce would write something at now: a ping or pong is owed,
- * or data is queued and the send rate allows it. */
+/* True when produce would write something at now (a ping or pong is owed,
+ * or data is queued and the send rate allows it) or has budget
+ * notifications to make. */
 bool tm2__mconn_want_produce(tm2__mconn *c, uint64_t now);
 
 /* Writes as many whole sized packets into out[0..cap) as fit and the send

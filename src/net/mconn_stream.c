@@ -622,16 +622,19 @@ static int do_send(tm2__mcs *c, uint8_t ch, tm2__msg *m, uint32_t timeout_ms)
         uv_cond_timedwait(&c->room, &c->lock, deadline - t);
         c->waiters--;
     }
+    bool kick = false;
     if (reserved && c->core) {
-        /* Giving up: the bytes may be what another sender waits for. */
+        /* Giving up: the bytes may be what another sender waits for. A
+         * refused try-sender hears of them from the loop's next pass. */
         tm2__mconn_unreserve(c->core, m->len);
         if (c->waiters)
             uv_cond_broadcast(&c->room);
+        kick = tm2__mconn_budget_notify_pending(c->core);
     }
     if (!nested)
         uv_mutex_unlock(&c->lock);
     /* Inside a pass the message joins the batch being written. */
-    if (r == 0 && !nested)
+    if ((r == 0 || kick) && !nested)
         schedule(c);
     return r;
 }

@@ -118,9 +118,9 @@ typedef struct tm2__mcs_cbs {
      * is kept, anything else becomes TM2_EPROTO). Messages of a connection
      * stop as soon as it is closed, also within one read. */
     int (*on_receive)(tm2__mcs *c, uint8_t ch, const uint8_t *data, size_t len);
-    /* Channel ch's send queue was full and has room again. Called while the
-     * glue is writing: a tm2__mcs_try_send from here is taken into the same
-     * batch. */
+    /* Channel ch's send queue was full, or a try-send on ch was refused for
+     * send budget, and there is room again. Called while the glue is
+     * writing: a tm2__mcs_try_send from here is taken into the same batch. */
     void (*on_send_room)(tm2__mcs *c, uint8_t ch);
     /* The connection failed after start and is already closing: err is the
      * core's error (TM2_EPONG, TM2_ECHANNEL, TM2_EMSGSIZE for a

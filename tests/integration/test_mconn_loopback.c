@@ -1008,6 +1008,92 @@ static void pong_timeout_peer_stops_reading(void **state)
     free(st);
 }
 
+/* A sender driven by on_send_room alone (the switch's and the benchmark's
+ * way): four channels whose queues together hold more than the budget.
+ * try_send fails for budget on queues with room; the freed budget must still
+ * bring the callback, or the sender stalls for good. */
+#define RF_CH 4
+#define RF_MSGS 200u
+#define RF_LEN (16u * 1024u)
+
+typedef struct refill {
+    ep a, b;
+    uint32_t sent[RF_CH], got[RF_CH];
+    int budget_refusals;
+} refill;
+
+static void rf_fill(ep *e, uint8_t ch)
+{
+    refill *x = e->user;
+    int k = ch - 0x30;
+    while (x->sent[k] < RF_MSGS) {
+        tm2__msg *m = gen_msg(ch, x->sent[k], RF_LEN);
+        int r = tm2__mcs_try_send(&e->c, ch, m);
+        tm2__msg_unref(m);
+        if (r == TM2_EFULL) {
+            tm2_mconn_status st;
+            assert_int_equal(tm2__mcs_status(&e->c, &st), 0);
+            if (st.channels[k].send_queue_size < st.channels[k].send_queue_capacity)
+                x->budget_refusals++;
+            return;
+        }
+        assert_int_equal(r, 0);
+        x->sent[k]++;
+    }
+}
+
+static void rf_started(ep *e)
+{
+    for (uint8_t ch = 0x30; ch < 0x30 + RF_CH; ch++)
+        rf_fill(e, ch);
+}
+
+static void rf_room(ep *e, uint8_t ch) { rf_fill(e, ch); }
+
+static int rf_msg(ep *e, uint8_t ch, const uint8_t *d, size_t n)
+{
+    refill *x = e->user;
+    int k = ch - 0x30;
+    assert_int_equal(n, RF_LEN);
+    assert_true(gen_check(ch, x->got[k], d, n));
+    x->got[k]++;
+    for (int i = 0; i < RF_CH; i++)
+        if (x->got[i] < RF_MSGS)
+            return 0;
+    pair_close(&x->a, &x->b);
+    return 0;
+}
+
+static void budget_refusals_bring_send_room(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 60000);
+    refill *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    ep_setup(&x->a, &f, "a", 1);
+    ep_setup(&x->b, &f, "b", 2);
+    x->a.cfg.max_send_buffer_bytes = 40 * RF_LEN;   /* the queues hold 400 */
+    for (uint8_t ch = 0x30; ch < 0x30 + RF_CH; ch++) {
+        ep_add_channel(&x->a, ch, 1, 100, 0);
+        ep_add_channel(&x->b, ch, 1, 100, 0);
+    }
+    x->a.user = x->b.user = x;
+    x->a.on_started = rf_started;
+    x->a.on_room = rf_room;
+    x->b.on_msg = rf_msg;
+    pair_connect(&f, &x->a, &x->b);
+    fixture_run(&f);
+    for (int k = 0; k < RF_CH; k++)
+        assert_int_equal(x->got[k], RF_MSGS);
+    assert_true(x->budget_refusals > 0);
+    assert_false(x->a.errored || x->b.errored);
+    fixture_close(&f);
+    ep_destroy(&x->a);
+    ep_destroy(&x->b);
+    free(x);
+}
+
 /* ---- the receive budget and the assembly deadline, from a scripted peer ---------------------------- */
 
 typedef struct wire {
@@ -2225,6 +2311,7 @@ int main(void)
         cmocka_unit_test(states_before_start),
         cmocka_unit_test(send_budget_waits_for_the_peer),
         cmocka_unit_test(send_budget_waiter_released_by_close),
+        cmocka_unit_test(budget_refusals_bring_send_room),
         cmocka_unit_test(recv_budget_over_the_wire),
         cmocka_unit_test(assembly_timeout_despite_dribble),
         cmocka_unit_test(assembly_deadline_not_charged_for_stall),

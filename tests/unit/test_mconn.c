@@ -974,6 +974,8 @@ static void send_budget_limits(void **state)
     one_packet(&a, buf, 0x01, 1, 1000);   /* the whole first message */
     assert_int_equal(tm2__mconn_send_buffered(a.c), 2000);
     assert_int_equal(a.budget_calls, 1);   /* a reservation had been refused */
+    /* Both channels were refused: both hear of it, as from a full queue. */
+    assert_int_equal(a.room_calls, 2);
     one_packet(&a, buf, 0x02, 0, 1024);   /* first of 2000 */
     assert_int_equal(tm2__mconn_send_buffered(a.c), 2000);
     one_packet(&a, buf, 0x01, 1, 0);      /* the empty message */
@@ -981,6 +983,7 @@ static void send_budget_limits(void **state)
     one_packet(&a, buf, 0x02, 1, 976);    /* the rest */
     assert_int_equal(tm2__mconn_send_buffered(a.c), 0);
     assert_int_equal(a.budget_calls, 1);
+    assert_int_equal(a.room_calls, 2);
     /* A full queue takes nothing of the budget. */
     tm2_channel_desc one = {.id = 0x01, .priority = 1, .send_queue_capacity = 1};
     side b;
@@ -1001,8 +1004,18 @@ static void send_budget_limits(void **state)
     assert_int_equal(tm2__mconn_send_buffered(b.c), 2000);
     assert_int_equal(tm2__mconn_reserve(b.c, 1000), 0);
     assert_int_equal(tm2__mconn_reserve(b.c, 1), TM2_EFULL);
+    int budget_calls = b.budget_calls;
     tm2__mconn_unreserve(b.c, 1000);
     assert_int_equal(tm2__mconn_send_buffered(b.c), 2000);
+    /* Given back after a refusal: the next produce says so, even with
+     * nothing to write. */
+    assert_true(tm2__mconn_budget_notify_pending(b.c));
+    assert_int_equal(b.budget_calls, budget_calls);
+    assert_true(tm2__mconn_want_produce(b.c, 0));
+    uint8_t none[4];
+    assert_int_equal(tm2__mconn_produce(b.c, none, sizeof none, 0), 0);
+    assert_int_equal(b.budget_calls, budget_calls + 1);
+    assert_false(tm2__mconn_budget_notify_pending(b.c));
     /* Freed with queued and half-sent messages: their references go. */
     one_packet(&b, buf, 0x01, 0, 1024);
     assert_int_equal(atomic_load(&m2000->refs), 2);
