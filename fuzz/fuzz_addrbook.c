@@ -1,7 +1,9 @@
 /* Address book loader on arbitrary file contents. A loaded book is checked
  * against its invariants, saved to text and loaded again: the second book
  * must hold the same entries, be clean, and encode to the same bytes. Then
- * the book is driven a little (pick, marks, expire, add). */
+ * the book is driven a little (pick, dial record and connection marks,
+ * expire, add), a day later too: a full book takes a new address only by
+ * evicting an entry without a live connection mark, never one with. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,9 +31,29 @@ static void check_book(const tm2__addrbook *b, int64_t now)
         CHECK(tm2_netaddr_validate(&e->addr) == 0);
         CHECK(e->last_seen >= 0 && e->last_seen <= now);
         CHECK(e->last_attempt >= 0 && e->last_attempt <= now);
-        CHECK(e->last_success >= 0 && e->last_success <= now);
+        CHECK(e->last_connected >= 0 && e->last_connected <= now);
         CHECK(tm2__addrbook_find(b, &e->addr.id) == e);
     }
+}
+
+/* IDs no input names (from fixed key seeds), computed once. */
+static tm2_id fresh_id(unsigned i)
+{
+    static tm2_id ids[8];
+    static bool ready;
+    if (!ready) {
+        for (unsigned k = 0; k < 8; k++) {
+            uint8_t seed[32] = {0};
+            seed[0] = (uint8_t)k;
+            seed[1] = 0xa7;
+            tm2_node_key key;
+            tm2_node_key_from_seed(&key, seed);
+            tm2_node_key_id(&key, &ids[k]);
+            tm2_node_key_wipe(&key);
+        }
+        ready = true;
+    }
+    return ids[i & 7];
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -77,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(y != NULL);
             CHECK(tm2_netaddr_equal(&x->addr, &y->addr));
             CHECK(x->last_seen == y->last_seen && x->attempts == y->attempts &&
-                  x->last_attempt == y->last_attempt && x->last_success == y->last_success);
+                  x->last_attempt == y->last_attempt && x->last_connected == y->last_connected);
         }
         char *text2;
         size_t len2;
@@ -98,10 +120,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(e != NULL && !skip_odd(&e->addr.id, NULL));
         CHECK(tm2__addrbook_retry_at(b, e) <= now);
         CHECK(tm2__addrbook_mark_attempt(b, &out[i].id, now) == 0);
-        if (i & 1)
+        if (i & 1) {
             CHECK(tm2__addrbook_mark_failure(b, &out[i].id, now) == 0);
-        else
-            CHECK(tm2__addrbook_mark_success(b, &out[i].id, now) == 0);
+        } else {
+            CHECK(tm2__addrbook_mark_connected(b, &out[i], now) == 0);
+            CHECK(tm2__addrbook_connected(e, now) && e->attempts == 0);
+        }
     }
     tm2__addrbook_expire(b, now + TM2__ADDRBOOK_DEAD_AFTER);
     check_book(b, now);
@@ -111,6 +135,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(rc == TM2__AB_REFRESHED || rc == TM2__AB_ADDED);
     }
     CHECK(tm2__addrbook_size(b) <= MAX);
+
+    /* New addresses, now and after the marks may have lapsed: each either
+     * enters by evicting an unmarked entry (all marked ones stay) or is
+     * turned away because every entry is marked. */
+    for (int round = 0; round < 2; round++) {
+        int64_t t = now + 2 + (round ? TM2__ADDRBOOK_CONNECTED_TTL : 0);
+        for (unsigned j = 0; j < 4; j++) {
+            tm2_netaddr a;
+            memset(&a, 0, sizeof a);
+            a.id = fresh_id(j + 4 * (unsigned)round);
+            a.ip[10] = a.ip[11] = 0xff;
+            a.ip[12] = 127;
+            a.ip[15] = (uint8_t)(j + 1);
+            a.port = 26656;
+            if (tm2__addrbook_find(b, &a.id))
+                continue;
+            size_t before = tm2__addrbook_size(b), marked = 0;
+            tm2_id live[MAX];
+            for (size_t i = 0; i < before; i++) {
+                const tm2__addrbook_entry *e = tm2__addrbook_at(b, i);
+                if (tm2__addrbook_connected(e, t))
+                    live[marked++] = e->addr.id;
+            }
+            int rc = tm2__addrbook_add(b, &a, t);
+            if (rc == TM2_EFULL) {
+                CHECK(before == MAX && marked == MAX);
+            } else if (rc == TM2__AB_ADDED) {
+                CHECK(marked < MAX);
+                CHECK(tm2__addrbook_size(b) == (before == MAX ? MAX : before + 1));
+                for (size_t i = 0; i < marked; i++)
+                    CHECK(tm2__addrbook_find(b, &live[i]) != NULL);
+            } else {
+                CHECK(0);
+            }
+        }
+        check_book(b, t);
+    }
     tm2__addrbook_free(b);
     free(copy);
     return 0;

@@ -1,10 +1,12 @@
-/* The node's config.toml reader on arbitrary text: it returns 0 or -1 with a
- * message naming the input, never leaves a setting NULL, never leaks; the
- * duration parser gets the same bytes as a string. */
+/* The node's config.toml reader (TOML parser and schema) on arbitrary text:
+ * it returns 0 or -1 with a message naming the input, never leaves a setting
+ * NULL or out of its bounds, never leaks; the duration parser gets the same
+ * bytes as a string. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/config_toml.c"
+#include "cli/toml.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -39,8 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(strncmp(err, "fuzz:", 5) == 0 || strstr(err, "out of memory"));
     CHECK(c.moniker && c.node_key_file && c.laddr && c.external_address && c.seeds &&
           c.persistent_peers && c.private_peer_ids && c.addr_book_file);
-    CHECK(c.send_rate >= 0 && c.recv_rate >= 0 && c.max_packet_msg_payload_size >= 0 &&
-          c.flush_throttle_timeout_ns >= 0);
+    CHECK(c.send_rate >= 0 && c.recv_rate >= 0 && c.flush_throttle_timeout_ns >= 0 &&
+          c.recv_assembly_timeout_ns >= 0);
+    CHECK(c.max_packet_msg_payload_size >= 1 && c.max_packet_msg_payload_size <= TM2_MAX_PACKET_PAYLOAD);
+    CHECK(c.max_recv_buffer_bytes == 0 || c.max_recv_buffer_bytes >= TM2_MIN_BUFFER_BYTES);
+    CHECK(c.max_send_buffer_bytes == 0 || c.max_send_buffer_bytes >= TM2_MIN_BUFFER_BYTES);
     cli_config_free(&c);
 
     int64_t ns = 0;

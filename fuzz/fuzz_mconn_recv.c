@@ -2,14 +2,22 @@
  * Input: 4 bytes of chunk-size pattern, then the stream. The stream is fed
  * in chunks whose sizes cycle through the pattern, with the clock moving and
  * produce/handle_expiry called in between, so Pings, Pongs, reassembly and
- * echoes from inside the receive callback all run. Must never crash or leak;
- * once an error is returned, every later call returns the same one. */
+ * echoes from inside the receive callback all run. Budgets are small (a
+ * 3000-byte receive budget under channel capacities summing to more, a
+ * 2048-byte send budget the echoes can exceed) and messages must assemble
+ * within 1 s (ten clock steps), so both budgets, the assembly deadline and
+ * stall credits are reached. Must never crash or leak; once an error is
+ * returned, every later call returns the same one; the budgets are never
+ * overdrawn. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "conn/mconn.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define RECV_BUDGET 3000u
+#define SEND_BUDGET 2048u
 
 struct ctx {
     tm2__mconn *c;
@@ -56,6 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.ping_interval_ms = 1000;
     cfg.pong_timeout_ms = 500;
     cfg.recv_rate = 10000;
+    cfg.max_recv_buffer_bytes = RECV_BUDGET;
+    cfg.max_send_buffer_bytes = SEND_BUDGET;
+    cfg.recv_assembly_timeout_ms = 1000;
     struct ctx x;
     tm2__mconn_callbacks cb = {.on_receive = on_receive};
     if (tm2__mconn_new(&x.c, &cfg, descs, 3, &cb, &x, 0) != 0)
@@ -75,6 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             err = e;
         data += n;
         size -= n;
+        if ((pattern[i % 4] & 0xc0) == 0xc0 && (i & 7) == 0)
+            tm2__mconn_credit_stall(x.c, 50);   /* a slow handler elsewhere */
         if (pattern[i % 4] & 0x40) {
             now += 97;
             e = tm2__mconn_handle_expiry(x.c, now);
@@ -92,6 +105,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             tm2__mconn_flushed(x.c);
         }
         if (tm2__mconn_error(x.c, NULL) != err)
+            abort();
+        if (tm2__mconn_recv_buffered(x.c) > RECV_BUDGET ||
+            tm2__mconn_send_buffered(x.c) > SEND_BUDGET)
             abort();
     }
     tm2_mconn_status st;

@@ -6,12 +6,16 @@
  * Input: one byte of setup (bit 0 seed mode, bits 1-2 max_addrs 30/5/2/1,
  * bit 3 stops remove the peer at once, bit 4 a book path with save ops
  * that model the background writer without touching the disk), then
- * operations, each a byte (value % 8) followed by its arguments.
+ * operations, each a byte (value % 8) followed by its arguments. Two IDs
+ * are the switch's seeds and two its persistent peers.
  *
  * Invariants beyond "no crash, no leak": every Response we send decodes,
  * holds 1..max_addrs distinct valid addresses and never the asker, a
  * private peer or ourselves; every dial is to a valid address that is not
- * ours; a stop is asked for a connected peer only, and once. Book saves:
+ * ours, a seed's or a persistent peer's; seeds never enter the book; a
+ * stop is asked for a connected peer only, and once, and outside seed mode
+ * only for abuse (seeds are kept); after a tick every outbound peer still
+ * held whose address the book holds has a live connection mark. Book saves:
  * a generation that waits is never submitted again, generations never go
  * back, every finished write is counted once, and after stop the book is
  * clean. */
@@ -29,8 +33,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define N_IDS    40          /* node identities; SELF is the last */
 #define SELF     (N_IDS - 1)
 #define N_SLOTS  16          /* peers that may be connected at once */
-#define SEED_A   30          /* IDs configured as seeds */
+#define SEED_A   30          /* the switch's seeds */
 #define SEED_B   31
+#define PERS_A   32          /* the switch's persistent peers */
+#define PERS_B   33
 #define SW_PRIV  12          /* private through the switch's list only */
 
 static tm2_netaddr addrs[N_IDS];
@@ -60,6 +66,7 @@ typedef struct slot {
     bool stop_asked;
     int node;                /* index into addrs */
     bool is_private;
+    bool outbound;
 } slot;
 
 typedef struct harness {
@@ -67,6 +74,7 @@ typedef struct harness {
     tm2__pex *x;
     size_t max_addrs;
     bool remove_on_stop;
+    bool seed_mode;
     /* The modelled writer: one waiting buffer (latest wins), finished on
      * demand by operation 7. */
     bool waiting;
@@ -107,13 +115,17 @@ static int h_send(void *user, void *peer, const uint8_t *msg, size_t len)
     return 0;
 }
 
+static bool is_seed_node(int n) { return n == SEED_A || n == SEED_B; }
+static bool is_persistent_node(int n) { return n == PERS_A || n == PERS_B; }
+
 static void h_dial(void *user, const tm2_netaddr *a, size_t n)
 {
     (void)user;
     CHECK(n > 0);
     for (size_t i = 0; i < n; i++) {
         CHECK(tm2_netaddr_validate(&a[i]) == 0);
-        CHECK(strcmp(a[i].id.s, addrs[SELF].id.s) != 0);
+        int node = node_of_id(&a[i].id);
+        CHECK(node != SELF && !is_seed_node(node) && !is_persistent_node(node));
     }
 }
 
@@ -123,6 +135,7 @@ static void h_stop(void *user, void *peer, int reason)
     slot *sl = peer;
     (void)reason;
     CHECK(sl->present && !sl->stop_asked);
+    CHECK(reason != 0 || h->seed_mode);
     sl->stop_asked = true;
     if (h->remove_on_stop) {
         CHECK(tm2__pex_remove_peer(h->x, sl));
@@ -141,6 +154,36 @@ static bool h_is_private(void *user, const tm2_id *id)
 {
     (void)user;
     return strcmp(id->s, addrs[SW_PRIV].id.s) == 0;
+}
+
+static bool h_is_seed(void *user, const tm2_id *id)
+{
+    (void)user;
+    return is_seed_node(node_of_id(id));
+}
+
+static bool h_is_persistent(void *user, const tm2_id *id)
+{
+    (void)user;
+    return is_persistent_node(node_of_id(id));
+}
+
+static void check_book(const harness *h, tm2__pex_time t, bool ticked)
+{
+    tm2__addrbook *b = tm2__pex_book(h->x);
+    CHECK(!tm2__addrbook_find(b, &addrs[SEED_A].id) && !tm2__addrbook_find(b, &addrs[SEED_B].id));
+    for (size_t i = 0; i < tm2__addrbook_size(b); i++)
+        CHECK(tm2__addrbook_at(b, i)->last_connected <= t.unix_s);
+    if (!ticked)
+        return;
+    for (int k = 0; k < N_SLOTS; k++) {
+        const slot *sl = &h->s[k];
+        if (!sl->present || !sl->outbound || sl->stop_asked)
+            continue;
+        const tm2__addrbook_entry *e = tm2__addrbook_find(b, &addrs[sl->node].id);
+        if (e && tm2_netaddr_equal(&e->addr, &addrs[sl->node]))
+            CHECK(tm2__addrbook_connected(e, t.unix_s));
+    }
 }
 
 static int h_save_submit(void *user, char *text, size_t len, uint64_t gen)
@@ -209,19 +252,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&h, 0, sizeof h);
     h.max_addrs = maxes[(setup >> 1) & 3];
     h.remove_on_stop = setup & 8;
-    tm2_netaddr seeds[2] = {addrs[SEED_A], addrs[SEED_B]};
+    h.seed_mode = setup & 1;
     tm2_discovery_config cfg = {
         .interval_ms = 1000,
         .max_addrs = (uint32_t)h.max_addrs,
-        .seeds = seeds,
-        .n_seeds = 2,
-        .seed_mode = setup & 1,
+        .seed_mode = h.seed_mode,
         .seed_disconnect_ms = 500,
         .target_outbound = 4,
         .addrbook_max = 16,
     };
     tm2__pex_ops ops = {.user = &h, .send = h_send, .dial = h_dial, .stop = h_stop,
-                        .counts = h_counts, .is_private = h_is_private};
+                        .counts = h_counts, .is_private = h_is_private,
+                        .is_seed = h_is_seed, .is_persistent = h_is_persistent};
     bool saves = setup & 16;
     if (saves) {
         /* Never created: loading finds no file, and the ops write nothing. */
@@ -256,9 +298,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             in.outbound = f & 1;
             in.has_channel = f & 2;
             in.is_private = f & 4;
-            in.persistent = f & 8;
+            in.persistent = (f & 8) || is_persistent_node(node);
             in.has_addr = f & 16;
-            *sl = (slot){.present = true, .node = node, .is_private = in.is_private};
+            *sl = (slot){.present = true, .node = node, .is_private = in.is_private,
+                         .outbound = in.outbound};
             if (tm2__pex_add_peer(h.x, sl, &in, t) != 0)
                 sl->present = false;
             break;
@@ -291,11 +334,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 tm2__pex_receive(h.x, sl, buf, (size_t)len, t);
             break;
         }
-        case 4:     /* time passes */
-            t.ms += (uint64_t)take(&r) * 40;
+        case 4: {   /* time passes: up to 10 s, or 13 h (marks lapse, are rewritten) */
+            uint8_t d = take(&r);
+            t.ms += d == 255 ? 13ull * 3600 * 1000 : (uint64_t)d * 40;
             t.unix_s = 1700000000 + (int64_t)((t.ms - 1000000) / 1000);
             tm2__pex_tick(h.x, t);
+            check_book(&h, t, true);
             break;
+        }
         case 5:     /* a peer goes */
             if (sl->present) {
                 CHECK(tm2__pex_remove_peer(h.x, sl));
@@ -304,6 +350,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 6:     /* a dial fails */
             tm2__pex_dial_failed(h.x, &addrs[take(&r) % N_IDS].id, t);
+            check_book(&h, t, false);
             break;
         default: {  /* the writer finishes, and stats (read concurrently in real use) */
             unsigned w = (unsigned)(sl - h.s);

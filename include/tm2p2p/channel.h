@@ -40,11 +40,24 @@ typedef struct tm2_mconn_config {
     uint32_t flush_throttle_ms;    /* longest time data waits to be coalesced; 0 = flush at once */
     uint32_t ping_interval_ms;     /* 0 = no keepalive */
     uint32_t pong_timeout_ms;      /* must be > 0 and < ping_interval_ms when pinging */
+    /* Payload bytes of outgoing messages admitted across all channels:
+     * waiting for a queue slot, queued, or being sent. A send waits (or
+     * try-send fails) while the rest of the budget is too small; a message
+     * larger than the whole budget is refused. 0 = no budget. */
+    size_t max_send_buffer_bytes;
+    /* Bytes of partially assembled incoming messages across all channels; a
+     * peer going over it is a protocol error. 0 = no budget. */
+    size_t max_recv_buffer_bytes;
+    /* A message split into packets must be complete within this time of its
+     * first packet (later packets do not extend it); otherwise the
+     * connection fails. 0 = no deadline. */
+    uint32_t recv_assembly_timeout_ms;
 } tm2_mconn_config;
 
-/* The defaults a node uses (the reference's config.toml defaults):
- * 5120000 B/s both ways, 1024-byte payloads, 100 ms flush throttle,
- * ping every 60 s, pong within 45 s. */
+/* The defaults a node uses (the reference's config.toml defaults, see
+ * tm2p2p/defaults.h): 5120000 B/s both ways, 1024-byte payloads, 100 ms
+ * flush throttle, ping every 60 s, pong within 45 s, 20 MiB send and
+ * receive budgets, 30 s to assemble a message. */
 TM2_API void tm2_mconn_config_default(tm2_mconn_config *cfg);
 
 /* Throughput of one direction, like the reference's flow.Status. Rates are

@@ -22,6 +22,7 @@
 #define TM2_DEFAULT_MAX_SEND_BUFFER_BYTES   (20u << 20)   /* 0 disables the budget */
 #define TM2_DEFAULT_PEX                     1
 #define TM2_DEFAULT_ALLOW_DUPLICATE_IP      0
+#define TM2_DEFAULT_SEED_MODE               0             /* `seed_mode`, CometBFT's key */
 #define TM2_DEFAULT_ADDR_BOOK_FILE          "config/addrbook.json"
 #define TM2_DEFAULT_NODE_KEY_FILE           "secrets/node_key.json"
 

@@ -1,5 +1,5 @@
-/* Peer discovery: the peer-exchange reactor (channel 0x50), seeds, seed mode
- * and the address book (WIRE.md section 9).
+/* Peer discovery: the peer-exchange reactor (channel 0x50), seed mode and
+ * the address book (WIRE.md section 9).
  *
  * A tm2_discovery is a reactor: build it, put tm2_discovery_reactor() in the
  * switch config's reactors, and free it after the switch. One discovery
@@ -8,7 +8,7 @@
  * What it does, all on the switch's network thread:
  * - Every interval it asks one random connected peer that advertised 0x50
  *   (and was not asked in the last interval) for its peers, and asks every
- *   new outbound peer at once (as the reference v1.2.0 does).
+ *   new outbound peer at once (as the reference does).
  * - It answers a Request with at most max_addrs addresses: the advertised
  *   NodeInfo addresses of its connected peers that pass tm2_netaddr_validate,
  *   shuffled, never a private peer's and never the asker's own; nothing is
@@ -16,25 +16,30 @@
  * - A Response is accepted only if that peer has a Request of ours not yet
  *   answered (up to 4 are remembered; a peer with nothing to share sends
  *   nothing) and it carries 1..max_addrs valid addresses. Its addresses,
- *   but ours and the seeds', go to the address book (connected peers' too,
- *   so a restart finds them), and those we are not connected to are dialled
- *   while the outbound count is below target_outbound. Rejected messages
- *   (oversized, unsolicited, malformed, failing validation) are ignored,
- *   counted and logged, and the connection is kept, as the reference does;
- *   but each one is a strike against the peer (see abuse_limit).
+ *   but ours and the switch's seeds', go to the address book (connected
+ *   peers' too, so a restart finds them), and those we are not connected to
+ *   are dialled while the outbound count is below target_outbound. Rejected
+ *   messages (oversized, unsolicited, malformed, failing validation) are
+ *   ignored, counted and logged, and the connection is kept, as the
+ *   reference does; but each one is a strike against the peer (see
+ *   abuse_limit).
  * - Requests from one peer closer together than request_min_gap_ms are
  *   ignored (a strike each).
- * - Below target_outbound it dials candidates from the address book; when
- *   the book has none to offer it dials the seeds (each seed again after
- *   interval_ms, doubling while the seed tells nothing new, up to 64
- *   intervals). Seeds are also dialled at start. A seed is for learning
- *   addresses, not a peer to keep: an outbound connection to a seed is
- *   dropped once the seed answered, or two intervals after it connected, or
- *   as soon as the non-seed outbound peers meet the target (a persistent
- *   peer that is also a seed is kept). Seeds never enter the book.
+ * - Below target_outbound it dials candidates from the address book.
+ * - Seeds are the switch's (tm2_switch_config.seeds): the switch dials them
+ *   and keeps a seed as an ordinary outbound peer, which counts towards
+ *   target_outbound and is asked for peers like any other. Discovery never
+ *   dials them and keeps them out of the book (tm2_switch_is_seed).
+ * - Persistent peers are the switch's too: discovery never hands their IDs
+ *   to tm2_switch_dial_peers (tm2_switch_is_persistent), wherever it heard
+ *   of them.
  * - The book also learns the addresses we dialled successfully and those
- *   inbound peers advertise (private peers' excepted).
- * - Seed mode (CometBFT's model; the reference has none): every
+ *   inbound peers advertise (private peers' excepted). Each outbound peer's
+ *   address is marked connected when it connects and again every interval;
+ *   a mark lapses 24 h after it was last renewed. When the book is full, a
+ *   new address evicts an entry without a live mark (seen longest ago
+ *   first), never one with, as the reference's store does.
+ * - Seed mode (this node is a seed; CometBFT's model): every
  *   non-persistent peer is disconnected seed_disconnect_ms after the first
  *   exchange with it (we answered its Request or got its Response), and
  *   seed_disconnect_ms + 2 * interval_ms after it connected at the latest,
@@ -47,8 +52,8 @@
  *
  * Address book: loaded by tm2_discovery_new (a missing file is a fresh
  * book; a corrupt one is logged, renamed to "<path>.corrupt" and replaced by
- * an empty book), all its entries dialled at start regardless of back-off
- * (up to target_outbound), saved on a tick when it changed and always when
+ * an empty book), its entries dialled at start regardless of back-off
+ * (up to target_outbound; never persistent peers or seeds), saved on a tick when it changed and always when
  * the switch stops. Only the encoding runs on the network thread; the write
  * (temporary file, fsync, rename, fsync of the directory) runs on a writer
  * thread the discovery object owns when a book path is set, so a slow disk
@@ -103,10 +108,7 @@ typedef struct tm2_discovery_config {
     const char *addrbook_path;     /* copied; NULL: in memory only */
     size_t addrbook_max;           /* entries; 0: 1000; at most 10000 */
 
-    /* Bootstrap nodes, each with an ID (TM2_EINVAL otherwise); copied. */
-    const tm2_netaddr *seeds;
-    size_t n_seeds;
-
+    /* This node is a seed (see above). Seeds to dial are the switch's. */
     bool seed_mode;
     /* Seed mode: how long a peer stays after the first exchange; keep it
      * well above the connection's flush throttle so the answer leaves
@@ -139,12 +141,11 @@ typedef struct tm2_discovery_stats {
     uint64_t messages_undecodable;  /* not a Request or Response, or a bad Request */
     uint64_t addrs_received;        /* entries of accepted Responses */
     uint64_t addrs_accepted;        /* entered or refreshed the book */
-    uint64_t addrs_rejected;        /* ours, or refused by the book (seeds: neither) */
-    uint64_t dials;                 /* addresses handed to the switch (seeds included) */
-    uint64_t seed_dials;
-    uint64_t dial_failures;         /* book or seed addresses the switch could not reach */
+    uint64_t addrs_rejected;        /* ours, or refused by the book (the switch's seeds: neither) */
+    uint64_t dials;                 /* addresses handed to the switch */
+    uint64_t dial_failures;         /* book addresses the switch could not reach */
     uint64_t peers_stopped;         /* for abuse */
-    uint64_t peers_released;        /* seed-mode and no-longer-needed seed disconnects */
+    uint64_t peers_released;        /* seed-mode disconnects */
     uint64_t book_saves;
     uint64_t book_save_errors;
     uint64_t book_size;             /* entries at the last tick */

@@ -46,13 +46,21 @@ TM2_API const tm2_node_info *tm2_peer_node_info(const tm2_peer *p);
 TM2_API int tm2_peer_status(tm2_peer *p, tm2_mconn_status *st);
 
 /* Queues a copy of data[0..len) on channel ch, waiting up to timeout_ms
- * (the reference waits 10 s) for room in the channel's queue.
+ * (the reference waits 10 s): first for len bytes of the connection's send
+ * budget (max_send_buffer_bytes, shared by all channels; a message holds
+ * its bytes from admission until its last packet is written), then, holding
+ * them, for room in the channel's queue, as the reference does. Budget comes
+ * free as the peer reads; a send that fails gives back what it held.
  * Returns 0, TM2_ECHANNEL (the peer did not advertise ch, or we do not
- * have it), TM2_EFULL (still full at the deadline), TM2_ECLOSED. */
+ * have it), TM2_EFULL (no budget or no queue room at the deadline),
+ * TM2_ETOOBIG (len is over the whole budget: refused at once, without
+ * waiting), TM2_ECLOSED (also at once when the peer closes while waiting). */
 TM2_API int tm2_peer_send(tm2_peer *p, uint8_t ch, const void *data, size_t len,
                           uint32_t timeout_ms);
 
-/* Like tm2_peer_send but never waits: TM2_EFULL at once when the queue is full. */
+/* Like tm2_peer_send but never waits: TM2_EFULL at once when the queue is
+ * full or less than len bytes of send budget are left, TM2_ETOOBIG when len
+ * is over the whole budget. */
 TM2_API int tm2_peer_try_send(tm2_peer *p, uint8_t ch, const void *data, size_t len);
 
 /* The reference's per-peer key-value store, kept for parity. Discouraged:

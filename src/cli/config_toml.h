@@ -1,18 +1,16 @@
-/* The node's config.toml: the subset of TOML a TM2 config file uses, and the
- * keys tm2p2p reads from it (WIRE.md section 10).
- *
- * The reader understands tables ([a] and [a.b]), bare, quoted and dotted
- * keys, basic and literal one-line strings, integers (decimal with '_'
- * separators, 0x/0o/0b), floats, booleans, arrays and inline tables, and
- * '#' comments. Multi-line strings and date-times are rejected with a message.
- * Everything outside the keys below is checked for syntax and then ignored, so
- * a complete gno config.toml loads.
+/* The node's config.toml: the document is parsed as TOML 1.0 (cli/toml.h), then
+ * the keys tm2p2p uses are read from the tree through one schema table in
+ * config_toml.c (key, type, field, default, bounds). Everything else in the
+ * document is checked for syntax and ignored, so a complete gno config.toml
+ * loads; [p2p] may equally be written as an inline table or dotted keys.
  *
  * Keys read: top-level `moniker` and `node_key_file`; in [p2p] every key of
- * the reference's P2PConfig, plus `seed_mode` (CometBFT's name for the
- * seed-mode switch). A key read with the wrong type, a negative value where
- * the reference forbids one, a duplicate key or table, and a bad duration are
- * errors; an unknown key in [p2p] is reported through the warning callback. */
+ * the reference's P2PConfig (gno v1.7.1), plus `seed_mode` (CometBFT's name
+ * for the seed-mode switch). A key with the wrong type, a value the
+ * reference's ValidateBasic refuses (negative rates, timeouts and buffer
+ * budgets, a buffer budget between 1 and TM2_MIN_BUFFER_BYTES - 1), a packet
+ * payload of 0 or above TM2_MAX_PACKET_PAYLOAD, a bad duration and any TOML
+ * error are errors; an unknown key in [p2p] goes to the warning callback. */
 #ifndef TM2_CLI_CONFIG_TOML_H
 #define TM2_CLI_CONFIG_TOML_H
 
@@ -34,12 +32,15 @@ typedef struct cli_config {
     uint64_t max_num_inbound_peers;        /* 40 */
     uint64_t max_num_outbound_peers;       /* 10 */
     int64_t flush_throttle_timeout_ns;     /* 100 ms */
-    int64_t max_packet_msg_payload_size;   /* 1024 */
+    int64_t max_packet_msg_payload_size;   /* 1024; 1..TM2_MAX_PACKET_PAYLOAD */
     int64_t send_rate;                     /* 5120000 bytes/s */
     int64_t recv_rate;                     /* 5120000 bytes/s */
+    int64_t recv_assembly_timeout_ns;      /* 30 s; 0 disables it */
+    int64_t max_recv_buffer_bytes;         /* 20 MiB; 0 (off) or >= TM2_MIN_BUFFER_BYTES */
+    int64_t max_send_buffer_bytes;         /* 20 MiB; 0 (off) or >= TM2_MIN_BUFFER_BYTES */
     bool pex;                              /* true */
-    bool seed_mode;                        /* false */
     bool allow_duplicate_ip;               /* false */
+    bool seed_mode;                        /* false */
 } cli_config;
 
 typedef void (*cli_config_warn_fn)(void *user, const char *msg);
@@ -53,7 +54,8 @@ int cli_config_set_str(char **slot, const char *s);
 
 /* Applies the TOML text[0..len) (it need not be NUL-terminated) on top of c.
  * name labels messages ("config.toml:12: ..."). Returns 0, or -1 with one
- * line in err naming the line and the key; c may then be partly updated. */
+ * line in err naming the line and the key ("out of memory" when that is the
+ * cause); c may then be partly updated. */
 int cli_config_parse(cli_config *c, const char *text, size_t len, const char *name,
                      cli_config_warn_fn warn, void *warn_user, char *err, size_t err_len);
 

@@ -49,49 +49,62 @@ void cli_log_init(cli_log *lg, tm2_log_level level, cli_log_format format, const
         snprintf(lg->node, sizeof lg->node, "%s", node);
 }
 
-/* A line under construction; overlong lines are cut, never overflowed. */
+/* A line under construction. An overlong line is cut between whole
+ * characters and escapes, and its last value is closed, so a JSON line
+ * stays valid JSON and a logfmt line stays parseable; later fields are
+ * left out. */
 typedef struct line {
     char b[LINE_MAX_BYTES];
     size_t n;
     bool json;
     bool first;
+    bool cut;
 } line;
 
-static void put(line *l, const char *s, size_t n)
+/* Kept free for what a value and the line need after the last key: two
+ * quotes, '}' and '\n'. */
+#define LINE_RESERVE 4
+
+static bool put(line *l, const char *s, size_t n)
 {
-    if (n > sizeof l->b - 2 - l->n)   /* keep room for '}' and '\n' */
-        n = sizeof l->b - 2 - l->n;
+    if (l->cut || n > sizeof l->b - LINE_RESERVE - l->n) {
+        l->cut = true;
+        return false;
+    }
     memcpy(l->b + l->n, s, n);
     l->n += n;
+    return true;
 }
 
-static void puts_(line *l, const char *s)
+static bool puts_(line *l, const char *s)
 {
-    put(l, s, strlen(s));
+    return put(l, s, strlen(s));
 }
 
-static void put_escaped(line *l, const char *v, size_t n)
+/* Writes v escaped, each escape whole or not at all; false once cut. */
+static bool put_escaped(line *l, const char *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
         char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
+        size_t en = 2;
+        esc[0] = '\\';
+        if (c == '"' || c == '\\')
             esc[1] = (char)c;
-            put(l, esc, 2);
-        } else if (c == '\n') {
-            put(l, "\\n", 2);
-        } else if (c == '\t') {
-            put(l, "\\t", 2);
-        } else if (c == '\r') {
-            put(l, "\\r", 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(l, esc, 6);
-        } else {
-            put(l, (const char *)&v[i], 1);
-        }
+        else if (c == '\n')
+            esc[1] = 'n';
+        else if (c == '\t')
+            esc[1] = 't';
+        else if (c == '\r')
+            esc[1] = 'r';
+        else if (c < 0x20 || c == 0x7f)
+            en = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
+        else
+            esc[0] = (char)c, en = 1;
+        if (!put(l, esc, en))
+            return false;
     }
+    return true;
 }
 
 static bool needs_quotes(const char *v, size_t n)
@@ -106,27 +119,34 @@ static bool needs_quotes(const char *v, size_t n)
     return false;
 }
 
+/* A quoted value after a key that fitted: both quotes always fit
+ * (LINE_RESERVE), the text between them as far as it goes. */
+static void quoted(line *l, const char *v, size_t n)
+{
+    l->b[l->n++] = '"';
+    bool whole = put_escaped(l, v, n);
+    l->b[l->n++] = '"';
+    l->cut = !whole;
+}
+
 static void field(line *l, const char *k, size_t kn, const char *v, size_t vn)
 {
-    if (l->json) {
-        puts_(l, l->first ? "{\"" : ",\"");
-        put_escaped(l, k, kn);
-        puts_(l, "\":\"");
-        put_escaped(l, v, vn);
-        puts_(l, "\"");
-    } else {
-        if (!l->first)
-            puts_(l, " ");
-        put(l, k, kn);
-        puts_(l, "=");
-        if (needs_quotes(v, vn)) {
-            puts_(l, "\"");
-            put_escaped(l, v, vn);
-            puts_(l, "\"");
-        } else {
-            put(l, v, vn);
-        }
+    if (l->cut)
+        return;
+    size_t mark = l->n;
+    /* A key is written whole with its separator, or the field not at all. */
+    bool ok = l->json ? puts_(l, l->first ? "{\"" : ",\"") && put_escaped(l, k, kn) &&
+                            puts_(l, "\":")
+                      : (l->first || puts_(l, " ")) && put(l, k, kn) && puts_(l, "=");
+    if (!ok) {
+        l->n = mark;
+        l->cut = true;
+        return;
     }
+    if (l->json || needs_quotes(v, vn))
+        quoted(l, v, vn);
+    else
+        (void)put(l, v, vn);   /* too long: the line ends with "key=" */
     l->first = false;
 }
 
@@ -140,6 +160,7 @@ static void begin(line *l, const cli_log *lg, tm2_log_level lvl)
     l->n = 0;
     l->json = lg->format == CLI_LOG_JSON;
     l->first = true;
+    l->cut = false;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -155,6 +176,10 @@ static void begin(line *l, const cli_log *lg, tm2_log_level lvl)
 
 static void finish(line *l, int fd)
 {
+    if (l->json && l->first) {
+        l->b[l->n++] = '{';   /* not even a first field fitted */
+        l->first = false;
+    }
     if (l->json)
         l->b[l->n++] = '}';
     l->b[l->n++] = '\n';

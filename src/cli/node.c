@@ -915,7 +915,7 @@ static int resolve(const node_flags *f, node_settings *s)
     o->n_private = (size_t)n;
 
     /* limits: 0 means none, as in the reference */
-    uint64_t v;
+    uint64_t v = 0;
     if (f->max_in) {
         if (flag_u32("--max-inbound", f->max_in, 0, 100000, &o->max_inbound) && fatal(s, 2))
             return 2;
@@ -949,6 +949,12 @@ static int resolve(const node_flags *f, node_settings *s)
                                       : 0;
     o->mconn.send_rate = (uint64_t)c->send_rate;
     o->mconn.recv_rate = (uint64_t)c->recv_rate;
+    o->mconn.max_send_buffer_bytes = (size_t)c->max_send_buffer_bytes;
+    o->mconn.max_recv_buffer_bytes = (size_t)c->max_recv_buffer_bytes;
+    if (c->recv_assembly_timeout_ns / 1000000 > UINT32_MAX)
+        if (fatal(s, usage_error("p2p.recv_assembly_timeout in %s: too long", s->config_path)))
+            return 2;
+    o->mconn.recv_assembly_timeout_ms = (uint32_t)((c->recv_assembly_timeout_ns + 999999) / 1000000);
 
     /* booleans */
     o->pex = c->pex;

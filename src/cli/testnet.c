@@ -495,6 +495,7 @@ static int spawn_node(tn *t, tn_node *nd)
     char *argv[] = {t->exe, "node", "--home", nd->home, "--chain-id", (char *)t->o.chain_id,
                     "--log-level", (char *)t->o.log_level, "--log-format", (char *)t->o.log_format,
                     "--pex-interval", a_pex, "--seed-disconnect", a_disc,
+                    "--seed-interval", a_pex,
                     "--redial-base", "250", "--redial-max", "2000",
                     "--gossip-interval", a_interval, "--gossip-for", a_for, "--gossip-origin", a_origin,
                     "--gossip-epoch", a_epoch, "--status-file", nd->status_path,

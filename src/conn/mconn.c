@@ -11,32 +11,52 @@
 #include "codec/amino.h"
 #include "conn/flowrate.h"
 #include "conn/packet.h"
+#include "tm2p2p/defaults.h"
 
 #define STATS_DECAY_MS 2000u            /* reference: recentlySent *= 0.8 every 2 s */
-#define MAX_PAYLOAD_LIMIT (16u << 20)   /* keeps packet sizes far from int range */
 #define RING_MIN 8u
 #define RECV_KEEP_MAX (1u << 20)        /* larger reassembly buffers are freed after use */
 
 void tm2_mconn_config_default(tm2_mconn_config *cfg)
 {
-    cfg->send_rate = TM2_DEFAULT_SEND_RATE;
-    cfg->recv_rate = TM2_DEFAULT_RECV_RATE;
-    cfg->max_packet_payload = TM2_DEFAULT_MAX_PACKET_PAYLOAD;
-    cfg->flush_throttle_ms = TM2_DEFAULT_FLUSH_THROTTLE_MS;
-    cfg->ping_interval_ms = TM2_DEFAULT_PING_INTERVAL_MS;
-    cfg->pong_timeout_ms = TM2_DEFAULT_PONG_TIMEOUT_MS;
+    *cfg = (tm2_mconn_config){
+        .send_rate = TM2_DEFAULT_SEND_RATE,
+        .recv_rate = TM2_DEFAULT_RECV_RATE,
+        .max_packet_payload = TM2_DEFAULT_MAX_PACKET_PAYLOAD,
+        .flush_throttle_ms = TM2_DEFAULT_FLUSH_THROTTLE_MS,
+        .ping_interval_ms = TM2_DEFAULT_PING_INTERVAL_MS,
+        .pong_timeout_ms = TM2_DEFAULT_PONG_TIMEOUT_MS,
+        .max_send_buffer_bytes = TM2_DEFAULT_MAX_SEND_BUFFER_BYTES,
+        .max_recv_buffer_bytes = TM2_DEFAULT_MAX_RECV_BUFFER_BYTES,
+        .recv_assembly_timeout_ms = TM2_DEFAULT_RECV_ASSEMBLY_TIMEOUT_MS,
+    };
+}
+
+/* The rules every core obeys; budgets additionally have a floor for node
+ * configurations (a smaller budget could never carry one maximum block
+ * response), which tests and fuzzing are free to go below. */
+static int check_config(const tm2_mconn_config *c, bool budget_floor, const char **field)
+{
+    const char *bad = NULL;
+    if (c->max_packet_payload == 0 || c->max_packet_payload > TM2_MAX_PACKET_PAYLOAD)
+        bad = "max_packet_payload";
+    else if (c->ping_interval_ms &&
+             (c->pong_timeout_ms == 0 || c->pong_timeout_ms >= c->ping_interval_ms))
+        bad = "pong_timeout_ms";
+    else if (budget_floor && c->max_send_buffer_bytes &&
+             c->max_send_buffer_bytes < TM2_MIN_BUFFER_BYTES)
+        bad = "max_send_buffer_bytes";
+    else if (budget_floor && c->max_recv_buffer_bytes &&
+             c->max_recv_buffer_bytes < TM2_MIN_BUFFER_BYTES)
+        bad = "max_recv_buffer_bytes";
+    if (field)
+        *field = bad;
+    return bad ? TM2_EINVAL : 0;
 }
 
 int tm2__mconn_config_check(const tm2_mconn_config *c, const char **field)
 {
-    const char *f = NULL;
-    if (!c->max_packet_payload || c->max_packet_payload > TM2_MAX_PACKET_PAYLOAD)
-        f = "mconn.max_packet_payload";
-    else if (c->ping_interval_ms && (!c->pong_timeout_ms || c->pong_timeout_ms >= c->ping_interval_ms))
-        f = "mconn.pong_timeout_ms";
-    if (field)
-        *field = f;
-    return f ? TM2_EINVAL : 0;
+    return check_config(c, true, field);
 }
 
 /* ---- messages ------------------------------------------------------------ */
@@ -80,6 +100,8 @@ typedef struct chan {
     /* receive side */
     uint8_t *rbuf;
     size_t rlen, rcap;
+    bool assembling;               /* a partial packet arrived, EOF not yet */
+    uint64_t asm_deadline;         /* when that message must be complete */
 } chan;
 
 struct tm2__mconn {
@@ -99,6 +121,14 @@ struct tm2__mconn {
     /* flush throttle */
     bool unflushed, flush_now;
     uint64_t unflushed_since;
+    /* budgets: payload bytes admitted for sending, bytes of partial messages */
+    size_t send_buffered, recv_buffered;
+    bool budget_refused;           /* a reservation failed since the last release */
+    uint32_t refused_ch;           /* channels (by index) whose try_send it refused */
+    bool budget_notify;            /* budget freed since: tell them in produce */
+    /* the earliest assembly deadline, UINT64_MAX when nothing is assembling */
+    uint64_t asm_next;
+    uint64_t feed_now;
     bool in_cb;
     int err;
     char reason[96];
@@ -127,16 +157,6 @@ static chan *lookup(const tm2__mconn *c, uint8_t id)
     return i ? (chan *)&c->ch[i - 1] : NULL;
 }
 
-static int check_config(const tm2_mconn_config *cfg)
-{
-    if (cfg->max_packet_payload == 0 || cfg->max_packet_payload > MAX_PAYLOAD_LIMIT)
-        return TM2_EINVAL;
-    if (cfg->ping_interval_ms &&
-        (cfg->pong_timeout_ms == 0 || cfg->pong_timeout_ms >= cfg->ping_interval_ms))
-        return TM2_EINVAL;
-    return 0;
-}
-
 int tm2__mconn_new(tm2__mconn **out, const tm2_mconn_config *cfg, const tm2_channel_desc *descs,
                    size_t n_descs, const tm2__mconn_callbacks *cb, void *user, uint64_t now)
 {
@@ -148,7 +168,7 @@ int tm2__mconn_new(tm2__mconn **out, const tm2_mconn_config *cfg, const tm2_chan
         tm2_mconn_config_default(&def);
         cfg = &def;
     }
-    int e = check_config(cfg);
+    int e = check_config(cfg, false, NULL);
     if (e)
         return e;
     size_t max_pkt = tm2__packet_max_size(cfg->max_packet_payload);
@@ -179,6 +199,7 @@ int tm2__mconn_new(tm2__mconn **out, const tm2_mconn_config *cfg, const tm2_chan
     c->created = now;
     c->next_decay = now + STATS_DECAY_MS;
     c->next_ping = now + cfg->ping_interval_ms;
+    c->asm_next = UINT64_MAX;
     tm2__flow_init(&c->send_flow, cfg->send_rate, now);
     tm2__flow_init(&c->recv_flow, cfg->recv_rate, now);
     *out = c;
@@ -237,7 +258,62 @@ static int ring_grow(chan *ch)
     return 0;
 }
 
-int tm2__mconn_try_send(tm2__mconn *c, uint8_t id, tm2__msg *m)
+int tm2__mconn_reserve(tm2__mconn *c, size_t len)
+{
+    if (c->err)
+        return c->err;
+    size_t budget = c->cfg.max_send_buffer_bytes;
+    if (!budget)
+        return 0;
+    if (len > budget)
+        return TM2_ETOOBIG;   /* no amount of waiting makes it fit */
+    if (len > budget - c->send_buffered) {
+        c->budget_refused = true;
+        return TM2_EFULL;
+    }
+    c->send_buffered += len;
+    return 0;
+}
+
+/* Gives len admitted bytes back. Whoever was refused since the last release
+ * is told from produce (on the glue's thread, where callbacks belong). */
+static void release(tm2__mconn *c, size_t len)
+{
+    if (!c->cfg.max_send_buffer_bytes)
+        return;
+    c->send_buffered -= len;
+    if (c->budget_refused)
+        c->budget_notify = true;
+}
+
+void tm2__mconn_unreserve(tm2__mconn *c, size_t len) { release(c, len); }
+
+bool tm2__mconn_budget_notify_pending(const tm2__mconn *c) { return c->budget_notify; }
+
+/* Channels whose try_send was refused for budget get on_send_room, as if
+ * their queue had been full (a sender driven by that callback would
+ * otherwise never hear of the freed budget); waiting senders get
+ * on_send_budget. */
+static void notify_budget(tm2__mconn *c)
+{
+    uint32_t chs = c->refused_ch;
+    c->refused_ch = 0;
+    c->budget_refused = false;
+    c->budget_notify = false;
+    c->in_cb = true;
+    for (size_t i = 0; chs && i < c->n; i++)
+        if ((chs >> i & 1u) && c->cb.on_send_room)
+            c->cb.on_send_room(c->user, c->ch[i].d.id);
+    if (c->cb.on_send_budget)
+        c->cb.on_send_budget(c->user);
+    c->in_cb = false;
+}
+
+size_t tm2__mconn_send_buffered(const tm2__mconn *c) { return c->send_buffered; }
+
+size_t tm2__mconn_recv_buffered(const tm2__mconn *c) { return c->recv_buffered; }
+
+int tm2__mconn_send_reserved(tm2__mconn *c, uint8_t id, tm2__msg *m)
 {
     if (c->err)
         return c->err;
@@ -259,6 +335,28 @@ int tm2__mconn_try_send(tm2__mconn *c, uint8_t id, tm2__msg *m)
     ch->q[j] = tm2__msg_ref(m);
     ch->q_count++;
     return 0;
+}
+
+int tm2__mconn_try_send(tm2__mconn *c, uint8_t id, tm2__msg *m)
+{
+    if (c->err)
+        return c->err;
+    chan *ch = lookup(c, id);
+    if (!ch)
+        return TM2_ECHANNEL;
+    if (!m)
+        return TM2_EINVAL;
+    if (ch->q_count >= ch->d.send_queue_capacity)
+        return TM2_EFULL;
+    int e = tm2__mconn_reserve(c, m->len);
+    if (e == TM2_EFULL)
+        c->refused_ch |= 1u << (unsigned)(ch - c->ch);
+    if (e)
+        return e;
+    e = tm2__mconn_send_reserved(c, id, m);
+    if (e)
+        tm2__mconn_unreserve(c, m->len);
+    return e;
 }
 
 int tm2__mconn_send_room(const tm2__mconn *c, uint8_t id)
@@ -337,7 +435,7 @@ bool tm2__mconn_want_produce(tm2__mconn *c, uint64_t now)
 {
     if (c->err || c->in_cb)
         return false;
-    if (c->pong_owed || c->ping_owed)
+    if (c->pong_owed || c->ping_owed || c->budget_notify)
         return true;
     return data_pending(c) && tm2__flow_blocked_until(&c->send_flow, now) == 0;
 }
@@ -361,6 +459,8 @@ int tm2__mconn_produce(tm2__mconn *c, uint8_t *out, size_t cap, uint64_t now)
     if (cap > INT_MAX)
         cap = INT_MAX;
     apply_decay(c, now);
+    if (c->budget_notify)
+        notify_budget(c);   /* freed by a sender giving up */
     size_t off = 0;
     if (c->pong_owed) {
         size_t n = put_control(c, out, cap, true, now);
@@ -393,7 +493,11 @@ int tm2__mconn_produce(tm2__mconn *c, uint8_t *out, size_t cap, uint64_t now)
         ch->recently_sent += n;
         if (eof) {
             ch->sending = NULL;
+            /* The message's budget is free once its last packet is out. */
+            release(c, m->len);
             tm2__msg_unref(m);
+            if (c->budget_notify)
+                notify_budget(c);
         }
         tm2__flow_update(&c->send_flow, (size_t)n, now);
         if (!c->unflushed) {
@@ -445,6 +549,28 @@ static int reserve(tm2__mconn *c, chan *ch, size_t need)
     return 0;
 }
 
+static void asm_expired(tm2__mconn *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->ch[i].assembling && c->ch[i].asm_deadline == c->asm_next) {
+            fail(c, TM2_ETIMEDOUT,
+                 "recv assembly timeout: channel 0x%02x did not complete a message within %u ms",
+                 c->ch[i].d.id, c->cfg.recv_assembly_timeout_ms);
+            return;
+        }
+}
+
+static void asm_done(tm2__mconn *c, chan *ch)
+{
+    ch->assembling = false;
+    if (ch->asm_deadline != c->asm_next)
+        return;
+    c->asm_next = UINT64_MAX;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->ch[i].assembling && c->ch[i].asm_deadline < c->asm_next)
+            c->asm_next = c->ch[i].asm_deadline;
+}
+
 static void on_msg(tm2__mconn *c, const tm2__packet *p)
 {
     chan *ch = lookup(c, p->channel);
@@ -457,8 +583,18 @@ static void on_msg(tm2__mconn *c, const tm2__packet *p)
              p->channel, ch->d.recv_message_capacity);
         return;
     }
+    /* Like the reference, every data packet counts, a one-packet message
+     * too: it is buffered (in the input) while it is handled. */
+    size_t budget = c->cfg.max_recv_buffer_bytes;
+    if (budget && p->len > budget - c->recv_buffered) {
+        fail(c, TM2_EMSGSIZE, "total receive buffer budget exceeded: %zu > %zu bytes",
+             c->recv_buffered + p->len, budget);
+        return;
+    }
     bool last = p->eof == 1;
     if (last && ch->rlen == 0) {
+        if (ch->assembling)
+            asm_done(c, ch);   /* empty partial packets came first */
         deliver(c, p->channel, p->data, p->len);
         return;
     }
@@ -467,10 +603,21 @@ static void on_msg(tm2__mconn *c, const tm2__packet *p)
             return;
         memcpy(ch->rbuf + ch->rlen, p->data, p->len);
         ch->rlen += p->len;
+        c->recv_buffered += p->len;
+    }
+    if (!last && !ch->assembling && c->cfg.recv_assembly_timeout_ms) {
+        /* Anchored to the first partial packet: later ones never move it. */
+        ch->assembling = true;
+        ch->asm_deadline = c->feed_now + c->cfg.recv_assembly_timeout_ms;
+        if (ch->asm_deadline < c->asm_next)
+            c->asm_next = ch->asm_deadline;
     }
     if (last) {
         size_t len = ch->rlen;
         ch->rlen = 0;
+        c->recv_buffered -= len;
+        if (ch->assembling)
+            asm_done(c, ch);
         deliver(c, p->channel, ch->rbuf, len);
         size_t keep = ch->d.recv_buffer_capacity > RECV_KEEP_MAX ? ch->d.recv_buffer_capacity : RECV_KEEP_MAX;
         if (ch->rcap > keep) {
@@ -575,6 +722,13 @@ int tm2__mconn_feed(tm2__mconn *c, const uint8_t *in, size_t len, uint64_t now)
         return TM2_ESTATE;
     if (c->err)
         return c->err;
+    /* A message completing after its deadline is late, even when the glue
+     * reads before it runs the timers. */
+    if (now >= c->asm_next) {
+        asm_expired(c);
+        return c->err;
+    }
+    c->feed_now = now;
     tm2__flow_update(&c->recv_flow, len, now);
     while (len && !c->err) {
         if (c->stage_len) {
@@ -627,6 +781,7 @@ uint64_t tm2__mconn_next_deadline(tm2__mconn *c, uint64_t now)
         d = min64(d, c->next_ping);
     if (c->pong_armed)
         d = min64(d, c->pong_deadline);
+    d = min64(d, c->asm_next);
     if (c->unflushed && !c->flush_now)
         d = min64(d, c->unflushed_since + c->cfg.flush_throttle_ms);
     if (data_pending(c)) {
@@ -648,6 +803,10 @@ int tm2__mconn_handle_expiry(tm2__mconn *c, uint64_t now)
         return c->err;
     if (c->pong_armed && now >= c->pong_deadline)
         return fail(c, TM2_EPONG, "pong timeout");
+    if (now >= c->asm_next) {
+        asm_expired(c);
+        return c->err;
+    }
     uint64_t iv = c->cfg.ping_interval_ms;
     if (iv && now >= c->next_ping) {
         /* Like a ticker: missed ticks are dropped, the phase is kept. The
@@ -655,11 +814,27 @@ int tm2__mconn_handle_expiry(tm2__mconn *c, uint64_t now)
          * peer that stops reading cannot stall us past it. */
         c->next_ping += ((now - c->next_ping) / iv + 1) * iv;
         c->ping_owed = true;
+        /* A pong still owed keeps its deadline (it can outlast the interval
+         * only when stalls were credited to it). */
+        uint64_t d = now + c->cfg.pong_timeout_ms;
+        if (!c->pong_armed || d < c->pong_deadline)
+            c->pong_deadline = d;
         c->pong_armed = true;
-        c->pong_deadline = now + c->cfg.pong_timeout_ms;
     }
     apply_decay(c, now);
     return 0;
+}
+
+void tm2__mconn_credit_stall(tm2__mconn *c, uint64_t ms)
+{
+    if (c->asm_next != UINT64_MAX) {
+        for (size_t i = 0; i < c->n; i++)
+            if (c->ch[i].assembling)
+                c->ch[i].asm_deadline += ms;
+        c->asm_next += ms;
+    }
+    if (c->pong_armed)
+        c->pong_deadline += ms;
 }
 
 /* ---- status --------------------------------------------------------------- */

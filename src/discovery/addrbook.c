@@ -144,33 +144,38 @@ static bool is_self(const tm2__addrbook *b, const tm2_id *id)
     return b->self.s[0] && id_eq(id, &b->self);
 }
 
-/* The entry to evict for a new one: seen longest ago, preferring entries we
- * never connected to; then the most failures; then the larger ID, so the
- * choice does not depend on the array order. */
-static size_t victim(const tm2__addrbook *b)
+bool tm2__addrbook_connected(const tm2__addrbook_entry *e, int64_t now)
 {
-    bool any_unproven = false;
-    for (size_t i = 0; i < b->n && !any_unproven; i++)
-        any_unproven = b->e[i].last_success == 0;
+    return e && e->last_connected != 0 && now - e->last_connected < TM2__ADDRBOOK_CONNECTED_TTL;
+}
+
+/* Eviction order: > 0 if x goes before y. Entries without a live mark go
+ * first, seen longest ago leading, then the ones held longest ago; the
+ * rest only makes the choice independent of the array order. */
+static int evict_first(const tm2__addrbook_entry *x, const tm2__addrbook_entry *y, int64_t now)
+{
+    bool cx = tm2__addrbook_connected(x, now), cy = tm2__addrbook_connected(y, now);
+    if (cx != cy)
+        return cx ? -1 : 1;
+    if (cx && x->last_connected != y->last_connected)
+        return x->last_connected < y->last_connected ? 1 : -1;
+    if (x->last_seen != y->last_seen)
+        return x->last_seen < y->last_seen ? 1 : -1;
+    if (x->attempts != y->attempts)
+        return x->attempts > y->attempts ? 1 : -1;
+    return strcmp(x->addr.id.s, y->addr.id.s);
+}
+
+/* The entry to evict for a new one (never connected, seen now), or
+ * SIZE_MAX when every entry has a live mark: then the new one goes. */
+static size_t victim(const tm2__addrbook *b, int64_t now)
+{
     size_t v = SIZE_MAX;
     for (size_t i = 0; i < b->n; i++) {
-        const tm2__addrbook_entry *x = &b->e[i];
-        if (any_unproven && x->last_success != 0)
+        if (tm2__addrbook_connected(&b->e[i], now))
             continue;
-        if (v == SIZE_MAX) {
+        if (v == SIZE_MAX || evict_first(&b->e[i], &b->e[v], now) > 0)
             v = i;
-            continue;
-        }
-        const tm2__addrbook_entry *y = &b->e[v];
-        if (x->last_seen != y->last_seen) {
-            if (x->last_seen < y->last_seen)
-                v = i;
-        } else if (x->attempts != y->attempts) {
-            if (x->attempts > y->attempts)
-                v = i;
-        } else if (strcmp(x->addr.id.s, y->addr.id.s) > 0) {
-            v = i;
-        }
     }
     return v;
 }
@@ -196,14 +201,18 @@ int tm2__addrbook_add(tm2__addrbook *b, const tm2_netaddr *a, int64_t now)
             }
             return TM2__AB_REFRESHED;
         }
-        if (x->last_success && x->attempts == 0)
+        if (x->last_connected && x->attempts == 0)
             return TM2__AB_KEPT;
         *x = (tm2__addrbook_entry){.addr = *a, .last_seen = now};
         touch(b);
         return TM2__AB_REPLACED;
     }
-    if (b->n == b->cfg.max_entries)
-        remove_at(b, victim(b));
+    if (b->n == b->cfg.max_entries) {
+        size_t v = victim(b, now);
+        if (v == SIZE_MAX)
+            return TM2_EFULL;
+        remove_at(b, v);
+    }
     b->e[b->n++] = (tm2__addrbook_entry){.addr = *a, .last_seen = now};
     touch(b);
     return TM2__AB_ADDED;
@@ -228,18 +237,27 @@ int tm2__addrbook_mark_attempt(tm2__addrbook *b, const tm2_id *id, int64_t now)
     return 0;
 }
 
-int tm2__addrbook_mark_success(tm2__addrbook *b, const tm2_id *id, int64_t now)
+int tm2__addrbook_mark_connected(tm2__addrbook *b, const tm2_netaddr *a, int64_t now)
 {
-    tm2__addrbook_entry *x = find_mut(b, id);
+    tm2__addrbook_entry *x = a ? find_mut(b, &a->id) : NULL;
     if (!x)
         return TM2_ENOTFOUND;
     now = clamp_time(now);
+    bool moved = memcmp(x->addr.ip, a->ip, sizeof a->ip) != 0 || x->addr.port != a->port;
+    if (moved && tm2_netaddr_validate(a) != 0)
+        return TM2_EINVAL;
+    bool changed = moved || x->attempts != 0;
+    if (moved)
+        x->addr = *a;
     x->attempts = 0;
-    x->last_attempt = now;
-    x->last_success = now;
-    if (now > x->last_seen)
-        x->last_seen = now;
-    touch(b);
+    x->last_attempt = now;   /* a held peer is not dialled again until it has been gone a while */
+    x->last_connected = now;
+    /* Renewed every round; written when new or half a lifetime newer than
+     * the mark last written, as the reference does. */
+    if (changed || now - x->mark_saved >= TM2__ADDRBOOK_MARK_SLACK) {
+        x->mark_saved = now;
+        touch(b);
+    }
     return 0;
 }
 
@@ -407,12 +425,12 @@ int tm2__addrbook_encode(const tm2__addrbook *b, char **text, size_t *len, uint6
             addr[0] = '\0';   /* cannot happen: entries are validated */
         put(&o, "%s\n\t\t{\n\t\t\t\"addr\": \"%s\",\n\t\t\t\"last_seen\": %" PRId64,
             i ? "," : "", addr, v[i]->last_seen);
+        if (v[i]->last_connected)
+            put(&o, ",\n\t\t\t\"last_connected\": %" PRId64, v[i]->last_connected);
         if (v[i]->attempts)
             put(&o, ",\n\t\t\t\"attempts\": %" PRIu32, v[i]->attempts);
         if (v[i]->last_attempt)
             put(&o, ",\n\t\t\t\"last_attempt\": %" PRId64, v[i]->last_attempt);
-        if (v[i]->last_success)
-            put(&o, ",\n\t\t\t\"last_success\": %" PRId64, v[i]->last_success);
         put(&o, "\n\t\t}");
     }
     put(&o, b->n ? "\n\t]\n}" : "]\n}");
@@ -474,6 +492,7 @@ int tm2__addrbook_save(tm2__addrbook *b, const char *path, bool force, char *why
 /* A file entry that passed the type checks and address rules. */
 struct cand {
     tm2__addrbook_entry e;
+    bool live;                   /* its connection mark is live at load time */
     size_t order;                /* position in the file */
 };
 
@@ -527,7 +546,8 @@ static int take_entry(tm2__addrbook *b, struct loader *l, const cJSON *item, cha
         return fail(TM2_EDECODE, why, why_len, "peers[%zu] is not an object", l->entries - 1);
 
     const char *addr = NULL;
-    int64_t seen = 0, tried = 0, ok = 0, fails = 0;
+    int64_t seen = 0, tried = 0, conn = 0, legacy = 0, fails = 0;
+    bool has_conn = false;
     for (const cJSON *f = item->child; f; f = f->next) {
         int64_t v;
         /* null leaves a Go field as it was. */
@@ -543,6 +563,15 @@ static int take_entry(tm2__addrbook *b, struct loader *l, const cJSON *item, cha
             else if (!cJSON_IsNull(f))
                 return fail(TM2_EDECODE, why, why_len, "peers[%zu].last_seen is not an integer",
                             l->entries - 1);
+        } else if (key_is(f, "last_connected")) {
+            /* The reference's field: typed like last_seen. */
+            if (as_int64(f, &v)) {
+                conn = v;
+                has_conn = true;
+            } else if (!cJSON_IsNull(f)) {
+                return fail(TM2_EDECODE, why, why_len,
+                            "peers[%zu].last_connected is not an integer", l->entries - 1);
+            }
         } else if (key_is(f, "attempts")) {
             /* Our own keys: the reference ignores them, whatever they hold,
              * so a bad value only loses the dial record. */
@@ -552,8 +581,9 @@ static int take_entry(tm2__addrbook *b, struct loader *l, const cJSON *item, cha
             if (as_int64(f, &v))
                 tried = v;
         } else if (key_is(f, "last_success")) {
+            /* What older tm2p2p files call the connection mark. */
             if (as_int64(f, &v))
-                ok = v;
+                legacy = v;
         }
     }
 
@@ -578,39 +608,47 @@ static int take_entry(tm2__addrbook *b, struct loader *l, const cJSON *item, cha
         l->c = c;
         l->cap = nc;
     }
+    if (!has_conn && legacy) {
+        conn = legacy;
+        l->changed = true;   /* rewritten under the reference's name */
+    }
     l->c[l->n] = (struct cand){
         .e = {
             .addr = a,
             .last_seen = seen,
             .attempts = (uint32_t)fails,
             .last_attempt = record_time(l, tried),
-            .last_success = record_time(l, ok),
+            .last_connected = record_time(l, conn),
         },
         .order = l->n,
     };
+    l->c[l->n].live = tm2__addrbook_connected(&l->c[l->n].e, l->now);
     l->n++;
     return 0;
 }
 
-/* Same ID together, newest (then first in the file) first. */
-static int cmp_cand_id(const void *pa, const void *pb)
+/* Kept first: a live mark (the newest first), then the newest seen, as
+ * eviction would decide; then the file order. */
+static int cmp_keep(const struct cand *a, const struct cand *b)
 {
-    const struct cand *a = pa, *b = pb;
-    int c = strcmp(a->e.addr.id.s, b->e.addr.id.s);
-    if (c)
-        return c;
+    if (a->live != b->live)
+        return a->live ? -1 : 1;
+    if (a->live && a->e.last_connected != b->e.last_connected)
+        return a->e.last_connected > b->e.last_connected ? -1 : 1;
     if (a->e.last_seen != b->e.last_seen)
         return a->e.last_seen > b->e.last_seen ? -1 : 1;
     return a->order < b->order ? -1 : a->order > b->order;
 }
 
-static int cmp_cand_age(const void *pa, const void *pb)
+/* Same ID together, the one to keep first. */
+static int cmp_cand_id(const void *pa, const void *pb)
 {
     const struct cand *a = pa, *b = pb;
-    if (a->e.last_seen != b->e.last_seen)
-        return a->e.last_seen > b->e.last_seen ? -1 : 1;
-    return a->order < b->order ? -1 : a->order > b->order;
+    int c = strcmp(a->e.addr.id.s, b->e.addr.id.s);
+    return c ? c : cmp_keep(a, b);
 }
+
+static int cmp_cand_keep(const void *pa, const void *pb) { return cmp_keep(pa, pb); }
 
 /* Checks the whole document the way Go's decoder would before taking any
  * entry: one type error anywhere makes Go reject the file. */
@@ -675,14 +713,14 @@ static int parse(tm2__addrbook *b, const char *buf, size_t len, int64_t now, cha
         return rc;
     }
 
-    /* One entry per ID (the newest), then the newest max_entries. */
+    /* One entry per ID, then max_entries, both in keeping order. */
     size_t kept = 0;
     if (l.n) {
         qsort(l.c, l.n, sizeof *l.c, cmp_cand_id);
         for (size_t j = 0; j < l.n; j++)
             if (kept == 0 || !id_eq(&l.c[j].e.addr.id, &l.c[kept - 1].e.addr.id))
                 l.c[kept++] = l.c[j];
-        qsort(l.c, kept, sizeof *l.c, cmp_cand_age);
+        qsort(l.c, kept, sizeof *l.c, cmp_cand_keep);
         if (kept > b->cfg.max_entries)
             kept = b->cfg.max_entries;
         for (size_t j = 0; j < kept; j++)

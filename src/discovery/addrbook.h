@@ -9,20 +9,30 @@
  * can only be connected once per ID and a dial to the wrong address fails
  * the ID check anyway, more than one address per ID only lets a peer fill the
  * book with one node. A new address for a known ID replaces the old one,
- * except when the old one is proven (a dial to it succeeded and none has
- * failed since): then it is kept, so gossip cannot redirect us away from a
+ * except when the old one is proven (we held a connection we dialed to it
+ * and no dial has failed since): then it is kept, so gossip cannot redirect us away from a
  * working address. Once that address fails, the next gossiped one wins.
  *
- * Bound: max_entries (default 1000). Adding a new ID to a full book evicts
- * the entry seen longest ago among those never connected to (or among all
- * entries when every one has connected), so a flood of fresh bogus addresses
- * cannot push out peers known to work.
+ * Connection marks, as the reference v1.7.1 keeps them: mark_connected
+ * records that we hold a connection we dialed to the address (on connect and
+ * again every discovery round). A mark counts for TM2__ADDRBOOK_CONNECTED_TTL
+ * (24 h) after it was set; then the entry is like one never connected to.
+ *
+ * Bound: max_entries (default 1000). When a new ID arrives in a full book,
+ * an entry without a live mark goes, the one seen longest ago first (then
+ * the most failures, then the larger ID); only a book whose every entry has a
+ * live mark turns the new address away (TM2_EFULL), so addresses peers only
+ * gossip never displace ones we held within a day. Loading keeps the entries
+ * that order would evict last.
  *
  * Dial record: mark_attempt when a dial starts (last_attempt = now),
- * mark_success when it connected (attempts = 0, last_success = last_seen =
- * now), mark_failure when it failed (attempts += 1, last_attempt = now).
+ * mark_connected when it connected and every round while it is held
+ * (attempts = 0, last_attempt = last_connected = now; a
+ * different address of the ID replaces the entry's, since the connection
+ * just proved it), mark_failure when it failed (attempts += 1,
+ * last_attempt = now).
  * After an attempt an entry is not picked again for retry_base << attempts
- * seconds (30 s while a dial is in flight or after a success, then 60 s,
+ * seconds (30 s while a dial is in flight or after it connected, then 60 s,
  * 120 s, ... capped at retry_max, 1 h).
  * Dead addresses age out: tm2__addrbook_expire drops entries with at least
  * dead_attempts (10) failed attempts in a row that were not seen in gossip
@@ -56,6 +66,11 @@
  * much makes the book dirty, so a busy node does not rewrite its file on
  * every discovery tick. */
 #define TM2__ADDRBOOK_SEEN_SLACK    600
+/* How long a connection mark keeps an entry ahead of gossiped ones, and
+ * the renewal that makes the book dirty (half of it): a held peer is
+ * re-marked every round, but its mark is written at most twice a day. */
+#define TM2__ADDRBOOK_CONNECTED_TTL (24 * 3600)
+#define TM2__ADDRBOOK_MARK_SLACK    (TM2__ADDRBOOK_CONNECTED_TTL / 2)
 /* Times are kept in [0, TIME_MAX]; larger or negative inputs are clamped. */
 #define TM2__ADDRBOOK_TIME_MAX      ((int64_t)1 << 40)
 
@@ -75,7 +90,8 @@ typedef struct tm2__addrbook_entry {
     int64_t last_seen;         /* Unix seconds: last gossip or connection */
     uint32_t attempts;         /* failed dials since the last success */
     int64_t last_attempt;      /* 0 = never */
-    int64_t last_success;      /* 0 = never */
+    int64_t last_connected;    /* Unix seconds: last held a connection we dialed; 0 = never */
+    int64_t mark_saved;        /* not in the file: last_connected when it last dirtied the book */
 } tm2__addrbook_entry;
 
 /* What tm2__addrbook_add did. */
@@ -101,15 +117,22 @@ const tm2__addrbook_entry *tm2__addrbook_at(const tm2__addrbook *b, size_t i);
 const tm2__addrbook_entry *tm2__addrbook_find(const tm2__addrbook *b, const tm2_id *id);
 
 /* Adds or refreshes an address heard of now. Returns a TM2__AB_* value, or
- * TM2_ESELF (our ID), or the tm2_netaddr_validate code (no ID, unspecified
- * or reserved IP): such addresses never enter the book. */
+ * TM2_ESELF (our ID), TM2_EFULL (a new ID and every entry of the full book
+ * has a live connection mark), or the tm2_netaddr_validate code (no ID,
+ * unspecified or reserved IP): such addresses never enter the book. */
 int tm2__addrbook_add(tm2__addrbook *b, const tm2_netaddr *a, int64_t now);
 
 /* 0 or TM2_ENOTFOUND. */
 int tm2__addrbook_remove(tm2__addrbook *b, const tm2_id *id);
 int tm2__addrbook_mark_attempt(tm2__addrbook *b, const tm2_id *id, int64_t now);
-int tm2__addrbook_mark_success(tm2__addrbook *b, const tm2_id *id, int64_t now);
+/* Marks a's ID connected at a's address (see above). 0, TM2_ENOTFOUND (the
+ * ID is not in the book: the reference also marks only what it holds) or
+ * TM2_EINVAL (a different address that fails tm2_netaddr_validate). */
+int tm2__addrbook_mark_connected(tm2__addrbook *b, const tm2_netaddr *a, int64_t now);
 int tm2__addrbook_mark_failure(tm2__addrbook *b, const tm2_id *id, int64_t now);
+
+/* True if e's connection mark is live at now. */
+bool tm2__addrbook_connected(const tm2__addrbook_entry *e, int64_t now);
 
 /* When e may be dialled again (0 if it never was). */
 int64_t tm2__addrbook_retry_at(const tm2__addrbook *b, const tm2__addrbook_entry *e);
@@ -131,12 +154,13 @@ size_t tm2__addrbook_pick(tm2__addrbook *b, int64_t now, uint64_t seed,
                           tm2__addrbook_skip_fn skip, void *user, tm2_netaddr *out, size_t max);
 
 /* ---- persistence ---------------------------------------------------------
- * The file is the reference's: a JSON object {"peers": [{"addr": "<id>@<ip>:
- * <port>", "last_seen": <unix>}, ...]}, tab-indented, no trailing newline,
- * newest first. Entries with a dial record also carry "attempts",
- * "last_attempt" and "last_success" (each only when non-zero); the
- * reference's loader ignores unknown keys, and a book with no dial record is
- * byte-identical to the reference's. */
+ * The file is the reference's (v1.7.1 store.go): a JSON object {"peers":
+ * [{"addr": "<id>@<ip>:<port>", "last_seen": <unix>, "last_connected":
+ * <unix>}, ...]}, tab-indented, no trailing newline, newest first;
+ * last_connected only when set, as the reference's omitempty. Entries with
+ * a dial record also carry "attempts" and "last_attempt" (each only when
+ * non-zero); the reference's loader ignores unknown keys, and a book with no
+ * dial record is the reference's format exactly. */
 
 /* True if the book changed since it was loaded or last saved. */
 bool tm2__addrbook_dirty(const tm2__addrbook *b);
@@ -169,12 +193,14 @@ int tm2__addrbook_save(tm2__addrbook *b, const char *path, bool force, char *why
  * keys match case-insensitively and the last duplicate wins; unknown keys
  * are ignored. Anything else of the wrong JSON type (the top level not an
  * object, "peers" not an array, an entry not an object, "addr" not a
- * string, "last_seen" not an integer) makes the whole file corrupt:
- * TM2_EDECODE, book left empty. Entries whose address does not parse (host
- * names are not resolved), fails tm2_netaddr_validate or is ours are
- * skipped; last_seen 0 means now; times outside [1, now] are clamped into
- * it; of two entries for one ID the newer is kept; beyond max_entries the
- * newest are kept. The book is dirty afterwards if anything was dropped or
+ * string, "last_seen" or "last_connected" not an integer) makes the whole
+ * file corrupt: TM2_EDECODE, book left empty. Entries whose address does not
+ * parse (host names are not resolved), fails tm2_netaddr_validate or is ours
+ * are skipped; last_seen 0 means now; times outside [1, now] are clamped into
+ * it (last_connected and the dial record into [0, now]); a "last_success"
+ * (older tm2p2p files) stands for last_connected when that is absent; of two
+ * entries for one ID, and beyond max_entries, those eviction would take last
+ * are kept. The book is dirty afterwards if anything was dropped or
  * changed. Returns the number of entries loaded, TM2_ETOOBIG (over
  * TM2__ADDRBOOK_FILE_MAX), TM2_EDECODE, TM2_ESTATE or TM2_ENOMEM, with the
  * reason in why. */

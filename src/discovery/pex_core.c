@@ -16,14 +16,9 @@
 #define DEF_ABUSE_LIMIT        10
 #define DEF_SEED_DISCONNECT_MS 3000
 #define DEF_TARGET_OUTBOUND    10
-/* Seeds are few; this only bounds a config mistake. */
-#define MAX_SEEDS              1024
 /* Dials handed to the switch per tick, so one tick stays short whatever
  * target_outbound is; the next tick dials more. */
 #define MAX_DIALS_PER_TICK     64
-/* A seed that told us nothing new is redialled after interval << shift,
- * the shift growing by one per dial up to this. */
-#define SEED_MAX_SHIFT         6
 /* Entries a seed-mode answer takes from the book skip addresses that
  * failed this many dials in a row. */
 #define SHARE_MAX_ATTEMPTS     2
@@ -39,7 +34,7 @@
     X(responses_received) X(responses_rejected) X(responses_oversized)                       \
     X(responses_unsolicited) X(responses_malformed) X(responses_invalid)                     \
     X(messages_undecodable) X(addrs_received)                                                \
-    X(addrs_accepted) X(addrs_rejected) X(dials) X(seed_dials) X(dial_failures)              \
+    X(addrs_accepted) X(addrs_rejected) X(dials) X(dial_failures)                            \
     X(peers_stopped) X(peers_released) X(book_saves) X(book_save_errors) X(book_size)
 
 enum {
@@ -52,7 +47,6 @@ enum {
 typedef struct pex_peer {
     void *h;
     tm2__pex_peer_info info;
-    bool is_seed;         /* outbound, not persistent, ID among the seeds */
     uint8_t asked;        /* Requests sent and not yet answered (capped) */
     bool req_seen;
     bool exchanged;       /* seed mode: the release clock runs */
@@ -60,24 +54,14 @@ typedef struct pex_peer {
     bool stop_sent;
     int stop_reason;
     uint32_t strikes;
-    uint64_t connected_ms;
     uint64_t asked_ms;    /* when we last sent it a Request (0: never) */
     uint64_t last_req_ms;
     uint64_t release_at;  /* 0: none */
 } pex_peer;
 
-typedef struct pex_seed {
-    tm2_netaddr addr;
-    uint64_t next_ms;     /* earliest redial while the book offers nothing */
-    uint32_t shift;
-} pex_seed;
-
 struct tm2__pex {
-    tm2_discovery_config cfg;   /* addrbook_path and seeds point into this object */
+    tm2_discovery_config cfg;   /* addrbook_path points into this object */
     char *path;
-    pex_seed *seeds;
-    tm2_netaddr *seed_addrs;    /* cfg.seeds */
-    tm2_netaddr *seed_buf;      /* scratch for one dial call */
     tm2__pex_ops ops;
     tm2__addrbook *book;
     tm2_id self;
@@ -144,14 +128,6 @@ static pex_peer *find_peer_id(const tm2__pex *x, const tm2_id *id)
     return NULL;
 }
 
-static pex_seed *find_seed(const tm2__pex *x, const tm2_id *id)
-{
-    for (size_t i = 0; i < x->cfg.n_seeds; i++)
-        if (id_eq(&x->seeds[i].addr.id, id))
-            return &x->seeds[i];
-    return NULL;
-}
-
 static bool is_self(const tm2__pex *x, const tm2_id *id)
 {
     return x->self.s[0] && id_eq(&x->self, id);
@@ -162,13 +138,26 @@ static bool is_private(const tm2__pex *x, const tm2_id *id)
     return x->ops.is_private && x->ops.is_private(x->ops.user, id);
 }
 
-/* Outbound peers that count towards the target: not seeds, not leaving. */
-static size_t nonseed_outbound(const tm2__pex *x)
+/* The switch's seeds stay out of the book: it dials them itself. */
+static bool is_seed(const tm2__pex *x, const tm2_id *id)
+{
+    return x->ops.is_seed && x->ops.is_seed(x->ops.user, id);
+}
+
+/* The switch dials persistent peers at their configured address only. */
+static bool is_persistent(const tm2__pex *x, const tm2_id *id)
+{
+    return x->ops.is_persistent && x->ops.is_persistent(x->ops.user, id);
+}
+
+/* Outbound peers that count towards the target: all but those leaving
+ * (a seed we dialled is an ordinary outbound peer). */
+static size_t outbound_peers(const tm2__pex *x)
 {
     size_t n = 0;
     for (size_t i = 0; i < x->n_peers; i++) {
         const pex_peer *p = x->peers[i];
-        n += p->info.outbound && !p->is_seed && !p->stop_pending;
+        n += p->info.outbound && !p->stop_pending;
     }
     return n;
 }
@@ -183,7 +172,7 @@ static size_t dials_in_flight(const tm2__pex *x)
 
 static size_t dial_need(const tm2__pex *x)
 {
-    size_t have = nonseed_outbound(x) + dials_in_flight(x);
+    size_t have = outbound_peers(x) + dials_in_flight(x);
     size_t need = x->cfg.target_outbound > have ? x->cfg.target_outbound - have : 0;
     return need < MAX_DIALS_PER_TICK ? need : MAX_DIALS_PER_TICK;
 }
@@ -250,7 +239,7 @@ static void strike(tm2__pex *x, pex_peer *p, int reason, const char *what)
 static bool skip_for_dial(const tm2_id *id, void *user)
 {
     const tm2__pex *x = user;
-    return is_self(x, id) || find_seed(x, id) || find_peer_id(x, id);
+    return is_self(x, id) || find_peer_id(x, id) || is_seed(x, id) || is_persistent(x, id);
 }
 
 /* Picks up to max book entries (back-off honoured unless ignore_backoff),
@@ -270,27 +259,6 @@ static size_t dial_from_book(tm2__pex *x, tm2__pex_time t, size_t max, bool igno
         plog(x, TM2_LOG_DEBUG, "msg=\"dialling from the address book\" count=%zu", n);
     dial(x, c, n);
     return n;
-}
-
-static void dial_seeds(tm2__pex *x, tm2__pex_time t, bool force)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < x->cfg.n_seeds; i++) {
-        pex_seed *s = &x->seeds[i];
-        if (is_self(x, &s->addr.id) || find_peer_id(x, &s->addr.id))
-            continue;
-        if (!force && t.ms < s->next_ms)
-            continue;
-        x->seed_buf[k++] = s->addr;
-        s->next_ms = t.ms + ((uint64_t)x->cfg.interval_ms << s->shift);
-        if (s->shift < SEED_MAX_SHIFT)
-            s->shift++;
-    }
-    if (k == 0)
-        return;
-    bump(x, ST_seed_dials, k);
-    plog(x, TM2_LOG_INFO, "msg=\"dialling seeds\" count=%zu", k);
-    dial(x, x->seed_buf, k);
 }
 
 static void save_error(tm2__pex *x, uint32_t n, int rc, const char *why)
@@ -510,8 +478,8 @@ static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, 
             bump(x, ST_addrs_rejected, 1);
             continue;
         }
-        /* Seeds stay out of the book: they are dialled only while needed. */
-        if (find_seed(x, &a->id))
+        /* The switch dials its seeds itself; they stay out of the book. */
+        if (is_seed(x, &a->id))
             continue;
         int r = tm2__addrbook_add(x->book, a, t.unix_s);
         if (r < 0) {
@@ -520,7 +488,7 @@ static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, 
         }
         accepted++;
         added += r == TM2__AB_ADDED;
-        if (k >= need || find_peer_id(x, &a->id))
+        if (k >= need || find_peer_id(x, &a->id) || is_persistent(x, &a->id))
             continue;
         /* The book may keep a proven address for this ID: dial that one. */
         const tm2__addrbook_entry *e = tm2__addrbook_find(x->book, &a->id);
@@ -538,18 +506,6 @@ static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, 
     plog(x, TM2_LOG_DEBUG,
          "msg=\"discovery response\" peer=%s count=%zu accepted=%zu new=%zu dial=%zu",
          p->info.id.s, n, accepted, added, k);
-
-    if (p->is_seed) {
-        pex_seed *s = find_seed(x, &p->info.id);
-        /* News: the seed is worth asking again as soon as it is needed. */
-        if (s && added) {
-            s->shift = 0;
-            s->next_ms = 0;
-        }
-        release(x, p, "seed answered");
-        flush_stops(x);   /* frees its outbound slot before the dials below */
-        /* p may be gone now. */
-    }
     dial(x, to_dial, k);
 }
 
@@ -578,7 +534,6 @@ void tm2__pex_receive(tm2__pex *x, void *peer, const uint8_t *msg, size_t len, t
             } else if ((rc = tm2__pex_response_validate(addrs, m.n_addrs, &bad)) < 0) {
                 reject(x, p, ST_responses_invalid, "invalid address list", rc);
             } else {
-                /* Before handle_response: a released seed may be freed there. */
                 exchanged(x, p, t);
                 handle_response(x, p, addrs, m.n_addrs, t);
             }
@@ -615,18 +570,16 @@ int tm2__pex_add_peer(tm2__pex *x, void *peer, const tm2__pex_peer_info *info, t
         return TM2_ENOMEM;
     p->h = peer;
     p->info = *info;
-    p->connected_ms = t.ms;
-    bool seed_id = find_seed(x, &info->id) != NULL;
-    p->is_seed = info->outbound && !info->persistent && seed_id;
     x->peers[x->n_peers++] = p;
 
-    /* The book learns addresses known to work (the one we dialled) and what
-     * inbound peers advertise; seeds stay out of it (they are dialled only
-     * while needed), and so do private peers. */
-    if (!seed_id && !info->is_private && !is_private(x, &info->id) && !is_self(x, &info->id)) {
+    /* The book learns addresses known to work (the one we dialled, marked
+     * connected as the reference does) and what inbound peers advertise;
+     * the switch's seeds stay out of it, and so do private peers. */
+    if (!is_seed(x, &info->id) && !info->is_private && !is_private(x, &info->id) &&
+        !is_self(x, &info->id)) {
         if (info->outbound) {
             if (tm2__addrbook_add(x->book, &info->dialled, t.unix_s) >= 0)
-                tm2__addrbook_mark_success(x->book, &info->id, t.unix_s);
+                tm2__addrbook_mark_connected(x->book, &info->dialled, t.unix_s);
         } else if (info->has_addr) {
             tm2__addrbook_add(x->book, &info->addr, t.unix_s);
         }
@@ -660,7 +613,7 @@ void tm2__pex_dial_failed(tm2__pex *x, const tm2_id *id, tm2__pex_time t)
 {
     if (!x || !id)
         return;
-    if (tm2__addrbook_mark_failure(x->book, id, t.unix_s) == 0 || find_seed(x, id)) {
+    if (tm2__addrbook_mark_failure(x->book, id, t.unix_s) == 0) {
         bump(x, ST_dial_failures, 1);
         plog(x, TM2_LOG_DEBUG, "msg=\"discovery dial failed\" peer=%s", id->s);
     }
@@ -703,6 +656,14 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
         if (x->peers[i]->strikes)
             x->peers[i]->strikes--;
 
+    /* Every outbound peer still held keeps its connection mark fresh (a
+     * mark lapses a day after it was last renewed). */
+    for (size_t i = 0; i < x->n_peers; i++) {
+        const pex_peer *p = x->peers[i];
+        if (p->info.outbound && !p->stop_pending)
+            tm2__addrbook_mark_connected(x->book, &p->info.dialled, t.unix_s);
+    }
+
     if (x->cfg.seed_mode) {
         for (size_t i = 0; i < x->n_peers; i++) {
             pex_peer *p = x->peers[i];
@@ -712,24 +673,9 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
     } else {
         request_random(x, t);
     }
-
-    /* Seeds are for bootstrapping: a seed connection goes once the target
-     * is met without it, or when it had two intervals to answer. */
-    size_t nonseed = nonseed_outbound(x);
-    for (size_t i = 0; i < x->n_peers; i++) {
-        pex_peer *p = x->peers[i];
-        if (!p->is_seed)
-            continue;
-        if (nonseed >= x->cfg.target_outbound)
-            release(x, p, "target met without seeds");
-        else if (t.ms - p->connected_ms >= 2 * (uint64_t)x->cfg.interval_ms)
-            release(x, p, "seed had its chance");
-    }
     flush_stops(x);
 
-    if (dial_from_book(x, t, dial_need(x), false) == 0 &&
-        nonseed_outbound(x) < x->cfg.target_outbound)
-        dial_seeds(x, t, false);
+    dial_from_book(x, t, dial_need(x), false);
 
     size_t gone = tm2__addrbook_expire(x->book, t.unix_s);
     if (gone)
@@ -751,11 +697,9 @@ void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t)
     /* A restart is a fresh situation: every remembered address may be
      * tried at once, whatever its back-off said. */
     size_t n = dial_from_book(x, t, x->cfg.target_outbound, true);
-    dial_seeds(x, t, true);
     atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
-    plog(x, TM2_LOG_INFO,
-         "msg=\"discovery started\" book=%zu book_dials=%zu seeds=%zu seed_mode=%s",
-         tm2__addrbook_size(x->book), n, x->cfg.n_seeds, x->cfg.seed_mode ? "true" : "false");
+    plog(x, TM2_LOG_INFO, "msg=\"discovery started\" book=%zu book_dials=%zu seed_mode=%s",
+         tm2__addrbook_size(x->book), n, x->cfg.seed_mode ? "true" : "false");
 }
 
 void tm2__pex_stop(tm2__pex *x, tm2__pex_time t)
@@ -792,11 +736,6 @@ static int fill_config(tm2_discovery_config *c)
         c->seed_disconnect_ms = DEF_SEED_DISCONNECT_MS;
     if (c->target_outbound == 0)
         c->target_outbound = DEF_TARGET_OUTBOUND;
-    if ((c->n_seeds && !c->seeds) || c->n_seeds > MAX_SEEDS)
-        return TM2_EINVAL;
-    for (size_t i = 0; i < c->n_seeds; i++)
-        if (tm2_id_validate(c->seeds[i].id.s) != 0)
-            return TM2_EINVAL;
     return 0;
 }
 
@@ -843,16 +782,6 @@ int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64
             goto fail;
     }
     x->cfg.addrbook_path = x->path;
-    if (x->cfg.n_seeds) {
-        x->seeds = calloc(x->cfg.n_seeds, sizeof *x->seeds);
-        x->seed_addrs = calloc(x->cfg.n_seeds, sizeof *x->seed_addrs);
-        x->seed_buf = calloc(x->cfg.n_seeds, sizeof *x->seed_buf);
-        if (!x->seeds || !x->seed_addrs || !x->seed_buf)
-            goto fail;
-        for (size_t i = 0; i < x->cfg.n_seeds; i++)
-            x->seeds[i].addr = x->seed_addrs[i] = cfg->seeds[i];
-    }
-    x->cfg.seeds = x->seed_addrs;
     /* An address is tried again ten intervals after an attempt at the
      * soonest (doubling per failure): 30 s at the reference's 3 s interval,
      * proportionally less on a faster test network. */
@@ -889,9 +818,6 @@ void tm2__pex_free(tm2__pex *x)
     }
     free(x->peers);
     tm2__addrbook_free(x->book);
-    free(x->seeds);
-    free(x->seed_addrs);
-    free(x->seed_buf);
     free(x->path);
     free(x);
 }

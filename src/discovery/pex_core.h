@@ -70,6 +70,11 @@ typedef struct tm2__pex_ops {
     void (*stop)(void *user, void *peer, int reason);
     void (*counts)(void *user, size_t *inbound, size_t *outbound, size_t *dialing);
     bool (*is_private)(void *user, const tm2_id *id);
+    /* The switch's seeds (kept out of the book) and persistent peers (never
+     * dialled by discovery: the switch dials them at their configured
+     * address). Either may be NULL: none. */
+    bool (*is_seed)(void *user, const tm2_id *id);
+    bool (*is_persistent)(void *user, const tm2_id *id);
     /* Called by tm2__pex_free for each peer still known (may be NULL). */
     void (*forget)(void *user, void *peer);
     /* Book writes: all three or none (then the core writes, blocking).
@@ -98,7 +103,7 @@ void tm2__pex_free(tm2__pex *x);
 const tm2_discovery_config *tm2__pex_config(const tm2__pex *x);
 
 /* The switch started: self is our ID (dropped from the book); the book's
- * entries and the seeds are dialled. */
+ * entries are dialled. */
 void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t);
 /* The switch stops: the book is submitted (path set, changed or not) and
  * waited for (save_drain), and the outcome collected. */

@@ -79,6 +79,18 @@ static bool op_is_private(void *user, const tm2_id *id)
     return tm2_switch_is_private(d->sw, id);
 }
 
+static bool op_is_seed(void *user, const tm2_id *id)
+{
+    tm2_discovery *d = user;
+    return tm2_switch_is_seed(d->sw, id);
+}
+
+static bool op_is_persistent(void *user, const tm2_id *id)
+{
+    tm2_discovery *d = user;
+    return tm2_switch_is_persistent(d->sw, id);
+}
+
 static void op_forget(void *user, void *peer)
 {
     (void)user;
@@ -234,6 +246,8 @@ int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
         .stop = op_stop,
         .counts = op_counts,
         .is_private = op_is_private,
+        .is_seed = op_is_seed,
+        .is_persistent = op_is_persistent,
         .forget = op_forget,
         .save_submit = op_save_submit,
         .save_collect = op_save_collect,

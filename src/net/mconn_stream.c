@@ -90,7 +90,7 @@ static void wake_cb(uv_async_t *h)
 int tm2__mcs_loop_init(tm2__mcs_loop *l, uv_loop_t *loop)
 {
     memset(l, 0, sizeof *l);
-    l->scratch = malloc(TM2__MCS_BATCH);
+    l->scratch = malloc(TM2__MCS_SCRATCH);
     if (!l->scratch)
         return TM2_ENOMEM;
     int e = tm2__sc_loop_init(&l->sc, loop);
@@ -228,6 +228,12 @@ static int core_receive(void *user, uint8_t ch, const uint8_t *data, size_t len)
     return r;
 }
 
+static void core_budget(void *user)
+{
+    tm2__mcs *c = user;
+    c->room_signal = true;   /* wakes waiting senders after the batch too */
+}
+
 static void core_room(void *user, uint8_t ch)
 {
     tm2__mcs *c = user;
@@ -241,6 +247,7 @@ static void core_room(void *user, uint8_t ch)
 static const tm2__mconn_callbacks core_cbs = {
     .on_receive = core_receive,
     .on_send_room = core_room,
+    .on_send_budget = core_budget,
 };
 
 /* ---- the pass ---------------------------------------------------------------------------- */
@@ -264,7 +271,9 @@ static int put(tm2__mcs *c, const uint8_t *data, size_t len)
 static int wait_writable(tm2__mcs *c, size_t q, size_t mq)
 {
     size_t room = q < mq ? mq - q : 0;
-    size_t len = (room / FRAME + 1) * DATA;   /* fits the scratch: see write_out */
+    /* Fits the scratch: write_out calls this only when room / FRAME whole
+     * frames hold less than the tail plus a packet. */
+    size_t len = (room / FRAME + 1) * DATA;
     int e = tm2__sc_stream_write(&c->s, c->lp->scratch, len);
     c->blocked = true;
     if (e == TM2_EFULL)
@@ -286,16 +295,18 @@ static int write_out(tm2__mcs *c, uint64_t now)
             break;
         }
         size_t q = tm2__sc_stream_queued(&c->s);
-        size_t max = TM2__MCS_BATCH;
+        /* A batch, or one packet when packets are larger. */
+        size_t need = c->tail_len + c->max_pkt;
+        size_t max = need > TM2__MCS_BATCH ? need : TM2__MCS_BATCH;
         if (q) {
             /* Whole frames only, within the stream's bound: the write of
              * what is produced can then never be refused. */
             size_t frames = (q < mq ? mq - q : 0) / FRAME;
-            if (frames < max / DATA)
+            if (frames * DATA < max)
                 max = frames * DATA;
         }
-        if (max < c->tail_len + c->max_pkt)
-            return wait_writable(c, q, mq);   /* q > 0: an empty queue leaves a full batch */
+        if (max < need)
+            return wait_writable(c, q, mq);   /* q > 0: an empty queue takes a packet */
         memcpy(sb, c->tail, c->tail_len);
         int n = tm2__mconn_produce(c->core, sb + c->tail_len, max - c->tail_len, now);
         if (c->room_signal) {
@@ -391,6 +402,11 @@ static void pass(tm2__mcs *c, const uint8_t *in, size_t len, bool from_list)
     }
     c->held = true;
     uint64_t now = clock_now(c);
+    uint64_t stalled = c->lp->stalled_ms;
+    if (stalled != c->stall_seen) {
+        tm2__mconn_credit_stall(c->core, stalled - c->stall_seen);
+        c->stall_seen = stalled;
+    }
     int e = 0;
     const char *why = NULL;
     if (c->pre) {
@@ -414,6 +430,13 @@ static void pass(tm2__mcs *c, const uint8_t *in, size_t len, bool from_list)
     if (!e && c->phase == TM2__MCS_RUNNING && !c->closed)
         e = write_out(c, now);
     bool closed = c->closed;
+    /* A pass this long was a stall (a slow receive handler): nothing of
+     * the loop was read meanwhile. Every connection's next pass credits it,
+     * this one's too. It can only push deadlines back, so the timer armed
+     * below may fire early; the pass then re-arms. */
+    uint64_t took = uv_hrtime() / 1000000u - now;
+    if (took >= TM2__MCS_STALL_GRACE_MS && took < UINT64_MAX / 2)
+        c->lp->stalled_ms += took;
     if (!e && c->phase == TM2__MCS_RUNNING && !closed)
         arm_timer(c, now);
     c->held = false;
@@ -494,8 +517,6 @@ int tm2__mcs_start(tm2__mcs *c, const tm2_mconn_config *cfg, const tm2_channel_d
         tm2_mconn_config_default(&def);
         cfg = &def;
     }
-    if (cfg->max_packet_payload > TM2__MCS_MAX_PAYLOAD)
-        return TM2_EINVAL;
     uint8_t *copy = NULL;
     if (pre_len) {
         if (!pre)
@@ -519,6 +540,7 @@ int tm2__mcs_start(tm2__mcs *c, const tm2_mconn_config *cfg, const tm2_channel_d
     c->core = core;
     uv_mutex_unlock(&c->lock);
     c->max_pkt = tm2__mconn_max_packet_size(core);
+    c->stall_seen = c->lp->stalled_ms;
     uint32_t poll = cfg->ping_interval_ms ? cfg->pong_timeout_ms / 8 : BLOCKED_POLL_MAX_MS;
     c->blocked_poll_ms = poll < BLOCKED_POLL_MIN_MS ? BLOCKED_POLL_MIN_MS
                          : poll > BLOCKED_POLL_MAX_MS ? BLOCKED_POLL_MAX_MS : poll;
@@ -543,6 +565,7 @@ static int send_result(int r)
     switch (r) {
     case 0:
     case TM2_EFULL:
+    case TM2_ETOOBIG:
     case TM2_ECHANNEL:
     case TM2_EINVAL:
     case TM2_ENOMEM:
@@ -552,13 +575,31 @@ static int send_result(int r)
     }
 }
 
+/* One attempt of a waiting sender: budget first (kept across attempts in
+ * *reserved), then a queue slot. */
+static int send_step(tm2__mcs *c, uint8_t ch, tm2__msg *m, bool *reserved)
+{
+    if (!m)
+        return TM2_EINVAL;
+    int r = 0;
+    if (!*reserved) {
+        r = tm2__mconn_reserve(c->core, m->len);
+        *reserved = r == 0;
+    }
+    if (*reserved && (r = tm2__mconn_send_reserved(c->core, ch, m)) == 0)
+        *reserved = false;   /* the bytes are the queued message's now */
+    return send_result(r);
+}
+
 static int do_send(tm2__mcs *c, uint8_t ch, tm2__msg *m, uint32_t timeout_ms)
 {
     bool loop = tm2__mcs_loop_on_thread(c->lp);
     bool nested = loop && c->held;
+    bool wait = !loop && timeout_ms;
     if (!nested)
         uv_mutex_lock(&c->lock);
     int r;
+    bool reserved = false;
     uint64_t deadline = 0;
     for (;;) {
         if (c->closed) {
@@ -569,8 +610,8 @@ static int do_send(tm2__mcs *c, uint8_t ch, tm2__msg *m, uint32_t timeout_ms)
             r = TM2_ESTATE;
             break;
         }
-        r = send_result(tm2__mconn_try_send(c->core, ch, m));
-        if (r != TM2_EFULL || loop || !timeout_ms)
+        r = wait ? send_step(c, ch, m, &reserved) : send_result(tm2__mconn_try_send(c->core, ch, m));
+        if (r != TM2_EFULL || !wait)
             break;
         uint64_t t = uv_hrtime();
         if (!deadline)
@@ -581,10 +622,19 @@ static int do_send(tm2__mcs *c, uint8_t ch, tm2__msg *m, uint32_t timeout_ms)
         uv_cond_timedwait(&c->room, &c->lock, deadline - t);
         c->waiters--;
     }
+    bool kick = false;
+    if (reserved && c->core) {
+        /* Giving up: the bytes may be what another sender waits for. A
+         * refused try-sender hears of them from the loop's next pass. */
+        tm2__mconn_unreserve(c->core, m->len);
+        if (c->waiters)
+            uv_cond_broadcast(&c->room);
+        kick = tm2__mconn_budget_notify_pending(c->core);
+    }
     if (!nested)
         uv_mutex_unlock(&c->lock);
     /* Inside a pass the message joins the batch being written. */
-    if (r == 0 && !nested)
+    if ((r == 0 || kick) && !nested)
         schedule(c);
     return r;
 }

@@ -47,15 +47,27 @@
 #include "conn/mconn.h"
 #include "net/sc_stream.h"
 #include "tm2p2p/channel.h"
+#include "tm2p2p/defaults.h"
 #include "tm2p2p/error.h"
 
 /* Plaintext produced per pass through the scratch buffer: the frames the
  * stream seals in one pass, so every batch is one socket write. */
 #define TM2__MCS_BATCH (TM2__SC_SEAL_FRAMES * TM2__SC_DATA_MAX)
 
-/* Largest packet payload this glue accepts in a config: a packet plus the
- * partial-frame tail must fit one batch. */
-#define TM2__MCS_MAX_PAYLOAD (TM2__MCS_BATCH - 4u * 1024u)
+/* The largest packet of any valid config (TM2_MAX_PACKET_PAYLOAD plus its
+ * framing, which tm2__packet_max_size keeps far below this). */
+#define TM2__MCS_PKT_MAX (TM2_MAX_PACKET_PAYLOAD + 256u)
+
+/* The scratch buffer: a batch, or the partial-frame tail plus one packet
+ * when packets are larger than a batch, and the frame a refused write
+ * needs beyond either (see wait_writable). */
+#define TM2__MCS_SCRATCH (TM2__MCS_BATCH + TM2__MCS_PKT_MAX + 2u * TM2__SC_DATA_MAX)
+
+/* A pass that kept the loop thread this long (a slow receive handler) is
+ * time no connection of the loop was reading: it is credited to their
+ * assembly and pong deadlines (tm2__mconn_credit_stall), like the reference
+ * credits time its read loop spends in a callback. */
+#define TM2__MCS_STALL_GRACE_MS 50u
 
 /* Plaintext one connection may produce per loop turn before yielding to the
  * others (it is put back on the list for the next turn). */
@@ -72,7 +84,8 @@ typedef struct tm2__mcs_loop {
                                  * connection's next_pending / detached */
     tm2__mcs *pending;          /* connections to drive on the next turn */
     tm2__mcs **pending_tail;
-    uint8_t *scratch;           /* TM2__MCS_BATCH bytes of produce output */
+    uint8_t *scratch;           /* TM2__MCS_SCRATCH bytes of produce output */
+    uint64_t stalled_ms;        /* total of passes over TM2__MCS_STALL_GRACE_MS */
     char reason[128];           /* error text handed to on_error */
     uv_thread_t owner;          /* the loop thread */
     bool live;
@@ -105,12 +118,14 @@ typedef struct tm2__mcs_cbs {
      * is kept, anything else becomes TM2_EPROTO). Messages of a connection
      * stop as soon as it is closed, also within one read. */
     int (*on_receive)(tm2__mcs *c, uint8_t ch, const uint8_t *data, size_t len);
-    /* Channel ch's send queue was full and has room again. Called while the
-     * glue is writing: a tm2__mcs_try_send from here is taken into the same
-     * batch. */
+    /* Channel ch's send queue was full, or a try-send on ch was refused for
+     * send budget, and there is room again. Called while the glue is
+     * writing: a tm2__mcs_try_send from here is taken into the same batch. */
     void (*on_send_room)(tm2__mcs *c, uint8_t ch);
     /* The connection failed after start and is already closing: err is the
-     * core's error (TM2_EPONG, TM2_ECHANNEL, TM2_EMSGSIZE, a packet decode
+     * core's error (TM2_EPONG, TM2_ECHANNEL, TM2_EMSGSIZE for a
+     * channel's capacity or the receive budget, TM2_ETIMEDOUT for an
+     * assembly deadline, a packet decode
      * error, a handler's error, TM2_ENOMEM) or the stream's (TM2_ECLOSED
      * when the peer ended the stream, TM2_ETRUNC, TM2_EIO, TM2_EDECRYPT, ...).
      * reason is a short text for logs, valid during the call. Called at most
@@ -138,7 +153,7 @@ struct tm2__mcs {
 
     /* Shared with other threads, under lock. */
     uv_mutex_t lock;
-    uv_cond_t room;             /* waiting senders: room or close */
+    uv_cond_t room;             /* waiting senders: queue room, budget or close */
     tm2__mconn *core;
     uint64_t last_now;          /* clock readings never go backwards */
     unsigned waiters;
@@ -153,6 +168,7 @@ struct tm2__mcs {
     bool blocked;               /* waiting for on_writable */
     bool room_signal;           /* a queue gained room during produce */
     uint64_t timer_due;         /* deadline the timer is armed for, 0 = none */
+    uint64_t stall_seen;        /* lp->stalled_ms already credited to the core */
     uint8_t *pre;               /* plaintext read before start, not yet fed */
     size_t pre_len;
     size_t max_pkt;
@@ -191,20 +207,24 @@ tm2__mcs *tm2__mcs_of_stream(tm2__sc_stream *s);
  * pass runs on a later loop turn.
  * 0, TM2_ESTATE (started twice, closed, or the stream not open), the
  * stream's error when it failed, TM2_EINVAL (bad config or channels, see
- * tm2__mconn_new; a max_packet_payload over TM2__MCS_MAX_PAYLOAD),
- * TM2_ENOMEM. On error nothing changed: close c. Loop thread. */
+ * tm2__mconn_new), TM2_ENOMEM. On error nothing changed: close c. Loop
+ * thread. */
 int tm2__mcs_start(tm2__mcs *c, const tm2_mconn_config *cfg, const tm2_channel_desc *descs,
                    size_t n_descs, const uint8_t *pre, size_t pre_len);
 
 /* Queues m on channel ch (taking a reference; the caller keeps its own)
- * without waiting. 0, TM2_EFULL (queue at capacity), TM2_ECHANNEL (not one
- * of our channels), TM2_EINVAL (m NULL), TM2_ESTATE (not started),
- * TM2_ECLOSED (closing or closed, or the connection failed). Any thread. */
+ * without waiting. 0, TM2_EFULL (queue at capacity, or less send budget
+ * left than m->len), TM2_ETOOBIG (m->len over the whole send budget),
+ * TM2_ECHANNEL (not one of our channels), TM2_EINVAL (m NULL), TM2_ESTATE
+ * (not started), TM2_ECLOSED (closing or closed, or the connection failed).
+ * Any thread. */
 int tm2__mcs_try_send(tm2__mcs *c, uint8_t ch, tm2__msg *m);
 
-/* Like tm2__mcs_try_send but on a full queue waits up to timeout_ms for
- * room. On the loop thread it never waits. A close while waiting returns
- * TM2_ECLOSED at once. Any thread. */
+/* Like tm2__mcs_try_send but waits up to timeout_ms, first for m->len bytes
+ * of send budget, then (holding them) for a queue slot, as the reference
+ * does; what it held is given back when it fails. TM2_ETOOBIG comes at
+ * once. On the loop thread, or with timeout_ms 0, it never waits. A close
+ * while waiting returns TM2_ECLOSED at once. Any thread. */
 int tm2__mcs_send(tm2__mcs *c, uint8_t ch, tm2__msg *m, uint32_t timeout_ms);
 
 /* Status snapshot of the core. 0, TM2_ESTATE (not started), TM2_ECLOSED.

@@ -92,6 +92,7 @@ struct tcpt {
     uv_timer_t anchor;          /* always open until close: completion is never synchronous */
     uv_tcp_t spare;             /* drops an over-cap socket when malloc fails */
     bool spare_busy;
+    bool accept_stalled;        /* a socket waits for the spare to be dropped */
 
     hs *pending;
     size_t pending_in, pending_out, active;
@@ -608,11 +609,18 @@ static void c_on_close(tm2__mcs *m)
 
 static void drop_closed(uv_handle_t *hd) { free(hd); }
 
+static void drop_conn(tcpt *t, uv_stream_t *server);
+
 static void spare_closed(uv_handle_t *hd)
 {
     tcpt *t = hd->data;
     t->spare_busy = false;
     t->open--;
+    /* libuv accepts nothing more until the waiting socket is taken. */
+    if (t->accept_stalled && !t->closing) {
+        t->accept_stalled = false;
+        drop_conn(t, (uv_stream_t *)&t->listener);
+    }
     maybe_finish(t);
 }
 
@@ -625,7 +633,10 @@ static void drop_conn(tcpt *t, uv_stream_t *server)
     uv_close_cb cb = drop_closed;
     if (!tcp) {
         if (t->spare_busy) {
+            /* Taken when the spare comes back (spare_closed), so the
+             * listener does not stop for good. */
             tlog(t, TM2_LOG_ERROR, "msg=\"out of memory dropping an inbound connection\"");
+            t->accept_stalled = true;
             return;
         }
         tcp = &t->spare;

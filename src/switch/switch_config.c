@@ -168,8 +168,11 @@ int tm2_switch_config_check(const tm2_switch_config *cfg, const char **field)
     if (cfg->n_reactors && !cfg->reactors)
         BAD("reactors");
     const char *mf;
-    if (tm2__mconn_config_check(&cfg->mconn, &mf) != 0)
-        BAD(mf);
+    if (tm2__mconn_config_check(&cfg->mconn, &mf) != 0) {
+        static _Thread_local char name[64];
+        snprintf(name, sizeof name, "mconn.%s", mf ? mf : "?");
+        BAD(name);
+    }
 #undef BAD
     int r = check_peer_list(cfg->persistent_peers, cfg->n_persistent_peers, field,
                             "persistent_peers");

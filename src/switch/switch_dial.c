@@ -147,12 +147,9 @@ static void resolve_work(uv_work_t *w)
     if (n > RESOLVE_MAX)
         n = TM2_ERESOLVE;
     ctx->resolve_err = n > 0 ? 0 : (n < 0 ? n : TM2_ERESOLVE);
-    if (n > 0) {
-        tm2_id id = ctx->addr.id;
-        ctx->addr = out[0];
-        ctx->addr.id = id;
-        ctx->addr.port = port;
-    }
+    /* A field of its own: the loop thread reads ctx->addr meanwhile. */
+    if (n > 0)
+        ctx->resolved = out[0];
 }
 
 static void resolve_done(uv_work_t *w, int status)
@@ -175,12 +172,13 @@ static void resolve_done(uv_work_t *w, int status)
         char why[TM2__HOST_MAX + 48];
         snprintf(why, sizeof why, "host name %s did not resolve", ctx->host);
         tm2_netaddr copy = ctx->addr;
+        int err = ctx->resolve_err;
         tm2__sw_dial_done(sw, ctx);
-        dial_failed(sw, &copy, ctx->resolve_err == TM2_ERESOLVE ? TM2_ERESOLVE : ctx->resolve_err,
-                    why);
+        dial_failed(sw, &copy, err, why);
         redial_after_failure(sw, &copy.id);
         return;
     }
+    memcpy(ctx->addr.ip, ctx->resolved.ip, sizeof ctx->addr.ip);
     tm2__configured *c = tm2__sw_configured(sw, &ctx->addr.id);
     if (c)
         c->addr = ctx->addr;

@@ -138,7 +138,8 @@ typedef struct tm2__dial_ctx {
     uv_work_t work;                 /* resolving a configured host name */
     char host[TM2__HOST_MAX];
     bool resolving;                 /* on the thread pool: resolve_done frees it */
-    int resolve_err;
+    int resolve_err;                /* written by the pool, read after it */
+    tm2_netaddr resolved;
 } tm2__dial_ctx;
 
 typedef struct tm2__reactor_slot {

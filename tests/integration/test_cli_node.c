@@ -356,7 +356,9 @@ static void bad_config_exit2(void **state)
         {"[p2p]\npex = \"yes\"\n", "p2p.pex: expected a boolean"},
         {"[p2p]\nmax_num_inbound_peers = 100001\n", "p2p.max_num_inbound_peers in"},
         {"[p2p]\nladdr = \"nowhere\"\n", "p2p.laddr in"},
-        {"[p2p]\nmax_packet_msg_payload_size = 0\n", "p2p.max_packet_msg_payload_size"},
+        {"[p2p]\nmax_packet_msg_payload_size = 0\n", "p2p.max_packet_msg_payload_size: must be from 1 to 65536"},
+        {"[p2p]\nmax_recv_buffer_bytes = 1\n", "p2p.max_recv_buffer_bytes: must be 0 (off) or at least"},
+        {"[[p2p]]\n", "p2p: expected a table"},
         {"moniker = \"\"\n", "moniker: must not be empty"},
         {"[p2p\n", "config.toml:1:"},
     };

@@ -18,6 +18,7 @@
 
 #include "conn/packet.h"
 #include "net/mconn_stream.h"
+#include "tm2p2p/defaults.h"
 #include "tv.h"
 
 #define MiB (1024u * 1024u)
@@ -645,6 +646,10 @@ struct raw {
     int pings_rx, pongs_rx, msgs_rx, pings_tx;
     bool hs_done, errored, closed;
     int err;
+    /* test hooks: after the handshake; on a Ping instead of answering */
+    void (*on_hs)(raw *r);
+    void (*on_ping)(raw *r);
+    void *user;
 };
 
 static raw *RAW(tm2__sc_stream *s) { return s->data; }
@@ -671,6 +676,28 @@ static void raw_handshake(tm2__sc_stream *s, int err)
     r->hs_done = true;
     if (r->pinging)
         uv_timer_start(&r->ping, raw_ping_cb, PING_MS, PING_MS);
+    if (r->on_hs)
+        r->on_hs(r);
+}
+
+/* One data packet, written as is. */
+static void raw_write_msg(raw *r, uint8_t ch, uint8_t eof, const char *data)
+{
+    uint8_t b[256];
+    size_t len = strlen(data);
+    int n = tm2__packet_encode_msg(b, sizeof b, ch, eof, (const uint8_t *)data, len);
+    assert_true(n > 0);
+    assert_int_equal(tm2__sc_stream_write(&r->s, b, (size_t)n), 0);
+}
+
+static void raw_write_zeros(raw *r, uint8_t ch, uint8_t eof, size_t len)
+{
+    uint8_t b[1100];
+    static const uint8_t zero[1024];
+    assert_true(len <= sizeof zero);
+    int n = tm2__packet_encode_msg(b, sizeof b, ch, eof, zero, len);
+    assert_true(n > 0);
+    assert_int_equal(tm2__sc_stream_write(&r->s, b, (size_t)n), 0);
 }
 
 static void raw_read(tm2__sc_stream *s, const uint8_t *d, size_t n)
@@ -693,7 +720,9 @@ static void raw_read(tm2__sc_stream *s, const uint8_t *d, size_t n)
             assert_int_equal(e, 0);
             if (p.type == TM2__PKT_PING) {
                 r->pings_rx++;
-                if (r->answer)
+                if (r->on_ping)
+                    r->on_ping(r);
+                else if (r->answer)
                     raw_write_ctl(r, true);
             } else if (p.type == TM2__PKT_PONG) {
                 r->pongs_rx++;
@@ -977,6 +1006,421 @@ static void pong_timeout_peer_stops_reading(void **state)
     ep_destroy(&st->a);
     ep_destroy(&st->b);
     free(st);
+}
+
+/* A sender driven by on_send_room alone (the switch's and the benchmark's
+ * way): four channels whose queues together hold more than the budget.
+ * try_send fails for budget on queues with room; the freed budget must still
+ * bring the callback, or the sender stalls for good. */
+#define RF_CH 4
+#define RF_MSGS 200u
+#define RF_LEN (16u * 1024u)
+
+typedef struct refill {
+    ep a, b;
+    uint32_t sent[RF_CH], got[RF_CH];
+    int budget_refusals;
+} refill;
+
+static void rf_fill(ep *e, uint8_t ch)
+{
+    refill *x = e->user;
+    int k = ch - 0x30;
+    while (x->sent[k] < RF_MSGS) {
+        tm2__msg *m = gen_msg(ch, x->sent[k], RF_LEN);
+        int r = tm2__mcs_try_send(&e->c, ch, m);
+        tm2__msg_unref(m);
+        if (r == TM2_EFULL) {
+            tm2_mconn_status st;
+            assert_int_equal(tm2__mcs_status(&e->c, &st), 0);
+            if (st.channels[k].send_queue_size < st.channels[k].send_queue_capacity)
+                x->budget_refusals++;
+            return;
+        }
+        assert_int_equal(r, 0);
+        x->sent[k]++;
+    }
+}
+
+static void rf_started(ep *e)
+{
+    for (uint8_t ch = 0x30; ch < 0x30 + RF_CH; ch++)
+        rf_fill(e, ch);
+}
+
+static void rf_room(ep *e, uint8_t ch) { rf_fill(e, ch); }
+
+static int rf_msg(ep *e, uint8_t ch, const uint8_t *d, size_t n)
+{
+    refill *x = e->user;
+    int k = ch - 0x30;
+    assert_int_equal(n, RF_LEN);
+    assert_true(gen_check(ch, x->got[k], d, n));
+    x->got[k]++;
+    for (int i = 0; i < RF_CH; i++)
+        if (x->got[i] < RF_MSGS)
+            return 0;
+    pair_close(&x->a, &x->b);
+    return 0;
+}
+
+static void budget_refusals_bring_send_room(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 60000);
+    refill *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    ep_setup(&x->a, &f, "a", 1);
+    ep_setup(&x->b, &f, "b", 2);
+    x->a.cfg.max_send_buffer_bytes = 40 * RF_LEN;   /* the queues hold 400 */
+    for (uint8_t ch = 0x30; ch < 0x30 + RF_CH; ch++) {
+        ep_add_channel(&x->a, ch, 1, 100, 0);
+        ep_add_channel(&x->b, ch, 1, 100, 0);
+    }
+    x->a.user = x->b.user = x;
+    x->a.on_started = rf_started;
+    x->a.on_room = rf_room;
+    x->b.on_msg = rf_msg;
+    pair_connect(&f, &x->a, &x->b);
+    fixture_run(&f);
+    for (int k = 0; k < RF_CH; k++)
+        assert_int_equal(x->got[k], RF_MSGS);
+    assert_true(x->budget_refusals > 0);
+    assert_false(x->a.errored || x->b.errored);
+    fixture_close(&f);
+    ep_destroy(&x->a);
+    ep_destroy(&x->b);
+    free(x);
+}
+
+/* ---- the receive budget and the assembly deadline, from a scripted peer ---------------------------- */
+
+typedef struct wire {
+    ep e;
+    raw r;
+    uv_timer_t later;
+    uint64_t t_first, t_orphan, t_stall_end;
+    int got;
+    char joined[64];
+    bool whole_ok, stalled;
+} wire;
+
+static void wire_err(ep *e)
+{
+    wire *w = e->user;
+    uv_timer_stop(&w->later);
+    raw_close(&w->r);
+    close_listener(e->f);
+}
+
+static void wire_setup(fixture *f, wire *w)
+{
+    f->user = w;
+    ep_setup(&w->e, f, "e", 2);
+    w->e.user = w;
+    w->r.user = w;
+    w->e.on_err = wire_err;
+    uv_timer_init(&f->loop, &w->later);
+    w->later.data = w;
+}
+
+static void wire_run(fixture *f, wire *w)
+{
+    raw_connect(f, &w->r, &w->e);
+    fixture_run(f);
+    assert_true(w->e.closed);
+    assert_true(w->r.closed);
+}
+
+static void wire_done(fixture *f, wire *w)
+{
+    fixture_close(f);
+    ep_destroy(&w->e);
+    free(w);
+}
+
+/* The reference's TestMaxRecvBufferBudget over the wire. */
+static void rb_hs(raw *r)
+{
+    raw_write_zeros(r, 0x01, 0, 60);
+    raw_write_zeros(r, 0x02, 0, 50);
+}
+
+static void recv_budget_over_the_wire(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 30000);
+    wire *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    wire_setup(&f, w);
+    w->e.cfg.max_recv_buffer_bytes = 100;
+    ep_add_channel(&w->e, 0x01, 1, 1, 80);
+    ep_add_channel(&w->e, 0x02, 1, 1, 80);
+    w->r.on_hs = rb_hs;
+    wire_run(&f, w);
+    assert_int_equal(w->e.err, TM2_EMSGSIZE);
+    assert_non_null(strstr(w->e.reason, "total receive buffer budget exceeded: 110 > 100"));
+    wire_done(&f, w);
+}
+
+/* The reference's TestRecvAssemblyTimeoutNotResetByDribble: a partial
+ * message, then empty partial packets every 50 ms, Pings answered all the
+ * while; the deadline of the first packet still ends the connection. */
+static void dribble_cb(uv_timer_t *t)
+{
+    wire *w = t->data;
+    if (!w->r.errored && !w->r.closed && !w->e.errored)
+        raw_write_zeros(&w->r, 0x01, 0, 0);
+}
+
+static void dribble_hs(raw *r)
+{
+    wire *w = r->user;
+    raw_write_msg(r, 0x01, 0, "start");
+    w->t_first = tv_now_ms();
+    uv_timer_start(&w->later, dribble_cb, 50, 50);
+}
+
+static void assembly_timeout_despite_dribble(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 30000);
+    wire *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    wire_setup(&f, w);
+    keepalive_cfg(&w->e);
+    w->e.cfg.recv_assembly_timeout_ms = 400;
+    ep_add_channel(&w->e, 0x01, 1, 1, MiB);
+    w->r.answer = true;
+    w->r.on_hs = dribble_hs;
+    wire_run(&f, w);
+    assert_int_equal(w->e.err, TM2_ETIMEDOUT);
+    assert_non_null(strstr(w->e.reason, "recv assembly timeout: channel 0x01"));
+    uint64_t took = w->e.t_err - w->t_first;
+    assert_true(took >= 395);
+    assert_true(took < 5000);
+    assert_true(w->r.pings_rx >= 2);   /* kept alive, answering */
+    assert_false(w->r.errored && w->r.err != TM2_ECLOSED && w->r.err != TM2_EIO);
+    wire_done(&f, w);
+}
+
+/* The reference's TestRecvAssemblyDeadlineNotChargedForReactorStall: the
+ * handler of channel 0x01 holds the loop for four times the deadline while
+ * a message on 0x02 is half way; the peer's rest, sent after the stall,
+ * still completes it. A fresh message the peer never finishes still times
+ * out afterwards. */
+#define ST_DEADLINE 300u
+
+static void stall_rest_cb(uv_timer_t *t)
+{
+    wire *w = t->data;
+    raw_write_msg(&w->r, 0x02, 0, "part-2");
+    raw_write_msg(&w->r, 0x02, 1, "part-3");
+}
+
+static int stall_msg(ep *e, uint8_t ch, const uint8_t *d, size_t n)
+{
+    wire *w = e->user;
+    w->got++;
+    if (ch == 0x01) {
+        w->whole_ok = n == 5 && memcmp(d, "whole", 5) == 0;
+        /* The rest comes on the first loop turn after the stall. */
+        uv_timer_start(&w->later, stall_rest_cb, 0, 0);
+        /* A reactor blocking the network thread: the stall under test. */
+        uv_sleep(4 * ST_DEADLINE);
+        w->stalled = true;
+        w->t_stall_end = tv_now_ms();
+        return 0;
+    }
+    snprintf(w->joined, sizeof w->joined, "%.*s", (int)n, (const char *)d);
+    raw_write_msg(&w->r, 0x02, 0, "orphan");
+    w->t_orphan = tv_now_ms();
+    return 0;
+}
+
+static void stall_hs(raw *r)
+{
+    raw_write_msg(r, 0x02, 0, "part-1");
+    raw_write_msg(r, 0x01, 1, "whole");
+}
+
+static void assembly_deadline_not_charged_for_stall(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 30000);
+    wire *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    wire_setup(&f, w);
+    w->e.cfg.recv_assembly_timeout_ms = ST_DEADLINE;
+    ep_add_channel(&w->e, 0x01, 1, 1, 4096);
+    ep_add_channel(&w->e, 0x02, 1, 1, 4096);
+    w->e.on_msg = stall_msg;
+    w->r.on_hs = stall_hs;
+    wire_run(&f, w);
+    assert_true(w->stalled);
+    assert_true(w->whole_ok);
+    assert_int_equal(w->got, 2);
+    assert_string_equal(w->joined, "part-1part-2part-3");
+    /* Then the orphan timed out, on its own deadline. */
+    assert_int_equal(w->e.err, TM2_ETIMEDOUT);
+    assert_non_null(strstr(w->e.reason, "channel 0x02"));
+    assert_true(w->t_orphan > 0);
+    assert_true(w->e.t_err - w->t_orphan >= ST_DEADLINE - 5);
+    assert_true(w->e.t_err - w->t_orphan < 5000);
+    wire_done(&f, w);
+}
+
+/* The reference's TestPongTimeoutNotChargedForReactorStall: the peer
+ * answers the first Ping with a message whose handler holds the loop for
+ * five pong timeouts, and with the Pong only after that stall. The
+ * connection survives; the peer keeps answering. */
+#define PS_PING_MS 200u
+#define PS_PONG_MS 150u
+
+static void pong_later_cb(uv_timer_t *t)
+{
+    wire *w = t->data;
+    raw_write_ctl(&w->r, true);
+}
+
+static void ps_ping(raw *r)
+{
+    if (r->pings_rx == 1) {
+        raw_write_msg(r, 0x01, 1, "go");   /* the Pong follows the stall */
+        return;
+    }
+    raw_write_ctl(r, true);
+}
+
+static int ps_msg(ep *e, uint8_t ch, const uint8_t *d, size_t n)
+{
+    (void)ch;
+    (void)d;
+    (void)n;
+    wire *w = e->user;
+    /* The peer's Pong goes out on the first loop turn after the stall. */
+    uv_timer_start(&w->later, pong_later_cb, 0, 0);
+    uv_sleep(5 * PS_PONG_MS);   /* the stall under test */
+    w->stalled = true;
+    w->t_stall_end = tv_now_ms();
+    return 0;
+}
+
+static void ps_poll(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    wire *w = f->user;
+    if (!w->stalled || w->e.errored || tv_now_ms() < w->t_stall_end + 3 * PS_PING_MS)
+        return;
+    uv_timer_stop(t);
+    uv_timer_stop(&w->later);
+    tm2__mcs_close(&w->e.c);
+    raw_close(&w->r);
+    close_listener(f);
+}
+
+static void pong_timeout_not_charged_for_stall(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 30000);
+    wire *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    wire_setup(&f, w);
+    w->e.cfg.ping_interval_ms = PS_PING_MS;
+    w->e.cfg.pong_timeout_ms = PS_PONG_MS;
+    ep_add_channel(&w->e, 0x01, 1, 1, 4096);
+    w->e.on_msg = ps_msg;
+    w->r.on_ping = ps_ping;
+    uv_timer_start(&f.poll, ps_poll, 10, 10);
+    wire_run(&f, w);
+    assert_true(w->stalled);
+    assert_false(w->e.errored);
+    assert_true(w->r.pings_rx >= 3);   /* pinged on after the stall */
+    wire_done(&f, w);
+}
+
+/* ---- the largest packet payload ------------------------------------------------------------------- */
+
+typedef struct maxp {
+    ep a, b;
+    size_t payload;
+    uint32_t got[2];
+    bool bad;
+} maxp;
+
+#define MP_N 7
+
+static size_t mp_size(size_t p, uint32_t i)
+{
+    const size_t sizes[MP_N] = {1, p - 1, p, p + 1, 3 * p + 7, MiB, 0};
+    return sizes[i];
+}
+
+static void mp_started(ep *e)
+{
+    maxp *x = e->user;
+    uint8_t s = e == &x->a ? 0 : 1;
+    for (uint32_t i = 0; i < MP_N; i++) {
+        tm2__msg *m = gen_msg((uint8_t)(0x40 + s), i, mp_size(x->payload, i));
+        assert_int_equal(tm2__mcs_try_send(&e->c, 0x40, m), 0);
+        tm2__msg_unref(m);
+    }
+}
+
+static int mp_msg(ep *e, uint8_t ch, const uint8_t *d, size_t n)
+{
+    maxp *x = e->user;
+    int s = e == &x->a ? 0 : 1;
+    assert_int_equal(ch, 0x40);
+    uint32_t i = x->got[s]++;
+    if (i >= MP_N || n != mp_size(x->payload, i) || !gen_check((uint8_t)(0x40 + !s), i, d, n))
+        x->bad = true;
+    if (x->got[0] == MP_N && x->got[1] == MP_N)
+        pair_close(&x->a, &x->b);
+    return 0;
+}
+
+static void mp_run(size_t payload)
+{
+    fixture f;
+    fixture_init(&f, 60000);
+    maxp *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    x->payload = payload;
+    ep *eps[2] = {&x->a, &x->b};
+    for (int s = 0; s < 2; s++) {
+        ep *e = eps[s];
+        ep_setup(e, &f, s ? "b" : "a", (uint8_t)(s + 1));
+        e->cfg.max_packet_payload = payload;
+        ep_add_channel(e, 0x40, 1, MP_N, 2 * MiB);
+        e->user = x;
+        e->on_started = mp_started;
+        e->on_msg = mp_msg;
+    }
+    pair_connect(&f, &x->a, &x->b);
+    fixture_run(&f);
+    assert_false(x->bad);
+    assert_int_equal(x->got[0], MP_N);
+    assert_int_equal(x->got[1], MP_N);
+    assert_false(x->a.errored || x->b.errored);
+    fixture_close(&f);
+    ep_destroy(&x->a);
+    ep_destroy(&x->b);
+    free(x);
+}
+
+/* Payloads past a 62-frame batch (60000 failed every start before) up to
+ * TM2_MAX_PACKET_PAYLOAD carry messages of every shape both ways. */
+static void largest_payloads_end_to_end(void **state)
+{
+    (void)state;
+    mp_run(60000);
+    mp_run(TM2_MAX_PACKET_PAYLOAD);
 }
 
 /* ---- an unknown channel from the peer ------------------------------------------------------------- */
@@ -1449,6 +1893,240 @@ static void close_wakes_waiting_senders(void **state)
     free(t);
 }
 
+/* ---- the send budget ---------------------------------------------------------------------------- */
+
+/* b stops reading, a's buffers are small: a's budget-sized message cannot
+ * finish, so its bytes stay admitted until b reads again. */
+#define SB_BUDGET (4u * MiB)
+#define SB_SMALL 1000u
+
+typedef struct bsend {
+    ep a, b;
+    int phase;
+    uv_thread_t th[2];
+    bool th_spawned[2];
+    atomic_int rc[2];
+    atomic_bool done[2];
+    uint64_t t_call[2], t_ret[2];
+    uint32_t timeout[2];
+    int try_rc, big_rc;
+    uint64_t big_ms;
+    uint64_t t_resume, t_close;
+    int got;
+    size_t got_len[2];
+    size_t buffered_after;
+    bool close_mode;   /* close a while the waiter waits instead of resuming b */
+} bsend;
+
+typedef struct bs_arg {
+    bsend *x;
+    int i;
+} bs_arg;
+
+static bs_arg bs_args[2];
+
+static void bs_waiter(void *arg)
+{
+    bs_arg *w = arg;
+    bsend *x = w->x;
+    tm2__msg *m = gen_msg(0x30, (uint32_t)w->i + 1, SB_SMALL);
+    x->t_call[w->i] = tv_now_ms();
+    int r = tm2__mcs_send(&x->a.c, 0x30, m, x->timeout[w->i]);
+    x->t_ret[w->i] = tv_now_ms();
+    tm2__msg_unref(m);
+    atomic_store(&x->rc[w->i], r);
+    atomic_store(&x->done[w->i], true);
+}
+
+static void bs_spawn(bsend *x, int i, uint32_t timeout_ms)
+{
+    x->timeout[i] = timeout_ms;
+    bs_args[i] = (bs_arg){x, i};
+    assert_int_equal(uv_thread_create(&x->th[i], bs_waiter, &bs_args[i]), 0);
+    x->th_spawned[i] = true;
+}
+
+static void bs_big(void *arg)
+{
+    bsend *x = arg;
+    /* Larger than the whole budget: refused at once, however long the
+     * timeout. */
+    tm2__msg *m = tm2__msg_alloc(SB_BUDGET + 1);
+    assert_non_null(m);
+    uint64_t t0 = tv_now_ms();
+    x->big_rc = tm2__mcs_send(&x->a.c, 0x30, m, 60000);
+    x->big_ms = tv_now_ms() - t0;
+    tm2__msg_unref(m);
+}
+
+static size_t bs_buffered(ep *e, unsigned *waiters)
+{
+    uv_mutex_lock(&e->c.lock);
+    size_t n = e->c.core ? tm2__mconn_send_buffered(e->c.core) : 0;
+    if (waiters)
+        *waiters = e->c.waiters;
+    uv_mutex_unlock(&e->c.lock);
+    return n;
+}
+
+/* b stops reading. Its receive buffer keeps its size: one set small would
+ * clamp the window for good, and the transfer after the resume would crawl
+ * at a few kB per delayed ACK. */
+static void bs_b_started(ep *e)
+{
+    assert_int_equal(tm2__sc_stream_pause(tm2__mcs_stream(&e->c), true), 0);
+}
+
+static void bs_send_buffer(ep *e, int size)
+{
+    uv_handle_t *h = (uv_handle_t *)tm2__sc_stream_tcp(tm2__mcs_stream(&e->c));
+    assert_int_equal(uv_send_buffer_size(h, &size), 0);
+}
+
+static void bs_a_started(ep *e)
+{
+    bsend *x = e->user;
+    bs_send_buffer(e, STALL_BUF);
+    tm2__msg *m = gen_msg(0x30, 0, SB_BUDGET);
+    assert_int_equal(tm2__mcs_try_send(&e->c, 0x30, m), 0);   /* exactly the budget */
+    tm2__msg_unref(m);
+    m = gen_msg(0x30, 9, 1);
+    x->try_rc = tm2__mcs_try_send(&e->c, 0x30, m);            /* one byte over: at once */
+    tm2__msg_unref(m);
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, bs_big, x), 0);
+    assert_int_equal(uv_thread_join(&th), 0);
+    x->phase = 1;
+}
+
+static int bs_b_msg(ep *e, uint8_t ch, const uint8_t *d, size_t n)
+{
+    bsend *x = e->user;
+    assert_int_equal(ch, 0x30);
+    assert_true(x->got < 2);
+    x->got_len[x->got] = n;
+    if (!gen_check(0x30, x->got ? 2 : 0, d, n))
+        x->got_len[x->got] = 0;
+    x->got++;
+    return 0;
+}
+
+static void bs_poll(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    bsend *x = f->user;
+    unsigned waiters;
+    switch (x->phase) {
+    case 1:
+        /* A waiting send with a short timeout gives up while b is stopped. */
+        bs_spawn(x, 0, 200);
+        x->phase = 2;
+        return;
+    case 2:
+        if (!atomic_load(&x->done[0]))
+            return;
+        /* It gave back nothing it did not hold. */
+        assert_int_equal(bs_buffered(&x->a, NULL), SB_BUDGET);
+        bs_spawn(x, 1, 60000);
+        x->phase = 3;
+        return;
+    case 3:
+        bs_buffered(&x->a, &waiters);
+        if (waiters < 1 || tv_now_ms() < x->t_call[1] + 100)
+            return;
+        assert_false(atomic_load(&x->done[1]));
+        if (x->close_mode) {
+            x->t_close = tv_now_ms();
+            pair_close(&x->a, &x->b);
+            uv_timer_stop(t);
+            return;
+        }
+        /* b reads again: the big message finishes and frees the budget. */
+        x->t_resume = tv_now_ms();
+        bs_send_buffer(&x->a, 1 * MiB);
+        assert_int_equal(tm2__sc_stream_pause(tm2__mcs_stream(&x->b.c), false), 0);
+        x->phase = 4;
+        return;
+    case 4:
+        if (x->got < 2 || !atomic_load(&x->done[1]))
+            return;
+        x->buffered_after = bs_buffered(&x->a, NULL);
+        uv_timer_stop(t);
+        pair_close(&x->a, &x->b);
+        return;
+    default:
+        return;
+    }
+}
+
+static void bs_run(bsend *x)
+{
+    fixture f;
+    fixture_init(&f, 60000);
+    f.user = x;
+    ep_setup(&x->a, &f, "a", 1);
+    ep_setup(&x->b, &f, "b", 2);
+    x->a.cfg.max_send_buffer_bytes = SB_BUDGET;
+    x->a.scfg.max_queued = STALL_QUEUED;
+    ep_add_channel(&x->a, 0x30, 1, 100, 0);
+    ep_add_channel(&x->b, 0x30, 1, 100, 0);
+    x->a.user = x->b.user = x;
+    x->a.on_started = bs_a_started;
+    x->b.on_started = bs_b_started;
+    x->b.on_msg = bs_b_msg;
+    uv_timer_start(&f.poll, bs_poll, 2, 2);
+    pair_connect(&f, &x->a, &x->b);
+    fixture_run(&f);
+    for (int i = 0; i < 2; i++)
+        if (x->th_spawned[i])
+            assert_int_equal(uv_thread_join(&x->th[i]), 0);
+    assert_int_equal(x->try_rc, TM2_EFULL);
+    assert_int_equal(x->big_rc, TM2_ETOOBIG);
+    assert_true(x->big_ms < 1000);
+    /* The short wait timed out while the budget stayed taken. */
+    assert_int_equal(atomic_load(&x->rc[0]), TM2_EFULL);
+    assert_true(x->t_ret[0] - x->t_call[0] >= 195);
+    assert_true(x->t_ret[0] - x->t_call[0] < 5000);
+    assert_false(x->a.errored);
+    fixture_close(&f);
+}
+
+static void send_budget_waits_for_the_peer(void **state)
+{
+    (void)state;
+    bsend *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    bs_run(x);
+    /* The long wait ended when b read again, with its message sent behind
+     * the big one. */
+    assert_int_equal(atomic_load(&x->rc[1]), 0);
+    assert_true(x->t_ret[1] >= x->t_resume);
+    assert_int_equal(x->got, 2);
+    assert_int_equal(x->got_len[0], SB_BUDGET);
+    assert_int_equal(x->got_len[1], SB_SMALL);
+    assert_int_equal(x->buffered_after, 0);
+    assert_false(x->b.errored);
+    ep_destroy(&x->a);
+    ep_destroy(&x->b);
+    free(x);
+}
+
+/* The reference's TestSendGivesUpWhenConnectionStops, waiting for budget. */
+static void send_budget_waiter_released_by_close(void **state)
+{
+    (void)state;
+    bsend *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    x->close_mode = true;
+    bs_run(x);
+    assert_int_equal(atomic_load(&x->rc[1]), TM2_ECLOSED);
+    assert_true(x->t_ret[1] - x->t_close < 5000);
+    assert_int_equal(x->got, 0);
+    ep_destroy(&x->a);
+    ep_destroy(&x->b);
+    free(x);
+}
+
 /* ---- closing from inside a callback, states ------------------------------------------------------ */
 
 typedef struct cic {
@@ -1631,6 +2309,14 @@ int main(void)
         cmocka_unit_test(close_inside_receive),
         cmocka_unit_test(close_from_other_thread),
         cmocka_unit_test(states_before_start),
+        cmocka_unit_test(send_budget_waits_for_the_peer),
+        cmocka_unit_test(send_budget_waiter_released_by_close),
+        cmocka_unit_test(budget_refusals_bring_send_room),
+        cmocka_unit_test(recv_budget_over_the_wire),
+        cmocka_unit_test(assembly_timeout_despite_dribble),
+        cmocka_unit_test(assembly_deadline_not_charged_for_stall),
+        cmocka_unit_test(pong_timeout_not_charged_for_stall),
+        cmocka_unit_test(largest_payloads_end_to_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

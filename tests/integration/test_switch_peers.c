@@ -86,13 +86,113 @@ static void test_redial(void **state)
     assert_int_equal(count_evs(a, TM2_EVENT_DIAL_FAILED, 1, &cid), 0);
     assert_int_equal(count_evs(a, TM2_EVENT_PEER_CONNECTED, 0, &cid), 1);
 
-    /* The connection reset the attempts: the first redial after the next
-     * loss waits the first back-off again. */
+    /* A connection shorter than the stable uptime (30 s) does not reset
+     * the back-off (the reference v1.7.1): after the next loss the redial
+     * waits the ceiling it had reached, not the first step again. */
     size_t fails = count_evs(a, TM2_EVENT_DIAL_FAILED, 1, &bid);
     node_free(b);
-    wait_evs(a, TM2_EVENT_DIAL_FAILED, TM2_ECONNREFUSED, &bid, fails + 2, 20000);
-    check_spacing(a, &bid, 2);
+    wait_evs(a, TM2_EVENT_DIAL_FAILED, TM2_ECONNREFUSED, &bid, fails + 1, 20000);
+    uint64_t d[16], f[64];
+    size_t nd = log_times(a, 'D', &bid, d, 16);
+    size_t nf = log_times(a, 'F', &bid, f, 64);
+    assert_true(nd >= 2 && nf > fails);
+    int64_t gap = (int64_t)(f[fails] - d[nd - 1]);
+    if (gap < lo(4) - 2)
+        fail_msg("redial %lld ms after a short connection, want at least %lld", (long long)gap,
+                 (long long)lo(4));
     node_free(a);
+}
+
+/* The connection to the only peer has lasted at least 5 ms. */
+static bool pred_lasted(node *n, void *arg)
+{
+    (void)arg;
+    tm2_peer *p = peer_of(n, NULL);
+    tm2_mconn_status st;
+    bool ok = p && tm2_peer_status(p, &st) == 0 && st.duration_ms >= 5;
+    tm2_peer_unref(p);
+    return ok;
+}
+
+/* A connection that lasted the stable uptime resets the back-off: the lost
+ * peer is dialled again at once, then with the first steps. */
+static void test_redial_stable(void **state)
+{
+    (void)state;
+    node *b = node_new(2, NULL);
+    tm2_netaddr baddr = b->addr;
+    tm2_id bid = baddr.id;
+    enum { BASE = 2000 };
+    node_opts ao = {.persistent = &baddr, .n_persistent = 1, .redial_base_ms = BASE,
+                    .redial_max_ms = 4 * BASE, .redial_stable_ms = 1};
+    node *a = node_new(1, &ao);
+    wait_peers(a, 1, 20000);
+    /* Past the stable uptime (1 ms) on the loop's clock too. */
+    assert_true(wait_node(a, 20000, pred_lasted, NULL));
+    node_free(b);
+    wait_evs(a, TM2_EVENT_DIAL_FAILED, TM2_ECONNREFUSED, &bid, 2, 20000);
+    uint64_t d[4], f[8];
+    assert_true(log_times(a, 'D', &bid, d, 4) == 1);
+    assert_true(log_times(a, 'F', &bid, f, 8) >= 2);
+    if (f[0] - d[0] >= BASE / 2)
+        fail_msg("first redial after %llu ms, want at once", (unsigned long long)(f[0] - d[0]));
+    int64_t gap = (int64_t)(f[1] - f[0]);
+    assert_true(gap >= tm2_backoff_ms(0, BASE, 4 * BASE, 0.0) - 2);
+    node_free(a);
+}
+
+typedef struct resolver {
+    atomic_int calls;
+    int fail_first;
+    uint16_t port;
+} resolver;
+
+/* Fails the first calls, then answers 127.0.0.1; runs on the thread pool. */
+static int test_resolve(void *user, const char *host, uint16_t port, tm2_netaddr *out, size_t cap)
+{
+    resolver *r = user;
+    if (strcmp(host, "node-b.test") != 0 || cap < 1 || port != r->port)
+        return TM2_EINVAL;
+    if (atomic_fetch_add(&r->calls, 1) < r->fail_first)
+        return TM2_ERESOLVE;
+    assert_int_equal(tm2_netaddr_parse("127.0.0.1:1", TM2_NETADDR_NO_ID, out), 0);
+    out->port = port;
+    return 1;
+}
+
+/* Persistent peers named by host name: localhost through the system
+ * resolver; a name the resolver hook cannot resolve yet is kept and
+ * resolved again on every dial until it connects. */
+static void test_named_peers(void **state)
+{
+    (void)state;
+    node *b = node_new(2, NULL);
+    node *c = node_new(3, NULL);
+    char spec_b[128], spec_c[128];
+    snprintf(spec_b, sizeof spec_b, "%s@node-b.test:%u", b->addr.id.s, (unsigned)b->addr.port);
+    snprintf(spec_c, sizeof spec_c, "%s@localhost:%u", c->addr.id.s, (unsigned)c->addr.port);
+    const char *specs[] = {spec_b};
+    resolver r = {.fail_first = 2, .port = b->addr.port};
+    atomic_init(&r.calls, 0);
+    node_opts ao = {.specs = specs, .n_specs = 1, .redial_base_ms = 20, .redial_max_ms = 40,
+                    .resolve = test_resolve, .resolve_user = &r};
+    node *a = node_new(1, &ao);
+    wait_evs(a, TM2_EVENT_DIAL_FAILED, TM2_ERESOLVE, &b->addr.id, 2, 20000);
+    wait_evs(a, TM2_EVENT_PEER_CONNECTED, 0, &b->addr.id, 1, 20000);
+    assert_true(atomic_load(&r.calls) >= 3);
+    /* Without a hook: the system resolver, asked only for localhost. */
+    const char *specs_d[] = {spec_c};
+    node_opts do_ = {.specs = specs_d, .n_specs = 1};
+    node *d = node_new(4, &do_);
+    wait_evs(d, TM2_EVENT_PEER_CONNECTED, 0, &c->addr.id, 1, 20000);
+    tm2_peer *p = peer_of(d, &c->addr.id);
+    assert_non_null(p);
+    assert_true(tm2_peer_is_persistent(p));
+    tm2_peer_unref(p);
+    node_free(d);
+    node_free(a);
+    node_free(c);
+    node_free(b);
 }
 
 /* A peer that did not advertise a channel cannot be sent to on it, nor can
@@ -416,6 +516,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redial),
+        cmocka_unit_test(test_redial_stable),
+        cmocka_unit_test(test_named_peers),
         cmocka_unit_test(test_channels),
         cmocka_unit_test(test_simultaneous_dial),
         cmocka_unit_test(test_self_dial),

@@ -1,6 +1,8 @@
 /* Address book: add/replace/evict rules, dial record and back-off, candidate
  * order, aging out, and the file: exact bytes, atomic replace, the
- * reference's load rules, corrupt and oversized files (WIRE.md 9.7). */
+ * reference's load rules, corrupt and oversized files (WIRE.md 9.7); the
+ * reference v1.7.1 store's connection marks (its store_test.go scenarios)
+ * and a book it wrote. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +21,12 @@
 
 static void make_id(unsigned i, tm2_id *id)
 {
+    /* Key generation dominates the big-book tests: remember the IDs. */
+    static tm2_id cache[8192];
+    if (i < 8192 && cache[i].s[0]) {
+        *id = cache[i];
+        return;
+    }
     uint8_t seed[32] = {0};
     seed[0] = (uint8_t)i;
     seed[1] = (uint8_t)(i >> 8);
@@ -27,6 +35,8 @@ static void make_id(unsigned i, tm2_id *id)
     tm2_node_key_from_seed(&k, seed);
     tm2_node_key_id(&k, id);
     tm2_node_key_wipe(&k);
+    if (i < 8192)
+        cache[i] = *id;
 }
 
 /* Peer i at 127.0.x.y, port 26656 + i (loopback, never dialled). */
@@ -198,7 +208,7 @@ static void add_new_and_refresh(void **state)
     assert_int_equal(e->last_seen, T0);
     assert_int_equal(e->attempts, 0);
     assert_int_equal(e->last_attempt, 0);
-    assert_int_equal(e->last_success, 0);
+    assert_int_equal(e->last_connected, 0);
     assert_true(tm2_netaddr_equal(&e->addr, &a));
 
     /* Re-adding moves last_seen up; only a move of >= SEEN_SLACK dirties. */
@@ -269,17 +279,25 @@ static void new_address_for_known_id(void **state)
     assert_int_equal(tm2__addrbook_size(b), 1);
 
     /* Proven (connected, no failure since): gossip cannot move it. */
-    assert_int_equal(tm2__addrbook_mark_success(b, &a.id, T0 + 20), 0);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &moved, T0 + 20), 0);
     assert_int_equal(tm2__addrbook_add(b, &a, T0 + 30), TM2__AB_KEPT);
     e = entry(b, 1);
     assert_int_equal(e->addr.port, 40000);
-    assert_int_equal(e->last_seen, T0 + 20);
+    assert_int_equal(e->last_seen, T0 + 10);
+    assert_int_equal(e->last_connected, T0 + 20);
     /* Once it fails, the next address wins. */
     assert_int_equal(tm2__addrbook_mark_failure(b, &a.id, T0 + 40), 0);
     assert_int_equal(tm2__addrbook_add(b, &a, T0 + 50), TM2__AB_REPLACED);
     e = entry(b, 1);
     assert_int_equal(e->addr.port, a.port);
-    assert_int_equal(e->last_success, 0);
+    assert_int_equal(e->last_connected, 0);
+    /* A connection to another address of the ID proves that one. */
+    assert_int_equal(tm2__addrbook_mark_failure(b, &a.id, T0 + 60), 0);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &moved, T0 + 70), 0);
+    e = entry(b, 1);
+    assert_int_equal(e->addr.port, 40000);
+    assert_int_equal(e->attempts, 0);
+    assert_int_equal(e->last_connected, T0 + 70);
     tm2__addrbook_free(b);
 }
 
@@ -300,7 +318,7 @@ static void bound_and_eviction(void **state)
 
     /* A peer we connected to outlives fresher strangers. */
     tm2_netaddr a2 = addr_of(2);
-    assert_int_equal(tm2__addrbook_mark_success(b, &a2.id, T0 + 200), 0);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a2, T0 + 200), 0);
     tm2_netaddr a5 = addr_of(5);
     assert_int_equal(tm2__addrbook_add(b, &a5, T0 + 500), TM2__AB_ADDED);
     assert_non_null(entry(b, 2));
@@ -310,19 +328,26 @@ static void bound_and_eviction(void **state)
     assert_non_null(entry(b, 2));
     assert_null(entry(b, 4));
 
-    /* All proven: the oldest overall goes. */
+    /* Every entry marked: a new address is turned away, nothing evicted. */
     tm2_netaddr a5b = addr_of(5), a6b = addr_of(6);
-    assert_int_equal(tm2__addrbook_mark_success(b, &a5b.id, T0 + 700), 0);
-    assert_int_equal(tm2__addrbook_mark_success(b, &a6b.id, T0 + 800), 0);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a5b, T0 + 700), 0);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a6b, T0 + 800), 0);
     tm2_netaddr a7 = addr_of(7);
-    assert_int_equal(tm2__addrbook_add(b, &a7, T0 + 900), TM2__AB_ADDED);
+    assert_int_equal(tm2__addrbook_add(b, &a7, T0 + 900), TM2_EFULL);
+    assert_null(entry(b, 7));
+    assert_int_equal(tm2__addrbook_size(b), 3);
+
+    /* A mark lapses after a day: 2's (set at T0 + 200) first. */
+    assert_true(tm2__addrbook_connected(entry(b, 2), T0 + 200 + DAY - 1));
+    assert_false(tm2__addrbook_connected(entry(b, 2), T0 + 200 + DAY));
+    assert_int_equal(tm2__addrbook_add(b, &a7, T0 + 200 + DAY), TM2__AB_ADDED);
     assert_null(entry(b, 2));
     assert_non_null(entry(b, 5));
     assert_non_null(entry(b, 6));
     assert_non_null(entry(b, 7));
 
     /* Re-adding a known ID never evicts. */
-    assert_int_equal(tm2__addrbook_add(b, &a7, T0 + 950), TM2__AB_REFRESHED);
+    assert_int_equal(tm2__addrbook_add(b, &a7, T0 + 200 + DAY + 50), TM2__AB_REFRESHED);
     assert_int_equal(tm2__addrbook_size(b), 3);
     tm2__addrbook_free(b);
 }
@@ -354,7 +379,9 @@ static void remove_and_iterate(void **state)
     tm2_id unknown;
     make_id(99, &unknown);
     assert_int_equal(tm2__addrbook_mark_attempt(b, &unknown, T0), TM2_ENOTFOUND);
-    assert_int_equal(tm2__addrbook_mark_success(b, &unknown, T0), TM2_ENOTFOUND);
+    tm2_netaddr unknown_addr = addr_of(99);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &unknown_addr, T0), TM2_ENOTFOUND);
+    assert_int_equal(tm2__addrbook_size(b), 4);
     assert_int_equal(tm2__addrbook_mark_failure(b, &unknown, T0), TM2_ENOTFOUND);
     tm2__addrbook_free(b);
 }
@@ -392,11 +419,11 @@ static void backoff_schedule(void **state)
         t += waits[i];
     }
     assert_true(tm2__addrbook_dirty(b));
-    /* A success resets the count. */
-    assert_int_equal(tm2__addrbook_mark_success(b, &a.id, t), 0);
+    /* A connection resets the count. */
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a, t), 0);
     assert_int_equal(e->attempts, 0);
-    assert_int_equal(e->last_success, t);
-    assert_int_equal(e->last_seen, t);
+    assert_int_equal(e->last_connected, t);
+    assert_int_equal(e->last_seen, T0);
     assert_int_equal(tm2__addrbook_retry_at(b, e), t + 30);
     tm2__addrbook_free(b);
 }
@@ -569,7 +596,7 @@ static void file_bytes_exact(void **state)
     /* A dial record adds our keys, each only when set. */
     tm2__addrbook_mark_attempt(b, &a.id, T0 + 100);
     tm2__addrbook_mark_failure(b, &a.id, T0 + 101);
-    tm2__addrbook_mark_success(b, &v6.id, T0 + 102);
+    tm2__addrbook_mark_connected(b, &v6, T0 + 102);
     assert_int_equal(tm2__addrbook_save(b, path, false, NULL, 0), 1);
     got = read_all(path, &len);
     static const char want2[] =
@@ -577,9 +604,9 @@ static void file_bytes_exact(void **state)
         "\t\"peers\": [\n"
         "\t\t{\n"
         "\t\t\t\"addr\": \"g1dguq840stxgz58rd477fhfrjjgf00j4vt9mdlh@[::1]:26657\",\n"
-        "\t\t\t\"last_seen\": 1767225702,\n"
-        "\t\t\t\"last_attempt\": 1767225702,\n"
-        "\t\t\t\"last_success\": 1767225702\n"
+        "\t\t\t\"last_seen\": 1767225660,\n"
+        "\t\t\t\"last_connected\": 1767225702,\n"
+        "\t\t\t\"last_attempt\": 1767225702\n"
         "\t\t},\n"
         "\t\t{\n"
         "\t\t\t\"addr\": \"g1x36slx9at870e9rd53d2405n80s4ff94dx42dl@127.0.0.1:26656\",\n"
@@ -614,7 +641,7 @@ static void file_round_trip(void **state)
         if (i % 3 == 0)
             tm2__addrbook_mark_failure(b, &a.id, T0 + 100 + i);
         if (i % 5 == 0)
-            tm2__addrbook_mark_success(b, &a.id, T0 + 200 + i);
+            tm2__addrbook_mark_connected(b, &a, T0 + 200 + i);
     }
     char why[256];
     assert_int_equal(tm2__addrbook_save(b, path, false, why, sizeof why), 1);
@@ -631,7 +658,7 @@ static void file_round_trip(void **state)
         assert_int_equal(x->last_seen, y->last_seen);
         assert_int_equal(x->attempts, y->attempts);
         assert_int_equal(x->last_attempt, y->last_attempt);
-        assert_int_equal(x->last_success, y->last_success);
+        assert_int_equal(x->last_connected, y->last_connected);
     }
     /* Same book, same bytes. */
     char *t1, *t2;
@@ -721,7 +748,7 @@ static void full_book_fits(void **state)
         make_id(i + 1, &a.id);
         assert_int_equal(tm2__addrbook_add(b, &a, TM2__ADDRBOOK_TIME_MAX), TM2__AB_ADDED);
         tm2__addrbook_mark_failure(b, &a.id, TM2__ADDRBOOK_TIME_MAX);
-        tm2__addrbook_mark_success(b, &a.id, TM2__ADDRBOOK_TIME_MAX);
+        tm2__addrbook_mark_connected(b, &a, TM2__ADDRBOOK_TIME_MAX);
         tm2__addrbook_mark_failure(b, &a.id, TM2__ADDRBOOK_TIME_MAX);
     }
     char *text;
@@ -815,7 +842,7 @@ static void load_times_clamped(void **state)
     snprintf(text, sizeof text,
              "{\"peers\": ["
              "{\"addr\": \"%s@127.0.0.1:1\", \"last_seen\": %d, \"attempts\": 3,"
-             " \"last_attempt\": %d, \"last_success\": -7},"
+             " \"last_attempt\": %d, \"last_connected\": -7},"
              "{\"addr\": \"%s@127.0.0.1:2\", \"last_seen\": -5}"
              "]}",
              a1.id.s, T0 + 999, T0 + 999, a2.id.s);
@@ -825,7 +852,7 @@ static void load_times_clamped(void **state)
     assert_int_equal(e->last_seen, T0);
     assert_int_equal(e->attempts, 3);
     assert_int_equal(e->last_attempt, T0);
-    assert_int_equal(e->last_success, 0);
+    assert_int_equal(e->last_connected, 0);
     assert_int_equal(entry(b, 2)->last_seen, 1);
     assert_true(tm2__addrbook_dirty(b));
     tm2__addrbook_free(b);
@@ -1072,6 +1099,304 @@ static void missing_and_unreadable(void **state)
     rm_dir(dir);
 }
 
+/* ---- connection marks (the reference v1.7.1 store) ---------------------------- */
+
+/* Peers [from, from + n) added at now, each marked connected. */
+static void add_marked(tm2__addrbook *b, unsigned from, unsigned n, int64_t now)
+{
+    for (unsigned i = from; i < from + n; i++) {
+        tm2_netaddr a = addr_of(i);
+        assert_int_equal(tm2__addrbook_add(b, &a, now), TM2__AB_ADDED);
+        assert_int_equal(tm2__addrbook_mark_connected(b, &a, now), 0);
+    }
+}
+
+/* Gossip of n fresh addresses from peer number from on, at now. */
+static void share(tm2__addrbook *b, unsigned from, unsigned n, int64_t now)
+{
+    for (unsigned i = from; i < from + n; i++) {
+        tm2_netaddr a = addr_of(i);
+        int rc = tm2__addrbook_add(b, &a, now);
+        assert_true(rc == TM2__AB_ADDED || rc == TM2__AB_REFRESHED || rc == TM2_EFULL);
+    }
+}
+
+static unsigned held(const tm2__addrbook *b, unsigned from, unsigned n)
+{
+    unsigned k = 0;
+    for (unsigned i = from; i < from + n; i++)
+        k += entry(b, i) != NULL;
+    return k;
+}
+
+static tm2__addrbook *reload(tm2__addrbook *b, const char *path, size_t max, int64_t now)
+{
+    char why[256];
+    assert_int_equal(tm2__addrbook_save(b, path, true, why, sizeof why), 1);
+    tm2__addrbook_free(b);
+    tm2__addrbook *c = book(NULL, max);
+    assert_true(tm2__addrbook_load(c, path, now, why, sizeof why) >= 0);
+    return c;
+}
+
+#define FULL TM2__ADDRBOOK_DEFAULT_MAX
+#define SHARED 5000u    /* first peer number of gossiped strangers */
+
+/* TestStore_Eviction_KeepsConnected: lapsed marks, in memory and read back. */
+static void marks_lapsed_do_not_keep(void **state)
+{
+    (void)state;
+    char *dir = tmpdir(), *path = join(dir, "addrbook.json");
+    for (int restart = 0; restart < 2; restart++) {
+        tm2__addrbook *b = book(NULL, 0);
+        add_marked(b, 1, 30, T0);           /* 30 sybils, each connected once */
+        int64_t later = T0 + DAY + 60;      /* their marks lapsed */
+        if (restart)
+            b = reload(b, path, 0, later);
+        share(b, SHARED, 2010, later + 1);
+        assert_int_equal(held(b, 1, 30), 0);
+        assert_int_equal(tm2__addrbook_size(b), FULL);
+        tm2__addrbook_free(b);
+    }
+    free(path);
+    rm_dir(dir);
+}
+
+static void marks_lapsed_give_way_to_live(void **state)
+{
+    (void)state;
+    char *dir = tmpdir(), *path = join(dir, "addrbook.json");
+    tm2__addrbook *b = book(NULL, 0);
+    add_marked(b, 1, FULL, T0);             /* full, every entry marked */
+    int64_t later = T0 + DAY + 60;
+    for (unsigned i = 0; i < 50; i++) {
+        tm2_netaddr a = addr_of(2000 + i);
+        assert_int_equal(tm2__addrbook_add(b, &a, later), TM2__AB_ADDED);
+        assert_int_equal(tm2__addrbook_mark_connected(b, &a, later), 0);
+    }
+    assert_int_equal(held(b, 2000, 50), 50);
+    b = reload(b, path, 0, later + 1);
+    assert_int_equal(held(b, 2000, 50), 50);
+    tm2__addrbook_free(b);
+    free(path);
+    rm_dir(dir);
+}
+
+static void marks_keep_connected_against_gossip(void **state)
+{
+    (void)state;
+    char *dir = tmpdir(), *path = join(dir, "addrbook.json");
+    /* Shared addresses do not displace connected ones. */
+    tm2__addrbook *b = book(NULL, 0);
+    add_marked(b, 1, FULL, T0);
+    share(b, SHARED, 1020, T0 + 10);
+    assert_int_equal(tm2__addrbook_size(b), FULL);
+    assert_int_equal(held(b, 1, FULL), FULL);
+    assert_int_equal(held(b, SHARED, 1020), 0);
+    tm2__addrbook_free(b);
+
+    /* A connected address shared again stays connected. */
+    b = book(NULL, 0);
+    add_marked(b, 1, FULL, T0);
+    share(b, 1, FULL, T0 + 5);
+    assert_true(tm2__addrbook_connected(entry(b, 1), T0 + 10));
+    share(b, SHARED, 1020, T0 + 10);
+    assert_int_equal(held(b, 1, FULL), FULL);
+
+    /* The marks survive a restart. */
+    b = reload(b, path, 0, T0 + 20);
+    assert_int_equal(entry(b, 7)->last_connected, T0);
+    share(b, SHARED, 1020, T0 + 30);
+    assert_int_equal(held(b, 1, FULL), FULL);
+    tm2__addrbook_free(b);
+    free(path);
+    rm_dir(dir);
+}
+
+static void marks_eviction_order(void **state)
+{
+    (void)state;
+    /* Never-connected addresses go first, oldest seen first. */
+    tm2__addrbook *b = book(NULL, 3);
+    share(b, 1, 3, T0);
+    tm2_netaddr a1 = addr_of(1);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a1, T0), 0);
+    share(b, 4, 2, T0 + 1);
+    assert_int_equal(held(b, 1, 1), 1);
+    assert_int_equal(held(b, 2, 2), 0);
+    assert_int_equal(held(b, 4, 2), 2);
+    tm2__addrbook_free(b);
+
+    /* A file holding more connected addresses than the book keeps: the
+     * oldest connection goes, and a stranger does not displace the rest. */
+    char text[2048];
+    size_t n = (size_t)snprintf(text, sizeof text, "{\"peers\":[");
+    for (unsigned i = 0; i < 4; i++) {
+        tm2_netaddr a = addr_of(10 + i);
+        char as[TM2_NETADDR_STRLEN + 1];
+        assert_true(tm2_netaddr_format(&a, as, sizeof as) > 0);
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "%s{\"addr\":\"%s\",\"last_seen\":1000,\"last_connected\":%d}",
+                              i ? "," : "", as, T0 - 10 + (int)i);
+    }
+    snprintf(text + n, sizeof text - n, "]}");
+    b = book(NULL, 3);
+    assert_int_equal(load_text(b, text, T0, NULL, 0), 3);
+    tm2_netaddr stranger = addr_of(20);
+    assert_int_equal(tm2__addrbook_add(b, &stranger, T0), TM2_EFULL);
+    assert_int_equal(held(b, 10, 1), 0);
+    assert_int_equal(held(b, 11, 3), 3);
+    assert_int_equal(held(b, 20, 1), 0);
+    tm2__addrbook_free(b);
+}
+
+/* Marks are renewed every round; only a new one, or one half a lifetime
+ * newer than the last written, makes the book dirty. */
+static void marks_saved_twice_a_day(void **state)
+{
+    (void)state;
+    tm2__addrbook *b = book(NULL, 0);
+    tm2_netaddr a = addr_of(1);
+    tm2__addrbook_add(b, &a, T0);
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a, T0), 0);
+    assert_true(tm2__addrbook_dirty(b));
+    char *text;
+    size_t len;
+    uint64_t gen;
+    assert_int_equal(tm2__addrbook_encode(b, &text, &len, &gen), 0);
+    free(text);
+    tm2__addrbook_saved(b, gen);
+
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a, T0 + 3), 0);
+    assert_int_equal(entry(b, 1)->last_connected, T0 + 3);
+    assert_false(tm2__addrbook_dirty(b));
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a, T0 + TM2__ADDRBOOK_MARK_SLACK - 1), 0);
+    assert_false(tm2__addrbook_dirty(b));
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a, T0 + TM2__ADDRBOOK_MARK_SLACK), 0);
+    assert_true(tm2__addrbook_dirty(b));
+
+    /* A connection after failures is saved at once (the count reset). */
+    assert_int_equal(tm2__addrbook_encode(b, &text, &len, &gen), 0);
+    free(text);
+    tm2__addrbook_saved(b, gen);
+    tm2__addrbook_mark_failure(b, &a.id, T0 + TM2__ADDRBOOK_MARK_SLACK + 5);
+    tm2__addrbook_saved(b, tm2__addrbook_gen(b));
+    assert_int_equal(tm2__addrbook_mark_connected(b, &a, T0 + TM2__ADDRBOOK_MARK_SLACK + 9), 0);
+    assert_true(tm2__addrbook_dirty(b));
+
+    /* An address the book does not hold is left out. */
+    tm2__addrbook *c = book(NULL, 0);
+    assert_int_equal(tm2__addrbook_mark_connected(c, &a, T0), TM2_ENOTFOUND);
+    assert_int_equal(tm2__addrbook_size(c), 0);
+    assert_false(tm2__addrbook_dirty(c));
+    tm2__addrbook_free(c);
+    tm2__addrbook_free(b);
+}
+
+/* The file's mark: the reference's "last_connected", typed like last_seen;
+ * "last_success" of older tm2p2p files stands in when it is absent. */
+static void marks_in_the_file(void **state)
+{
+    (void)state;
+    tm2_netaddr a1 = addr_of(1), a2 = addr_of(2), a3 = addr_of(3);
+    char text[2048];
+    snprintf(text, sizeof text,
+             "{\"peers\": ["
+             "{\"addr\": \"%s@127.0.0.1:1\", \"last_seen\": %d, \"last_connected\": %d},"
+             "{\"addr\": \"%s@127.0.0.1:2\", \"last_seen\": %d, \"last_success\": %d},"
+             "{\"addr\": \"%s@127.0.0.1:3\", \"last_seen\": %d, \"last_success\": %d,"
+             " \"last_connected\": %d}]}",
+             a1.id.s, T0, T0 + 5, a2.id.s, T0, T0 + 6, a3.id.s, T0, T0 + 7, T0 + 8);
+    tm2__addrbook *b = book(NULL, 0);
+    assert_int_equal(load_text(b, text, T0 + 100, NULL, 0), 3);
+    assert_int_equal(entry(b, 1)->last_connected, T0 + 5);
+    assert_int_equal(entry(b, 2)->last_connected, T0 + 6);
+    assert_int_equal(entry(b, 3)->last_connected, T0 + 8);
+    assert_true(tm2__addrbook_dirty(b));    /* rewritten under the reference's name */
+    char *out;
+    size_t len;
+    assert_int_equal(tm2__addrbook_encode(b, &out, &len, NULL), 0);
+    assert_null(strstr(out, "last_success"));
+    assert_non_null(strstr(out, "\"last_connected\": 1767225606"));
+    free(out);
+    tm2__addrbook_free(b);
+
+    /* A wrong type makes the reference reject the file, and so do we. */
+    static const char *const bad[] = {"\"soon\"", "1.5", "true", "[1]", "{}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text,
+                 "{\"peers\": [{\"addr\": \"%s@127.0.0.1:1\", \"last_connected\": %s}]}", a1.id.s,
+                 bad[i]);
+        b = book(NULL, 0);
+        assert_int_equal(load_text(b, text, T0, NULL, 0), TM2_EDECODE);
+        assert_int_equal(tm2__addrbook_size(b), 0);
+        tm2__addrbook_free(b);
+    }
+    /* null leaves it unset. */
+    snprintf(text, sizeof text,
+             "{\"peers\": [{\"addr\": \"%s@127.0.0.1:1\", \"last_connected\": null}]}", a1.id.s);
+    b = book(NULL, 0);
+    assert_int_equal(load_text(b, text, T0, NULL, 0), 1);
+    assert_int_equal(entry(b, 1)->last_connected, 0);
+    tm2__addrbook_free(b);
+}
+
+/* A book the reference v1.7.1 wrote (tests/vectors/upstream_v1.7.1_addrbook.json):
+ * every entry and mark as it wrote them, and written back the same. */
+static void upstream_v171_book(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *addr;
+        int64_t seen, connected;
+    } want[] = {
+        {"g1xdaasmj4yr0ywstapyxw2xx9cmjcpcrtr7wjhv@198.18.0.4:26656", 1796610690, 1796610690},
+        {"g17yzcpcgqswzzz95e50gd25u4u5e9wvkahk86k8@127.0.0.5:26657", 1796610690, 0},
+        {"g1rs8s0ssrg4den206a3vvnyygy5x3cgpgag6jn8@127.0.0.1:26656", 1767225600, 1767225700},
+        {"g1472x3rwt3dulachmxakh4yu7xrxddvycyrjzcz@127.0.0.2:26656", 1796610690, 0},
+        {"g1jm8d2t72rxltukpvnj3du37z7fw9a3wdyetlg6@198.18.0.3:26656", 1767229200, 1796610690},
+    };
+    const int64_t now = 1796610690 + 3600;
+    size_t len;
+    char *text = read_all(tv_path("upstream_v1.7.1_addrbook.json"), &len);
+    tm2__addrbook *b = book(NULL, 0);
+    char why[256];
+    assert_int_equal(tm2__addrbook_load_buffer(b, text, len, now, why, sizeof why), 5);
+    assert_false(tm2__addrbook_dirty(b));
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        tm2_netaddr a = parse(want[i].addr);
+        const tm2__addrbook_entry *e = tm2__addrbook_find(b, &a.id);
+        assert_non_null(e);
+        assert_true(tm2_netaddr_equal(&e->addr, &a));
+        assert_int_equal(e->last_seen, want[i].seen);
+        assert_int_equal(e->last_connected, want[i].connected);
+        assert_int_equal(e->attempts, 0);
+        assert_int_equal(e->last_attempt, 0);
+        /* The marks from the file count: two live, one lapsed, two never. */
+        assert_true(tm2__addrbook_connected(e, now) == (want[i].connected == 1796610690));
+    }
+    /* Written back: the same entries and fields (ours newest first). */
+    char *out;
+    size_t out_len;
+    assert_int_equal(tm2__addrbook_encode(b, &out, &out_len, NULL), 0);
+    assert_int_equal(out_len, len);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char ent[256];
+        if (want[i].connected)
+            snprintf(ent, sizeof ent,
+                     "\"addr\": \"%s\",\n\t\t\t\"last_seen\": %lld,\n\t\t\t\"last_connected\": %lld\n",
+                     want[i].addr, (long long)want[i].seen, (long long)want[i].connected);
+        else
+            snprintf(ent, sizeof ent, "\"addr\": \"%s\",\n\t\t\t\"last_seen\": %lld\n",
+                     want[i].addr, (long long)want[i].seen);
+        assert_non_null(strstr(text, ent));
+        assert_non_null(strstr(out, ent));
+    }
+    free(out);
+    free(text);
+    tm2__addrbook_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1099,6 +1424,13 @@ int main(void)
         cmocka_unit_test(corrupt_file_moved_aside),
         cmocka_unit_test(oversize_file),
         cmocka_unit_test(missing_and_unreadable),
+        cmocka_unit_test(marks_lapsed_do_not_keep),
+        cmocka_unit_test(marks_lapsed_give_way_to_live),
+        cmocka_unit_test(marks_keep_connected_against_gossip),
+        cmocka_unit_test(marks_eviction_order),
+        cmocka_unit_test(marks_saved_twice_a_day),
+        cmocka_unit_test(marks_in_the_file),
+        cmocka_unit_test(upstream_v171_book),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

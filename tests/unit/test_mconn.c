@@ -6,6 +6,7 @@
 
 #include "conn/mconn.h"
 #include "conn/packet.h"
+#include "tm2p2p/defaults.h"
 #include "tv.h"
 
 /* ---- harness ----------------------------------------------------------------- */
@@ -20,7 +21,7 @@ typedef struct side {
     tm2__mconn *c;
     rx_item *items;
     size_t count, cap;
-    int room_calls;
+    int room_calls, budget_calls;
     uint8_t room_ch;
     int fail_with;            /* on_receive returns this when non-zero */
     tm2__msg *echo;           /* queued from inside on_receive when set */
@@ -58,7 +59,13 @@ static void on_send_room(void *user, uint8_t ch)
     s->room_ch = ch;
 }
 
-static const tm2__mconn_callbacks callbacks = {on_receive, on_send_room};
+static void on_send_budget(void *user)
+{
+    side *s = user;
+    s->budget_calls++;
+}
+
+static const tm2__mconn_callbacks callbacks = {on_receive, on_send_room, on_send_budget};
 
 static void side_open(side *s, const tm2_mconn_config *cfg, const tm2_channel_desc *d, size_t n,
                       uint64_t now)
@@ -893,6 +900,436 @@ static void config_rules(void **state)
     tm2__mconn_free(NULL);
 }
 
+/* ---- budgets and the assembly deadline ------------------------------------------------ */
+
+/* One packet of data on channel ch: eof 1 ends a message. */
+static size_t put_pkt(uint8_t *out, uint8_t ch, uint8_t eof, size_t len)
+{
+    static uint8_t zero[4096];
+    assert_true(len <= sizeof zero);
+    int n = tm2__packet_encode_msg(out, 8192, ch, eof, zero, len);
+    assert_true(n > 0);
+    return (size_t)n;
+}
+
+static int feed_pkt(side *s, uint8_t ch, uint8_t eof, size_t len, uint64_t now)
+{
+    uint8_t buf[8192];
+    size_t n = put_pkt(buf, ch, eof, len);
+    return tm2__mconn_feed(s->c, buf, n, now);
+}
+
+static tm2__msg *zero_msg(size_t len)
+{
+    tm2__msg *m = tm2__msg_alloc(len);
+    assert_non_null(m);
+    memset(m->data, 0, len);
+    return m;
+}
+
+/* Produces the next packet, expected on ch with eof and len bytes (the
+ * buffer given to produce holds no more), and decodes it. */
+static tm2__packet one_packet(side *s, uint8_t *buf, uint8_t ch, uint8_t eof, size_t len)
+{
+    size_t size = tm2__packet_msg_size(ch, eof, len);
+    int n = tm2__mconn_produce(s->c, buf, size, 0);
+    assert_int_equal(n, size);
+    tm2__packet p;
+    size_t used;
+    assert_int_equal(tm2__packet_decode(buf, (size_t)n, 1056, &p, &used), 0);
+    assert_int_equal(used, (size_t)n);
+    assert_int_equal(p.channel, ch);
+    assert_int_equal(p.eof, eof);
+    assert_int_equal(p.len, len);
+    return p;
+}
+
+static void send_budget_limits(void **state)
+{
+    (void)state;
+    tm2_channel_desc d[] = {{.id = 0x01, .priority = 1, .send_queue_capacity = 100},
+                            {.id = 0x02, .priority = 1, .send_queue_capacity = 100}};
+    tm2_mconn_config cfg = plain_config();
+    cfg.max_send_buffer_bytes = 3000;
+    side a;
+    side_open(&a, &cfg, d, 2, 0);
+    tm2__msg *m1000 = zero_msg(1000), *m2000 = zero_msg(2000), *m1 = zero_msg(1),
+             *m3001 = zero_msg(3001), *m0 = zero_msg(0);
+    /* Larger than the whole budget: refused at once, nothing charged. */
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m3001), TM2_ETOOBIG);
+    assert_int_equal(tm2__mconn_reserve(a.c, 3001), TM2_ETOOBIG);
+    assert_int_equal(tm2__mconn_send_buffered(a.c), 0);
+    /* Exactly at the limit, shared by the channels. */
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m1000), 0);
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x02, m2000), 0);
+    assert_int_equal(tm2__mconn_send_buffered(a.c), 3000);
+    /* One byte over, on either channel; an empty message still fits. */
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m1), TM2_EFULL);
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x02, m1), TM2_EFULL);
+    assert_int_equal(tm2__mconn_reserve(a.c, 1), TM2_EFULL);
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m0), 0);
+    assert_int_equal(tm2__mconn_send_buffered(a.c), 3000);
+    /* Released when a message's last packet is produced, not before. */
+    uint8_t buf[1100];
+    one_packet(&a, buf, 0x01, 1, 1000);   /* the whole first message */
+    assert_int_equal(tm2__mconn_send_buffered(a.c), 2000);
+    assert_int_equal(a.budget_calls, 1);   /* a reservation had been refused */
+    /* Both channels were refused: both hear of it, as from a full queue. */
+    assert_int_equal(a.room_calls, 2);
+    one_packet(&a, buf, 0x02, 0, 1024);   /* first of 2000 */
+    assert_int_equal(tm2__mconn_send_buffered(a.c), 2000);
+    one_packet(&a, buf, 0x01, 1, 0);      /* the empty message */
+    assert_int_equal(a.budget_calls, 1);  /* nobody was refused since */
+    one_packet(&a, buf, 0x02, 1, 976);    /* the rest */
+    assert_int_equal(tm2__mconn_send_buffered(a.c), 0);
+    assert_int_equal(a.budget_calls, 1);
+    assert_int_equal(a.room_calls, 2);
+    /* A full queue takes nothing of the budget. */
+    tm2_channel_desc one = {.id = 0x01, .priority = 1, .send_queue_capacity = 1};
+    side b;
+    side_open(&b, &cfg, &one, 1, 0);
+    assert_int_equal(tm2__mconn_try_send(b.c, 0x01, m1000), 0);
+    assert_int_equal(tm2__mconn_try_send(b.c, 0x01, m1000), TM2_EFULL);
+    assert_int_equal(tm2__mconn_send_buffered(b.c), 1000);
+    /* A waiting sender's steps: reserved bytes are held across a full
+     * queue, belong to the message once queued, and can be given back. */
+    assert_int_equal(tm2__mconn_reserve(b.c, 2000), 0);
+    assert_int_equal(tm2__mconn_send_reserved(b.c, 0x01, m2000), TM2_EFULL);
+    assert_int_equal(tm2__mconn_send_reserved(b.c, 0x07, m2000), TM2_ECHANNEL);
+    assert_int_equal(tm2__mconn_send_buffered(b.c), 3000);
+    assert_int_equal(tm2__mconn_try_send(b.c, 0x01, m0), TM2_EFULL);
+    one_packet(&b, buf, 0x01, 1, 1000);   /* frees the queue slot and 1000 bytes */
+    assert_int_equal(tm2__mconn_send_buffered(b.c), 2000);
+    assert_int_equal(tm2__mconn_send_reserved(b.c, 0x01, m2000), 0);
+    assert_int_equal(tm2__mconn_send_buffered(b.c), 2000);
+    assert_int_equal(tm2__mconn_reserve(b.c, 1000), 0);
+    assert_int_equal(tm2__mconn_reserve(b.c, 1), TM2_EFULL);
+    int budget_calls = b.budget_calls;
+    tm2__mconn_unreserve(b.c, 1000);
+    assert_int_equal(tm2__mconn_send_buffered(b.c), 2000);
+    /* Given back after a refusal: the next produce says so, even with
+     * nothing to write. */
+    assert_true(tm2__mconn_budget_notify_pending(b.c));
+    assert_int_equal(b.budget_calls, budget_calls);
+    assert_true(tm2__mconn_want_produce(b.c, 0));
+    uint8_t none[4];
+    assert_int_equal(tm2__mconn_produce(b.c, none, sizeof none, 0), 0);
+    assert_int_equal(b.budget_calls, budget_calls + 1);
+    assert_false(tm2__mconn_budget_notify_pending(b.c));
+    /* Freed with queued and half-sent messages: their references go. */
+    one_packet(&b, buf, 0x01, 0, 1024);
+    assert_int_equal(atomic_load(&m2000->refs), 2);
+    side_close(&b);
+    assert_int_equal(atomic_load(&m2000->refs), 1);
+    /* A failed core refuses reservations with its error. */
+    assert_int_equal(feed_pkt(&a, 0x07, 1, 1, 0), TM2_ECHANNEL);
+    int err = TM2_ECHANNEL;
+    assert_int_equal(tm2__mconn_reserve(a.c, 1), err);
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m1), err);
+    side_close(&a);
+    tm2__msg_unref(m1000);
+    tm2__msg_unref(m2000);
+    tm2__msg_unref(m1);
+    tm2__msg_unref(m3001);
+    tm2__msg_unref(m0);
+}
+
+static void send_budget_off(void **state)
+{
+    (void)state;
+    tm2_channel_desc d = {.id = 0x01, .priority = 1, .send_queue_capacity = 64};
+    tm2_mconn_config cfg = plain_config();
+    cfg.max_send_buffer_bytes = 0;
+    side a, b;
+    side_open(&a, &cfg, &d, 1, 0);
+    side_open(&b, &cfg, &d, 1, 0);
+    tm2__msg *m = zero_msg(1u << 20);   /* 64 MiB admitted with no budget */
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m), 0);
+    assert_int_equal(tm2__mconn_reserve(a.c, SIZE_MAX), 0);
+    assert_int_equal(tm2__mconn_send_buffered(a.c), 0);
+    pump(&a, &b, CHUNK_WHOLE, 0);
+    assert_int_equal(b.count, 64);
+    assert_int_equal(a.budget_calls, 0);
+    tm2__msg_unref(m);
+    side_close(&a);
+    side_close(&b);
+}
+
+static void recv_budget_across_channels(void **state)
+{
+    (void)state;
+    /* The reference's TestMaxRecvBufferBudget: each channel under its own
+     * capacity, together over the connection's budget. */
+    tm2_channel_desc d[] = {{.id = 0x01, .priority = 1, .recv_message_capacity = 80},
+                            {.id = 0x02, .priority = 1, .recv_message_capacity = 80},
+                            {.id = 0x03, .priority = 1}};
+    tm2_mconn_config cfg = plain_config();
+    cfg.max_recv_buffer_bytes = 100;
+    side s;
+    side_open(&s, &cfg, d, 3, 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 60, 0), 0);
+    assert_int_equal(tm2__mconn_recv_buffered(s.c), 60);
+    assert_int_equal(feed_pkt(&s, 0x02, 0, 50, 0), TM2_EMSGSIZE);
+    const char *why;
+    tm2__mconn_error(s.c, &why);
+    assert_non_null(strstr(why, "total receive buffer budget exceeded: 110 > 100"));
+    side_close(&s);
+
+    /* Exactly at the limit is fine; a byte more is not, whole one-packet
+     * messages included (they are buffered while handled, as in the
+     * reference). */
+    side_open(&s, &cfg, d, 3, 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 60, 0), 0);
+    assert_int_equal(feed_pkt(&s, 0x03, 1, 40, 0), 0);   /* 100: delivered */
+    assert_int_equal(s.count, 1);
+    assert_int_equal(feed_pkt(&s, 0x02, 0, 40, 0), 0);   /* 100 buffered */
+    assert_int_equal(tm2__mconn_recv_buffered(s.c), 100);
+    assert_int_equal(feed_pkt(&s, 0x03, 1, 0, 0), 0);    /* empty: fits */
+    /* Completing releases the whole message. */
+    assert_int_equal(feed_pkt(&s, 0x01, 1, 0, 0), 0);
+    assert_int_equal(s.count, 3);
+    assert_int_equal(s.items[2].len, 60);
+    assert_int_equal(tm2__mconn_recv_buffered(s.c), 40);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 60, 0), 0);
+    assert_int_equal(feed_pkt(&s, 0x03, 1, 1, 0), TM2_EMSGSIZE);   /* 101 */
+    side_close(&s);
+
+    /* The channel's own capacity still applies, and first. */
+    side_open(&s, &cfg, d, 3, 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 70, 0), 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 11, 0), TM2_EMSGSIZE);
+    tm2__mconn_error(s.c, &why);
+    assert_non_null(strstr(why, "capacity of 80"));
+    side_close(&s);
+
+    /* 0 disables the budget: only the capacities are left. */
+    cfg.max_recv_buffer_bytes = 0;
+    side_open(&s, &cfg, d, 3, 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 80, 0), 0);
+    assert_int_equal(feed_pkt(&s, 0x02, 0, 80, 0), 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(feed_pkt(&s, 0x03, 0, 1024, 0), 0);
+    assert_int_equal(feed_pkt(&s, 0x03, 1, 1024, 0), 0);
+    assert_int_equal(s.count, 1);
+    assert_int_equal(s.items[0].len, 11 * 1024);
+    side_close(&s);
+}
+
+static void assembly_deadline(void **state)
+{
+    (void)state;
+    tm2_channel_desc d[] = {{.id = 0x01, .priority = 1}, {.id = 0x02, .priority = 1}};
+    tm2_mconn_config cfg = plain_config();
+    cfg.recv_assembly_timeout_ms = 1000;
+    side s;
+    side_open(&s, &cfg, d, 2, 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 0), UINT64_MAX);
+    /* Anchored to the first partial packet; dribbled ones, empty or not,
+     * do not move it (the reference's NotResetByDribble). */
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 7, 100), 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 100), 1100);
+    for (uint64_t t = 200; t < 1100; t += 100) {
+        assert_int_equal(feed_pkt(&s, 0x01, 0, t % 200 ? 0 : 5, t), 0);
+        assert_int_equal(tm2__mconn_handle_expiry(s.c, t), 0);
+        assert_int_equal(tm2__mconn_next_deadline(s.c, t), 1100);
+    }
+    assert_int_equal(tm2__mconn_handle_expiry(s.c, 1099), 0);
+    assert_int_equal(tm2__mconn_handle_expiry(s.c, 1100), TM2_ETIMEDOUT);
+    const char *why;
+    assert_int_equal(tm2__mconn_error(s.c, &why), TM2_ETIMEDOUT);
+    assert_non_null(strstr(why, "recv assembly timeout: channel 0x01"));
+    assert_int_equal(feed_pkt(&s, 0x01, 1, 1, 1101), TM2_ETIMEDOUT);
+    side_close(&s);
+
+    /* Completing clears it (the reference's ClearedOnCompletion): messages
+     * spaced beyond the deadline never trip it. */
+    side_open(&s, &cfg, d, 2, 0);
+    for (uint64_t t = 0; t < 10000; t += 3000) {
+        assert_int_equal(feed_pkt(&s, 0x01, 0, 5, t), 0);
+        assert_int_equal(feed_pkt(&s, 0x01, 1, 3, t + 999), 0);
+        assert_int_equal(tm2__mconn_next_deadline(s.c, t + 999), UINT64_MAX);
+        assert_int_equal(tm2__mconn_handle_expiry(s.c, t + 2000), 0);
+    }
+    assert_int_equal(s.count, 4);
+    /* Empty partial packets start it too, and a last packet ends it. */
+    assert_int_equal(feed_pkt(&s, 0x02, 0, 0, 20000), 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 20000), 21000);
+    assert_int_equal(feed_pkt(&s, 0x02, 1, 0, 20001), 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 20001), UINT64_MAX);
+    /* Two channels: the earliest deadline first; finishing it hands over to
+     * the other's. */
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 5, 30000), 0);
+    assert_int_equal(feed_pkt(&s, 0x02, 0, 5, 30400), 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 30400), 31000);
+    assert_int_equal(feed_pkt(&s, 0x01, 1, 5, 30500), 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 30500), 31400);
+    /* A last packet after the deadline is too late, whether the timer ran
+     * first or not. */
+    assert_int_equal(feed_pkt(&s, 0x02, 1, 5, 31400), TM2_ETIMEDOUT);
+    tm2__mconn_error(s.c, &why);
+    assert_non_null(strstr(why, "channel 0x02 did not complete a message within 1000 ms"));
+    side_close(&s);
+
+    /* 0 disables it. */
+    cfg.recv_assembly_timeout_ms = 0;
+    side_open(&s, &cfg, d, 2, 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 5, 0), 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 0), UINT64_MAX);
+    assert_int_equal(tm2__mconn_handle_expiry(s.c, 1000000000), 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 1, 5, 2000000000), 0);
+    assert_int_equal(s.count, 1);
+    side_close(&s);
+}
+
+static void stall_credit_moves_deadlines(void **state)
+{
+    (void)state;
+    tm2_channel_desc d = {.id = 0x01, .priority = 1};
+    tm2_mconn_config cfg = keepalive_config();   /* ping every 1 s, pong within 500 ms */
+    cfg.recv_assembly_timeout_ms = 300;
+    side s;
+    side_open(&s, &cfg, &d, 1, 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 5, 900), 0);
+    assert_int_equal(tm2__mconn_handle_expiry(s.c, 1000), 0);   /* ping due, pong by 1500 */
+    /* Time the glue spent not reading is not the peer's. */
+    tm2__mconn_credit_stall(s.c, 1200);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 1000), 2000);   /* next ping: unmoved */
+    assert_int_equal(tm2__mconn_handle_expiry(s.c, 1999), 0);
+    uint8_t buf[64];
+    assert_true(tm2__mconn_produce(s.c, buf, sizeof buf, 1999) > 0);
+    assert_int_equal(tm2__mconn_feed(s.c, buf, 0, 1999), 0);
+    assert_int_equal(feed_pkt(&s, 0x01, 1, 5, 2300), 0);   /* in time: 900 + 300 + 1200 */
+    assert_int_equal(s.count, 1);
+    /* The ping due at 2000 leaves the earlier pong deadline in place. */
+    assert_int_equal(tm2__mconn_handle_expiry(s.c, 2699), 0);
+    assert_int_equal(tm2__mconn_handle_expiry(s.c, 2700), TM2_EPONG);   /* 1000 + 500 + 1200 */
+    side_close(&s);
+    /* It only ever moves them back, and nothing else. */
+    side_open(&s, &cfg, &d, 1, 0);
+    tm2__mconn_credit_stall(s.c, 5000);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 0), 1000);
+    assert_int_equal(feed_pkt(&s, 0x01, 0, 5, 10), 0);
+    assert_int_equal(tm2__mconn_next_deadline(s.c, 10), 310);
+    side_close(&s);
+}
+
+/* The largest payload a config may set carries messages end to end. */
+static void max_payload_end_to_end(void **state)
+{
+    (void)state;
+    tm2_channel_desc d = {.id = 0x01, .priority = 1, .send_queue_capacity = 4};
+    tm2_mconn_config cfg = plain_config();
+    cfg.max_packet_payload = TM2_MAX_PACKET_PAYLOAD;
+    side a, b;
+    side_open(&a, &cfg, &d, 1, 0);
+    side_open(&b, &cfg, &d, 1, 0);
+    size_t pkt = tm2__mconn_max_packet_size(a.c);
+    assert_true(pkt > TM2_MAX_PACKET_PAYLOAD);
+    tm2__msg *m = random_msg(3 * TM2_MAX_PACKET_PAYLOAD + 5);
+    assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m), 0);
+    uint8_t *buf = malloc(pkt);
+    assert_non_null(buf);
+    /* One whole packet or none. */
+    size_t first = tm2__packet_msg_size(0x01, 0, TM2_MAX_PACKET_PAYLOAD);
+    assert_int_equal(tm2__mconn_produce(a.c, buf, first - 1, 0), 0);
+    for (int mode = CHUNK_WHOLE; mode <= CHUNK_RANDOM; mode++) {
+        if (mode != CHUNK_WHOLE)
+            assert_int_equal(tm2__mconn_try_send(a.c, 0x01, m), 0);
+        int n;
+        while ((n = tm2__mconn_produce(a.c, buf, pkt, 0)) > 0)
+            assert_int_equal(feed_chunks(&b, buf, (size_t)n, mode, 0), 0);
+        assert_int_equal(n, 0);
+    }
+    assert_int_equal(b.count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(b.items[i].len, m->len);
+        assert_memory_equal(b.items[i].data, m->data, m->len);
+    }
+    free(buf);
+    tm2__msg_unref(m);
+    side_close(&a);
+    side_close(&b);
+    cfg.max_packet_payload = TM2_MAX_PACKET_PAYLOAD + 1;
+    tm2__mconn *c;
+    assert_int_equal(tm2__mconn_new(&c, &cfg, &d, 1, NULL, NULL, 0), TM2_EINVAL);
+}
+
+static void config_check_fields(void **state)
+{
+    (void)state;
+    tm2_mconn_config def, cfg;
+    tm2_mconn_config_default(&def);
+    /* Every default from defaults.h. */
+    assert_int_equal(def.send_rate, TM2_DEFAULT_SEND_RATE);
+    assert_int_equal(def.recv_rate, TM2_DEFAULT_RECV_RATE);
+    assert_int_equal(def.max_packet_payload, TM2_DEFAULT_MAX_PACKET_PAYLOAD);
+    assert_int_equal(def.flush_throttle_ms, TM2_DEFAULT_FLUSH_THROTTLE_MS);
+    assert_int_equal(def.ping_interval_ms, TM2_DEFAULT_PING_INTERVAL_MS);
+    assert_int_equal(def.pong_timeout_ms, TM2_DEFAULT_PONG_TIMEOUT_MS);
+    assert_int_equal(def.max_send_buffer_bytes, TM2_DEFAULT_MAX_SEND_BUFFER_BYTES);
+    assert_int_equal(def.max_recv_buffer_bytes, TM2_DEFAULT_MAX_RECV_BUFFER_BYTES);
+    assert_int_equal(def.recv_assembly_timeout_ms, TM2_DEFAULT_RECV_ASSEMBLY_TIMEOUT_MS);
+    assert_int_equal(def.max_send_buffer_bytes, 20u << 20);
+    assert_int_equal(def.recv_assembly_timeout_ms, 30000);
+
+    const char *field = "unset";
+    assert_int_equal(tm2__mconn_config_check(&def, &field), 0);
+    assert_null(field);
+    assert_int_equal(tm2__mconn_config_check(&def, NULL), 0);
+    /* Payload: 1 .. TM2_MAX_PACKET_PAYLOAD. */
+    cfg = def;
+    cfg.max_packet_payload = 0;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), TM2_EINVAL);
+    assert_string_equal(field, "max_packet_payload");
+    cfg.max_packet_payload = TM2_MAX_PACKET_PAYLOAD + 1;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), TM2_EINVAL);
+    assert_string_equal(field, "max_packet_payload");
+    cfg.max_packet_payload = TM2_MAX_PACKET_PAYLOAD;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), 0);
+    cfg.max_packet_payload = 1;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), 0);
+    /* Pong: non-zero and below the ping interval while pinging. */
+    cfg = def;
+    cfg.pong_timeout_ms = cfg.ping_interval_ms;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), TM2_EINVAL);
+    assert_string_equal(field, "pong_timeout_ms");
+    cfg.pong_timeout_ms = 0;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), TM2_EINVAL);
+    assert_string_equal(field, "pong_timeout_ms");
+    cfg.ping_interval_ms = 0;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), 0);
+    cfg = def;
+    cfg.pong_timeout_ms = cfg.ping_interval_ms - 1;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), 0);
+    /* Budgets: 0 or at least TM2_MIN_BUFFER_BYTES. */
+    static const size_t bad_budgets[] = {1, 100, TM2_MIN_BUFFER_BYTES - 1};
+    for (size_t i = 0; i < sizeof bad_budgets / sizeof bad_budgets[0]; i++) {
+        cfg = def;
+        cfg.max_send_buffer_bytes = bad_budgets[i];
+        assert_int_equal(tm2__mconn_config_check(&cfg, &field), TM2_EINVAL);
+        assert_string_equal(field, "max_send_buffer_bytes");
+        cfg = def;
+        cfg.max_recv_buffer_bytes = bad_budgets[i];
+        assert_int_equal(tm2__mconn_config_check(&cfg, &field), TM2_EINVAL);
+        assert_string_equal(field, "max_recv_buffer_bytes");
+        /* The core itself takes any budget (tests and fuzzing go small). */
+        tm2_channel_desc d = {.id = 1, .priority = 1};
+        tm2__mconn *c;
+        assert_int_equal(tm2__mconn_new(&c, &cfg, &d, 1, NULL, NULL, 0), 0);
+        tm2__mconn_free(c);
+    }
+    cfg = def;
+    cfg.max_send_buffer_bytes = TM2_MIN_BUFFER_BYTES;
+    cfg.max_recv_buffer_bytes = TM2_MIN_BUFFER_BYTES;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), 0);
+    cfg.max_send_buffer_bytes = 0;
+    cfg.max_recv_buffer_bytes = 0;
+    cfg.recv_assembly_timeout_ms = 0;
+    assert_int_equal(tm2__mconn_config_check(&cfg, &field), 0);
+    assert_null(field);
+}
+
 /* ---- status ------------------------------------------------------------------------- */
 
 static void status_snapshot(void **state)
@@ -1013,6 +1450,13 @@ int main(void)
         cmocka_unit_test(config_rules),
         cmocka_unit_test(status_snapshot),
         cmocka_unit_test(broadcast_shares_one_buffer),
+        cmocka_unit_test(send_budget_limits),
+        cmocka_unit_test(send_budget_off),
+        cmocka_unit_test(recv_budget_across_channels),
+        cmocka_unit_test(assembly_deadline),
+        cmocka_unit_test(stall_credit_moves_deadlines),
+        cmocka_unit_test(max_payload_end_to_end),
+        cmocka_unit_test(config_check_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

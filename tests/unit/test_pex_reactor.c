@@ -1,8 +1,9 @@
 /* The discovery reactor's logic (src/discovery/pex_core.c) with fake peers,
  * a fake switch and a fake clock: what an answer holds, the request rate
  * limit, one test per Response rejection rule, strikes and their decay,
- * requests on connect and on the tick, dialling from responses, the book
- * and the seeds, releasing seeds, seed mode, dial failures, the book file
+ * requests on connect and on the tick, dialling from responses, the book,
+ * the switch's seeds (kept, never in the book) and persistent peers (never
+ * dialled), connection marks, seed mode, dial failures, the book file
  * (written synchronously by the fake switch, by the core itself without
  * save ops, and by a real book_writer thread held on a gate, which the
  * tick never waits for) and the configuration checks. */
@@ -44,6 +45,11 @@ typedef struct fake {
     size_t dialing;
     tm2_id privates[8];
     size_t n_privates;
+    tm2_id seeds[4];       /* the switch's seeds and persistent peers */
+    size_t n_seeds;
+    tm2_id persistents[4];
+    size_t n_persistents;
+    int send_rc;           /* what send returns (after recording the message) */
     size_t forgotten;
     bool remove_on_stop;   /* call back into the core from stop, as a switch may */
     tm2__pex *x;
@@ -65,7 +71,7 @@ static int f_send(void *user, void *peer, const uint8_t *msg, size_t len)
     memcpy(f->sent[f->n_sent].msg, msg, len);
     f->sent[f->n_sent].len = len;
     f->n_sent++;
-    return 0;
+    return f->send_rc;
 }
 
 static void f_dial(void *user, const tm2_netaddr *addrs, size_t n)
@@ -103,6 +109,26 @@ static bool f_is_private(void *user, const tm2_id *id)
         if (strcmp(f->privates[i].s, id->s) == 0)
             return true;
     return false;
+}
+
+static bool id_in(const tm2_id *list, size_t n, const tm2_id *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].s, id->s) == 0)
+            return true;
+    return false;
+}
+
+static bool f_is_seed(void *user, const tm2_id *id)
+{
+    fake *f = user;
+    return id_in(f->seeds, f->n_seeds, id);
+}
+
+static bool f_is_persistent(void *user, const tm2_id *id)
+{
+    fake *f = user;
+    return id_in(f->persistents, f->n_persistents, id);
 }
 
 static void f_forget(void *user, void *peer)
@@ -224,6 +250,8 @@ static void env_start(env *e)
         .stop = f_stop,
         .counts = f_counts,
         .is_private = f_is_private,
+        .is_seed = f_is_seed,
+        .is_persistent = f_is_persistent,
         .forget = f_forget,
         .save_submit = f_save_submit,
         .save_collect = f_save_collect,
@@ -778,114 +806,153 @@ static void test_tick_asks_a_random_peer_with_the_channel(void **state)
     env_free(&e);
 }
 
-static void test_seeds_dialled_with_backoff(void **state)
+/* A seed the switch dialled is an ordinary outbound peer: asked at once,
+ * kept after its answer, counted towards the target; it never enters the
+ * book, neither on connect nor when gossip names it. */
+static void test_seed_kept_after_answer(void **state)
 {
     (void)state;
     env e;
     env_cfg(&e);
-    tm2_netaddr seed = addr_of(500);
-    e.cfg.seeds = &seed;
-    e.cfg.n_seeds = 1;
+    make_id(500, &e.f.seeds[e.f.n_seeds++]);
     e.cfg.target_outbound = 3;
     env_start(&e);
-    assert_int_equal(e.f.n_dialled, 1);     /* at start */
-    assert_true(dialled_node(&e, 500, 0));
-    /* Book empty and too few peers: redialled, each time later. */
-    tm2__pex_tick(e.x, T(1000));            /* due at 1000 */
-    assert_int_equal(e.f.n_dialled, 2);
-    tm2__pex_tick(e.x, T(2000));            /* next at 1000 + 2000 */
-    assert_int_equal(e.f.n_dialled, 2);
-    tm2__pex_tick(e.x, T(3000));
-    assert_int_equal(e.f.n_dialled, 3);
-    tm2__pex_tick(e.x, T(6000));            /* next at 3000 + 4000 */
-    assert_int_equal(e.f.n_dialled, 3);
-    tm2__pex_tick(e.x, T(7000));
-    assert_int_equal(e.f.n_dialled, 4);
-    assert_int_equal(stats(&e).seed_dials, 4);
+    assert_int_equal(e.f.n_dialled, 0);     /* the switch dials seeds, not discovery */
+    asked_peer(&e, 500, 100);
+    assert_null(book_entry(&e, 500));
 
-    /* The seed connects: asked at once; its answer fills the book, the
-     * new addresses are dialled and the seed is let go. */
-    asked_peer(&e, 500, 7100);
     tm2_netaddr a[5];
     for (unsigned i = 0; i < 5; i++)
         a[i] = addr_of(10 + i);
-    size_t d0 = e.f.n_dialled;
-    send_response(&e, 500, a, 5, 7200);
-    assert_int_equal(e.f.n_dialled - d0, 3);
-    assert_int_equal(e.f.n_stops, 1);
-    assert_ptr_equal(e.f.stops[0].peer, H(500));
-    assert_int_equal(e.f.stops[0].reason, 0);
-    assert_int_equal(stats(&e).peers_released, 1);
-    /* Seeds never enter the book, not even when gossip names them. */
-    assert_null(book_entry(&e, 500));
-    asked_peer(&e, 20, 7300);
-    tm2_netaddr s500 = addr_of(500);
-    send_response(&e, 20, &s500, 1, 7310);
-    assert_null(book_entry(&e, 500));
-    assert_int_equal(tm2__pex_remove_peer(e.x, H(20)), true);
-    assert_int_equal(tm2__pex_remove_peer(e.x, H(500)), true);
+    send_response(&e, 500, a, 5, 200);
+    assert_int_equal(e.f.n_stops, 0);       /* kept after it answered */
+    assert_int_equal(stats(&e).peers_released, 0);
+    assert_int_equal(e.f.n_dialled, 2);     /* target 3, the seed is one */
+    for (unsigned i = 0; i < 5; i++)
+        assert_non_null(book_entry(&e, 10 + i));
 
-    /* The book still has candidates: no seed dial, the book is used. */
-    d0 = e.f.n_dialled;
-    tm2__pex_tick(e.x, T(8000));
-    assert_int_equal(e.f.n_dialled - d0, 2);
+    /* Gossip naming the seed leaves it out of the book and undialled. */
+    asked_peer(&e, 20, 300);
+    tm2_netaddr s500 = addr_of(500);
+    size_t d0 = e.f.n_dialled;
+    send_response(&e, 20, &s500, 1, 310);
+    assert_null(book_entry(&e, 500));
     assert_false(dialled_node(&e, 500, d0));
-    /* Everything in the book is backing off now: seeds again (their answer
-     * was news, so without delay). */
+
+    /* Seed, 20 and one more: the target is met, and it stays so for good. */
+    connect_peer(&e, 10, true, 400);
     d0 = e.f.n_dialled;
-    tm2__pex_tick(e.x, T(9000));
-    assert_int_equal(e.f.n_dialled - d0, 1);
-    assert_true(dialled_node(&e, 500, d0));
+    for (uint64_t k = 1; k <= 100; k++)
+        tm2__pex_tick(e.x, T(400 + 1000 * k));
+    assert_int_equal(e.f.n_stops, 0);
+    assert_int_equal(e.f.n_dialled, d0);
+    assert_null(book_entry(&e, 500));
     env_free(&e);
 }
 
-static void test_seed_released_once_target_met(void **state)
+/* Persistent peers are the switch's to dial (at their configured address):
+ * discovery never hands their IDs over, from the book at start, on the tick
+ * or from a Response, though gossip may put them in the book. */
+static void test_persistent_peers_never_dialled(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/tm2-pex-persist-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/addrbook.json", dir);
+
+    /* A book naming peers 1..4; 2 and 4 are persistent. */
+    tm2__addrbook *b = NULL;
+    assert_int_equal(tm2__addrbook_new(NULL, NULL, &b), 0);
+    for (unsigned i = 1; i <= 4; i++) {
+        tm2_netaddr a = addr_of(i);
+        assert_true(tm2__addrbook_add(b, &a, T(0).unix_s) > 0);
+    }
+    char why[256];
+    assert_int_equal(tm2__addrbook_save(b, path, true, why, sizeof why), 1);
+    tm2__addrbook_free(b);
+
+    env e;
+    env_cfg(&e);
+    e.cfg.addrbook_path = path;
+    make_id(2, &e.f.persistents[e.f.n_persistents++]);
+    make_id(4, &e.f.persistents[e.f.n_persistents++]);
+    make_id(6, &e.f.persistents[e.f.n_persistents++]);
+    env_start(&e);
+    assert_int_equal(e.f.n_dialled, 2);     /* at start: 1 and 3 */
+    assert_true(dialled_node(&e, 1, 0));
+    assert_true(dialled_node(&e, 3, 0));
+
+    for (uint64_t k = 1; k <= 200; k++)     /* past every back-off */
+        tm2__pex_tick(e.x, T(1000 * k));
+    asked_peer(&e, 9, 200000);
+    tm2_netaddr a[3] = {addr_of(5), addr_of(6), addr_of(4)};
+    send_response(&e, 9, a, 3, 200100);
+    assert_non_null(book_entry(&e, 6));     /* in the book like any address */
+    for (uint64_t k = 1; k <= 200; k++)
+        tm2__pex_tick(e.x, T(200100 + 1000 * k));
+    assert_true(dialled_node(&e, 5, 0));
+    assert_false(dialled_node(&e, 2, 0));
+    assert_false(dialled_node(&e, 4, 0));
+    assert_false(dialled_node(&e, 6, 0));
+
+    /* A persistent peer that connects is still marked connected. */
+    tm2__pex_peer_info in = info_of(2, true);
+    in.persistent = true;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(2), &in, T(500000)), 0);
+    assert_int_equal(book_entry(&e, 2)->last_connected, T(500000).unix_s);
+    env_free(&e);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* The reference v1.7.1 marks the address of a peer it dialled when the peer
+ * is added, not an inbound peer's; and every round it marks again each
+ * outbound peer it still holds, so a long connection's mark never lapses. */
+static void test_connection_marks(void **state)
 {
     (void)state;
     env e;
-    env_cfg(&e);
-    tm2_netaddr seed = addr_of(500);
-    e.cfg.seeds = &seed;
-    e.cfg.n_seeds = 1;
-    e.cfg.target_outbound = 2;
-    env_start(&e);
-    asked_peer(&e, 500, 0);
-    tm2__pex_tick(e.x, T(100));
-    assert_int_equal(e.f.n_stops, 0);       /* still needed */
-    connect_peer(&e, 1, true, 200);
-    connect_peer(&e, 2, true, 200);
-    size_t d0 = e.f.n_dialled;
-    tm2__pex_tick(e.x, T(300));
-    assert_int_equal(e.f.n_stops, 1);
-    assert_ptr_equal(e.f.stops[0].peer, H(500));
-    assert_int_equal(e.f.stops[0].reason, 0);
-    assert_int_equal(e.f.n_dialled, d0);    /* target met: no dials */
-    env_free(&e);
+    env_init(&e);
+    connect_peer(&e, 1, false, 0);          /* inbound first, as in the reference */
+    connect_peer(&e, 2, true, 0);
+    assert_int_equal(book_entry(&e, 1)->last_connected, 0);
+    assert_int_equal(book_entry(&e, 2)->last_connected, T(0).unix_s);
 
-    /* A seed that does not answer goes after two intervals. */
-    env_cfg(&e);
-    e.cfg.seeds = &seed;
-    e.cfg.n_seeds = 1;
-    env_start(&e);
-    asked_peer(&e, 500, 0);
-    tm2__pex_tick(e.x, T(1999));
-    assert_int_equal(e.f.n_stops, 0);
-    tm2__pex_tick(e.x, T(2000));
-    assert_int_equal(e.f.n_stops, 1);
-    env_free(&e);
+    /* A day and an hour later the connect-time mark alone would have lapsed;
+     * the round renews it (and leaves the inbound one unmarked). */
+    const uint64_t later = (uint64_t)(TM2__ADDRBOOK_CONNECTED_TTL + 3600) * 1000;
+    tm2__pex_time t = T(later);
+    assert_false(tm2__addrbook_connected(book_entry(&e, 2), t.unix_s));
+    tm2__pex_tick(e.x, t);
+    assert_int_equal(book_entry(&e, 2)->last_connected, t.unix_s);
+    assert_true(tm2__addrbook_connected(book_entry(&e, 2), t.unix_s));
+    assert_int_equal(book_entry(&e, 1)->last_connected, 0);
 
-    /* A persistent seed is never let go. */
-    env_cfg(&e);
-    e.cfg.seeds = &seed;
-    e.cfg.n_seeds = 1;
-    e.cfg.target_outbound = 1;
-    env_start(&e);
-    tm2__pex_peer_info in = info_of(500, true);
-    in.persistent = true;
-    assert_int_equal(tm2__pex_add_peer(e.x, H(500), &in, T(0)), 0);
-    connect_peer(&e, 1, true, 0);
-    tm2__pex_tick(e.x, T(5000));
+    /* Once gone, the mark is no longer renewed. */
+    assert_true(tm2__pex_remove_peer(e.x, H(2)));
+    tm2__pex_tick(e.x, T(later + 1000 * 3600));
+    assert_int_equal(book_entry(&e, 2)->last_connected, t.unix_s);
+    env_free(&e);
+}
+
+/* The answer goes out without waiting: a full send queue drops it (the
+ * reference's TrySend), once, and the peer stays. */
+static void test_full_send_queue_drops_the_answer(void **state)
+{
+    (void)state;
+    env e;
+    env_init(&e);
+    connect_peer(&e, 1, false, 0);
+    connect_peer(&e, 2, false, 0);
+    e.f.send_rc = TM2_EFULL;
+    size_t s0 = e.f.n_sent;
+    send_request(&e, 1, 10);
+    assert_int_equal(sent_to(&e, 1, s0), 1);
+    assert_int_equal(stats(&e).requests_received, 1);
+    assert_int_equal(stats(&e).requests_answered, 0);
     assert_int_equal(e.f.n_stops, 0);
+    assert_int_equal(tm2__pex_strikes(e.x, H(1)), 0);
     env_free(&e);
 }
 
@@ -897,7 +964,7 @@ static void test_outbound_connect_and_dial_failure_recorded(void **state)
     connect_peer(&e, 1, true, 0);
     const tm2__addrbook_entry *be = book_entry(&e, 1);
     assert_non_null(be);
-    assert_true(be->last_success > 0);
+    assert_int_equal(be->last_connected, T(0).unix_s);
     /* An inbound peer's advertised address is remembered, a private one's is not. */
     connect_peer(&e, 2, false, 0);
     assert_non_null(book_entry(&e, 2));
@@ -1391,14 +1458,7 @@ static void test_config_checks(void **state)
     c.addrbook_max = TM2__ADDRBOOK_MAX_LIMIT + 1;
     assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
     c.addrbook_max = 0;
-    c.n_seeds = 1;
-    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);   /* NULL seeds */
-    tm2_netaddr s;
-    assert_int_equal(tm2_netaddr_parse("127.0.0.1:26656", TM2_NETADDR_NO_ID, &s), 0);
-    c.seeds = &s;
-    assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);   /* seed without ID */
     assert_null(x);
-    c.n_seeds = 0;
     ops.save_submit = f_save_submit;         /* save ops: all or none */
     assert_int_equal(tm2__pex_new(&c, &ops, 0, &x), TM2_EINVAL);
     ops.save_collect = f_save_collect;
@@ -1430,8 +1490,10 @@ int main(void)
         cmocka_unit_test(test_strikes_decay_and_stop),
         cmocka_unit_test(test_stop_may_reenter),
         cmocka_unit_test(test_tick_asks_a_random_peer_with_the_channel),
-        cmocka_unit_test(test_seeds_dialled_with_backoff),
-        cmocka_unit_test(test_seed_released_once_target_met),
+        cmocka_unit_test(test_seed_kept_after_answer),
+        cmocka_unit_test(test_persistent_peers_never_dialled),
+        cmocka_unit_test(test_connection_marks),
+        cmocka_unit_test(test_full_send_queue_drops_the_answer),
         cmocka_unit_test(test_outbound_connect_and_dial_failure_recorded),
         cmocka_unit_test(test_seed_mode),
         cmocka_unit_test(test_seed_mode_crawls_the_book),
