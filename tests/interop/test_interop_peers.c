@@ -149,14 +149,14 @@ static void simultaneous_open(void **state)
                             !rnode_wait(r, "DIAL_SKIPPED", NULL, NULL, t->id.s, 0);
 
         /* Hold, then check again: nothing dropped, nothing replaced. Events
-         * and lines before the first check belong to the settling (a side
-         * may have seen a connection close there: when the other side
-         * resolved first and closed the losing connection before this
-         * side's own dial finished, as the reference itself would). */
-        /* The reference prints its events from a goroutine of their own, so
-         * a line from the settling can come after its PEERS answer: its side
-         * is judged by its peer set, ours by events too (a connection lost
-         * and made again during the hold would show there). */
+         * before the first check belong to the settling (a side may have
+         * seen a connection close there: when the other side resolved first
+         * and closed the losing connection before this side's own dial
+         * finished, as the reference itself would). The reference prints
+         * its events from a goroutine of their own, so a line from the
+         * settling can come after its PEERS answer: its side is judged by
+         * its peer set, ours by events too (a connection lost and made again
+         * during the hold would show there). */
         ev_from = tnode_drain(t);
         assert_null(tnode_wait_event_from(t, &ev_from,
                                           TM2_EVENT_PEER_DISCONNECTED | TM2_EVENT_PEER_REPLACED,
