@@ -30,8 +30,9 @@
  * response (8 MiB of block data plus 64 KiB of framing). */
 #define TM2_MIN_BUFFER_BYTES                ((8u << 20) + (64u << 10))
 
-/* The largest packet payload tm2p2p accepts in its configuration: a packet
- * must fit one receive read and the peer must use the same value, so
+/* The largest packet payload tm2p2p accepts in its configuration (the
+ * connection's write scratch is sized for one such packet; received packets
+ * are reassembled across reads). The peer must use the same value, so
  * anything near the reference's 1024 is what networks run. */
 #define TM2_MAX_PACKET_PAYLOAD              65536u
 
