@@ -189,8 +189,8 @@ TM2_API void tm2_switch_counts(tm2_switch *sw, size_t *inbound, size_t *outbound
 /* Disconnects p with reason err (a persistent peer is redialled). */
 TM2_API void tm2_switch_stop_peer_for_error(tm2_switch *sw, tm2_peer *p, int err);
 
-/* True if id is in the private peer list, the persistent peers or the
- * seeds. Any thread. */
+/* Whether id is one of the private peer IDs, the persistent peers or the
+ * seeds (one function each). Any thread. */
 TM2_API bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id);
 TM2_API bool tm2_switch_is_persistent(const tm2_switch *sw, const tm2_id *id);
 TM2_API bool tm2_switch_is_seed(const tm2_switch *sw, const tm2_id *id);

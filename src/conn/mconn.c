@@ -313,7 +313,8 @@ size_t tm2__mconn_send_buffered(const tm2__mconn *c) { return c->send_buffered; 
 
 size_t tm2__mconn_recv_buffered(const tm2__mconn *c) { return c->recv_buffered; }
 
-int tm2__mconn_send_reserved(tm2__mconn *c, uint8_t id, tm2__msg *m)
+/* The checks every send makes before it takes budget or a queue slot. */
+static int admit(tm2__mconn *c, uint8_t id, const tm2__msg *m, chan **out)
 {
     if (c->err)
         return c->err;
@@ -324,6 +325,12 @@ int tm2__mconn_send_reserved(tm2__mconn *c, uint8_t id, tm2__msg *m)
         return TM2_EINVAL;
     if (ch->q_count >= ch->d.send_queue_capacity)
         return TM2_EFULL;
+    *out = ch;
+    return 0;
+}
+
+static int enqueue(chan *ch, tm2__msg *m)
+{
     if (ch->q_count == ch->q_size) {
         int e = ring_grow(ch);
         if (e)
@@ -337,24 +344,25 @@ int tm2__mconn_send_reserved(tm2__mconn *c, uint8_t id, tm2__msg *m)
     return 0;
 }
 
+int tm2__mconn_send_reserved(tm2__mconn *c, uint8_t id, tm2__msg *m)
+{
+    chan *ch;
+    int e = admit(c, id, m, &ch);
+    return e ? e : enqueue(ch, m);
+}
+
 int tm2__mconn_try_send(tm2__mconn *c, uint8_t id, tm2__msg *m)
 {
-    if (c->err)
-        return c->err;
-    chan *ch = lookup(c, id);
-    if (!ch)
-        return TM2_ECHANNEL;
-    if (!m)
-        return TM2_EINVAL;
-    if (ch->q_count >= ch->d.send_queue_capacity)
-        return TM2_EFULL;
-    int e = tm2__mconn_reserve(c, m->len);
-    if (e == TM2_EFULL)
-        c->refused_ch |= 1u << (unsigned)(ch - c->ch);
+    chan *ch;
+    int e = admit(c, id, m, &ch);
     if (e)
         return e;
-    e = tm2__mconn_send_reserved(c, id, m);
-    if (e)
+    if ((e = tm2__mconn_reserve(c, m->len)) != 0) {
+        if (e == TM2_EFULL)
+            c->refused_ch |= 1u << (unsigned)(ch - c->ch);
+        return e;
+    }
+    if ((e = enqueue(ch, m)) != 0)
         tm2__mconn_unreserve(c, m->len);
     return e;
 }
