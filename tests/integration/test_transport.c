@@ -1353,6 +1353,67 @@ static void pending_inbound_cap(void **state)
     world_finish(&w);
 }
 
+/* The drop path needs a handle for each excess socket; when malloc has
+ * none, a spare serves one socket and the next waits for it. The listener
+ * must take the waiting socket once the spare is back, or it accepts nothing
+ * again. malloc is wrapped at link time (CMakeLists) so the test can refuse
+ * exactly the drop path's allocation. */
+void *__real_malloc(size_t n);
+void *__wrap_malloc(size_t n);
+static size_t malloc_refuse_size;
+static unsigned malloc_refused;
+
+void *__wrap_malloc(size_t n)
+{
+    if (malloc_refuse_size && n == malloc_refuse_size) {
+        malloc_refused++;
+        return NULL;
+    }
+    return __real_malloc(n);
+}
+
+#define OOM_FLOOD 6
+
+static void drop_without_memory(void **state)
+{
+    (void)state;
+    world w;
+    world_init(&w);
+    node *n = node_new(&w, 1, &(node_opts){.max_pending = 1, .hs_timeout_ms = 20000,
+                                           .capture_log = true});
+    rawp *r = calloc(OOM_FLOOD + 2, sizeof *r);
+    assert_non_null(r);
+    raw_connect(&r[0], &w, &n->laddr);
+    WAIT_FOR(&w, 5000, r[0].got == 35);
+
+    /* Every excess socket waits in the backlog, so one accept pass meets
+     * them all while the spare is taken by the first. */
+    malloc_refuse_size = sizeof(uv_tcp_t);
+    malloc_refused = 0;
+    for (size_t i = 1; i <= OOM_FLOOD; i++)
+        raw_connect(&r[i], &w, &n->laddr);
+    WAIT_FOR(&w, 5000, count_eof(r + 1, OOM_FLOOD) == OOM_FLOOD);
+    malloc_refuse_size = 0;
+    assert_true(malloc_refused >= 2);
+    assert_true(count_substr(n->log, "out of memory dropping an inbound connection") >= 1);
+    assert_int_equal(stats_of(n).dropped, OOM_FLOOD);
+    assert_int_equal(stats_of(n).pending_inbound, 1);
+
+    /* With memory back the listener still works: a freed slot is taken. */
+    raw_close(&r[0]);
+    WAIT_FOR(&w, 5000, n->n_rej == 1);
+    raw_connect(&r[OOM_FLOOD + 1], &w, &n->laddr);
+    WAIT_FOR(&w, 5000, r[OOM_FLOOD + 1].got == 35);
+
+    node_close(n);
+    for (size_t i = 0; i < OOM_FLOOD + 2; i++)
+        WAIT_FOR(&w, 5000, r[i].closed);
+    free(r);
+    node *ns[] = {n};
+    nodes_finish(&w, ns, 1);
+    world_finish(&w);
+}
+
 /* ---- duplicate ip:port ----------------------------------------------------------------- */
 
 static void duplicate_dial(void **state)
@@ -1699,6 +1760,7 @@ int main(void)
         cmocka_unit_test(dial_closed_port),
         cmocka_unit_test(dial_timeout),
         cmocka_unit_test(pending_inbound_cap),
+        cmocka_unit_test(drop_without_memory),
         cmocka_unit_test(duplicate_dial),
         cmocka_unit_test(duplicate_inbound_addr),
         cmocka_unit_test(many_in_flight),
