@@ -1,7 +1,13 @@
 /* Switch peers on loopback: redial of a persistent peer with the back-off
  * of tm2_backoff_ms (and none for a non-persistent one), channel checks of
- * sends, simultaneous dials, self-dial, a wrong ID at an address, an
- * incompatible network, private peers and the per-peer store. */
+ * sends, simultaneous dials, dials that do not starve each other,
+ * self-dial, a wrong ID at an address, an incompatible network, private
+ * peers and the per-peer store. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "test_switch_support.h"
 
 #define BASE_MS 40
@@ -273,6 +279,69 @@ static void test_simultaneous_dial(void **state)
     }
 }
 
+/* A TCP listener that never accepts: dials to it connect, then hang in the
+ * handshake until its deadline. */
+static int silent_listener(tm2_netaddr *at, int seed_idx)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, len), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    char spec[TM2_NETADDR_STRLEN + 1];
+    tm2_id id = key_id(seed_idx);
+    snprintf(spec, sizeof spec, "%s@127.0.0.1:%u", id.s, (unsigned)ntohs(sa.sin_port));
+    assert_int_equal(tm2_netaddr_parse(spec, 0, at), 0);
+    return fd;
+}
+
+typedef struct dialing_arg {
+    size_t want;
+} dialing_arg;
+
+static bool pred_dialing(node *n, void *arg)
+{
+    size_t in, out, dialing;
+    tm2_switch_counts(n->sw, &in, &out, &dialing);
+    return dialing == ((dialing_arg *)arg)->want;
+}
+
+/* The reference dials one peer at a time and takes turns between its
+ * persistent and discovered queues so neither starves. Here every due dial
+ * runs at once: persistent peers stuck in their handshakes, more of them
+ * than the outbound cap, hold back neither a discovered peer nor each
+ * other. */
+static void test_dials_not_starved(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    tm2_netaddr stuck[N];
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = silent_listener(&stuck[i], 40 + i);
+    node *b = node_new(2, NULL);
+    node_opts ao = {.persistent = stuck, .n_persistent = N, .max_outbound = 4,
+                    .handshake_ms = 20000};
+    node *a = node_new(1, &ao);
+    dialing_arg all = {N};
+    if (!wait_node(a, 10000, pred_dialing, &all))
+        fail_msg("persistent dials in flight: want %d", N);
+
+    dial(a, b);
+    wait_evs(a, TM2_EVENT_PEER_CONNECTED, 1, &b->addr.id, 1, 5000);
+    assert_int_equal(count_evs(a, TM2_EVENT_DIAL_FAILED, 1, NULL), 0);
+    size_t in, out, dialing;
+    tm2_switch_counts(a->sw, &in, &out, &dialing);
+    assert_int_equal(out, 1);
+    assert_int_equal(dialing, N);
+    node_free(a);
+    node_free(b);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+}
+
 static void test_self_dial(void **state)
 {
     (void)state;
@@ -520,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_named_peers),
         cmocka_unit_test(test_channels),
         cmocka_unit_test(test_simultaneous_dial),
+        cmocka_unit_test(test_dials_not_starved),
         cmocka_unit_test(test_self_dial),
         cmocka_unit_test(test_wrong_id),
         cmocka_unit_test(test_incompatible_network),
