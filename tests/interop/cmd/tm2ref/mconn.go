@@ -130,6 +130,7 @@ func runMConnEcho(args []string) error {
 		}
 	}
 	e.mc.Stop()
+	e.tap.Close() //nolint: errcheck // closed already by the stop, this waits for a write in progress
 	e.printStats()
 
 	switch {
@@ -235,6 +236,8 @@ func oneLine(s string) string {
 type tapConn struct {
 	net.Conn
 	in, out packetCounter
+	writeMu sync.Mutex
+	closed  bool
 }
 
 func newTapConn(c net.Conn) *tapConn {
@@ -252,10 +255,29 @@ func (t *tapConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write and Close share a lock so that the counts are final once Close has
+// returned: the last STATS line comes after it, and a Pong the send routine
+// was still writing when the peer's close arrived is either counted (it was
+// written) or never written.
 func (t *tapConn) Write(p []byte) (int, error) {
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	if t.closed {
+		return 0, net.ErrClosed
+	}
 	n, err := t.Conn.Write(p)
 	t.out.observe(p[:n])
 	return n, err
+}
+
+// Close closes the connection first, so a write blocked on a peer that
+// stopped reading returns, then waits for it to be counted.
+func (t *tapConn) Close() error {
+	err := t.Conn.Close()
+	t.writeMu.Lock()
+	t.closed = true
+	t.writeMu.Unlock()
+	return err
 }
 
 // packetCounter follows the sized packets (uvarint length, body) of one
