@@ -77,6 +77,10 @@ extern "C" {
 /* A human-readable name of an error code ("invalid argument", ...). */
 TM2_API const char *tm2_strerror(int err);
 
+/* A short, stable name of an error code for labels and logs: "LIMIT" for
+ * TM2_ELIMIT, "OK" for 0, "UNKNOWN" for a code that is not listed. */
+TM2_API const char *tm2_errname(int err);
+
 /* True for errors after which the object that returned them is unusable
  * (a session or connection must be closed); false for EAGAIN, EFULL, ENOSPC. */
 TM2_API bool tm2_err_is_fatal(int err);

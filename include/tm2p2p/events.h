@@ -38,6 +38,10 @@ typedef enum tm2_event_type {
 /* Carried by value: nothing in it points elsewhere. */
 typedef struct tm2_event {
     tm2_event_type type;
+    /* When it happened: wall clock (for logs) and the monotonic clock of
+     * libuv's uv_hrtime, in milliseconds (for intervals). */
+    int64_t unix_ms;
+    uint64_t mono_ms;
     tm2_id peer_id;          /* empty when not known (a dial that failed before the handshake
                                 to an address without ID cannot happen: dial addresses carry IDs) */
     tm2_netaddr addr;        /* socket address of the peer or the dialled address */

@@ -28,6 +28,7 @@
 #include "tm2p2p/node_info.h"
 #include "tm2p2p/peer.h"
 #include "tm2p2p/reactor.h"
+#include "tm2p2p/stats.h"
 
 #ifdef __cplusplus
 extern "C" {

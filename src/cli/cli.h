@@ -57,7 +57,7 @@ typedef struct cli_node_opts {
 
 typedef struct cli_node cli_node;
 
-/* Messages and bytes received per channel (counted at the reactors). */
+/* Messages and bytes received per channel (the switch's counters). */
 typedef struct cli_chan_count {
     uint8_t id;
     uint64_t msgs, bytes;

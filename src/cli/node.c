@@ -177,104 +177,25 @@ int cli_parse_id_list(const char *list, tm2_id **out, char *err, size_t err_len)
 
 /* ---- the runtime ---------------------------------------------------------- */
 
-/* Wraps a reactor to count what arrives on its channels. */
-typedef struct shim {
-    tm2_reactor inner;
-    cli_node *node;
-} shim;
-
-typedef struct wire_rec {
-    tm2_id id;
-    uint64_t duration_ms, sent, recv;
-    bool seen;
-} wire_rec;
-
 struct cli_node {
     cli_log log;
     tm2_switch *sw;
     tm2_discovery *disc;
     struct cli_gossip *gossip;
     tm2_subscription *sub;
-    shim shims[2];
     tm2_reactor reactors[2];
     size_t n_reactors;
     uint32_t gossip_interval_ms;
     uint64_t gossip_until_ms;
     bool started, stopped;
 
-    /* receive counters, written on the network thread */
-    uint8_t chan_ids[CLI_NODE_MAX_CHANNELS];
-    size_t n_chan;
-    _Atomic uint64_t chan_msgs[CLI_NODE_MAX_CHANNELS];
-    _Atomic uint64_t chan_bytes[CLI_NODE_MAX_CHANNELS];
-
     /* controlling thread */
-    uint64_t connects, disconnects, dial_failures, rejections;
     uint64_t events_dropped;
-    wire_rec *wire;
-    size_t n_wire, cap_wire;
-    uint64_t gone_sent, gone_recv;
 };
-
-static int sh_start(tm2_switch *sw, void *u)
-{
-    shim *s = u;
-    return s->inner.start ? s->inner.start(sw, s->inner.user) : 0;
-}
-
-static void sh_stop(tm2_switch *sw, void *u)
-{
-    shim *s = u;
-    if (s->inner.stop)
-        s->inner.stop(sw, s->inner.user);
-}
-
-static void sh_init_peer(tm2_peer *p, void *u)
-{
-    shim *s = u;
-    if (s->inner.init_peer)
-        s->inner.init_peer(p, s->inner.user);
-}
-
-static void sh_add_peer(tm2_peer *p, void *u)
-{
-    shim *s = u;
-    if (s->inner.add_peer)
-        s->inner.add_peer(p, s->inner.user);
-}
-
-static void sh_remove_peer(tm2_peer *p, int reason, void *u)
-{
-    shim *s = u;
-    if (s->inner.remove_peer)
-        s->inner.remove_peer(p, reason, s->inner.user);
-}
-
-static void sh_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, void *u)
-{
-    shim *s = u;
-    cli_node *n = s->node;
-    for (size_t i = 0; i < n->n_chan; i++)
-        if (n->chan_ids[i] == ch) {
-            atomic_fetch_add_explicit(&n->chan_msgs[i], 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&n->chan_bytes[i], len, memory_order_relaxed);
-            break;
-        }
-    if (s->inner.receive)
-        s->inner.receive(p, ch, msg, len, s->inner.user);
-}
 
 static void add_reactor(cli_node *n, const tm2_reactor *r)
 {
-    shim *s = &n->shims[n->n_reactors];
-    s->inner = *r;
-    s->node = n;
-    n->reactors[n->n_reactors++] = (tm2_reactor){
-        .name = r->name, .channels = r->channels, .n_channels = r->n_channels, .user = s,
-        .start = sh_start, .stop = sh_stop, .init_peer = sh_init_peer, .add_peer = sh_add_peer,
-        .remove_peer = sh_remove_peer, .receive = sh_receive};
-    for (size_t i = 0; i < r->n_channels && n->n_chan < CLI_NODE_MAX_CHANNELS; i++)
-        n->chan_ids[n->n_chan++] = r->channels[i].id;
+    n->reactors[n->n_reactors++] = *r;
 }
 
 void cli_node_switch_config(const cli_node_opts *o, tm2_switch_config *sc)
@@ -401,7 +322,6 @@ void cli_node_free(cli_node *n)
     tm2_switch_free(n->sw);
     tm2_discovery_free(n->disc);
     cli_gossip_free(n->gossip);
-    free(n->wire);
     free(n);
 }
 
@@ -463,13 +383,6 @@ void cli_node_drain_events(cli_node *n)
         tm2_netaddr_format(&ev.addr, addr, sizeof addr);
         const char *reason = ev.reason_text[0] ? ev.reason_text : ev.reason ? tm2_strerror(ev.reason) : NULL;
         tm2_log_level lvl = TM2_LOG_INFO;
-        switch (ev.type) {
-        case TM2_EVENT_PEER_CONNECTED: n->connects++; break;
-        case TM2_EVENT_PEER_DISCONNECTED: n->disconnects++; break;
-        case TM2_EVENT_DIAL_FAILED: n->dial_failures++; break;
-        case TM2_EVENT_PEER_REJECTED: n->rejections++; break;
-        case TM2_EVENT_PEER_REPLACED: break;
-        }
         if (ev.type == TM2_EVENT_PEER_DISCONNECTED && !ev.reason)
             reason = "stopped";
         cli_log_kv(&n->log, lvl, event_name(ev.type), "peer", ev.peer_id.s[0] ? ev.peer_id.s : NULL,
@@ -516,72 +429,31 @@ size_t cli_node_peers(cli_node *n, tm2_id *ids, bool *outbound, size_t cap)
     return got;
 }
 
-static wire_rec *wire_find(cli_node *n, const tm2_id *id)
+static uint64_t sum(const uint64_t *a, size_t n)
 {
-    for (size_t i = 0; i < n->n_wire; i++)
-        if (!strcmp(n->wire[i].id.s, id->s))
-            return &n->wire[i];
-    if (n->n_wire == n->cap_wire) {
-        size_t cap = n->cap_wire ? n->cap_wire * 2 : 16;
-        wire_rec *w = realloc(n->wire, cap * sizeof *w);
-        if (!w)
-            return NULL;
-        n->wire = w;
-        n->cap_wire = cap;
-    }
-    wire_rec *w = &n->wire[n->n_wire++];
-    memset(w, 0, sizeof *w);
-    w->id = *id;
-    return w;
+    uint64_t t = 0;
+    for (size_t i = 0; i < n; i++)
+        t += a[i];
+    return t;
 }
 
 void cli_node_counters_get(cli_node *n, cli_node_counters *c)
 {
     memset(c, 0, sizeof *c);
-    for (size_t i = 0; i < n->n_wire; i++)
-        n->wire[i].seen = false;
-    tm2_peer *ps[256];
-    size_t got = n->started && !n->stopped ? tm2_switch_peers(n->sw, ps, 256) : 0;
-    for (size_t i = 0; i < got && i < 256; i++) {
-        tm2_mconn_status st;
-        if (tm2_peer_status(ps[i], &st) == 0) {
-            wire_rec *w = wire_find(n, tm2_peer_id(ps[i]));
-            if (w) {
-                /* A younger connection under the same ID replaced the one we knew. */
-                if (st.duration_ms < w->duration_ms || st.send.bytes < w->sent || st.recv.bytes < w->recv) {
-                    n->gone_sent += w->sent;
-                    n->gone_recv += w->recv;
-                }
-                w->duration_ms = st.duration_ms;
-                w->sent = st.send.bytes;
-                w->recv = st.recv.bytes;
-                w->seen = true;
-            }
-        }
-        tm2_peer_unref(ps[i]);
-    }
-    for (size_t i = 0; i < n->n_wire;) {
-        if (!n->wire[i].seen) {
-            n->gone_sent += n->wire[i].sent;
-            n->gone_recv += n->wire[i].recv;
-            n->wire[i] = n->wire[--n->n_wire];
-        } else {
-            c->wire_sent += n->wire[i].sent;
-            c->wire_recv += n->wire[i].recv;
-            i++;
-        }
-    }
-    c->wire_sent += n->gone_sent;
-    c->wire_recv += n->gone_recv;
-    c->connects = n->connects;
-    c->disconnects = n->disconnects;
-    c->dial_failures = n->dial_failures;
-    c->rejections = n->rejections;
-    c->n_channels = n->n_chan;
-    for (size_t i = 0; i < n->n_chan; i++) {
-        c->channels[i].id = n->chan_ids[i];
-        c->channels[i].msgs = atomic_load_explicit(&n->chan_msgs[i], memory_order_relaxed);
-        c->channels[i].bytes = atomic_load_explicit(&n->chan_bytes[i], memory_order_relaxed);
+    tm2_switch_counters st;
+    if (tm2_switch_stats(n->sw, &st) != 0)
+        return;
+    c->connects = st.peers_connected_inbound + st.peers_connected_outbound;
+    c->disconnects = sum(st.peers_disconnected, TM2_STATS_REASONS);
+    c->dial_failures = sum(st.dials_failed, TM2_STATS_REASONS);
+    c->rejections = sum(st.rejected, TM2_STATS_REASONS);
+    c->wire_sent = st.wire_bytes_sent;
+    c->wire_recv = st.wire_bytes_recv;
+    for (size_t i = 0; i < st.n_channels && c->n_channels < CLI_NODE_MAX_CHANNELS; i++) {
+        cli_chan_count *k = &c->channels[c->n_channels++];
+        k->id = st.channels[i].id;
+        k->msgs = st.channels[i].msgs_recv;
+        k->bytes = st.channels[i].bytes_recv;
     }
 }
 

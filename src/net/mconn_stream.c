@@ -318,6 +318,7 @@ static int write_out(tm2__mcs *c, uint64_t now)
             return n;
         if (n == 0)
             break;
+        atomic_fetch_add_explicit(&c->lp->wire_sent, (uint64_t)n, memory_order_relaxed);
         if (c->phase != TM2__MCS_RUNNING || c->closed)
             return 0;   /* closed from on_send_room */
         size_t total = c->tail_len + (size_t)n;
@@ -413,16 +414,21 @@ static void pass(tm2__mcs *c, const uint8_t *in, size_t len, bool from_list)
         uint8_t *p = c->pre;
         c->pre = NULL;
         e = tm2__mconn_feed(c->core, p, c->pre_len, now);
+        atomic_fetch_add_explicit(&c->lp->wire_recv, c->pre_len, memory_order_relaxed);
         free(p);
     }
-    if (!e && len)
+    if (!e && len) {
         e = tm2__mconn_feed(c->core, in, len, now);
+        atomic_fetch_add_explicit(&c->lp->wire_recv, len, memory_order_relaxed);
+    }
     if (!e)
         e = tm2__mconn_handle_expiry(c->core, now);
     if (!e && c->phase == TM2__MCS_RUNNING && !c->closed) {
         bool pause = tm2__mconn_recv_paused_until(c->core, now) != 0;
         if (pause != c->rpaused) {
             c->rpaused = pause;
+            if (pause)
+                atomic_fetch_add_explicit(&c->lp->recv_stalls, 1, memory_order_relaxed);
             if ((e = tm2__sc_stream_pause(&c->s, pause)) != 0)
                 why = "secret connection: cannot resume reading";
         }

@@ -86,6 +86,9 @@ typedef struct tm2__mcs_loop {
     tm2__mcs **pending_tail;
     uint8_t *scratch;           /* TM2__MCS_SCRATCH bytes of produce output */
     uint64_t stalled_ms;        /* total of passes over TM2__MCS_STALL_GRACE_MS */
+    /* Any thread reads these: */
+    atomic_uint_fast64_t recv_stalls;   /* reads paused for a receive rate */
+    atomic_uint_fast64_t wire_sent, wire_recv;   /* plaintext packet bytes, all connections */
     char reason[128];           /* error text handed to on_error */
     uv_thread_t owner;          /* the loop thread */
     bool live;
@@ -96,6 +99,7 @@ typedef struct tm2__mcs_loop {
  * tm2__mcs_loop_bind_thread from it before any connection is started.
  * 0 or TM2_ENOMEM / TM2_EIO; on failure nothing needs closing. */
 int tm2__mcs_loop_init(tm2__mcs_loop *l, uv_loop_t *loop);
+
 
 /* Makes the calling thread the loop thread. */
 void tm2__mcs_loop_bind_thread(tm2__mcs_loop *l);

@@ -138,6 +138,8 @@ typedef struct tm2__transport_cbs {
                          size_t why_len);
 } tm2__transport_cbs;
 
+/* Any thread may read them (tm2__transport_get_stats), while the transport
+ * is open: each field is read atomically, the set is not a snapshot. */
 typedef struct tm2__transport_stats {
     size_t pending_inbound;       /* accepted, upgrade in flight */
     size_t pending_outbound;      /* dialled, connect or upgrade in flight */

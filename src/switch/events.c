@@ -329,6 +329,10 @@ void tm2__event_fill(tm2_event *ev, tm2_event_type type, const tm2_id *peer_id,
 {
     memset(ev, 0, sizeof *ev);
     ev->type = type;
+    ev->mono_ms = uv_hrtime() / 1000000u;
+    uv_timeval64_t tv;
+    if (uv_gettimeofday(&tv) == 0)
+        ev->unix_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
     if (peer_id)
         snprintf(ev->peer_id.s, sizeof ev->peer_id.s, "%s", peer_id->s);
     if (addr)

@@ -16,7 +16,7 @@
 
 tm2_peer *tm2__peer_new(tm2_switch *sw, tm2__transport_conn *conn)
 {
-    tm2_peer *p = calloc(1, sizeof *p);
+    tm2_peer *p = calloc(1, sizeof *p + sw->n_descs * sizeof p->ctr[0]);
     if (!p)
         return NULL;
     if (uv_mutex_init(&p->lock) != 0) {
@@ -141,6 +141,8 @@ static int do_send(tm2_peer *p, uint8_t ch, const void *data, size_t len, uint32
     if (enter(p)) {
         r = wait ? tm2__mcs_send(&p->conn->mcs, ch, m, timeout_ms)
                  : tm2__mcs_try_send(&p->conn->mcs, ch, m);
+        if (r == 0)
+            tm2__peer_count(p, ch, len, true);
         leave(p);
     }
     tm2__msg_unref(m);

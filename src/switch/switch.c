@@ -40,6 +40,7 @@ void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
 {
     tm2_event ev;
     tm2__event_fill(&ev, type, id, addr, outbound, reason, text);
+    tm2__sw_count_event(sw, &ev);
     tm2__events_publish(sw->events, &ev);
 }
 
@@ -106,7 +107,10 @@ void tm2__sw_update_counts(tm2_switch *sw)
     uv_mutex_lock(&sw->snap_lock);
     sw->snap_in = tm2__peer_set_inbound(&sw->peers);
     sw->snap_out = tm2__peer_set_outbound(&sw->peers);
-    sw->snap_dialing = tm2__dialq_count(&sw->dialq) + tm2__peer_set_count(&sw->inflight);
+    sw->snap_queued = tm2__dialq_count(&sw->dialq);
+    sw->snap_dialing = sw->snap_queued + tm2__peer_set_count(&sw->inflight);
+    sw->snap_persistent = sw->n_persistent_up;
+    sw->snap_private = sw->n_private_up;
     uv_mutex_unlock(&sw->snap_lock);
 }
 
@@ -185,6 +189,7 @@ static int copy_reactors(tm2_switch *sw, const tm2_switch_config *cfg)
 {
     for (int i = 0; i < 256; i++)
         sw->ch_owner[i] = -1;
+    memset(sw->ch_index, -1, sizeof sw->ch_index);
     if (cfg->n_reactors && !cfg->reactors)
         return TM2_EINVAL;
     if (cfg->n_reactors > TM2_NODE_INFO_MAX_CHANNELS)
@@ -227,6 +232,7 @@ static int copy_reactors(tm2_switch *sw, const tm2_switch_config *cfg)
         if (!d->name)
             return TM2_ENOMEM;
         for (size_t j = 0; j < r->n_channels; j++) {
+            sw->ch_index[r->channels[j].id] = (int8_t)sw->n_descs;
             sw->descs[sw->n_descs] = r->channels[j];
             sw->ni_channels[sw->n_descs] = r->channels[j].id;
             tm2__bit_set(sw->our_ch, r->channels[j].id);
@@ -479,8 +485,10 @@ int tm2_switch_broadcast(tm2_switch *sw, uint8_t ch, const void *data, size_t le
         tm2_peer *p = sw->snap[i];
         if (!tm2__bit(p->their_ch, ch) || !atomic_load(&p->running))
             continue;
-        if (tm2__mcs_try_send(&p->conn->mcs, ch, m) == 0)
+        if (tm2__mcs_try_send(&p->conn->mcs, ch, m) == 0) {
+            tm2__peer_count(p, ch, len, true);
             queued++;
+        }
     }
     uv_mutex_unlock(&sw->snap_lock);
     tm2__msg_unref(m);
@@ -645,7 +653,11 @@ static void handle_closed(uv_handle_t *h) { (void)h; }
 static void transport_closed(tm2__transport *t)
 {
     tm2_switch *sw = t->data;
+    uv_mutex_lock(&sw->snap_lock);
+    tm2__transport_get_stats(t, &sw->tp_last);
+    sw->snap_tp = NULL;
     sw->transport = NULL;
+    uv_mutex_unlock(&sw->snap_lock);
     tm2__sw_wake(sw);
 }
 
@@ -824,6 +836,7 @@ static void thread_main(void *arg)
     if (err) {
         begin_stop(sw);
     } else {
+        atomic_store(&sw->started_ms, tm2__sw_now(sw));
         for (size_t i = 0; i < sw->n_persistent; i++)
             tm2__sw_redial(sw, i);
         uv_timer_start(&sw->redial_timer, tm2__sw_redial_scan_cb, sw->redial_scan_ms,
@@ -868,6 +881,9 @@ static int init_loop(tm2_switch *sw)
     tc.log_level = sw->log_level;
     r = tm2__tcp_transport_new(&sw->ml, &tc, &tm2__sw_transport_cbs, sw, &sw->transport);
     tm2_node_key_wipe(&tc.key);
+    uv_mutex_lock(&sw->snap_lock);
+    sw->snap_tp = sw->transport;
+    uv_mutex_unlock(&sw->snap_lock);
     if (r) {
         tm2__mcs_loop_close(&sw->ml);
         uv_run(&sw->loop, UV_RUN_DEFAULT);

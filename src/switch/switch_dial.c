@@ -26,9 +26,9 @@
 
 static void dial_failed(tm2_switch *sw, const tm2_netaddr *addr, int err, const char *why)
 {
-    if (tm2__sw_log_on(sw, TM2_LOG_INFO)) {
+    if (tm2__sw_log_on(sw, TM2_LOG_DEBUG)) {
         char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
-        tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
+        tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
                     addr->id.s, tm2__sw_addr_str(addr, a, sizeof a), tm2_strerror(err),
                     tm2__sw_quote(why ? why : tm2_strerror(err), q, sizeof q));
     }
@@ -106,6 +106,8 @@ static void transport_dial(tm2_switch *sw, tm2__dial_ctx *ctx)
                     ctx->host[0] ? " hostname=" : "", ctx->host);
     }
     int r = sw->transport ? tm2__transport_dial(sw->transport, &ctx->addr, ctx) : TM2_ECLOSED;
+    if (r == 0)
+        tm2__ctr_add(&sw->ctr.dials_started, 1);
     if (r) {
         tm2_netaddr copy = ctx->addr;
         tm2__sw_dial_done(sw, ctx);

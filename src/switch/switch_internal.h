@@ -34,6 +34,17 @@ typedef struct tm2__kv {
     struct tm2__kv *next;
 } tm2__kv;
 
+/* Message counters of one channel (tm2_channel_counts). Added to with
+ * relaxed atomics: sends come from any thread. */
+typedef struct tm2__chan_ctr {
+    atomic_uint_fast64_t msgs_sent, bytes_sent, msgs_recv, bytes_recv;
+} tm2__chan_ctr;
+
+static inline void tm2__ctr_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
 struct tm2_peer {
     atomic_size_t refs;
     tm2_switch *sw;                 /* loop paths only, while the switch lives */
@@ -62,6 +73,7 @@ struct tm2_peer {
     int reason;
     char reason_text[TM2__SW_REASON_LEN];
     struct tm2_peer *next_release;
+    tm2__chan_ctr ctr[];            /* one per switch channel (sw->n_descs) */
 };
 
 static inline bool tm2__bit(const uint8_t map[32], uint8_t ch)
@@ -73,6 +85,10 @@ static inline void tm2__bit_set(uint8_t map[32], uint8_t ch)
 {
     map[ch >> 3] = (uint8_t)(map[ch >> 3] | (1u << (ch & 7)));
 }
+
+/* Counts one message on channel ch of p and of its switch (sent or
+ * received). p->sw must be alive. */
+void tm2__peer_count(tm2_peer *p, uint8_t ch, size_t len, bool sent);
 
 /* A peer for conn with one reference (the switch's); NULL on ENOMEM. */
 tm2_peer *tm2__peer_new(tm2_switch *sw, tm2__transport_conn *conn);
@@ -189,6 +205,18 @@ struct tm2_switch {
 
     tm2__events *events;
 
+    /* Cumulative counters (tm2_switch_stats): any thread reads, the
+     * network thread and senders add. */
+    struct {
+        atomic_uint_fast64_t connected_in, connected_out, replaced, dials_started;
+        atomic_uint_fast64_t handshakes_failed[TM2_STAGES];
+        atomic_uint_fast64_t disconnected[TM2_STATS_REASONS], dials_failed[TM2_STATS_REASONS],
+            rejected[TM2_STATS_REASONS];
+        tm2__chan_ctr ch[TM2_MCONN_MAX_CHANNELS];
+    } ctr;
+    int8_t ch_index[256];           /* channel byte -> index in descs, -1 */
+    atomic_uint_fast64_t started_ms; /* tm2__sw_now at start; 0 before */
+
     /* The network thread. */
     uv_loop_t loop;
     tm2__mcs_loop ml;
@@ -219,6 +247,9 @@ struct tm2_switch {
     tm2_peer **snap;
     size_t n_snap, cap_snap;
     size_t snap_in, snap_out, snap_dialing;
+    size_t snap_queued, snap_persistent, snap_private;
+    tm2__transport *snap_tp;        /* the transport while it is open, for its stats */
+    tm2__transport_stats tp_last;   /* its stats when it closed */
 
     /* loop */
     tm2__transport *transport;      /* NULL once closed */
@@ -226,6 +257,7 @@ struct tm2_switch {
     tm2__peer_set peers;
     tm2__peer_set inflight;         /* ID -> tm2__dial_ctx */
     size_t n_in, n_out;             /* listed inbound / outbound peers */
+    size_t n_persistent_up, n_private_up;   /* among them */
     size_t n_inflight_np;           /* non-persistent dials in flight (resolving included) */
     size_t n_resolving;             /* resolver work not yet returned */
     /* Connections that lost a simultaneous open's tie-break and were closed
@@ -254,6 +286,8 @@ bool tm2__sw_log_on(const tm2_switch *sw, tm2_log_level lv);
 const char *tm2__sw_addr_str(const tm2_netaddr *a, char *buf, size_t cap);
 void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
                      const tm2_netaddr *addr, bool outbound, int reason, const char *text);
+/* Counts a published event (stats.c). Loop thread. */
+void tm2__sw_count_event(tm2_switch *sw, const tm2_event *ev);
 /* Refreshes the counts other threads read. Loop thread. */
 void tm2__sw_update_counts(tm2_switch *sw);
 /* Wakes the loop for the release list / commands. Any thread. */

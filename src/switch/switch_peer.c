@@ -87,6 +87,8 @@ static void finish_remove(tm2_switch *sw, tm2_peer *p)
             sw->n_out--;
         else
             sw->n_in--;
+        sw->n_persistent_up -= p->persistent;
+        sw->n_private_up -= p->priv;
         tm2__sw_update_counts(sw);
     }
     if (sw->transport && !sw->transport_closing)
@@ -98,8 +100,7 @@ static void finish_remove(tm2_switch *sw, tm2_peer *p)
                 s->r.remove_peer(p, p->reason, s->r.user);
         }
         if (!p->replaced) {
-            /* Logged first: a reader woken by the event finds the line. */
-            log_peer(sw, TM2_LOG_INFO, "peer disconnected", p, p->reason, p->reason_text);
+            log_peer(sw, TM2_LOG_DEBUG, "peer disconnected", p, p->reason, p->reason_text);
             tm2__sw_publish(sw, TM2_EVENT_PEER_DISCONNECTED, &p->id, &p->socket_addr,
                             p->outbound, p->reason, p->reason_text);
         }
@@ -157,6 +158,7 @@ static int c_on_receive(tm2__mcs *m, uint8_t ch, const uint8_t *data, size_t len
     if (o < 0)
         return TM2_ECHANNEL;   /* the core knows only our channels: not reached */
     tm2__reactor_slot *s = &sw->reactors[o];
+    tm2__peer_count(p, ch, len, false);
     if (s->r.receive)
         s->r.receive(p, ch, data, len, s->r.user);
     return 0;
@@ -286,9 +288,11 @@ static void t_on_reject(tm2__transport *t, const tm2__transport_reject *r)
 {
     tm2_switch *sw = t->data;
     char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
+    if (r->stage > 0 && r->stage < TM2_STAGES)
+        tm2__ctr_add(&sw->ctr.handshakes_failed[r->stage], 1);
     if (r->outbound) {
         tm2__dial_ctx *ctx = r->dial_user;
-        tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
+        tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
                     r->addr.id.s, tm2__sw_addr_str(&r->addr, a, sizeof a), tm2_strerror(r->err),
                     tm2__sw_quote(r->why, q, sizeof q));
         tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &r->addr.id, &r->addr, true, r->err, r->why);
@@ -303,7 +307,7 @@ static void t_on_reject(tm2__transport *t, const tm2__transport_reject *r)
         tm2__sw_arm_dial_timer(sw);
         return;
     }
-    tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"peer rejected\" peer=%s addr=%s err=\"%s\" reason=%s",
+    tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"peer rejected\" peer=%s addr=%s err=\"%s\" reason=%s",
                 r->auth_id ? r->auth_id->s : "", tm2__sw_addr_str(&r->addr, a, sizeof a),
                 tm2_strerror(r->err), tm2__sw_quote(r->why, q, sizeof q));
     tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, r->auth_id, &r->addr, false, r->err, r->why);
@@ -355,7 +359,7 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
         /* Never added: no add_peer, no remove_peer, no CONNECTED. */
         tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, &p->id, &p->socket_addr, p->outbound, r,
                         "connection failed to start");
-        log_peer(sw, TM2_LOG_INFO, "peer failed to start", p, r, tm2_strerror(r));
+        log_peer(sw, TM2_LOG_DEBUG, "peer failed to start", p, r, tm2_strerror(r));
         tm2__sw_peer_remove(sw, p, r, NULL);
         return;
     }
@@ -385,6 +389,8 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
         sw->n_out++;
     else
         sw->n_in++;
+    sw->n_persistent_up += p->persistent;
+    sw->n_private_up += p->priv;
     size_t idx;
     if (p->persistent && tm2__sw_is_persistent_id(sw, &p->id, &idx))
         tm2__sw_persistent_up(sw, idx);
@@ -402,11 +408,11 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
     }
     p->in_add = false;
     if (old) {
-        log_peer(sw, TM2_LOG_INFO, "peer connection replaced", p, 0, NULL);
+        log_peer(sw, TM2_LOG_DEBUG, "peer connection replaced", p, 0, NULL);
         tm2__sw_publish(sw, TM2_EVENT_PEER_REPLACED, &p->id, &p->socket_addr, p->outbound, 0,
                         "simultaneous open: the connection the smaller ID dialled is kept");
     } else {
-        log_peer(sw, TM2_LOG_INFO, "peer connected", p, 0, NULL);
+        log_peer(sw, TM2_LOG_DEBUG, "peer connected", p, 0, NULL);
         tm2__sw_publish(sw, TM2_EVENT_PEER_CONNECTED, &p->id, &p->socket_addr, p->outbound, 0,
                         "");
     }

@@ -18,25 +18,24 @@
 static int64_t lo(uint32_t a) { return tm2_backoff_ms(a, BASE_MS, MAX_MS, 0.0); }
 static int64_t hi(uint32_t a) { return tm2_backoff_ms(a, BASE_MS, MAX_MS, 1.0); }
 
-/* Times of the log lines of kind for id, in order. */
-static size_t log_times(node *n, char kind, const tm2_id *id, uint64_t *out, size_t cap)
+/* Times of the events of type t for id, in order (the events the test
+ * has read so far). */
+static size_t ev_times(node *n, tm2_event_type t, const tm2_id *id, uint64_t *out, size_t cap)
 {
     size_t k = 0;
-    uv_mutex_lock(&n->log_mu);
-    for (size_t i = 0; i < n->n_logs && k < cap; i++)
-        if (n->logs[i].kind == kind && strcmp(n->logs[i].id.s, id->s) == 0)
-            out[k++] = n->logs[i].ms;
-    uv_mutex_unlock(&n->log_mu);
+    for (size_t i = 0; i < n->n_evs && k < cap; i++)
+        if (n->evs[i].type == t && strcmp(n->evs[i].peer_id.s, id->s) == 0)
+            out[k++] = n->evs[i].mono_ms;
     return k;
 }
 
-/* From the loss of the peer (the last disconnect line) on: each failed
+/* From the loss of the peer (the last disconnect) on: each failed
  * dial comes after the back-off of its attempt, within its bounds. */
 static void check_spacing(node *a, const tm2_id *id, size_t n_fails)
 {
     uint64_t d[16], f[64];
-    size_t nd = log_times(a, 'D', id, d, 16);
-    size_t nf = log_times(a, 'F', id, f, 64);
+    size_t nd = ev_times(a, TM2_EVENT_PEER_DISCONNECTED, id, d, 16);
+    size_t nf = ev_times(a, TM2_EVENT_DIAL_FAILED, id, f, 64);
     assert_true(nd >= 1);
     uint64_t t0 = d[nd - 1];
     size_t first = 0;
@@ -99,8 +98,8 @@ static void test_redial(void **state)
     node_free(b);
     wait_evs(a, TM2_EVENT_DIAL_FAILED, TM2_ECONNREFUSED, &bid, fails + 1, 20000);
     uint64_t d[16], f[64];
-    size_t nd = log_times(a, 'D', &bid, d, 16);
-    size_t nf = log_times(a, 'F', &bid, f, 64);
+    size_t nd = ev_times(a, TM2_EVENT_PEER_DISCONNECTED, &bid, d, 16);
+    size_t nf = ev_times(a, TM2_EVENT_DIAL_FAILED, &bid, f, 64);
     assert_true(nd >= 2 && nf > fails);
     int64_t gap = (int64_t)(f[fails] - d[nd - 1]);
     if (gap < lo(4) - 2)
@@ -138,8 +137,8 @@ static void test_redial_stable(void **state)
     node_free(b);
     wait_evs(a, TM2_EVENT_DIAL_FAILED, TM2_ECONNREFUSED, &bid, 2, 20000);
     uint64_t d[4], f[8];
-    assert_true(log_times(a, 'D', &bid, d, 4) == 1);
-    assert_true(log_times(a, 'F', &bid, f, 8) >= 2);
+    assert_true(ev_times(a, TM2_EVENT_PEER_DISCONNECTED, &bid, d, 4) == 1);
+    assert_true(ev_times(a, TM2_EVENT_DIAL_FAILED, &bid, f, 8) >= 2);
     if (f[0] - d[0] >= BASE / 2)
         fail_msg("first redial after %llu ms, want at once", (unsigned long long)(f[0] - d[0]));
     int64_t gap = (int64_t)(f[1] - f[0]);

@@ -23,16 +23,9 @@
 #define MAX_NODES 24
 #define MAX_SEQ 256
 #define MAX_EVS 4096
-#define MAX_LOGS 1024
 
 /* Every program uses a different subset of these helpers. */
 #define TSH static __attribute__((unused))
-
-typedef struct log_rec {
-    uint64_t ms;
-    char kind;             /* 'F' dial failed, 'D' peer disconnected, 'C' connected */
-    tm2_id id;
-} log_rec;
 
 typedef struct node {
     int idx;
@@ -62,11 +55,6 @@ typedef struct node {
     /* Events read so far by the test thread. */
     tm2_event evs[MAX_EVS];
     size_t n_evs;
-
-    /* Log lines, timed when written (the network thread). */
-    uv_mutex_t log_mu;
-    log_rec logs[MAX_LOGS];
-    size_t n_logs;
 } node;
 
 /* ---- the test reactor ---------------------------------------------------------- */
@@ -152,26 +140,8 @@ TSH void node_log(void *user, tm2_log_level level, const char *msg)
 {
     (void)level;
     node *n = user;
-    char kind = 0;
-    if (strstr(msg, "msg=\"dial failed\""))
-        kind = 'F';
-    else if (strstr(msg, "msg=\"peer disconnected\""))
-        kind = 'D';
-    else if (strstr(msg, "msg=\"peer connected\""))
-        kind = 'C';
     if (getenv("TM2_TEST_LOG"))
         fprintf(stderr, "[node %d] %s\n", n->idx, msg);
-    if (!kind)
-        return;
-    const char *pid = strstr(msg, " peer=");
-    if (!pid)
-        return;
-    log_rec r = {.ms = tv_now_ms(), .kind = kind};
-    sscanf(pid + 6, "%40[a-z0-9]", r.id.s);
-    uv_mutex_lock(&n->log_mu);
-    if (n->n_logs < MAX_LOGS)
-        n->logs[n->n_logs++] = r;
-    uv_mutex_unlock(&n->log_mu);
 }
 
 /* ---- nodes ------------------------------------------------------------------------ */
@@ -226,7 +196,6 @@ TSH node *node_new(int idx, const node_opts *o)
     n->idx = idx;
     uv_mutex_init(&n->mu);
     uv_cond_init(&n->cv);
-    uv_mutex_init(&n->log_mu);
     atomic_init(&n->order_errors, 0);
     atomic_init(&n->adds, 0);
     node_key(idx, &n->key);
@@ -312,7 +281,6 @@ TSH void node_free(node *n)
     assert_int_equal(atomic_load(&n->order_errors), 0);
     uv_mutex_destroy(&n->mu);
     uv_cond_destroy(&n->cv);
-    uv_mutex_destroy(&n->log_mu);
     tm2_node_key_wipe(&n->key);
     free(n);
 }
