@@ -413,13 +413,14 @@ static void pass(tm2__mcs *c, const uint8_t *in, size_t len, bool from_list)
     if (c->pre) {
         uint8_t *p = c->pre;
         c->pre = NULL;
-        e = tm2__mconn_feed(c->core, p, c->pre_len, now);
+        /* Counted first: the reactors see the messages inside feed. */
         atomic_fetch_add_explicit(&c->lp->wire_recv, c->pre_len, memory_order_relaxed);
+        e = tm2__mconn_feed(c->core, p, c->pre_len, now);
         free(p);
     }
     if (!e && len) {
-        e = tm2__mconn_feed(c->core, in, len, now);
         atomic_fetch_add_explicit(&c->lp->wire_recv, len, memory_order_relaxed);
+        e = tm2__mconn_feed(c->core, in, len, now);
     }
     if (!e)
         e = tm2__mconn_handle_expiry(c->core, now);
