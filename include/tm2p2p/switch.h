@@ -24,6 +24,7 @@
 #include "tm2p2p/error.h"
 #include "tm2p2p/events.h"
 #include "tm2p2p/key.h"
+#include "tm2p2p/log.h"
 #include "tm2p2p/netaddr.h"
 #include "tm2p2p/node_info.h"
 #include "tm2p2p/peer.h"
@@ -33,18 +34,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum tm2_log_level {
-    TM2_LOG_ERROR = 0,
-    TM2_LOG_WARN = 1,
-    TM2_LOG_INFO = 2,
-    TM2_LOG_DEBUG = 3,
-} tm2_log_level;
-
-/* Log sink. Called on the network thread (or the caller's thread for errors
- * of tm2_switch_new/start); must not block for long. msg is a complete line
- * without a newline, in logfmt ("msg=... peer=... reason=..."). */
-typedef void (*tm2_log_fn)(void *user, tm2_log_level level, const char *msg);
 
 /* Resolves a configured peer's host name (persistent peers and seeds named
  * by name rather than by IP). Called on a worker thread, never the network

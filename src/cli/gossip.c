@@ -155,12 +155,13 @@ struct cli_gossip {
 #define INC(x) atomic_fetch_add_explicit(&(x), 1, memory_order_relaxed)
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static void logf_(cli_gossip *g, tm2_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void logf_(cli_gossip *g, tm2_log_level lvl, const char *fmt, ...)
+static void logf_(cli_gossip *g, tm2_log_level lvl, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void logf_(cli_gossip *g, tm2_log_level lvl, const char *msg, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    tm2__vlogf(g->cfg.log, g->cfg.log_user, g->cfg.log_level, lvl, fmt, ap);
+    tm2__vlog(g->cfg.log, g->cfg.log_user, g->cfg.log_level, lvl, msg, fmt, ap);
     va_end(ap);
 }
 
@@ -287,7 +288,7 @@ static void r_add_peer(tm2_peer *p, void *user)
         size_t cap = g->cap_peers ? g->cap_peers * 2 : 16;
         tm2_peer **np = realloc(g->peers, cap * sizeof *np);
         if (!np) {
-            logf_(g, TM2_LOG_ERROR, "msg=\"gossip: out of memory, peer not added\" peer=%s",
+            logf_(g, TM2_LOG_ERROR, "gossip: out of memory, peer not added", "peer=%s",
                   tm2_peer_id(p)->s);
             return;
         }
@@ -316,7 +317,7 @@ static void r_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, v
     cli_gossip_msg m;
     if (cli_gossip_decode(msg, len, &m) < 0) {
         INC(g->malformed);
-        logf_(g, TM2_LOG_WARN, "msg=\"gossip: malformed message, stopping peer\" peer=%s len=%zu",
+        logf_(g, TM2_LOG_WARN, "gossip: malformed message, stopping peer", "peer=%s len=%zu",
               tm2_peer_id(p)->s, len);
         if (g->sw)
             tm2_switch_stop_peer_for_error(g->sw, p, TM2_EPROTO);

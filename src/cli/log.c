@@ -215,61 +215,16 @@ void cli_log_kv(const cli_log *lg, tm2_log_level lvl, const char *msg, ...)
     finish(&l, lg->fd);
 }
 
-/* Splits the library's logfmt line into fields: key=bare or key="quoted"
- * with backslash escapes. Text that is not key=value becomes part of msg. */
-void cli_log_switch(void *user, tm2_log_level lvl, const char *text)
+void cli_log_switch(void *user, tm2_log_level lvl, const char *msg, const tm2_log_field *fields,
+                    size_t n_fields)
 {
     const cli_log *lg = user;
     if (!cli_log_enabled(lg, lvl))
         return;
     line l;
     begin(&l, lg, lvl);
-    const char *s = text;
-    bool any = false;
-    while (*s) {
-        while (*s == ' ')
-            s++;
-        if (!*s)
-            break;
-        const char *k = s;
-        while (*s && *s != '=' && *s != ' ')
-            s++;
-        if (*s != '=' || s == k) {
-            /* not key=value: keep the rest verbatim as the message */
-            fieldz(&l, any ? "text" : "msg", k);
-            any = true;
-            break;
-        }
-        size_t kn = (size_t)(s - k);
-        s++;
-        char val[LINE_MAX_BYTES];
-        size_t vn = 0;
-        if (*s == '"') {
-            s++;
-            while (*s && *s != '"') {
-                if (*s == '\\' && s[1]) {
-                    s++;
-                    char c = *s == 'n' ? '\n' : *s == 't' ? '\t' : *s == 'r' ? '\r' : *s;
-                    if (vn < sizeof val)
-                        val[vn++] = c;
-                } else if (vn < sizeof val) {
-                    val[vn++] = *s;
-                }
-                s++;
-            }
-            if (*s == '"')
-                s++;
-        } else {
-            const char *v = s;
-            while (*s && *s != ' ')
-                s++;
-            vn = (size_t)(s - v) < sizeof val ? (size_t)(s - v) : sizeof val;
-            memcpy(val, v, vn);
-        }
-        field(&l, k, kn, val, vn);
-        any = true;
-    }
-    if (!any)
-        fieldz(&l, "msg", "");
+    fieldz(&l, "msg", msg);
+    for (size_t i = 0; i < n_fields; i++)
+        fieldz(&l, fields[i].key, fields[i].value);
     finish(&l, lg->fd);
 }

@@ -41,8 +41,9 @@ static inline bool cli_log_enabled(const cli_log *lg, tm2_log_level lvl)
 void cli_log_kv(const cli_log *lg, tm2_log_level lvl, const char *msg, ...)
     __attribute__((sentinel));
 
-/* A tm2_log_fn for the switch: user is a cli_log; line is the library's logfmt
- * ("msg=... peer=..."), re-emitted with our prefix (or as JSON fields). */
-void cli_log_switch(void *user, tm2_log_level lvl, const char *line);
+/* A tm2_log_fn for the library: user is a cli_log; the fields are written
+ * after ours with this program's escaping. */
+void cli_log_switch(void *user, tm2_log_level lvl, const char *msg, const tm2_log_field *fields,
+                    size_t n_fields);
 
 #endif

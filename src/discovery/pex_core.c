@@ -77,14 +77,14 @@ struct tm2__pex {
 
 /* ---- small helpers ------------------------------------------------------------- */
 
-static void plog(const tm2__pex *x, tm2_log_level lv, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void plog(const tm2__pex *x, tm2_log_level lv, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void plog(const tm2__pex *x, tm2_log_level lv, const char *fmt, ...)
+static void plog(const tm2__pex *x, tm2_log_level lv, const char *msg, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    tm2__vlogf(x->cfg.log, x->cfg.log_user, x->cfg.log_level, lv, fmt, ap);
+    tm2__vlog(x->cfg.log, x->cfg.log_user, x->cfg.log_level, lv, msg, fmt, ap);
     va_end(ap);
 }
 
@@ -218,7 +218,7 @@ static void release(tm2__pex *x, pex_peer *p, const char *why)
         return;
     mark_stop(p, 0);
     bump(x, ST_peers_released, 1);
-    plog(x, TM2_LOG_DEBUG, "msg=\"discovery releases peer\" peer=%s reason=\"%s\"", p->info.id.s,
+    plog(x, TM2_LOG_DEBUG, "discovery releases peer", "peer=%s reason=%s", p->info.id.s,
          why);
 }
 
@@ -230,7 +230,7 @@ static void strike(tm2__pex *x, pex_peer *p, int reason, const char *what)
     mark_stop(p, reason);
     bump(x, ST_peers_stopped, 1);
     plog(x, TM2_LOG_WARN,
-         "msg=\"stopping peer for discovery abuse\" peer=%s strikes=%" PRIu32 " last=\"%s\"",
+         "stopping peer for discovery abuse", "peer=%s strikes=%" PRIu32 " last=%s",
          p->info.id.s, p->strikes, what);
 }
 
@@ -256,7 +256,7 @@ static size_t dial_from_book(tm2__pex *x, tm2__pex_time t, size_t max, bool igno
     for (size_t i = 0; i < n; i++)
         tm2__addrbook_mark_attempt(x->book, &c[i].id, t.unix_s);
     if (n)
-        plog(x, TM2_LOG_DEBUG, "msg=\"dialling from the address book\" count=%zu", n);
+        plog(x, TM2_LOG_DEBUG, "dialling from the address book", "count=%zu", n);
     dial(x, c, n);
     return n;
 }
@@ -264,7 +264,7 @@ static size_t dial_from_book(tm2__pex *x, tm2__pex_time t, size_t max, bool igno
 static void save_error(tm2__pex *x, uint32_t n, int rc, const char *why)
 {
     bump(x, ST_book_save_errors, n);
-    plog(x, TM2_LOG_ERROR, "msg=\"cannot save the address book\" err=\"%s\" reason=\"%s\"",
+    plog(x, TM2_LOG_ERROR, "cannot save the address book", "err=%s reason=%s",
          tm2_strerror(rc), why);
 }
 
@@ -355,9 +355,9 @@ static void send_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
             p->asked++;
         p->asked_ms = t.ms;
         bump(x, ST_requests_sent, 1);
-        plog(x, TM2_LOG_DEBUG, "msg=\"discovery request sent\" peer=%s", p->info.id.s);
+        plog(x, TM2_LOG_DEBUG, "discovery request sent", "peer=%s", p->info.id.s);
     } else {
-        plog(x, TM2_LOG_DEBUG, "msg=\"discovery request not sent\" peer=%s err=\"%s\"",
+        plog(x, TM2_LOG_DEBUG, "discovery request not sent", "peer=%s err=%s",
              p->info.id.s, tm2_strerror(rc));
     }
 }
@@ -426,7 +426,7 @@ static void handle_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
     bump(x, ST_requests_received, 1);
     if (p->req_seen && t.ms - p->last_req_ms < x->cfg.request_min_gap_ms) {
         bump(x, ST_requests_ignored, 1);
-        plog(x, TM2_LOG_DEBUG, "msg=\"discovery request ignored: too soon\" peer=%s",
+        plog(x, TM2_LOG_DEBUG, "discovery request ignored: too soon", "peer=%s",
              p->info.id.s);
         strike(x, p, TM2_EREJECTED, "requests too often");
         return;
@@ -437,17 +437,17 @@ static void handle_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
     tm2_netaddr sel[TM2_DISCOVERY_MAX_ADDRS];
     size_t n = select_answer(x, p, sel);
     if (n == 0) {
-        plog(x, TM2_LOG_DEBUG, "msg=\"no peers to share\" peer=%s", p->info.id.s);
+        plog(x, TM2_LOG_DEBUG, "no peers to share", "peer=%s", p->info.id.s);
     } else {
         uint8_t buf[RESPONSE_BUF];
         int len = tm2__pex_encode_response(sel, n, buf, sizeof buf);
         int rc = len < 0 ? len : x->ops.send(x->ops.user, p->h, buf, (size_t)len);
         if (rc == 0) {
             bump(x, ST_requests_answered, 1);
-            plog(x, TM2_LOG_DEBUG, "msg=\"discovery request answered\" peer=%s count=%zu",
+            plog(x, TM2_LOG_DEBUG, "discovery request answered", "peer=%s count=%zu",
                  p->info.id.s, n);
         } else {
-            plog(x, TM2_LOG_DEBUG, "msg=\"discovery response not sent\" peer=%s err=\"%s\"",
+            plog(x, TM2_LOG_DEBUG, "discovery response not sent", "peer=%s err=%s",
                  p->info.id.s, tm2_strerror(rc));
         }
     }
@@ -458,7 +458,7 @@ static void reject(tm2__pex *x, pex_peer *p, int counter, const char *what, int 
 {
     bump(x, counter, 1);
     bump(x, ST_responses_rejected, 1);
-    plog(x, TM2_LOG_WARN, "msg=\"discovery response rejected\" peer=%s reason=\"%s\" err=\"%s\"",
+    plog(x, TM2_LOG_WARN, "discovery response rejected", "peer=%s reason=%s err=%s",
          p->info.id.s, what, tm2_strerror(err));
     strike(x, p, TM2_EPROTO, what);
 }
@@ -504,7 +504,7 @@ static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, 
     }
     bump(x, ST_addrs_accepted, accepted);
     plog(x, TM2_LOG_DEBUG,
-         "msg=\"discovery response\" peer=%s count=%zu accepted=%zu new=%zu dial=%zu",
+         "discovery response", "peer=%s count=%zu accepted=%zu new=%zu dial=%zu",
          p->info.id.s, n, accepted, added, k);
     dial(x, to_dial, k);
 }
@@ -542,7 +542,7 @@ void tm2__pex_receive(tm2__pex *x, void *peer, const uint8_t *msg, size_t len, t
         /* The reference logs and ignores undecodable messages; so do we,
          * up to the strike limit. */
         bump(x, ST_messages_undecodable, 1);
-        plog(x, TM2_LOG_WARN, "msg=\"undecodable discovery message\" peer=%s len=%zu err=\"%s\"",
+        plog(x, TM2_LOG_WARN, "undecodable discovery message", "peer=%s len=%zu err=%s",
              p->info.id.s, len, tm2_strerror(rc < 0 ? rc : TM2_EPROTO));
         strike(x, p, TM2_EPROTO, "undecodable message");
     }
@@ -615,7 +615,7 @@ void tm2__pex_dial_failed(tm2__pex *x, const tm2_id *id, tm2__pex_time t)
         return;
     if (tm2__addrbook_mark_failure(x->book, id, t.unix_s) == 0) {
         bump(x, ST_dial_failures, 1);
-        plog(x, TM2_LOG_DEBUG, "msg=\"discovery dial failed\" peer=%s", id->s);
+        plog(x, TM2_LOG_DEBUG, "discovery dial failed", "peer=%s", id->s);
     }
 }
 
@@ -679,7 +679,7 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
 
     size_t gone = tm2__addrbook_expire(x->book, t.unix_s);
     if (gone)
-        plog(x, TM2_LOG_DEBUG, "msg=\"dead addresses dropped\" count=%zu", gone);
+        plog(x, TM2_LOG_DEBUG, "dead addresses dropped", "count=%zu", gone);
     save_book(x, false);
     atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
     flush_stops(x);
@@ -698,7 +698,7 @@ void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t)
      * tried at once, whatever its back-off said. */
     size_t n = dial_from_book(x, t, x->cfg.target_outbound, true);
     atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
-    plog(x, TM2_LOG_INFO, "msg=\"discovery started\" book=%zu book_dials=%zu seed_mode=%s",
+    plog(x, TM2_LOG_INFO, "discovery started", "book=%zu book_dials=%zu seed_mode=%s",
          tm2__addrbook_size(x->book), n, x->cfg.seed_mode ? "true" : "false");
 }
 
@@ -713,7 +713,7 @@ void tm2__pex_stop(tm2__pex *x, tm2__pex_time t)
         x->ops.save_drain(x->ops.user);
         collect_saves(x);
     }
-    plog(x, TM2_LOG_INFO, "msg=\"discovery stopped\" book=%zu", tm2__addrbook_size(x->book));
+    plog(x, TM2_LOG_INFO, "discovery stopped", "book=%zu", tm2__addrbook_size(x->book));
 }
 
 static int fill_config(tm2_discovery_config *c)
@@ -744,13 +744,13 @@ static void load_book(tm2__pex *x, int64_t unix_now, int *err)
     char why[512];
     int rc = tm2__addrbook_load(x->book, x->path, unix_now, why, sizeof why);
     if (rc >= 0) {
-        plog(x, TM2_LOG_INFO, "msg=\"address book loaded\" path=\"%s\" entries=%d", x->path, rc);
+        plog(x, TM2_LOG_INFO, "address book loaded", "path=%s entries=%d", x->path, rc);
     } else if (rc == TM2_ENOTFOUND) {
-        plog(x, TM2_LOG_INFO, "msg=\"no address book yet\" path=\"%s\"", x->path);
+        plog(x, TM2_LOG_INFO, "no address book yet", "path=%s", x->path);
     } else if (rc == TM2_EDECODE || rc == TM2_ETOOBIG) {
-        plog(x, TM2_LOG_WARN, "msg=\"corrupt address book moved aside\" reason=\"%s\"", why);
+        plog(x, TM2_LOG_WARN, "corrupt address book moved aside", "reason=%s", why);
     } else {
-        plog(x, TM2_LOG_ERROR, "msg=\"cannot load the address book\" err=\"%s\" reason=\"%s\"",
+        plog(x, TM2_LOG_ERROR, "cannot load the address book", "err=%s reason=%s",
              tm2_strerror(rc), why);
         *err = rc == TM2_ENOMEM ? TM2_ENOMEM : TM2_EIO;
     }

@@ -43,7 +43,7 @@ static void dlog(tm2_discovery *d, tm2_log_level lv, const char *msg)
 {
     const tm2_discovery_config *c = tm2__pex_config(d->core);
     if (c->log && lv <= c->log_level)
-        c->log(c->log_user, lv, msg);
+        c->log(c->log_user, lv, msg, NULL, 0);
 }
 
 /* ---- core operations ------------------------------------------------------------ */
@@ -58,7 +58,7 @@ static void op_dial(void *user, const tm2_netaddr *addrs, size_t n)
 {
     tm2_discovery *d = user;
     if (tm2_switch_dial_peers(d->sw, addrs, n) < 0)
-        dlog(d, TM2_LOG_DEBUG, "msg=\"discovery dials not queued\"");
+        dlog(d, TM2_LOG_DEBUG, "discovery dials not queued");
 }
 
 static void op_stop(void *user, void *peer, int reason)
@@ -162,7 +162,7 @@ static int r_start(tm2_switch *sw, void *user)
     /* Without dial-failed events the book only loses its failure counts. */
     if (tm2_switch_subscribe(sw, TM2_EVENT_DIAL_FAILED, NULL, DIAL_EVENTS_QUEUE, &d->sub) < 0) {
         d->sub = NULL;
-        dlog(d, TM2_LOG_WARN, "msg=\"discovery cannot watch dial failures\"");
+        dlog(d, TM2_LOG_WARN, "discovery cannot watch dial failures");
     }
     int rc = tm2_switch_every(sw, tm2__pex_config(d->core)->interval_ms, on_tick, d);
     if (rc < 0)
@@ -210,7 +210,7 @@ static void r_add_peer(tm2_peer *p, void *user)
     tm2_peer_ref(p);
     if (tm2__pex_add_peer(d->core, p, &info, now()) < 0) {
         tm2_peer_unref(p);
-        dlog(d, TM2_LOG_ERROR, "msg=\"discovery cannot track a peer: out of memory\"");
+        dlog(d, TM2_LOG_ERROR, "discovery cannot track a peer: out of memory");
     }
 }
 

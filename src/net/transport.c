@@ -117,18 +117,17 @@ static const tm2__transport_ops tcp_ops;
 
 static bool log_on(const tcpt *t, tm2_log_level lv) { return t->log && lv <= t->log_level; }
 
-static void tlog(tcpt *t, tm2_log_level lv, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void tlog(tcpt *t, tm2_log_level lv, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void tlog(tcpt *t, tm2_log_level lv, const char *fmt, ...)
+static void tlog(tcpt *t, tm2_log_level lv, const char *msg, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    tm2__vlogf(t->log, t->log_user, t->log_level, lv, fmt, ap);
+    tm2__vlog(t->log, t->log_user, t->log_level, lv, msg, fmt, ap);
     va_end(ap);
 }
 
-#define quote tm2__log_quote
 
 /* Counts one event; true when it should be logged now (rl->unlogged then
  * says how many it stands for; reset it after logging). */
@@ -313,11 +312,10 @@ static void hs_fail(hs *h, int stage, int err, const char *fmt, ...)
     t->st.rejected++;
     /* The owner's event is the record; this line is for tracing. */
     if (log_on(t, TM2_LOG_DEBUG)) {
-        char a[TM2_NETADDR_STRLEN + 1], q[2 * WHY_LEN];
-        tlog(t, TM2_LOG_DEBUG,
-             "msg=\"connection rejected\" addr=%s outbound=%s stage=%s err=\"%s\" reason=%s",
+        char a[TM2_NETADDR_STRLEN + 1];
+        tlog(t, TM2_LOG_DEBUG, "connection rejected", "addr=%s outbound=%s stage=%s err=%s reason=%s",
              addr_str(&r.addr, a, sizeof a), r.outbound ? "true" : "false", stage_name(stage),
-             tm2_strerror(err), quote(why, q, sizeof q));
+             tm2_strerror(err), why);
     }
     if (t->base.cbs.on_reject)
         t->base.cbs.on_reject(&t->base, &r);
@@ -500,7 +498,7 @@ static void hs_handover(hs *h)
     uv_close((uv_handle_t *)&h->timer, hs_timer_closed);
     if (log_on(t, TM2_LOG_DEBUG)) {
         char a[TM2_NETADDR_STRLEN + 1];
-        tlog(t, TM2_LOG_DEBUG, "msg=\"connection upgraded\" peer=%s addr=%s outbound=%s", c->id.s,
+        tlog(t, TM2_LOG_DEBUG, "connection upgraded", "peer=%s addr=%s outbound=%s", c->id.s,
              addr_str(&c->socket_addr, a, sizeof a), c->outbound ? "true" : "false");
     }
     t->base.cbs.on_conn(&t->base, c);
@@ -640,7 +638,7 @@ static void drop_conn(tcpt *t, uv_stream_t *server)
         if (t->spare_busy) {
             /* Taken when the spare comes back (spare_closed), so the
              * listener does not stop for good. */
-            tlog(t, TM2_LOG_ERROR, "msg=\"out of memory dropping an inbound connection\"");
+            tlog(t, TM2_LOG_ERROR, "out of memory dropping an inbound connection", "");
             t->accept_stalled = true;
             return;
         }
@@ -664,7 +662,7 @@ static void drop_conn(tcpt *t, uv_stream_t *server)
     t->st.dropped++;
     if (rl_tick(t, &t->drop_log)) {
         tlog(t, TM2_LOG_WARN,
-             "msg=\"inbound connection closed: too many handshakes in flight\" pending=%zu "
+             "inbound connection closed: too many handshakes in flight", "pending=%zu "
              "max_pending=%" PRIu32 " dropped=%" PRIu64 " dropped_total=%" PRIu64,
              (size_t)t->pending_in, t->max_pending_in, t->drop_log.unlogged,
              (uint64_t)t->st.dropped);
@@ -678,7 +676,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (status < 0) {
         /* Out of descriptors, typically: libuv sheds the socket itself. */
         if (rl_tick(t, &t->accept_err_log)) {
-            tlog(t, TM2_LOG_WARN, "msg=\"accept failed\" err=\"%s\" count=%" PRIu64,
+            tlog(t, TM2_LOG_WARN, "accept failed", "err=%s count=%" PRIu64,
                  uv_strerror(status), t->accept_err_log.unlogged);
             t->accept_err_log.unlogged = 0;
         }
@@ -690,7 +688,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     hs *h = hs_new(t, false);
     if (!h) {
-        tlog(t, TM2_LOG_ERROR, "msg=\"out of memory accepting a connection\"");
+        tlog(t, TM2_LOG_ERROR, "out of memory accepting a connection", "");
         drop_conn(t, server);
         return;
     }
@@ -771,9 +769,8 @@ static int t_listen(tm2__transport *base, const char *addr)
     if (!u && tm2_netaddr_from_sockaddr((const struct sockaddr *)&ss, NULL, &t->laddr) != 0)
         u = UV_EINVAL;
     if (u) {
-        char q[2 * WHY_LEN];
-        tlog(t, TM2_LOG_ERROR, "msg=\"cannot listen\" addr=%s op=%s err=\"%s\"",
-             quote(addr, q, sizeof q), what, uv_strerror(u));
+        tlog(t, TM2_LOG_ERROR, "cannot listen", "addr=%s op=%s err=%s", addr, what,
+             uv_strerror(u));
         t->lstate = LST_CLOSING;
         uv_close((uv_handle_t *)&t->listener, listener_closed);
         return TM2_EIO;
@@ -781,7 +778,7 @@ static int t_listen(tm2__transport *base, const char *addr)
     t->laddr.id = t->self_id;
     if (log_on(t, TM2_LOG_INFO)) {
         char b[TM2_NETADDR_STRLEN + 1];
-        tlog(t, TM2_LOG_INFO, "msg=\"listening\" addr=%s", addr_str(&t->laddr, b, sizeof b));
+        tlog(t, TM2_LOG_INFO, "listening", "addr=%s", addr_str(&t->laddr, b, sizeof b));
     }
     return 0;
 }
@@ -803,9 +800,7 @@ static int t_set_node_info(tm2__transport *base, const tm2_node_info *ni)
     char why[WHY_LEN];
     int r = tm2_node_info_validate(ni, why, sizeof why);
     if (r) {
-        char q[2 * WHY_LEN];
-        tlog(t, TM2_LOG_ERROR, "msg=\"our node info is invalid\" reason=%s",
-             quote(why, q, sizeof q));
+        tlog(t, TM2_LOG_ERROR, "our node info is invalid", "reason=%s", why);
         return r;
     }
     if (strcmp(ni->net_address.id.s, t->self_id.s) != 0)

@@ -20,11 +20,11 @@ bool tm2__sw_log_on(const tm2_switch *sw, tm2_log_level lv)
     return sw->log && lv <= sw->log_level;
 }
 
-void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *fmt, ...)
+void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *msg, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    tm2__vlogf(sw->log, sw->log_user, sw->log_level, lv, fmt, ap);
+    tm2__vlog(sw->log, sw->log_user, sw->log_level, lv, msg, fmt, ap);
     va_end(ap);
 }
 
@@ -174,8 +174,8 @@ static int copy_configured(tm2_switch *sw, const char *const *specs, size_t n, c
         }
         tm2__configured *dup = find_configured(list, *n_out, &c.id, NULL);
         if (dup) {
-            tm2__sw_log(sw, TM2_LOG_WARN, "msg=\"%s listed twice: the last address is kept\" peer=%s",
-                        what, c.id.s);
+            tm2__sw_log(sw, TM2_LOG_WARN, "configured peer listed twice: the last address is kept",
+                        "list=%s peer=%s", what, c.id.s);
             free(dup->host);
             *dup = c;
             continue;
@@ -285,7 +285,7 @@ static int build_node_info(tm2_switch *sw, const tm2_switch_config *cfg)
     ni->rpc_address = sw->rpc_address;
     char why[128];
     if (tm2_node_info_validate(ni, why, sizeof why) != 0) {
-        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"invalid switch config: node info\" reason=\"%s\"",
+        tm2__sw_log(sw, TM2_LOG_ERROR, "invalid switch config: node info", "reason=%s",
                     why);
         return TM2_EINVAL;
     }
@@ -302,8 +302,8 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
     *out = NULL;
     const char *field = NULL;
     if (tm2_switch_config_check(cfg, &field) != 0) {
-        tm2__logf(cfg->log, cfg->log_user, cfg->log_level, TM2_LOG_ERROR,
-                  "msg=\"invalid switch config\" field=%s", field);
+        tm2__log(cfg->log, cfg->log_user, cfg->log_level, TM2_LOG_ERROR,
+                  "invalid switch config", "field=%s", field);
         return TM2_EINVAL;
     }
     if (sodium_init() < 0)
@@ -572,12 +572,12 @@ int tm2_switch_dial_peers(tm2_switch *sw, const tm2_netaddr *addrs, size_t n)
     for (size_t i = 0; i < n; i++) {
         const tm2_netaddr *a = &addrs[i];
         if (!a->id.s[0] || tm2_id_validate(a->id.s) != 0) {
-            tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial skipped: address without valid ID\"");
+            tm2__sw_log(sw, TM2_LOG_DEBUG, "dial skipped: address without valid ID", "");
             continue;
         }
         if (tm2__sw_is_self(sw, a)) {
             char b[TM2_NETADDR_STRLEN + 1];
-            tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial skipped: ourselves\" addr=%s",
+            tm2__sw_log(sw, TM2_LOG_DEBUG, "dial skipped: ourselves", "addr=%s",
                         tm2__sw_addr_str(a, b, sizeof b));
             continue;
         }
@@ -731,7 +731,7 @@ static void begin_stop(tm2_switch *sw)
             s->r.stop(sw, s->r.user);
         s->started = false;
     }
-    tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"switch stopping\"");
+    tm2__sw_log(sw, TM2_LOG_INFO, "switch stopping", "");
     maybe_finish(sw);
 }
 
@@ -822,7 +822,7 @@ static void thread_main(void *arg)
     for (size_t i = 0; i < sw->n_reactors && !err; i++) {
         tm2__reactor_slot *s = &sw->reactors[i];
         if (s->r.start && (err = s->r.start(sw, s->r.user)) != 0) {
-            tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"reactor failed to start\" reactor=\"%s\" err=\"%s\"",
+            tm2__sw_log(sw, TM2_LOG_ERROR, "reactor failed to start", "reactor=%s err=%s",
                         s->r.name, tm2_strerror(err));
             if (err > 0)
                 err = TM2_EINVAL;
@@ -846,7 +846,7 @@ static void thread_main(void *arg)
                        sw->seed_interval_ms);
         if (tm2__sw_log_on(sw, TM2_LOG_INFO)) {
             char b[TM2_NETADDR_STRLEN + 1];
-            tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"switch started\" id=%s addr=%s", sw->id.s,
+            tm2__sw_log(sw, TM2_LOG_INFO, "switch started", "id=%s addr=%s", sw->id.s,
                         tm2__sw_addr_str(&sw->ni.net_address, b, sizeof b));
         }
         run_commands(sw);
@@ -856,7 +856,7 @@ static void thread_main(void *arg)
     /* Close callbacks queued by the last turn. */
     uv_run(&sw->loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&sw->loop) != 0)
-        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"switch loop closed with handles open\"");
+        tm2__sw_log(sw, TM2_LOG_ERROR, "switch loop closed with handles open", "");
 }
 
 static int init_loop(tm2_switch *sw)
@@ -1018,7 +1018,7 @@ void tm2_switch_stop(tm2_switch *sw)
     if ((sw->state == SW_STARTING || sw->state == SW_RUNNING) && sw->handles_init &&
         tm2__mcs_loop_on_thread(&sw->ml)) {
         uv_mutex_unlock(&sw->life_lock);
-        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"tm2_switch_stop called on the network thread\"");
+        tm2__sw_log(sw, TM2_LOG_ERROR, "tm2_switch_stop called on the network thread", "");
         return;
     }
     while (sw->state == SW_STARTING)

@@ -27,10 +27,10 @@
 static void dial_failed(tm2_switch *sw, const tm2_netaddr *addr, int err, const char *why)
 {
     if (tm2__sw_log_on(sw, TM2_LOG_DEBUG)) {
-        char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
-        tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
+        char a[TM2_NETADDR_STRLEN + 1];
+        tm2__sw_log(sw, TM2_LOG_DEBUG, "dial failed", "peer=%s addr=%s err=%s reason=%s",
                     addr->id.s, tm2__sw_addr_str(addr, a, sizeof a), tm2_strerror(err),
-                    tm2__sw_quote(why ? why : tm2_strerror(err), q, sizeof q));
+                    why ? why : tm2_strerror(err));
     }
     tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &addr->id, addr, true, err, why);
 }
@@ -100,10 +100,10 @@ static void transport_dial(tm2_switch *sw, tm2__dial_ctx *ctx)
 {
     if (tm2__sw_log_on(sw, TM2_LOG_DEBUG)) {
         char a[TM2_NETADDR_STRLEN + 1];
-        tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dialing peer\" peer=%s addr=%s persistent=%s%s%s",
+        /* hostname: the configured name the address was resolved from, if any. */
+        tm2__sw_log(sw, TM2_LOG_DEBUG, "dialing peer", "peer=%s addr=%s persistent=%s hostname=%s",
                     ctx->addr.id.s, tm2__sw_addr_str(&ctx->addr, a, sizeof a),
-                    (ctx->flags & TM2__DIAL_PERSISTENT) ? "true" : "false",
-                    ctx->host[0] ? " hostname=" : "", ctx->host);
+                    (ctx->flags & TM2__DIAL_PERSISTENT) ? "true" : "false", ctx->host);
     }
     int r = sw->transport ? tm2__transport_dial(sw->transport, &ctx->addr, ctx) : TM2_ECLOSED;
     if (r == 0)
@@ -275,7 +275,7 @@ void tm2__sw_redial(tm2_switch *sw, size_t idx)
         e->attempted = true;
         e->attempts = 0;
     }
-    tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"redial scheduled\" peer=%s in_ms=%" PRId64 " attempt=%" PRIu32,
+    tm2__sw_log(sw, TM2_LOG_DEBUG, "redial scheduled", "peer=%s in_ms=%" PRId64 " attempt=%" PRIu32,
                 e->id.s, delay, e->attempts);
     push(sw, due, &e->addr, configured_flags(e, TM2__DIAL_PERSISTENT));
 }
@@ -338,7 +338,7 @@ void tm2__sw_seed_timer_cb(uv_timer_t *t)
         return;
     const tm2__configured *s = &sw->seeds[pick];
     char a[TM2_NETADDR_STRLEN + 1];
-    tm2__sw_log(sw, TM2_LOG_INFO, "msg=\"dialing seed\" peer=%s host=%s addr=%s", s->id.s, s->host,
+    tm2__sw_log(sw, TM2_LOG_INFO, "dialing seed", "peer=%s host=%s addr=%s", s->id.s, s->host,
                 tm2__sw_addr_str(&s->addr, a, sizeof a));
     push(sw, now, &s->addr, configured_flags(s, 0));
 }

@@ -278,11 +278,9 @@ struct tm2_switch {
 
 /* ---- switch.c ------------------------------------------------------------------------- */
 
-void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void tm2__sw_log(tm2_switch *sw, tm2_log_level lv, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 bool tm2__sw_log_on(const tm2_switch *sw, tm2_log_level lv);
-/* A logfmt-safe quoted copy of s in buf. */
-#define tm2__sw_quote tm2__log_quote
 const char *tm2__sw_addr_str(const tm2_netaddr *a, char *buf, size_t cap);
 void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
                      const tm2_netaddr *addr, bool outbound, int reason, const char *text);

@@ -56,17 +56,16 @@ static void log_peer(tm2_switch *sw, tm2_log_level lv, const char *what, const t
 {
     if (!tm2__sw_log_on(sw, lv))
         return;
-    char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
+    char a[TM2_NETADDR_STRLEN + 1];
     const char *dir = p->outbound ? "outbound" : "inbound";
     tm2__sw_addr_str(&p->socket_addr, a, sizeof a);
     if (!text) {
-        tm2__sw_log(sw, lv, "msg=\"%s\" peer=%s addr=%s direction=%s persistent=%s", what,
-                    p->id.s, a, dir, p->persistent ? "true" : "false");
+        tm2__sw_log(sw, lv, what, "peer=%s addr=%s direction=%s persistent=%s", p->id.s, a, dir,
+                    p->persistent ? "true" : "false");
         return;
     }
-    tm2__sw_log(sw, lv, "msg=\"%s\" peer=%s addr=%s direction=%s err=\"%s\" reason=%s", what,
-                p->id.s, a, dir, reason ? tm2_strerror(reason) : "none",
-                tm2__sw_quote(text, q, sizeof q));
+    tm2__sw_log(sw, lv, what, "peer=%s addr=%s direction=%s err=%s reason=%s", p->id.s, a, dir,
+                reason ? tm2_strerror(reason) : "none", text);
 }
 
 /* The second half of a removal; for a peer still in its add_peer round it
@@ -287,14 +286,14 @@ static int t_accept_filter(tm2__transport *t, const tm2__transport_conn *c, char
 static void t_on_reject(tm2__transport *t, const tm2__transport_reject *r)
 {
     tm2_switch *sw = t->data;
-    char a[TM2_NETADDR_STRLEN + 1], q[2 * TM2__SW_REASON_LEN + 8];
+    char a[TM2_NETADDR_STRLEN + 1];
     if (r->stage > 0 && r->stage < TM2_STAGES)
         tm2__ctr_add(&sw->ctr.handshakes_failed[r->stage], 1);
     if (r->outbound) {
         tm2__dial_ctx *ctx = r->dial_user;
-        tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"dial failed\" peer=%s addr=%s err=\"%s\" reason=%s",
+        tm2__sw_log(sw, TM2_LOG_DEBUG, "dial failed", "peer=%s addr=%s err=%s reason=%s",
                     r->addr.id.s, tm2__sw_addr_str(&r->addr, a, sizeof a), tm2_strerror(r->err),
-                    tm2__sw_quote(r->why, q, sizeof q));
+                    r->why);
         tm2__sw_publish(sw, TM2_EVENT_DIAL_FAILED, &r->addr.id, &r->addr, true, r->err, r->why);
         bool persistent = ctx && (ctx->flags & TM2__DIAL_PERSISTENT);
         tm2_id id = r->addr.id;
@@ -307,9 +306,9 @@ static void t_on_reject(tm2__transport *t, const tm2__transport_reject *r)
         tm2__sw_arm_dial_timer(sw);
         return;
     }
-    tm2__sw_log(sw, TM2_LOG_DEBUG, "msg=\"peer rejected\" peer=%s addr=%s err=\"%s\" reason=%s",
+    tm2__sw_log(sw, TM2_LOG_DEBUG, "peer rejected", "peer=%s addr=%s err=%s reason=%s",
                 r->auth_id ? r->auth_id->s : "", tm2__sw_addr_str(&r->addr, a, sizeof a),
-                tm2_strerror(r->err), tm2__sw_quote(r->why, q, sizeof q));
+                tm2_strerror(r->err), r->why);
     tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, r->auth_id, &r->addr, false, r->err, r->why);
 }
 
@@ -322,7 +321,7 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
     tm2_peer *p = tm2__peer_new(sw, c);
     if (!p) {
         char a[TM2_NETADDR_STRLEN + 1];
-        tm2__sw_log(sw, TM2_LOG_ERROR, "msg=\"out of memory adding a peer\" peer=%s addr=%s",
+        tm2__sw_log(sw, TM2_LOG_ERROR, "out of memory adding a peer", "peer=%s addr=%s",
                     c->id.s, tm2__sw_addr_str(&c->socket_addr, a, sizeof a));
         tm2__sw_publish(sw, TM2_EVENT_PEER_REJECTED, &c->id, &c->socket_addr, c->outbound,
                         TM2_ENOMEM, NULL);

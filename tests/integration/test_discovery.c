@@ -121,12 +121,14 @@ struct node {
     tm2_netaddr addr;
 };
 
-static void test_log(void *user, tm2_log_level level, const char *msg)
+static void test_log(void *user, tm2_log_level level, const char *msg, const tm2_log_field *f,
+                     size_t nf)
 {
     (void)level;
     node *n = user;
+    char line[1024];
     if (getenv("TM2_TEST_LOG"))
-        fprintf(stderr, "[%d] %s\n", n->idx, msg);
+        fprintf(stderr, "[%d] %s\n", n->idx, tv_log_line(line, sizeof line, msg, f, nf));
     kick();
 }
 

@@ -136,12 +136,14 @@ TSH void r_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, void
 
 /* ---- logging ------------------------------------------------------------------ */
 
-TSH void node_log(void *user, tm2_log_level level, const char *msg)
+TSH void node_log(void *user, tm2_log_level level, const char *msg, const tm2_log_field *f,
+                 size_t nf)
 {
     (void)level;
     node *n = user;
+    char line[1024];
     if (getenv("TM2_TEST_LOG"))
-        fprintf(stderr, "[node %d] %s\n", n->idx, msg);
+        fprintf(stderr, "[node %d] %s\n", n->idx, tv_log_line(line, sizeof line, msg, f, nf));
 }
 
 /* ---- nodes ------------------------------------------------------------------------ */

@@ -1,5 +1,6 @@
 #include "tv.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,4 +120,17 @@ uint64_t tv_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+const char *tv_log_line(char *buf, size_t cap, const char *msg, const tm2_log_field *f, size_t n)
+{
+    size_t o = 0;
+    int k = snprintf(buf, cap, "msg=\"%s\"", msg);
+    o = k > 0 && (size_t)k < cap ? (size_t)k : cap - 1;
+    for (size_t i = 0; i < n && o + 1 < cap; i++) {
+        bool q = !f[i].value[0] || strchr(f[i].value, ' ');
+        k = snprintf(buf + o, cap - o, q ? " %s=\"%s\"" : " %s=%s", f[i].key, f[i].value);
+        o = k > 0 && (size_t)k < cap - o ? o + (size_t)k : cap - 1;
+    }
+    return buf;
 }

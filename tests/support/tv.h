@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "tm2p2p/log.h"
+
 /* Full path of a vector file (static buffer, valid until the next call). */
 const char *tv_path(const char *file);
 
@@ -33,5 +35,11 @@ int tv_split(char *line, char sep, char **fields, int max);
 
 /* Monotonic milliseconds, for deadlines in tests. */
 uint64_t tv_now_ms(void);
+
+/* A library log line as one string for tests to search: msg="MSG" then
+ * key=value, the value in double quotes when it has a space or is empty
+ * (nothing escaped). Cut to fit cap. */
+const char *tv_log_line(char *buf, size_t cap, const char *msg, const tm2_log_field *f,
+                        size_t n);
 
 #endif

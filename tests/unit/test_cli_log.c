@@ -2,6 +2,7 @@
  * and stays valid JSON (or parseable logfmt); short lines are untouched. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,15 +14,21 @@
 
 #include "cli/log.c"
 
-/* Runs one cli_log_kv into a pipe and returns the line (malloc'd). */
-static char *one_line(cli_log_format fmt, const char *key, const char *value)
+/* Runs one cli_log_kv (or, lib set, the library's sink) into a pipe and
+ * returns the line (malloc'd). */
+static char *log_line(cli_log_format fmt, const char *key, const char *value, bool lib)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
     cli_log lg;
     cli_log_init(&lg, TM2_LOG_DEBUG, fmt, "n1");
     lg.fd = p[1];
-    cli_log_kv(&lg, TM2_LOG_INFO, "hello", key, value, "after", "x", (const char *)NULL);
+    if (lib) {
+        tm2_log_field f[] = {{key, value}, {"after", "x"}};
+        cli_log_switch(&lg, TM2_LOG_INFO, "hello", f, 2);
+    } else {
+        cli_log_kv(&lg, TM2_LOG_INFO, "hello", key, value, "after", "x", (const char *)NULL);
+    }
     close(p[1]);
     char *buf = calloc(1, 2 * LINE_MAX_BYTES);
     assert_non_null(buf);
@@ -34,6 +41,29 @@ static char *one_line(cli_log_format fmt, const char *key, const char *value)
     assert_true(n <= LINE_MAX_BYTES);
     buf[n - 1] = '\0';
     return buf;
+}
+
+static char *one_line(cli_log_format fmt, const char *key, const char *value)
+{
+    return log_line(fmt, key, value, false);
+}
+
+/* The library's fields go through the same escaping as the program's own:
+ * a newline or quote from a peer is escaped once, the line stays one line. */
+static void library_fields_escaped_once(void **state)
+{
+    (void)state;
+    char *text = log_line(CLI_LOG_LOGFMT, "reason", "evil\"\nmsg=forged", true);
+    assert_null(strchr(text, '\n'));
+    assert_non_null(strstr(text, " msg=hello reason=\"evil\\\"\\nmsg=forged\" after=x"));
+    free(text);
+    text = log_line(CLI_LOG_JSON, "reason", "evil\"\nmsg=forged", true);
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "reason")->valuestring, "evil\"\nmsg=forged");
+    assert_string_equal(cJSON_GetObjectItem(j, "msg")->valuestring, "hello");
+    cJSON_Delete(j);
+    free(text);
 }
 
 static void json_cut_never_splits_an_escape(void **state)
@@ -96,6 +126,7 @@ int main(void)
         cmocka_unit_test(json_cut_never_splits_an_escape),
         cmocka_unit_test(logfmt_cut_closes_the_quote),
         cmocka_unit_test(short_lines_whole),
+        cmocka_unit_test(library_fields_escaped_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,12 +26,14 @@ static void t_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, v
     uv_mutex_unlock(&n->mu);
 }
 
-static void t_log(void *user, tm2_log_level level, const char *msg)
+static void t_log(void *user, tm2_log_level level, const char *msg, const tm2_log_field *f,
+                  size_t nf)
 {
     (void)level;
     (void)user;
+    char line[1024];
     if (getenv("TM2_TEST_LOG"))
-        fprintf(stderr, "[tm2p2p] %s\n", msg);
+        fprintf(stderr, "[tm2p2p] %s\n", tv_log_line(line, sizeof line, msg, f, nf));
 }
 
 void tnode_start(tnode *n, uint8_t seed_byte, const tnode_opts *o)
