@@ -4,6 +4,7 @@ BUILD        ?= build
 REL          := $(BUILD)/release
 ASAN         := $(BUILD)/asan
 FUZZ         := $(BUILD)/fuzz
+DEB          := $(BUILD)/deb
 FUZZ_SECONDS ?= 8
 PREFIX       ?= /usr/local
 B            ?=
@@ -11,7 +12,7 @@ RUN_ARGS     ?=
 REF          ?= v1.7.1
 CMAKE_GEN    := -G Ninja
 
-.PHONY: all deps build run test unit fuzz interop bench install clean
+.PHONY: all deps build run test unit fuzz interop bench install deb clean
 
 all: build
 
@@ -53,6 +54,16 @@ bench: build
 
 install: build
 	@cmake --install $(REL) --prefix $(PREFIX)
+
+# The Debian package (CPack): program, libraries, headers, pkg-config file,
+# CMake package and systemd units, installed under /usr.
+deb: deps
+	@scripts/deps.sh dpkg-dev file
+	@cmake -S . -B $(DEB) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr \
+	    -DTM2_SYSTEMD_UNITS=ON -DTM2_TESTS=OFF -DTM2_BENCH=OFF -DTM2_INTEROP=OFF >/dev/null
+	@cmake --build $(DEB)
+	@cd $(DEB) && cpack -G DEB
+	@ls $(DEB)/*.deb
 
 clean:
 	rm -rf $(BUILD)

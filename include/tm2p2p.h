@@ -10,5 +10,6 @@
 #include "tm2p2p/channel.h"
 #include "tm2p2p/defaults.h"
 #include "tm2p2p/discovery.h"
+#include "tm2p2p/version.h"
 
 #endif

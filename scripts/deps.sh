@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tm2p2p needs to build, test and fuzz.
 # A no-op when everything is present; otherwise needs root (or sudo) and apt-get.
+# Packages named as arguments are needed too (e.g. `deps.sh dpkg-dev file` for
+# make deb).
 set -euo pipefail
 
 pkgs=(cmake ninja-build pkg-config gcc libsodium-dev libssl-dev libuv1-dev libcjson-dev
-      libcmocka-dev clang libclang-rt-14-dev iproute2)
+      libcmocka-dev clang libclang-rt-14-dev iproute2 "$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -53,6 +53,12 @@ typedef struct tm2_switch_config {
     const char *network;              /* chain ID */
     const char *moniker;
     const char *app_version;          /* NodeInfo "app" entry; NULL: "" like gno.land */
+    /* NodeInfo Software and Version: free text naming the program a node
+     * runs, which peers show but never compare (the version set above is
+     * what they check). Version, when not "", must be printable ASCII and
+     * not only spaces. NULL: "" and TM2_PROTOCOL_VERSION, as gno.land sends. */
+    const char *software;
+    const char *version;
     const char *rpc_address;          /* NodeInfo Other.RPCAddress; NULL: "" */
     const char *tx_index;             /* NodeInfo Other.TxIndex; NULL: "off" */
 

@@ -16,6 +16,13 @@
 int cli_keys(int argc, char **argv);
 int cli_run_node(int argc, char **argv);
 int cli_run_testnet(int argc, char **argv);
+int cli_version(int argc, char **argv);
+
+/* What the program announces as its NodeInfo Version: "v<release>", plus
+ * "+<12 hex digits of the commit>" (and ".dirty") when built from git.
+ * A static string; any thread. */
+const char *cli_announced_version(void);
+#define CLI_SOFTWARE "tm2p2p"
 
 /* ---- a running node: switch + discovery + optional gossip (node.c) -------
  *

@@ -1,4 +1,4 @@
-/* tm2p2p: run a node, a local test network, manage keys. */
+/* tm2p2p: run a node, a local test network, manage keys, tell its version. */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +12,7 @@ static const struct {
     {"node", cli_run_node, "run a p2p node until SIGINT/SIGTERM"},
     {"testnet", cli_run_testnet, "run a local test network on loopback and measure it"},
     {"keys", cli_keys, "generate or show the node key (node_key.json)"},
+    {"version", cli_version, "print the version, the commit and the libraries' versions"},
 };
 
 static void usage(FILE *f)
@@ -32,6 +33,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (!strcmp(argv[1], "--version"))
+        return cli_version(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].run(argc - 1, argv + 1);

@@ -24,6 +24,7 @@
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/events.h"
 #include "tm2p2p/peer.h"
+#include "tm2p2p/version.h"
 
 #define DEFAULT_NETWORK "dev"
 
@@ -206,6 +207,9 @@ void cli_node_switch_config(const cli_node_opts *o, tm2_switch_config *sc)
     sc->external_addr = o->external_addr;
     sc->network = o->network;
     sc->moniker = o->moniker;
+    /* Free text peers never compare: the version set stays the protocol's. */
+    sc->software = CLI_SOFTWARE;
+    sc->version = cli_announced_version();
     sc->max_inbound = o->max_inbound;
     sc->max_outbound = o->max_outbound;
     sc->allow_duplicate_ip = o->allow_duplicate_ip;
@@ -1059,6 +1063,12 @@ int cli_run_node(int argc, char **argv)
     if (status)
         goto out;
     status = 1;
+
+    /* Operators read from the journal which build ran. */
+    tm2_build_info bi;
+    tm2_build_info_get(&bi);
+    cli_log_kv(&s->log, TM2_LOG_INFO, "starting tm2p2p", "version", bi.version, "commit", bi.commit,
+               "protocol", bi.protocol, (const char *)NULL);
 
     char err[1024];
     char cfgdir[4200];

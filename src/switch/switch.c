@@ -150,6 +150,8 @@ static void free_config_copies(tm2_switch *sw)
     free(sw->moniker);
     free(sw->tx_index);
     free(sw->rpc_address);
+    free(sw->software);
+    free(sw->version);
 }
 
 /* Copies a configured list: an ID listed twice keeps its last address (a
@@ -249,7 +251,10 @@ static int build_node_info(tm2_switch *sw, const tm2_switch_config *cfg)
     sw->moniker = dup_or(cfg->moniker, "");
     sw->tx_index = dup_or(cfg->tx_index, "off");
     sw->rpc_address = dup_or(cfg->rpc_address, "");
-    if (!sw->app_version || !sw->network || !sw->moniker || !sw->tx_index || !sw->rpc_address)
+    sw->software = dup_or(cfg->software, "");
+    sw->version = dup_or(cfg->version, TM2_PROTOCOL_VERSION);
+    if (!sw->app_version || !sw->network || !sw->moniker || !sw->tx_index || !sw->rpc_address ||
+        !sw->software || !sw->version)
         return TM2_ENOMEM;
     static const char *const names[5] = {"abci", "app", "bft", "blockchain", "p2p"};
     for (size_t i = 0; i < 5; i++) {
@@ -276,8 +281,8 @@ static int build_node_info(tm2_switch *sw, const tm2_switch_config *cfg)
     }
     ni->net_address.id = sw->id;
     ni->network = sw->network;
-    ni->software = "";
-    ni->version = TM2_PROTOCOL_VERSION;
+    ni->software = sw->software;
+    ni->version = sw->version;
     ni->channels = sw->ni_channels;
     ni->n_channels = sw->n_descs;
     ni->moniker = sw->moniker;

@@ -198,7 +198,7 @@ struct tm2_switch {
     /* Our NodeInfo and the strings it points at. */
     tm2_node_info ni;
     tm2_version_info versions[5];
-    char *app_version, *network, *moniker, *tx_index, *rpc_address;
+    char *app_version, *network, *moniker, *tx_index, *rpc_address, *software, *version;
     uint8_t ni_channels[TM2_NODE_INFO_MAX_CHANNELS];
     bool bound;
     tm2_netaddr bound_addr;         /* our ID @ the bound listen address */

@@ -14,6 +14,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tm2p2p/discovery.h"
+#include "tm2p2p/peer.h"
+#include "tm2p2p/switch.h"
+#include "tm2p2p/version.h"
 #include "tv.h"
 
 #define PROGRAM TM2_BINARY_DIR "/tm2p2p"
@@ -476,6 +480,70 @@ static void rejection_logged(void **state)
     release(&b);
 }
 
+/* The node names itself in its NodeInfo (Software "tm2p2p", Version the
+ * release and commit) and keeps the protocol's version set, so a library
+ * switch with the defaults connects to it. */
+static void node_info_names_the_program(void **state)
+{
+    home *h = *state;
+    proc p;
+    START(&p, "node", "--home", path_in(h, "v"), "--laddr", "127.0.0.1:0", "--chain-id", "cli-test");
+    const char *line = wait_line(&p, "msg=\"starting tm2p2p\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    tm2_build_info bi;
+    tm2_build_info_get(&bi);
+    assert_string_equal(field(line, "version"), bi.version);
+    assert_string_equal(field(line, "commit"), bi.commit);
+    line = wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    tm2_netaddr na;
+    assert_int_equal(tm2_netaddr_parse(field(line, "addr"), 0, &na), 0);
+
+    tm2_channel_desc ch = {.id = TM2_DISCOVERY_CHANNEL, .priority = 1, .send_queue_capacity = 16,
+                           .recv_message_capacity = 1u << 16};
+    tm2_reactor r = {.name = "quiet-pex", .channels = &ch, .n_channels = 1};
+    tm2_switch_config c;
+    tm2_switch_config_default(&c);
+    uint8_t seed[32] = {7};
+    tm2_node_key_from_seed(&c.key, seed);
+    c.network = "cli-test";
+    c.moniker = "probe";
+    c.reactors = &r;
+    c.n_reactors = 1;
+    tm2_switch *sw = NULL;
+    assert_int_equal(tm2_switch_new(&c, &sw), 0);
+    assert_int_equal(tm2_switch_start(sw), 0);
+    assert_int_equal(tm2_switch_dial_peers(sw, &na, 1), 1);
+    tm2_peer *peer = NULL;
+    for (uint64_t end = tv_now_ms() + START_DEADLINE_MS; !peer;) {
+        if (tm2_switch_peers(sw, &peer, 1) == 0) {
+            if (tv_now_ms() > end)
+                fail_msg("no connection to the node; its stderr:\n%s", p.err);
+            pump(&p, 20);
+        }
+    }
+    const tm2_node_info *ni = tm2_peer_node_info(peer);
+    assert_string_equal(ni->software, "tm2p2p");
+    char want[128];
+    size_t hex = strspn(bi.commit, "0123456789abcdef");
+    if (hex == 40)
+        snprintf(want, sizeof want, "v%s+%.12s%s", bi.version, bi.commit,
+                 strstr(bi.commit, "-dirty") ? ".dirty" : "");
+    else
+        snprintf(want, sizeof want, "v%s", bi.version);
+    assert_string_equal(ni->version, want);
+    const tm2_node_info *ours = tm2_switch_node_info(sw);
+    assert_int_equal(ni->n_versions, ours->n_versions);
+    for (size_t i = 0; i < ni->n_versions; i++) {
+        assert_string_equal(ni->versions[i].name, ours->versions[i].name);
+        assert_string_equal(ni->versions[i].version, ours->versions[i].version);
+    }
+    tm2_peer_unref(peer);
+    tm2_switch_stop(sw);
+    tm2_switch_free(sw);
+    kill(p.pid, SIGTERM);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    release(&p);
+}
+
 static void testnet_smoke(void **state)
 {
     (void)state;
@@ -523,6 +591,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(help_texts, setup, teardown),
         cmocka_unit_test_setup_teardown(two_nodes_persistent, setup, teardown),
         cmocka_unit_test_setup_teardown(rejection_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(node_info_names_the_program, setup, teardown),
         cmocka_unit_test_setup_teardown(testnet_smoke, setup, teardown),
         cmocka_unit_test_setup_teardown(testnet_processes_kill_one, setup, teardown),
     };

@@ -206,7 +206,7 @@ static void test_channels(void **state)
 {
     (void)state;
     node *x = node_new(1, NULL);
-    node_opts yo = {.only_ch_a = true};
+    node_opts yo = {.only_ch_a = true, .software = "test-sw", .version = "v9.8.7+0123abcd"};
     node *y = node_new(2, &yo);
     dial(x, y);
     wait_peers(x, 1, 20000);
@@ -229,6 +229,17 @@ static void test_channels(void **state)
     assert_string_equal(ni->moniker, "node-2");
     assert_true(tm2_node_info_has_channel(ni, CH_A));
     assert_false(tm2_node_info_has_channel(ni, CH_B));
+    /* Software and Version cross as set; the version set stays the protocol's. */
+    assert_string_equal(ni->software, "test-sw");
+    assert_string_equal(ni->version, "v9.8.7+0123abcd");
+    assert_int_equal(ni->n_versions, 5);
+    assert_string_equal(ni->versions[4].name, "p2p");
+    assert_string_equal(ni->versions[4].version, TM2_PROTOCOL_VERSION);
+    tm2_peer *q = peer_of(y, NULL);
+    assert_non_null(q);
+    assert_string_equal(tm2_peer_node_info(q)->software, "");
+    assert_string_equal(tm2_peer_node_info(q)->version, TM2_PROTOCOL_VERSION);
+    tm2_peer_unref(q);
     tm2_mconn_status st;
     assert_int_equal(tm2_peer_status(p, &st), 0);
     assert_int_equal(st.n_channels, 2);
@@ -549,6 +560,8 @@ static void test_config(void **state)
     assert_string_equal(ni->versions[1].name, "app");
     assert_string_equal(ni->versions[1].version, "");
     assert_string_equal(ni->versions[4].version, TM2_PROTOCOL_VERSION);
+    assert_string_equal(ni->software, "");
+    assert_string_equal(ni->version, TM2_PROTOCOL_VERSION);
     assert_int_equal(ni->n_channels, 2);
     assert_int_equal(ni->channels[0], 0x30);
     assert_int_equal(ni->channels[1], 0x31);
@@ -556,6 +569,25 @@ static void test_config(void **state)
     tm2_netaddr la;
     assert_int_equal(tm2_switch_listen_addr(sw, &la), TM2_ESTATE);
     tm2_switch_free(sw);
+    /* Software and Version are free text, but Version must pass the
+     * reference's NodeInfo check; "" is allowed there. */
+    c.software = "any \x01 text";
+    c.version = "v1.2.3+abc.dirty";
+    assert_int_equal(tm2_switch_new(&c, &sw), 0);
+    ni = tm2_switch_node_info(sw);
+    assert_string_equal(ni->software, "any \x01 text");
+    assert_string_equal(ni->version, "v1.2.3+abc.dirty");
+    assert_string_equal(ni->versions[4].version, TM2_PROTOCOL_VERSION);
+    tm2_switch_free(sw);
+    c.version = "";
+    assert_int_equal(tm2_switch_new(&c, &sw), 0);
+    tm2_switch_free(sw);
+    c.version = "   ";
+    assert_int_equal(tm2_switch_new(&c, &sw), TM2_EINVAL);
+    c.version = "v1\n";
+    assert_int_equal(tm2_switch_new(&c, &sw), TM2_EINVAL);
+    c.software = NULL;
+    c.version = NULL;
 
     /* 0.0.0.0 is advertised as is; an external address wins. */
     c.listen_addr = "tcp://0.0.0.0:0";

@@ -166,6 +166,7 @@ typedef struct node_opts {
     bool only_ch_a;                /* advertise CH_A only */
     size_t queue_cap;              /* send queue capacity of CH_A; 0: 256 */
     uint32_t handshake_ms;         /* 0: 3000 */
+    const char *software, *version;   /* NodeInfo free text; NULL: the switch's defaults */
 } node_opts;
 
 TSH void node_key(int seed_idx, tm2_node_key *k)
@@ -219,6 +220,8 @@ TSH node *node_new(int idx, const node_opts *o)
     c.listen_addr = o->listen ? o->listen : "tcp://127.0.0.1:0";
     c.network = o->network ? o->network : "test-chain";
     c.moniker = moniker;
+    c.software = o->software;
+    c.version = o->version;
     if (o->max_inbound)
         c.max_inbound = o->max_inbound;
     if (o->max_outbound)
