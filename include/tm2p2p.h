@@ -9,6 +9,10 @@
 #include "tm2p2p/node_info.h"
 #include "tm2p2p/channel.h"
 #include "tm2p2p/defaults.h"
+#include "tm2p2p/log.h"
+#include "tm2p2p/events.h"
+#include "tm2p2p/stats.h"
+#include "tm2p2p/switch.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/version.h"
 
