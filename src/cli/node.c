@@ -192,6 +192,13 @@ struct cli_node {
 
     /* controlling thread */
     uint64_t events_dropped;
+    /* Rejections before authentication, logged at most REJECT_BURST a window
+     * each, the rest counted by reason and summarised when it ends: one
+     * client failing handshakes in a loop must not flood the log. */
+    uint64_t rej_window_ms;
+    unsigned rej_logged;
+    uint64_t rej_held[TM2_STATS_REASONS];
+    uint64_t rej_held_total;
 };
 
 static void add_reactor(cli_node *n, const tm2_reactor *r)
@@ -377,12 +384,63 @@ static const char *event_name(tm2_event_type t)
     return "event";
 }
 
+#define REJECT_BURST 10
+#define REJECT_WINDOW_MS 10000
+
+static void reject_summary(cli_node *n)
+{
+    if (!n->rej_held_total)
+        return;
+    char total[24], by[1024];
+    size_t o = 0;
+    by[0] = '\0';
+    for (size_t k = 0; k < TM2_STATS_REASONS; k++) {
+        if (!n->rej_held[k])
+            continue;
+        int w = snprintf(by + o, sizeof by - o, "%s%s:%llu", o ? "," : "", tm2_errname(-(int)k),
+                         (unsigned long long)n->rej_held[k]);
+        if (w < 0 || (size_t)w >= sizeof by - o)
+            break;
+        o += (size_t)w;
+    }
+    snprintf(total, sizeof total, "%llu", (unsigned long long)n->rej_held_total);
+    cli_log_kv(&n->log, TM2_LOG_WARN, "connections rejected before authentication (not logged one by one)",
+               "count", total, "by_reason", by, (const char *)NULL);
+    memset(n->rej_held, 0, sizeof n->rej_held);
+    n->rej_held_total = 0;
+}
+
+/* False when the line for ev is held back (and counted). */
+static bool reject_may_log(cli_node *n, const tm2_event *ev, uint64_t now)
+{
+    if (now >= n->rej_window_ms + REJECT_WINDOW_MS) {
+        reject_summary(n);
+        n->rej_window_ms = now;
+        n->rej_logged = 0;
+    }
+    if (ev->type != TM2_EVENT_PEER_REJECTED || ev->peer_id.s[0])
+        return true;
+    if (n->rej_logged < REJECT_BURST) {
+        n->rej_logged++;
+        return true;
+    }
+    int k = ev->reason <= 0 && ev->reason > -TM2_STATS_REASONS ? -ev->reason : TM2_STATS_REASONS - 1;
+    n->rej_held[k]++;
+    n->rej_held_total++;
+    return false;
+}
+
 void cli_node_drain_events(cli_node *n)
 {
     if (!n->sub)
         return;
     tm2_event ev;
+    /* An empty drain still closes a window whose summary is due. */
+    tm2_event none = {.type = TM2_EVENT_PEER_CONNECTED};
+    reject_may_log(n, &none, cli_mono_ms());
     while (tm2_subscription_next(n->sub, &ev, 0) == 0) {
+        if (!reject_may_log(n, &ev, ev.mono_ms))
+            continue;
         char addr[TM2_NETADDR_STRLEN] = "";
         tm2_netaddr_format(&ev.addr, addr, sizeof addr);
         const char *reason = ev.reason_text[0] ? ev.reason_text : ev.reason ? tm2_strerror(ev.reason) : NULL;
@@ -1141,8 +1199,8 @@ int cli_run_node(int argc, char **argv)
             cli_log_kv(&s->log, TM2_LOG_ERROR, "poll failed", "reason", strerror(errno), (const char *)NULL);
             break;
         }
-        if (pr > 0 && (pf[1].revents & (POLLIN | POLLHUP)))
-            cli_node_drain_events(node);
+        /* Also on a timeout: a held-back summary may be due. */
+        cli_node_drain_events(node);
         if (pr > 0 && (pf[0].revents & POLLIN)) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -457,6 +459,47 @@ static void two_nodes_persistent(void **state)
     release(&b);
 }
 
+static size_t count_lines(const proc *p, const char *frag)
+{
+    size_t k = 0;
+    for (const char *s = p->err; (s = strstr(s, frag)) != NULL; s += strlen(frag))
+        k++;
+    return k;
+}
+
+/* Connections that fail before authentication are logged one by one only
+ * up to a burst a window, then summarised by reason. */
+static void rejections_summarised(void **state)
+{
+    home *h = *state;
+    proc a;
+    START(&a, "node", "--home", path_in(h, "flood"), "--laddr", "127.0.0.1:0");
+    const char *line = wait_line(&a, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    char addr[256];
+    snprintf(addr, sizeof addr, "%s", strchr(field(line, "addr"), '@') + 1);
+    tm2_netaddr to;
+    assert_int_equal(tm2_netaddr_parse(addr, TM2_NETADDR_NO_ID, &to), 0);
+    struct sockaddr_storage ss;
+    assert_int_equal(tm2_netaddr_to_sockaddr(&to, (struct sockaddr *)&ss, sizeof ss), 0);
+    enum { FLOOD = 60 };
+    for (int i = 0; i < FLOOD; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fd >= 0);
+        assert_int_equal(connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+        close(fd);
+    }
+    line = wait_line(&a, "connections rejected before authentication", NULL,
+                     tv_now_ms() + START_DEADLINE_MS);
+    size_t one_by_one = count_lines(&a, "msg=\"peer rejected\"");
+    unsigned long held = strtoul(field(line, "count"), NULL, 10);
+    assert_true(one_by_one <= 10);
+    assert_int_equal(one_by_one + held, FLOOD);
+    assert_non_null(strstr(line, "by_reason="));
+    kill(a.pid, SIGTERM);
+    assert_int_equal(finish(&a, tv_now_ms() + 20000), 0);
+    release(&a);
+}
+
 /* A node with a different chain ID is rejected, and the rejection logged. */
 static void rejection_logged(void **state)
 {
@@ -591,6 +634,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(help_texts, setup, teardown),
         cmocka_unit_test_setup_teardown(two_nodes_persistent, setup, teardown),
         cmocka_unit_test_setup_teardown(rejection_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(rejections_summarised, setup, teardown),
         cmocka_unit_test_setup_teardown(node_info_names_the_program, setup, teardown),
         cmocka_unit_test_setup_teardown(testnet_smoke, setup, teardown),
         cmocka_unit_test_setup_teardown(testnet_processes_kill_one, setup, teardown),
