@@ -1,4 +1,4 @@
-/* tm2p2p: run a node, a local test network, manage keys. */
+/* tm2p2p: run a node, a local test network, manage keys, crawl a network, run a seed. */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +12,8 @@ static const struct {
     {"node", cli_run_node, "run a p2p node until SIGINT/SIGTERM"},
     {"testnet", cli_run_testnet, "run a local test network on loopback and measure it"},
     {"keys", cli_keys, "generate or show the node key (node_key.json)"},
+    {"crawl", cli_run_crawl, "map a TM2 network into SQLite; 'crawl report' prints and exports it"},
+    {"seed", cli_run_seed, "run a seed: crawl, keep the book fresh, answer discovery requests"},
 };
 
 static void usage(FILE *f)
