@@ -82,6 +82,8 @@ static int cmp_node_id(const void *a, const void *b)
 
 static r_node *node_find(rep *r, const char *id)
 {
+    if (!r->n_nodes || !id)
+        return NULL;
     r_node key = {.id = (char *)id};
     return bsearch(&key, r->nodes, r->n_nodes, sizeof *r->nodes, cmp_node_id);
 }
@@ -209,7 +211,8 @@ static int load(rep *r, char *err, size_t err_len)
     if (r->oom)
         return TM2_ENOMEM;
 
-    qsort(r->nodes, r->n_nodes, sizeof *r->nodes, cmp_node_id);
+    if (r->n_nodes)
+        qsort(r->nodes, r->n_nodes, sizeof *r->nodes, cmp_node_id);
     for (size_t i = 0; i < r->n_addrs; i++) {
         if (node_find(r, r->addrs[i].node_id))
             continue;
