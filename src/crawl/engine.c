@@ -435,6 +435,9 @@ static ent *learn(crawl_engine *e, const tm2_netaddr *a, int source, int64_t now
 {
     if (tm2_netaddr_validate(a) != 0 || !a->id.s[0])
         return NULL;
+    /* Ourselves (nodes pass the seed's address on to each other). */
+    if (!strcmp(a->id.s, e->probe_id.s) || (e->listen_addr && !strcmp(a->id.s, e->serve_id.s)))
+        return NULL;
     bool created;
     ent *x = ent_add(e, a, source, now, &created);
     if (x && created) {
