@@ -539,7 +539,7 @@ int cli_crawl_run(const char *cmd, cli_crawl_settings *s, bool seed)
         if (pr > 0 && (pf[0].revents & POLLIN)) {
             struct signalfd_siginfo si;
             if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                if (s->progress && tty)
+                if (s->progress)
                     progress_line(s, e, tty, true);
                 cli_log_kv(lg, TM2_LOG_INFO, "shutting down", "signal",
                            si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM", (const char *)NULL);

@@ -310,6 +310,17 @@ CS const char *cs_first_line(cs_proc *p, uint64_t timeout_ms)
     }
 }
 
+/* Waits until the program's stderr holds text. */
+CS void cs_wait_err(cs_proc *p, const char *text, uint64_t timeout_ms)
+{
+    uint64_t deadline = tv_now_ms() + timeout_ms;
+    while (!strstr(p->err, text)) {
+        if (tv_now_ms() > deadline || (p->out_fd < 0 && p->err_fd < 0))
+            fail_msg("no '%s' from the program; its stderr:\n%s", text, p->err);
+        cs_pump(p, 100);
+    }
+}
+
 CS int cs_finish(cs_proc *p, uint64_t timeout_ms)
 {
     uint64_t deadline = tv_now_ms() + timeout_ms;

@@ -256,12 +256,38 @@ static void refuses_outside_allow(void **state)
     cJSON_Delete(rep);
 }
 
+static void sigint_ends_cleanly(void **state)
+{
+    world *w = *state;
+    /* Rounds without end, every 100 ms; SIGINT after the second one. */
+    cs_proc p;
+    cs_start(&p, (const char *const[]){"crawl", "--home", w->home, "--seeds", w->seeds, "--chain-id",
+                                       NETWORK, "--allow", "127.0.0.0/8", "--rounds", "0",
+                                       "--interval", "100ms", "--per-host", "16", "--host-gap", "0",
+                                       "--progress", NULL});
+    cs_wait_err(&p, "round=2 probed", 60000);
+    kill(p.pid, SIGINT);
+    int st = cs_finish(&p, 30000);
+    if (st != 0)
+        fail_msg("crawl exited %d after SIGINT; stderr:\n%s", st, p.err);
+    assert_non_null(strstr(p.err, "shutting down"));
+    /* The progress line (not a terminal: there because of --progress). */
+    assert_non_null(strstr(p.err, ": probed "));
+    cs_release(&p);
+    cJSON *rep = report(w);
+    for (int i = 0; i < N_NODES; i++)
+        assert_string_equal(cs_str(cs_report_node(rep, w->nodes[i].id.s), "status"), "reachable");
+    assert_true(cJSON_GetObjectItem(rep, "rounds")->valueint >= 2);
+    cJSON_Delete(rep);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(map_equals_ground_truth, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_outside_allow, setup, teardown),
+        cmocka_unit_test_setup_teardown(sigint_ends_cleanly, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
