@@ -33,6 +33,9 @@
 #define DEF_SESSIONS      256u
 #define MAX_VERSIONS      16
 #define VERSION_TEXT_MAX  64
+/* Least time between two probes of one address (or the round interval, if
+ * shorter). */
+#define REPROBE_GAP_MS    1000u
 /* Largest discovery message accepted: 30 addresses of at most 100 bytes
  * and their framing fit in 4 KiB; more is refused by the connection. */
 #define RECV_CAPACITY     (64u * 1024u)
@@ -81,6 +84,7 @@ typedef struct ent {
     bool allowed;
     bool queued, inflight;
     uint32_t round;              /* last round it was probed in */
+    uint64_t last_start;         /* monotonic start of its last probe, 0 if none */
     int64_t first_seen, last_ok; /* Unix ms */
     uint32_t fails;
     struct ent *hnext;           /* hash chain */
@@ -109,6 +113,7 @@ typedef struct conn_rec {
     bool finished;               /* probe: outcome recorded */
     bool closing;
     bool answered;               /* session: one answer given */
+    bool removed;                /* its ip:port left the transport's set */
     uint64_t start_ms;           /* monotonic */
     int64_t hs_wall;             /* Unix ms of the verified handshake */
     int64_t latency_ms;
@@ -663,8 +668,14 @@ static void rec_close(conn_rec *r)
     if (r->closing)
         return;
     r->closing = true;
-    if (r->c)
+    if (r->c) {
+        /* Done with it: its ip:port may be dialled again at once. */
+        tm2__transport *t = r->probe ? r->e->tp : r->e->ts;
+        if (t && !r->removed)
+            tm2__transport_remove(t, &r->c->socket_addr);
+        r->removed = true;
         tm2__mcs_close(&r->c->mcs);
+    }
     uv_close((uv_handle_t *)&r->timer, rec_timer_closed);
 }
 
@@ -679,8 +690,9 @@ static void c_on_close(tm2__mcs *m)
     }
     crawl_engine *e = r->e;
     tm2__transport *t = r->probe ? e->tp : e->ts;
-    if (t)
+    if (t && !r->removed)
         tm2__transport_remove(t, &c->socket_addr);
+    r->removed = true;
     tm2__transport_conn_free(c);
     r->c = NULL;
     rec_release(r);
@@ -761,7 +773,7 @@ static void probe_finish(conn_rec *r, int status, const char *err, const tm2_id 
     if (r->host)
         r->host->inflight--;
     if (status == ST_NEW) {
-        /* Calibration: not a probe of the round; it runs again at once. */
+        /* Not a probe of the round: it runs again (calibration: at once). */
         q_push(e, x, true);
         return;
     }
@@ -939,6 +951,7 @@ static void probe_on_reject(crawl_engine *e, conn_rec *r, const tm2__transport_r
         bool ours = !e->network || !e->network[0] || strcmp(e->network, ni->network) == 0;
         if (!e->calibrated && ours && calibrate_from(e, ni)) {
             e->calibrated = true;
+            x->last_start = 0;
             probe_finish(r, ST_NEW, NULL, auth, NULL);
         } else {
             r->hs_wall = wall_ms();
@@ -992,12 +1005,18 @@ static void start_probe(crawl_engine *e, ent *x, host *h)
     r->ent = x;
     r->host = h;
     x->inflight = true;
+    x->last_start = mono_ms();
     h->inflight++;
     h->used = true;
     h->last_ms = mono_ms();
     e->inflight++;
     int err = tm2__transport_dial(e->tp, &x->a, r);
-    if (err) {
+    if (err == TM2_EDUPLICATE) {
+        /* Our last connection to it is still being torn down: again after
+         * the re-probe gap. */
+        probe_finish(r, ST_NEW, NULL, NULL, NULL);
+        rec_close(r);
+    } else if (err) {
         char why[128];
         snprintf(why, sizeof why, "dial refused: %s", tm2_strerror(err));
         probe_finish(r, ST_UNREACHABLE, why, NULL, NULL);
@@ -1024,7 +1043,14 @@ static void pump(crawl_engine *e)
             elog(e, TM2_LOG_ERROR, "msg=\"out of memory: probe queue stalled\"");
             break;
         }
-        if (host_ready(e, h, now, &wait)) {
+        /* A node notices our last connection's end a moment after it: a
+         * new one too soon would meet its duplicate-peer check. */
+        uint64_t gap = e->cfg.interval_ms < REPROBE_GAP_MS ? e->cfg.interval_ms : REPROBE_GAP_MS;
+        if (x->last_start && now - x->last_start < gap) {
+            uint64_t w = gap - (now - x->last_start);
+            if (!wait || w < wait)
+                wait = w;
+        } else if (host_ready(e, h, now, &wait)) {
             q_remove(e, x);
             start_probe(e, x, h);
         }

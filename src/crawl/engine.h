@@ -9,7 +9,10 @@
  * interval_ms (or when the previous one ends, if later). Addresses found in
  * responses are probed in the same round. Nothing is dialled outside the
  * allow policy (allow.h); at most max_inflight probes run at once, at most
- * per_host per IP, and probes of one IP start host_gap_ms apart.
+ * per_host per IP, and probes of one IP start host_gap_ms apart. Two probes
+ * of one address start at least 1 s apart (interval_ms if shorter): a node
+ * removes our last connection a moment after it ends, and a new one in
+ * that moment would be refused as a duplicate peer.
  *
  * Trust: a node is recorded (its NodeInfo, and as reachable) only when the
  * key it authenticated with, the ID its NodeInfo carries and the ID we

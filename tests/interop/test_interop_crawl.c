@@ -5,7 +5,10 @@
  * map must equal the ground truth: every node with the reference's NodeInfo
  * (moniker, network, the five-entry version set), and every advertised-by
  * edge, read from the reference's own peer sets. Then one node is killed
- * and the next crawl marks it unreachable. */
+ * and the next crawl marks it unreachable.
+ * The seed: a reference node given only a tm2p2p seed (the program) gets
+ * from it the address of another reference node the seed verified, and
+ * connects to that node; the seed hangs up after its answer. */
 #include "../integration/crawl_support.h"
 #include "refnode.h"
 
@@ -147,11 +150,40 @@ static void crawl_reference_nodes(void **state)
     cJSON_Delete(rep);
 }
 
+static void reference_bootstraps_from_seed(void **state)
+{
+    world *w = *state;
+    rnode_start(&w->r[0], 0x41, NULL);
+    cs_proc seed;
+    cs_start(&seed, (const char *const[]){"seed", "--home", w->home, "--chain-id", SN_CHAIN,
+                                          "--laddr", "tcp://127.0.0.1:0", "--allow", "127.0.0.0/8",
+                                          "--seeds", w->r[0].addr_s, "--recheck", "500ms",
+                                          "--host-gap", "0", "--ask-timeout", "1s", NULL});
+    char seed_addr[TM2_NETADDR_STRLEN + 1];
+    snprintf(seed_addr, sizeof seed_addr, "%s", cs_first_line(&seed, 30000));
+    /* Once the seed verified the first node, a second one knowing only the
+     * seed is started. */
+    cs_wait_err(&seed, "reachable=1", 30000);
+    rnode_start(&w->r[1], 0x42, (const char *const[]){"--seeds", seed_addr, NULL});
+    tm2_netaddr sa;
+    assert_int_equal(tm2_netaddr_parse(seed_addr, 0, &sa), 0);
+    /* It connects to the seed, then to the node the seed handed out. */
+    assert_non_null(rnode_wait(&w->r[1], "PEER_CONNECTED", sa.id.s, NULL, NULL, 20000));
+    assert_non_null(rnode_wait(&w->r[1], "PEER_CONNECTED", w->r[0].id.s, NULL, NULL, 20000));
+    assert_non_null(rnode_wait(&w->r[1], "PEER_DISCONNECTED", sa.id.s, NULL, NULL, 20000));
+    kill(seed.pid, SIGTERM);
+    int st = cs_finish(&seed, 30000);
+    if (st != 0)
+        fail_msg("seed exited %d; stderr:\n%s", st, seed.err);
+    cs_release(&seed);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(crawl_reference_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(reference_bootstraps_from_seed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
