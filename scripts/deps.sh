@@ -6,7 +6,7 @@
 set -euo pipefail
 
 pkgs=(cmake ninja-build pkg-config gcc libsodium-dev libssl-dev libuv1-dev libcjson-dev
-      libcmocka-dev clang libclang-rt-14-dev iproute2 "$@")
+      libsqlite3-dev libcmocka-dev clang libclang-rt-14-dev iproute2 "$@")
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -16,6 +16,8 @@
 int cli_keys(int argc, char **argv);
 int cli_run_node(int argc, char **argv);
 int cli_run_testnet(int argc, char **argv);
+int cli_run_crawl(int argc, char **argv);
+int cli_run_seed(int argc, char **argv);
 int cli_version(int argc, char **argv);
 
 /* What the program announces as its NodeInfo Version: "v<release>", plus

@@ -1,4 +1,5 @@
-/* tm2p2p: run a node, a local test network, manage keys, tell its version. */
+/* tm2p2p: run a node, a local test network, manage keys, crawl a network, run a seed, tell its
+ * version. */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +14,8 @@ static const struct {
     {"testnet", cli_run_testnet, "run a local test network on loopback and measure it"},
     {"keys", cli_keys, "generate or show the node key (node_key.json)"},
     {"version", cli_version, "print the version, the commit and the libraries' versions"},
+    {"crawl", cli_run_crawl, "map a TM2 network into SQLite; 'crawl report' prints and exports it"},
+    {"seed", cli_run_seed, "run a seed: crawl, keep the book fresh, answer discovery requests"},
 };
 
 static void usage(FILE *f)

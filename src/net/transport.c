@@ -307,6 +307,7 @@ static void hs_fail(hs *h, int stage, int err, const char *fmt, ...)
         .err = err,
         .why = why,
         .dial_user = h->c->dial_user,
+        .node_info = h->c->node_info,
     };
     hs_abort(h);
     t->st.rejected++;

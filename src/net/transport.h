@@ -118,6 +118,12 @@ typedef struct tm2__transport_reject {
     int err;                      /* TM2_E* */
     const char *why;              /* human-readable reason, never NULL */
     void *dial_user;              /* outbound: what tm2__transport_dial got */
+    /* The peer's NodeInfo when it was received and decoded before the
+     * failure (stage TM2__TSTAGE_CHECK), else NULL. Not validated when the
+     * check that failed is validation itself. Read-only, valid during the
+     * call. The crawler records what a peer that fails the checks claims
+     * (its network, or an ID that is not its key's). */
+    const tm2_node_info *node_info;
 } tm2__transport_reject;
 
 /* Pointers passed to callbacks are valid during the call only. */

@@ -155,6 +155,9 @@ typedef struct rej_rec {
     char why[256];
     void *dial_user;
     uint64_t t_ms;
+    bool has_ni;           /* the rejection carried the peer's NodeInfo */
+    char ni_network[64];
+    tm2_id ni_id;
 } rej_rec;
 
 typedef struct node_opts {
@@ -346,6 +349,12 @@ static void n_on_reject(tm2__transport *t, const tm2__transport_reject *r)
     snprintf(x->why, sizeof x->why, "%s", r->why);
     x->dial_user = r->dial_user;
     x->t_ms = tv_now_ms();
+    if (r->node_info) {
+        assert_int_equal(r->stage, TM2__TSTAGE_CHECK);
+        x->has_ni = true;
+        snprintf(x->ni_network, sizeof x->ni_network, "%s", r->node_info->network);
+        x->ni_id = r->node_info->net_address.id;
+    }
     if (n->close_in_reject)
         tm2__transport_close(t, n_on_closed);
 }
@@ -881,6 +890,10 @@ static void incompatible_network(void **state)
         assert_non_null(strstr(x->why, "test-chain"));
         assert_true(x->has_auth);
         assert_string_equal(x->auth.s, (i ? a : b)->id.s);
+        /* The rejection carries what the peer said. */
+        assert_true(x->has_ni);
+        assert_string_equal(x->ni_network, i ? "test-chain" : "other-net");
+        assert_string_equal(x->ni_id.s, (i ? a : b)->id.s);
     }
     assert_true(a->rej[0].outbound);
     assert_false(b->rej[0].outbound);
@@ -1141,6 +1154,12 @@ static void nodeinfo_id_mismatch(void **state)
     assert_int_equal(x->err, TM2_EIDMISMATCH);
     assert_non_null(strstr(x->why, "node info ID"));
     assert_non_null(strstr(x->why, other_id.s));
+    /* The NodeInfo claims another ID than the key's, and the rejection
+     * shows both. */
+    assert_true(x->has_ni);
+    assert_true(x->has_auth);
+    assert_string_equal(x->ni_id.s, other_id.s);
+    assert_string_not_equal(x->auth.s, other_id.s);
     node *ns[] = {n};
     nodes_finish(&w, ns, 1);
     mp_free(&m);
