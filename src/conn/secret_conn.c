@@ -388,6 +388,7 @@ static int absorb_auth(tm2__sc *sc)
                                     sc->remote_pub) != 0)
         return TM2_EAUTH;
     tm2_id_from_pubkey(sc->remote_pub, &sc->remote_id);
+    sodium_memzero(h->challenge, sizeof h->challenge);
     return 0;
 }
 
