@@ -12,12 +12,12 @@
 
 const char *tm2__aead_backend(void) { return "openssl"; }
 
-/* A cipher context costs about 1 KiB, more than everything else an idle
- * connection keeps, so contexts are per thread, not per key: one sealing
- * and one opening, each loaded with the key of the last tm2__aead that used
- * it. A connection's frames go through one call per socket read or write,
- * so a thread serving many connections re-keys (about 80 ns) at most once
- * per call, against about 1 us per frame. */
+/* A cipher context costs about 1 KiB and a connection needs two, so
+ * contexts are per thread, not per key: one sealing and one opening, each
+ * loaded with the key of the last tm2__aead that used it. A connection's
+ * frames go through one call per socket read or write, so a thread serving
+ * many connections re-keys (about 80 ns) at most once per call, against
+ * about 1 us per frame. */
 enum { ENC = 1, DEC = 0 };
 
 /* initial-exec: a plain offset from the thread pointer, no lookup call per
