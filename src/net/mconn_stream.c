@@ -324,8 +324,10 @@ static int write_out(tm2__mcs *c, uint64_t now)
         size_t whole = total - total % DATA;
         c->tail_len = total - whole;
         if (c->tail_len) {
-            if (!c->tail && !(c->tail = malloc(DATA)))
+            if (!c->tail && !(c->tail = malloc(DATA))) {
+                c->tail_len = 0;   /* the connection fails: the bytes are dropped */
                 return TM2_ENOMEM;
+            }
             memcpy(c->tail, sb + whole, c->tail_len);
         }
         budget = (size_t)n < budget ? budget - (size_t)n : 0;
