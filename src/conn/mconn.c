@@ -104,13 +104,14 @@ typedef struct chan {
     uint64_t asm_deadline;         /* when that message must be complete */
 } chan;
 
+/* Sized for an idle connection: the channels registered only, and buffers
+ * (send rings, reassembly, staging, the error text) allocated when used. */
 struct tm2__mconn {
     tm2_mconn_config cfg;
     tm2__mconn_callbacks cb;
     void *user;
     size_t n;
-    chan ch[TM2_MCONN_MAX_CHANNELS];
-    uint8_t idx[256];              /* channel id -> index + 1, 0 = not registered */
+    uint8_t ids[TM2_MCONN_MAX_CHANNELS];   /* ch[i].d.id, scanned by lookup */
     size_t max_pkt;
     uint64_t created;
     uint64_t next_decay;
@@ -131,11 +132,15 @@ struct tm2__mconn {
     uint64_t feed_now;
     bool in_cb;
     int err;
-    char reason[96];
-    /* a packet split across feed calls; total is 0 until its prefix is known */
+    char *reason;                  /* NULL: none, or no memory for it */
+    /* a packet split across feed calls (max_pkt bytes while one is);
+     * total is 0 until its prefix is known */
+    uint8_t *stage;
     size_t stage_len, stage_total;
-    uint8_t stage[];
+    chan ch[];
 };
+
+#define REASON_LEN 96
 
 static int fail(tm2__mconn *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -143,18 +148,23 @@ static int fail(tm2__mconn *c, int err, const char *fmt, ...)
 {
     if (!c->err) {
         c->err = err;
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->reason, sizeof c->reason, fmt, ap);
-        va_end(ap);
+        if ((c->reason = malloc(REASON_LEN)) != NULL) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(c->reason, REASON_LEN, fmt, ap);
+            va_end(ap);
+        }
     }
     return c->err;
 }
 
 static chan *lookup(const tm2__mconn *c, uint8_t id)
 {
-    unsigned i = c->idx[id];
-    return i ? (chan *)&c->ch[i - 1] : NULL;
+    /* At most 16 bytes to scan: cheaper to keep than a 256-entry table. */
+    for (size_t i = 0; i < c->n; i++)
+        if (c->ids[i] == id)
+            return (chan *)&c->ch[i];
+    return NULL;
 }
 
 int tm2__mconn_new(tm2__mconn **out, const tm2_mconn_config *cfg, const tm2_channel_desc *descs,
@@ -171,18 +181,18 @@ int tm2__mconn_new(tm2__mconn **out, const tm2_mconn_config *cfg, const tm2_chan
     int e = check_config(cfg, false, NULL);
     if (e)
         return e;
-    size_t max_pkt = tm2__packet_max_size(cfg->max_packet_payload);
-    tm2__mconn *c = calloc(1, sizeof *c + max_pkt);
+    tm2__mconn *c = calloc(1, sizeof *c + n_descs * sizeof(chan));
     if (!c)
         return TM2_ENOMEM;
     c->cfg = *cfg;
     if (cb)
         c->cb = *cb;
     c->user = user;
-    c->max_pkt = max_pkt;
+    c->max_pkt = tm2__packet_max_size(cfg->max_packet_payload);
     for (size_t i = 0; i < n_descs; i++) {
         tm2_channel_desc d = descs[i];
-        if (d.priority == 0 || c->idx[d.id]) {
+        c->n = i;   /* lookup sees the channels so far */
+        if (d.priority == 0 || lookup(c, d.id)) {
             free(c);
             return TM2_EINVAL;
         }
@@ -193,7 +203,7 @@ int tm2__mconn_new(tm2__mconn **out, const tm2_mconn_config *cfg, const tm2_chan
         if (!d.recv_message_capacity)
             d.recv_message_capacity = TM2_CHANNEL_DEFAULT_RECV_MESSAGE_CAPACITY;
         c->ch[i].d = d;
-        c->idx[d.id] = (uint8_t)(i + 1);
+        c->ids[i] = d.id;
     }
     c->n = n_descs;
     c->created = now;
@@ -221,13 +231,15 @@ void tm2__mconn_free(tm2__mconn *c)
         free(ch->q);
         free(ch->rbuf);
     }
+    free(c->stage);
+    free(c->reason);
     free(c);
 }
 
 int tm2__mconn_error(const tm2__mconn *c, const char **reason)
 {
     if (reason)
-        *reason = c->err ? c->reason : "";
+        *reason = c->reason ? c->reason : "";
     return c->err;
 }
 
@@ -675,10 +687,14 @@ static int run_stage(tm2__mconn *c)
     tm2__packet p;
     size_t used;
     int e = tm2__packet_decode(c->stage, c->stage_len, c->max_pkt, &p, &used);
-    c->stage_len = c->stage_total = 0;
-    if (e)
+    if (e) {
+        c->stage_len = c->stage_total = 0;
         return bad_packet(c, e);
-    on_packet(c, &p);
+    }
+    on_packet(c, &p);   /* p points into the stage until it returns */
+    c->stage_len = c->stage_total = 0;
+    free(c->stage);
+    c->stage = NULL;
     return c->err;
 }
 
@@ -752,6 +768,10 @@ int tm2__mconn_feed(tm2__mconn *c, const uint8_t *in, size_t len, uint64_t now)
             /* The rest of the input is the start of one packet (< max_pkt). */
             if (len >= c->max_pkt) {
                 bad_packet(c, TM2_ETOOBIG);
+                break;
+            }
+            if (!c->stage && !(c->stage = malloc(c->max_pkt))) {
+                fail(c, TM2_ENOMEM, "no memory to stage a packet");
                 break;
             }
             memcpy(c->stage, in, len);

@@ -1,6 +1,7 @@
 #include "conn/secret_conn.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -175,19 +176,60 @@ int tm2__sc_decode_auth_body(const uint8_t *body, size_t len, uint8_t pub[TM2_PU
 
 /* ---- session ---------------------------------------------------------------- */
 
+struct tm2__sc_hs {
+    /* Secrets; each is wiped as soon as it is used. */
+    tm2_node_key key;
+    uint8_t eph_priv[32];
+    uint8_t challenge[32];
+    uint8_t remote_eph[32];
+    /* Output queue: our key message, then our sealed auth frame. */
+    uint8_t tx[TM2__SC_EPH_MSG_SIZE + TM2__SC_FRAME_SIZE];
+    uint16_t tx_len, tx_off;
+    /* Input: the peer's key message, then its auth message reassembled
+     * across frames. */
+    uint8_t in[TM2__SC_AUTH_IN_MAX];
+    uint16_t in_fill;
+};
+
+static void hs_free(tm2__sc *sc)
+{
+    if (!sc->hs)
+        return;
+    sodium_memzero(sc->hs, sizeof *sc->hs);
+    free(sc->hs);
+    sc->hs = NULL;
+}
+
+/* The frame buffer goes once nothing is in it: an idle connection keeps
+ * none. */
+static void rx_release(tm2__sc *sc)
+{
+    if (!sc->rx || sc->rx_fill || sc->plain_len)
+        return;
+    sodium_memzero(sc->rx, TM2__SC_FRAME_SIZE);
+    free(sc->rx);
+    sc->rx = NULL;
+    sc->plain_off = 0;
+}
+
+static bool rx_get(tm2__sc *sc)
+{
+    return sc->rx || (sc->rx = malloc(TM2__SC_FRAME_SIZE)) != NULL;
+}
+
 static void wipe_secrets(tm2__sc *sc)
 {
     tm2__aead_wipe(&sc->send_aead);
     tm2__aead_wipe(&sc->recv_aead);
-    sodium_memzero(&sc->key, sizeof sc->key);
-    sodium_memzero(sc->eph_priv, sizeof sc->eph_priv);
-    sodium_memzero(sc->challenge, sizeof sc->challenge);
-    sodium_memzero(sc->tx, sizeof sc->tx);
-    sodium_memzero(sc->hs, sizeof sc->hs);
-    sodium_memzero(sc->rx, sizeof sc->rx);
-    sc->tx_len = sc->tx_off = 0;
-    sc->hs_fill = 0;
-    sc->rx_fill = sc->plain_off = sc->plain_len = 0;
+    hs_free(sc);
+    sc->rx_fill = sc->plain_len = 0;
+    rx_release(sc);
+}
+
+/* Handshake output not yet taken. */
+static bool hs_output_pending(const tm2__sc *sc)
+{
+    return sc->hs && sc->hs->tx_len != sc->hs->tx_off;
 }
 
 static int fail(tm2__sc *sc, int err)
@@ -211,32 +253,43 @@ int tm2__sc_init(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32
     }
     if (sodium_init() < 0)
         return fail(sc, TM2_EIO);
-    sc->key = *key;
+    tm2__sc_hs *h = sc->hs = calloc(1, sizeof *sc->hs);
+    if (!h)
+        return fail(sc, TM2_ENOMEM);
+    h->key = *key;
     if (eph_priv)
-        memcpy(sc->eph_priv, eph_priv, 32);
+        memcpy(h->eph_priv, eph_priv, 32);
     else
-        randombytes_buf(sc->eph_priv, 32);
-    if (crypto_scalarmult_base(sc->eph_pub, sc->eph_priv) != 0)
+        randombytes_buf(h->eph_priv, 32);
+    if (crypto_scalarmult_base(sc->eph_pub, h->eph_priv) != 0)
         return fail(sc, TM2_ELOWORDER);
-    tm2__sc_encode_eph(sc->eph_pub, sc->tx);
-    sc->tx_len = TM2__SC_EPH_MSG_SIZE;
+    tm2__sc_encode_eph(sc->eph_pub, h->tx);
+    h->tx_len = TM2__SC_EPH_MSG_SIZE;
     sc->state = TM2__SC_HS_EPH;
     return 0;
 }
 
-size_t tm2__sc_hs_pending(const tm2__sc *sc) { return (size_t)(sc->tx_len - sc->tx_off); }
+size_t tm2__sc_hs_pending(const tm2__sc *sc)
+{
+    return sc->hs ? (size_t)(sc->hs->tx_len - sc->hs->tx_off) : 0;
+}
 
 size_t tm2__sc_hs_output(tm2__sc *sc, uint8_t *out, size_t cap)
 {
     size_t n = tm2__sc_hs_pending(sc);
     if (n > cap)
         n = cap;
-    memcpy(out, sc->tx + sc->tx_off, n);
-    sc->tx_off = (uint16_t)(sc->tx_off + n);
-    if (sc->tx_off == sc->tx_len) {
+    if (!n)
+        return 0;
+    tm2__sc_hs *h = sc->hs;
+    memcpy(out, h->tx + h->tx_off, n);
+    h->tx_off = (uint16_t)(h->tx_off + n);
+    if (h->tx_off == h->tx_len) {
         /* The auth frame is ciphertext; still, nothing stays that is not needed. */
-        sodium_memzero(sc->tx, sc->tx_len);
-        sc->tx_off = sc->tx_len = 0;
+        sodium_memzero(h->tx, h->tx_len);
+        h->tx_off = h->tx_len = 0;
+        if (sc->state == TM2__SC_OPEN)
+            hs_free(sc);
     }
     return n;
 }
@@ -245,17 +298,18 @@ size_t tm2__sc_hs_output(tm2__sc *sc, uint8_t *out, size_t cap)
  * frame (nonce 0). */
 static int on_remote_eph(tm2__sc *sc)
 {
+    tm2__sc_hs *h = sc->hs;
     uint8_t dh[32], recv_key[32], send_key[32], sig[TM2_SIG_SIZE];
-    uint8_t *frame = sc->tx + sc->tx_len;
+    uint8_t *frame = h->tx + h->tx_len;
     uint8_t nonce[TM2__AEAD_NONCE_SIZE];
-    int e = tm2__sc_dh(sc->eph_priv, sc->remote_eph, dh);
-    sodium_memzero(sc->eph_priv, sizeof sc->eph_priv);
+    int e = tm2__sc_dh(h->eph_priv, h->remote_eph, dh);
+    sodium_memzero(h->eph_priv, sizeof h->eph_priv);
     if (e)
         return e;
     /* Equal keys make both sides "least"; the auth frames then fail to open,
      * as in the reference. */
-    sc->loc_is_least = memcmp(sc->eph_pub, sc->remote_eph, 32) <= 0;
-    tm2__sc_derive(dh, sc->loc_is_least, recv_key, send_key, sc->challenge);
+    sc->loc_is_least = memcmp(sc->eph_pub, h->remote_eph, 32) <= 0;
+    tm2__sc_derive(dh, sc->loc_is_least, recv_key, send_key, h->challenge);
     sodium_memzero(dh, sizeof dh);
     e = tm2__aead_init(&sc->send_aead, send_key);
     if (!e)
@@ -265,16 +319,16 @@ static int on_remote_eph(tm2__sc *sc)
     if (e)
         return e;
 
-    tm2_node_key_sign(&sc->key, sc->challenge, sizeof sc->challenge, sig);
+    tm2_node_key_sign(&h->key, h->challenge, sizeof h->challenge, sig);
     put_le32(frame, TM2__SC_AUTH_MSG_SIZE);
-    tm2__sc_encode_auth(tm2_node_key_pubkey(&sc->key), sig, frame + 4);
+    tm2__sc_encode_auth(tm2_node_key_pubkey(&h->key), sig, frame + 4);
     memset(frame + 4 + TM2__SC_AUTH_MSG_SIZE, 0, TM2__SC_DATA_MAX - TM2__SC_AUTH_MSG_SIZE);
-    sodium_memzero(&sc->key, sizeof sc->key);
+    sodium_memzero(&h->key, sizeof h->key);
     tm2__sc_nonce(sc->send_ctr, nonce);
     if ((e = tm2__aead_seal_frame(&sc->send_aead, nonce, frame, frame)))
         return e;
     sc->send_ctr++;
-    sc->tx_len = (uint16_t)(sc->tx_len + TM2__SC_FRAME_SIZE);
+    h->tx_len = (uint16_t)(h->tx_len + TM2__SC_FRAME_SIZE);
     return 0;
 }
 
@@ -303,24 +357,25 @@ static int open_rx(tm2__sc *sc)
  * TM2_EAGAIN for more, or an error. */
 static int absorb_auth(tm2__sc *sc)
 {
-    size_t room = sizeof sc->hs - sc->hs_fill;
+    tm2__sc_hs *h = sc->hs;
+    size_t room = sizeof h->in - h->in_fill;
     size_t take = sc->plain_len < room ? sc->plain_len : room;
-    memcpy(sc->hs + sc->hs_fill, sc->rx + sc->plain_off, take);
-    size_t have = sc->hs_fill + take;
+    memcpy(h->in + h->in_fill, sc->rx + sc->plain_off, take);
+    size_t have = h->in_fill + take;
 
     const uint8_t *body;
     size_t body_len, used;
     /* The limit is the largest auth message that can verify, far below the
      * reader's 1 MiB: a longer one is refused as soon as its prefix says so. */
-    int e = tm2__amino_sized(sc->hs, have, sizeof sc->hs, &body, &body_len, &used);
+    int e = tm2__amino_sized(h->in, have, sizeof h->in, &body, &body_len, &used);
     if (e == TM2_EAGAIN) {
-        sc->hs_fill = (uint16_t)have;
+        h->in_fill = (uint16_t)have;
         sc->plain_len = 0;
         return TM2_EAGAIN;
     }
     if (e)
         return e;
-    size_t from_frame = used - sc->hs_fill;
+    size_t from_frame = used - h->in_fill;
     sc->plain_off = (uint16_t)(sc->plain_off + from_frame);
     sc->plain_len = (uint16_t)(sc->plain_len - from_frame);
 
@@ -329,13 +384,11 @@ static int absorb_auth(tm2__sc *sc)
     if ((e = tm2__sc_decode_auth_body(body, body_len, sc->remote_pub, &sig, &sig_len)))
         return e;
     if (sig_len != TM2_SIG_SIZE ||
-        crypto_sign_verify_detached(sig, sc->challenge, sizeof sc->challenge,
+        crypto_sign_verify_detached(sig, h->challenge, sizeof h->challenge,
                                     sc->remote_pub) != 0)
         return TM2_EAUTH;
     tm2_id_from_pubkey(sc->remote_pub, &sc->remote_id);
-    sodium_memzero(sc->challenge, sizeof sc->challenge);
-    sodium_memzero(sc->hs, sizeof sc->hs);
-    sc->hs_fill = 0;
+    sodium_memzero(h->challenge, sizeof h->challenge);
     return 0;
 }
 
@@ -351,25 +404,26 @@ int tm2__sc_hs_input(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consume
     size_t used = 0;
     int e;
 
+    tm2__sc_hs *h = sc->hs;
     if (sc->state == TM2__SC_HS_EPH) {
-        size_t room = TM2__SC_EPH_IN_MAX - sc->hs_fill;
+        size_t room = TM2__SC_EPH_IN_MAX - h->in_fill;
         size_t take = len < room ? len : room;
-        memcpy(sc->hs + sc->hs_fill, in, take);
-        size_t have = sc->hs_fill + take;
+        memcpy(h->in + h->in_fill, in, take);
+        size_t have = h->in_fill + take;
         const uint8_t *body;
         size_t body_len, msg_len;
-        e = tm2__amino_sized(sc->hs, have, TM2__SC_EPH_IN_MAX, &body, &body_len, &msg_len);
+        e = tm2__amino_sized(h->in, have, TM2__SC_EPH_IN_MAX, &body, &body_len, &msg_len);
         if (e == TM2_EAGAIN) {
-            sc->hs_fill = (uint16_t)have;
+            h->in_fill = (uint16_t)have;
             *consumed = take;
             return TM2_EAGAIN;
         }
         if (e)
             return fail(sc, e);
-        used = msg_len - sc->hs_fill;
-        e = tm2__sc_decode_eph_body(body, body_len, sc->remote_eph);
-        sodium_memzero(sc->hs, sizeof sc->hs);
-        sc->hs_fill = 0;
+        used = msg_len - h->in_fill;
+        e = tm2__sc_decode_eph_body(body, body_len, h->remote_eph);
+        sodium_memzero(h->in, sizeof h->in);
+        h->in_fill = 0;
         if (e)
             return fail(sc, e);
         if ((e = on_remote_eph(sc)))
@@ -381,6 +435,12 @@ int tm2__sc_hs_input(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consume
         size_t take = TM2__SC_FRAME_SIZE - sc->rx_fill;
         if (take > len - used)
             take = len - used;
+        if (!take) {
+            *consumed = used;
+            return TM2_EAGAIN;   /* nothing to collect yet: no buffer either */
+        }
+        if (!rx_get(sc))
+            return fail(sc, TM2_ENOMEM);
         memcpy(sc->rx + sc->rx_fill, in + used, take);
         sc->rx_fill = (uint16_t)(sc->rx_fill + take);
         used += take;
@@ -395,6 +455,9 @@ int tm2__sc_hs_input(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consume
         if (e)
             return fail(sc, e);
         sc->state = TM2__SC_OPEN;
+        if (!hs_output_pending(sc))
+            hs_free(sc);
+        rx_release(sc);
         return 0;
     }
 }
@@ -420,7 +483,7 @@ int tm2__sc_seal(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consumed,
     *consumed = 0;
     if (sc->err)
         return sc->err;
-    if (sc->state != TM2__SC_OPEN || sc->tx_len != sc->tx_off)
+    if (sc->state != TM2__SC_OPEN || hs_output_pending(sc))
         return TM2_ESTATE;
     if (len == 0)
         return 0;
@@ -493,6 +556,10 @@ int tm2__sc_open(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consumed,
              * straight into out: go through rx. */
             if (avail == 0)
                 break;
+            if (!rx_get(sc)) {
+                e = TM2_ENOMEM;
+                goto failed;
+            }
             size_t take = TM2__SC_FRAME_SIZE - sc->rx_fill;
             if (take > avail)
                 take = avail;
@@ -541,6 +608,7 @@ int tm2__sc_open(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consumed,
         }
         w += n;
     }
+    rx_release(sc);
     *consumed = used;
     return (int)w;
 

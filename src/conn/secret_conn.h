@@ -2,9 +2,10 @@
  *
  * One tm2__sc is one side of one connection. It owns no socket, clock or
  * thread: the caller moves bytes between it and the network and enforces the
- * handshake deadline. The struct is caller-allocated; with the libcrypto frame
- * backend the only allocations are the two cipher contexts made when the keys
- * are derived (see crypto/aead.h), freed by tm2__sc_close().
+ * handshake deadline. The struct is caller-allocated and small: the
+ * handshake's state is allocated by tm2__sc_init and released when the
+ * handshake is over, and a frame buffer only while a frame arrived in part
+ * (or its plaintext was not all handed out); tm2__sc_close() frees both.
  *
  * Life cycle
  *   tm2__sc_init()             ephemeral key chosen, 35-byte key message queued
@@ -20,7 +21,7 @@
  * TM2_EWIRETYPE, TM2_ETRUNC, TM2_ETRAILING, TM2_EOVERFLOW, TM2_ETOOBIG
  * (malformed or oversized handshake message), TM2_ELOWORDER, TM2_EAUTH,
  * TM2_EDECRYPT, TM2_EFRAME, TM2_ENONCE, TM2_ECLOSED (stream ended early),
- * plus TM2_ENOMEM / TM2_EIO from the frame backend.
+ * plus TM2_ENOMEM (no memory for a buffer) / TM2_EIO from the frame backend.
  *
  * Not thread-safe: one thread at a time per struct (the libuv loop thread). */
 #ifndef TM2_CONN_SECRET_CONN_H
@@ -54,6 +55,9 @@ enum tm2__sc_state {
     TM2__SC_DEAD,         /* failed or closed */
 };
 
+/* Handshake-only state (keys, queues), allocated by tm2__sc_init. */
+typedef struct tm2__sc_hs tm2__sc_hs;
+
 typedef struct tm2__sc {
     int state;
     int err;                        /* sticky error, 0 if none */
@@ -64,36 +68,27 @@ typedef struct tm2__sc {
     uint64_t send_ctr;              /* nonce of the next frame sealed */
     uint64_t recv_ctr;              /* nonce of the next frame opened */
 
-    /* Handshake secrets; wiped as soon as they are used. */
-    tm2_node_key key;
-    uint8_t eph_priv[32];
-    uint8_t challenge[32];
-
     uint8_t eph_pub[32];
-    uint8_t remote_eph[32];
     uint8_t remote_pub[TM2_PUBKEY_SIZE];
     tm2_id remote_id;
 
-    /* Handshake output queue: our key message, then our sealed auth frame. */
-    uint8_t tx[TM2__SC_EPH_MSG_SIZE + TM2__SC_FRAME_SIZE];
-    uint16_t tx_len, tx_off;
-
-    /* Handshake input: the peer's key message, then its auth message
-     * reassembled across frames. */
-    uint8_t hs[TM2__SC_AUTH_IN_MAX];
-    uint16_t hs_fill;
+    /* Wiped and freed once the peer is authenticated and our handshake
+     * output was taken, or at the first error. */
+    tm2__sc_hs *hs;
 
     /* One sealed frame being collected, or once opened in place, the
-     * plaintext of that frame not yet handed out (rx[plain_off..+plain_len)). */
-    uint8_t rx[TM2__SC_FRAME_SIZE];
+     * plaintext of that frame not yet handed out (rx[plain_off..+plain_len)).
+     * Allocated while either is pending only: frames that arrive whole
+     * are opened straight from the input. */
+    uint8_t *rx;
     uint16_t rx_fill;
     uint16_t plain_off, plain_len;
 } tm2__sc;
 
 /* Starts a handshake as the owner of key (copied; wiped once the challenge is
  * signed). eph_priv == NULL picks a random ephemeral key; tests pass a fixed
- * one. 0, TM2_EINVAL (NULL sc/key) or TM2_ELOWORDER (unusable eph_priv). On
- * failure sc is still safe to close. */
+ * one. 0, TM2_EINVAL (NULL sc/key), TM2_ENOMEM or TM2_ELOWORDER (unusable
+ * eph_priv). On failure sc is still safe to close. */
 int tm2__sc_init(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32]);
 
 /* Bytes the handshake wants sent, not yet taken. */
@@ -143,9 +138,9 @@ int tm2__sc_seal(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consumed,
  * again with the rest). Returns the plaintext bytes written (at most INT_MAX).
  * out[ret..cap) may be overwritten with scratch. Fatal: TM2_EDECRYPT (tag
  * mismatch: tampered, replayed, reordered or misaligned frame), TM2_EFRAME
- * (length field > 1024), TM2_ENONCE; the plaintext of that call must then be
- * discarded. TM2_ESTATE before the handshake ends. in and out must not
- * overlap. */
+ * (length field > 1024), TM2_ENONCE, TM2_ENOMEM; the plaintext of that call
+ * must then be discarded. TM2_ESTATE before the handshake ends. in and out
+ * must not overlap. */
 int tm2__sc_open(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consumed,
                  uint8_t *out, size_t cap);
 

@@ -6,21 +6,76 @@
 
 #if defined(TM2_AEAD_OPENSSL)
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 
 const char *tm2__aead_backend(void) { return "openssl"; }
 
+/* A cipher context costs about 1 KiB and a connection needs two, so
+ * contexts are per thread, not per key: one sealing and one opening, each
+ * loaded with the key of the last tm2__aead that used it. A connection's
+ * frames go through one call per socket read or write, so a thread serving
+ * many connections re-keys (about 80 ns) at most once per call, against
+ * about 1 us per frame. */
+enum { ENC = 1, DEC = 0 };
+
+/* initial-exec: a plain offset from the thread pointer, no lookup call per
+ * frame (the library is linked, not loaded late with dlopen). */
+static _Thread_local __attribute__((tls_model("initial-exec"))) struct {
+    EVP_CIPHER_CTX *ctx[2];     /* [DEC], [ENC] */
+    uint64_t owner[2];          /* serial of the key loaded, 0 = none */
+} tl;
+
+static atomic_uint_fast64_t serials;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static bool tl_key_ok;
+
+/* At thread exit: the contexts go with the thread (freeing clears the key). */
+static void tl_free(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < 2; i++) {
+        EVP_CIPHER_CTX_free(tl.ctx[i]);
+        tl.ctx[i] = NULL;
+        tl.owner[i] = 0;
+    }
+}
+
+static void tl_key_init(void) { tl_key_ok = pthread_key_create(&tl_key, tl_free) == 0; }
+
+/* This thread's context for direction enc, holding a's key. */
+static EVP_CIPHER_CTX *ctx_for(const tm2__aead *a, int enc)
+{
+    if (tl.owner[enc] == a->serial)
+        return tl.ctx[enc];   /* owners are only set on a context made */
+    EVP_CIPHER_CTX *c = tl.ctx[enc];
+    if (!c) {
+        pthread_once(&tl_once, tl_key_init);
+        /* Without a destructor the contexts would outlive the thread. */
+        if (!tl_key_ok || pthread_setspecific(tl_key, &tl) != 0)
+            return NULL;
+        if (!(c = EVP_CIPHER_CTX_new()))
+            return NULL;
+        if (EVP_CipherInit_ex(c, EVP_chacha20_poly1305(), NULL, NULL, NULL, enc) != 1) {
+            EVP_CIPHER_CTX_free(c);
+            return NULL;
+        }
+        tl.ctx[enc] = c;
+    }
+    if (EVP_CipherInit_ex(c, NULL, NULL, a->key, NULL, enc) != 1) {
+        tl.owner[enc] = 0;
+        return NULL;
+    }
+    tl.owner[enc] = a->serial;
+    return c;
+}
+
 int tm2__aead_init(tm2__aead *a, const uint8_t key[TM2__AEAD_KEY_SIZE])
 {
-    a->ready = 0;
-    a->u.ctx = NULL;
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    if (!c)
-        return TM2_ENOMEM;
-    a->u.ctx = c;
-    /* The cipher and key are bound once; each frame only sets its nonce,
-     * which skips the key schedule and the provider lookup per frame. */
-    if (EVP_CipherInit_ex(c, EVP_chacha20_poly1305(), NULL, key, NULL, 1) != 1)
-        return TM2_ENOMEM;
+    memcpy(a->key, key, TM2__AEAD_KEY_SIZE);
+    a->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed) + 1;
     a->ready = 1;
     return 0;
 }
@@ -30,9 +85,12 @@ int tm2__aead_seal_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
 {
     if (!a->ready)
         return TM2_ESTATE;
-    EVP_CIPHER_CTX *c = a->u.ctx;
+    EVP_CIPHER_CTX *c = ctx_for(a, ENC);
+    if (!c)
+        return TM2_ENOMEM;
     int l1 = 0, l2 = 0;
-    if (EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 1) != 1 ||
+    /* The key is in place; each frame only sets its nonce. */
+    if (EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, ENC) != 1 ||
         EVP_CipherUpdate(c, out, &l1, in, TM2__FRAME_PLAIN) != 1 ||
         EVP_CipherFinal_ex(c, out + l1, &l2) != 1 || l1 + l2 != TM2__FRAME_PLAIN ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TM2__AEAD_TAG_SIZE,
@@ -46,13 +104,15 @@ int tm2__aead_open_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
 {
     if (!a->ready)
         return TM2_ESTATE;
-    EVP_CIPHER_CTX *c = a->u.ctx;
+    EVP_CIPHER_CTX *c = ctx_for(a, DEC);
+    if (!c)
+        return TM2_ENOMEM;
     uint8_t tag[TM2__AEAD_TAG_SIZE];
     int l1 = 0, l2 = 0;
     /* The tag is copied first: with out == in the update overwrites only
      * the first 1028 bytes, but keep the order independent of that. */
     memcpy(tag, in + TM2__FRAME_PLAIN, sizeof tag);
-    if (EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, 0) != 1 ||
+    if (EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, DEC) != 1 ||
         EVP_CipherUpdate(c, out, &l1, in, TM2__FRAME_PLAIN) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, TM2__AEAD_TAG_SIZE, tag) != 1) {
         sodium_memzero(out, TM2__FRAME_PLAIN);
@@ -68,9 +128,16 @@ int tm2__aead_open_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
 
 void tm2__aead_wipe(tm2__aead *a)
 {
-    if (a->u.ctx)
-        EVP_CIPHER_CTX_free(a->u.ctx);   /* clears the key schedule */
-    a->u.ctx = NULL;
+    /* A context of this thread still holding the key gets a zero key. */
+    static const uint8_t zero[TM2__AEAD_KEY_SIZE];
+    for (int enc = 0; a->serial && enc < 2; enc++) {
+        if (tl.owner[enc] == a->serial) {
+            EVP_CipherInit_ex(tl.ctx[enc], NULL, NULL, zero, NULL, enc);
+            tl.owner[enc] = 0;
+        }
+    }
+    sodium_memzero(a->key, sizeof a->key);
+    a->serial = 0;
     a->ready = 0;
 }
 
@@ -80,7 +147,7 @@ const char *tm2__aead_backend(void) { return "libsodium"; }
 
 int tm2__aead_init(tm2__aead *a, const uint8_t key[TM2__AEAD_KEY_SIZE])
 {
-    memcpy(a->u.key, key, TM2__AEAD_KEY_SIZE);
+    memcpy(a->key, key, TM2__AEAD_KEY_SIZE);
     a->ready = 1;
     return 0;
 }
@@ -92,7 +159,7 @@ int tm2__aead_seal_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
         return TM2_ESTATE;
     crypto_aead_chacha20poly1305_ietf_encrypt_detached(out, out + TM2__FRAME_PLAIN, NULL,
                                                        in, TM2__FRAME_PLAIN, NULL, 0,
-                                                       NULL, nonce, a->u.key);
+                                                       NULL, nonce, a->key);
     return 0;
 }
 
@@ -104,7 +171,7 @@ int tm2__aead_open_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
     /* libsodium verifies the tag before it writes any plaintext. */
     if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, NULL, in, TM2__FRAME_PLAIN,
                                                            in + TM2__FRAME_PLAIN, NULL, 0,
-                                                           nonce, a->u.key) != 0) {
+                                                           nonce, a->key) != 0) {
         sodium_memzero(out, TM2__FRAME_PLAIN);
         return TM2_EDECRYPT;
     }
@@ -113,7 +180,7 @@ int tm2__aead_open_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
 
 void tm2__aead_wipe(tm2__aead *a)
 {
-    sodium_memzero(a->u.key, sizeof a->u.key);
+    sodium_memzero(a->key, sizeof a->key);
     a->ready = 0;
 }
 

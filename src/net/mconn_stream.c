@@ -136,8 +136,6 @@ void tm2__mcs_loop_close(tm2__mcs_loop *l)
 
 static void handle_closed(tm2__mcs *c)
 {
-    if (--c->handles)
-        return;
     uv_mutex_lock(&c->lock);
     tm2__mconn *core = c->core;
     c->core = NULL;
@@ -166,9 +164,8 @@ static void handle_closed(tm2__mcs *c)
 
 static void st_on_close(tm2__sc_stream *s) { handle_closed(tm2__mcs_of_stream(s)); }
 
-static void timer_closed(uv_handle_t *h) { handle_closed(h->data); }
-
-/* Loop thread: releases waiting senders and closes both handles. */
+/* Loop thread: releases waiting senders and closes the stream (with its
+ * timer, which the core's deadlines used). */
 static void close_now(tm2__mcs *c)
 {
     if (c->phase == TM2__MCS_CLOSING || c->phase == TM2__MCS_CLOSED)
@@ -182,8 +179,10 @@ static void close_now(tm2__mcs *c)
     c->phase = TM2__MCS_CLOSING;
     free(c->pre);
     c->pre = NULL;
+    free(c->tail);
+    c->tail = NULL;
+    c->tail_len = 0;
     tm2__sc_stream_close(&c->s);
-    uv_close((uv_handle_t *)&c->timer, timer_closed);
 }
 
 /* Reports err once and closes. reason NULL: the core's text when the error
@@ -307,7 +306,8 @@ static int write_out(tm2__mcs *c, uint64_t now)
         }
         if (max < need)
             return wait_writable(c, q, mq);   /* q > 0: an empty queue takes a packet */
-        memcpy(sb, c->tail, c->tail_len);
+        if (c->tail_len)
+            memcpy(sb, c->tail, c->tail_len);
         int n = tm2__mconn_produce(c->core, sb + c->tail_len, max - c->tail_len, now);
         if (c->room_signal) {
             c->room_signal = false;
@@ -324,7 +324,13 @@ static int write_out(tm2__mcs *c, uint64_t now)
         size_t total = c->tail_len + (size_t)n;
         size_t whole = total - total % DATA;
         c->tail_len = total - whole;
-        memcpy(c->tail, sb + whole, c->tail_len);
+        if (c->tail_len) {
+            if (!c->tail && !(c->tail = malloc(DATA))) {
+                c->tail_len = 0;   /* the connection fails: the bytes are dropped */
+                return TM2_ENOMEM;
+            }
+            memcpy(c->tail, sb + whole, c->tail_len);
+        }
         budget = (size_t)n < budget ? budget - (size_t)n : 0;
         if (whole) {
             int e = put(c, sb, whole);
@@ -348,12 +354,16 @@ static int write_out(tm2__mcs *c, uint64_t now)
         }
         tm2__mconn_flushed(c->core);
     }
+    if (!c->tail_len) {
+        free(c->tail);   /* an idle connection keeps no tail buffer */
+        c->tail = NULL;
+    }
     return 0;
 }
 
 static void timer_cb(uv_timer_t *t)
 {
-    tm2__mcs *c = t->data;
+    tm2__mcs *c = tm2__mcs_of_stream(tm2__sc_stream_of_timer(t));
     c->timer_due = 0;
     pass(c, NULL, 0, false);
 }
@@ -363,7 +373,7 @@ static void arm_timer(tm2__mcs *c, uint64_t now)
     uint64_t d = tm2__mconn_next_deadline(c->core, now);
     if (d == UINT64_MAX) {
         if (c->timer_due) {
-            uv_timer_stop(&c->timer);
+            uv_timer_stop(&c->s.timer);
             c->timer_due = 0;
         }
         return;
@@ -381,7 +391,7 @@ static void arm_timer(tm2__mcs *c, uint64_t now)
     /* Relative to the loop's cached time, which trails the clock: the timer
      * cannot fire before d. */
     uint64_t ln = uv_now(c->lp->sc.loop);
-    uv_timer_start(&c->timer, timer_cb, d > ln ? d - ln : 0, 0);
+    uv_timer_start(&c->s.timer, timer_cb, d > ln ? d - ln : 0, 0);
     c->timer_due = d;
 }
 
@@ -495,10 +505,7 @@ int tm2__mcs_init(tm2__mcs *c, tm2__mcs_loop *l, const tm2__sc_stream_config *sc
         uv_mutex_destroy(&c->lock);
         return e;
     }
-    uv_timer_init(l->sc.loop, &c->timer);
-    c->timer.data = c;
     atomic_init(&c->scheduled, false);
-    c->handles = 2;
     c->phase = TM2__MCS_INIT;
     return 0;
 }

@@ -10,9 +10,9 @@
  * whole 1024-byte frames go to the stream at once and only the tail of a
  * partial frame (< 1 KiB) waits in the connection until the flush throttle
  * says it is due. Production stops while the stream's write queue has no room
- * for another batch and resumes when it drains (on_writable). One timer per
- * connection follows the core's next deadline; a receive rate pause stops
- * the stream's reads until it ends.
+ * for another batch and resumes when it drains (on_writable). The stream's
+ * timer, idle once its handshake is over, follows the core's next deadline;
+ * a receive rate pause stops the stream's reads until it ends.
  *
  * Threads: one loop thread runs every connection of a tm2__mcs_loop. Only
  * tm2__mcs_send, tm2__mcs_try_send, tm2__mcs_close and tm2__mcs_status may be
@@ -25,8 +25,9 @@
  * connection of the loop.
  *
  * Memory: tm2__mcs_loop and tm2__mcs are caller-allocated. An idle
- * connection costs its struct (stream and partial-frame tail included) and
- * the core's allocation; scratch and read buffers are per loop. Messages are
+ * connection costs its struct (stream included) and the core's allocation;
+ * the partial-frame tail is allocated only while one waits for its flush,
+ * and scratch and read buffers are per loop. Messages are
  * tm2__msg (reference-counted): one broadcast buffer is shared by every
  * queue it waits in.
  *
@@ -153,7 +154,6 @@ struct tm2__mcs {
     tm2__mcs_loop *lp;
     tm2__mcs_cbs cbs;
     tm2__sc_stream_cbs pre_cbs; /* the caller's stream callbacks until start */
-    uv_timer_t timer;
 
     /* Shared with other threads, under lock. */
     uv_mutex_t lock;
@@ -166,7 +166,6 @@ struct tm2__mcs {
     /* Loop thread only. */
     int phase;                  /* enum tm2__mcs_phase */
     int err;                    /* what on_error reported, 0 if none */
-    int handles;                /* stream and timer still to close */
     bool held;                  /* the loop thread holds lock outside a callback */
     bool rpaused;               /* reads paused for the receive rate */
     bool blocked;               /* waiting for on_writable */
@@ -178,7 +177,8 @@ struct tm2__mcs {
     size_t max_pkt;
     uint32_t blocked_poll_ms;
     size_t tail_len;
-    uint8_t tail[TM2__SC_DATA_MAX];   /* produced, not yet a whole frame */
+    uint8_t *tail;              /* produced, not yet a whole frame: DATA_MAX
+                                 * bytes while tail_len > 0, else NULL */
 
     /* The loop's pending list (lp->lock). */
     atomic_bool scheduled;      /* on the list, or its pass has not begun */

@@ -127,6 +127,15 @@ int tm2__sc_stream_init(tm2__sc_stream *s, tm2__sc_loop *l, const tm2__sc_stream
  * left to the caller. */
 uv_tcp_t *tm2__sc_stream_tcp(tm2__sc_stream *s);
 
+/* Once the handshake ended (on_handshake called), the stream no longer uses
+ * s->timer: the caller may start and stop it with callbacks of its own (one
+ * timer less per connection), leaving its data field alone; it is closed
+ * with the stream. */
+static inline tm2__sc_stream *tm2__sc_stream_of_timer(uv_timer_t *t)
+{
+    return (tm2__sc_stream *)((char *)t - offsetof(tm2__sc_stream, timer));
+}
+
 /* The TCP connection is up: sends our key message, starts reading and arms
  * the handshake deadline. eph_priv NULL = random (tests may fix it).
  * 0, TM2_ESTATE (called twice), TM2_EIO; on error on_handshake is not

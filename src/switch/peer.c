@@ -94,6 +94,7 @@ void tm2_peer_unref(tm2_peer *p)
         kv = n;
     }
     tm2__transport_conn_free(p->conn);
+    free(p->reason_text);
     uv_cond_destroy(&p->idle);
     uv_mutex_destroy(&p->lock);
     free(p);

@@ -71,7 +71,7 @@ struct tm2_peer {
     bool replaced;                  /* lost to a simultaneous dial: no redial */
     size_t n_added;                 /* reactors that got add_peer */
     int reason;
-    char reason_text[TM2__SW_REASON_LEN];
+    char *reason_text;              /* set on removal (NULL: no memory for it) */
     struct tm2_peer *next_release;
     tm2__chan_ctr ctr[];            /* one per switch channel (sw->n_descs) */
 };

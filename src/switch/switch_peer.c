@@ -99,9 +99,11 @@ static void finish_remove(tm2_switch *sw, tm2_peer *p)
                 s->r.remove_peer(p, p->reason, s->r.user);
         }
         if (!p->replaced) {
-            log_peer(sw, TM2_LOG_DEBUG, "peer disconnected", p, p->reason, p->reason_text);
+            const char *why = p->reason_text ? p->reason_text
+                              : p->reason ? tm2_strerror(p->reason) : "";
+            log_peer(sw, TM2_LOG_DEBUG, "peer disconnected", p, p->reason, why);
             tm2__sw_publish(sw, TM2_EVENT_PEER_DISCONNECTED, &p->id, &p->socket_addr,
-                            p->outbound, p->reason, p->reason_text);
+                            p->outbound, p->reason, why);
         }
     }
     /* A lost connection may reset the back-off; one that never got going
@@ -125,7 +127,8 @@ void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *te
     p->reason = reason;
     if (!text)
         text = reason ? tm2_strerror(reason) : "";
-    snprintf(p->reason_text, sizeof p->reason_text, "%s", text);
+    /* Kept from here on only: a connected peer carries no text. */
+    p->reason_text = strndup(text, TM2__SW_REASON_LEN - 1);
     /* No callback of this connection follows but on_close. */
     tm2__mcs_close(&p->conn->mcs);
     if (!p->in_add)
