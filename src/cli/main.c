@@ -12,6 +12,7 @@ static const struct {
     {"node", cli_run_node, "run a p2p node until SIGINT/SIGTERM"},
     {"testnet", cli_run_testnet, "run a local test network on loopback and measure it"},
     {"keys", cli_keys, "generate or show the node key (node_key.json)"},
+    {"status", cli_status, "print a running node's status and peers (its HTTP endpoints)"},
 };
 
 static void usage(FILE *f)
