@@ -1151,15 +1151,16 @@ int cli_run_node(int argc, char **argv)
     }
     char listen[TM2_NETADDR_STRLEN];
     cli_node_listen_addr(node, listen, sizeof listen);
+    /* Before "node listening", which tells a reader the node is up. */
+    if (cli_node_http_addr(node))
+        cli_log_kv(&s->log, TM2_LOG_INFO, "http endpoints listening", "addr", cli_node_http_addr(node), "paths",
+                   "/metrics,/status,/peers", (const char *)NULL);
     char ns[16];
     snprintf(ns, sizeof ns, "%zu", s->o.n_persistent);
     cli_log_kv(&s->log, TM2_LOG_INFO, "node listening", "id", cli_node_id(node)->s, "addr", listen,
                "moniker", s->o.moniker, "network", s->o.network, "pex", s->o.pex ? "true" : "false",
                "seed_mode", s->o.seed_mode ? "true" : "false", "persistent_peers", ns,
                "addrbook", s->o.pex ? s->o.addrbook_path : NULL, (const char *)NULL);
-    if (cli_node_http_addr(node))
-        cli_log_kv(&s->log, TM2_LOG_INFO, "http endpoints listening", "addr", cli_node_http_addr(node), "paths",
-                   "/metrics,/status,/peers", (const char *)NULL);
     printf("%s\n", listen);
     fflush(stdout);
 
