@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -120,6 +121,21 @@ static const char index_text[] = "tm2p2p node\n"
                                  "/status   this node (JSON)\n"
                                  "/peers    connected peers (JSON)\n";
 
+/* The server's thread yields the CPU to the network threads: nice +10 gives
+ * it a tenth of their weight when they contend (Linux sets a thread's nice
+ * by its ID), so a scrape slows itself, not the peers. Once per thread. */
+static void yield_to_network(void)
+{
+    static _Thread_local bool done;
+    if (done)
+        return;
+    done = true;
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)gettid());
+    if (errno == 0 && cur < 10)
+        (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+}
+
 /* Every answer is built whole from a fresh snapshot: requests are rare
  * (a scrape a second at most) and small next to what the switch does. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -129,6 +145,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)upload;
     (void)req;
     cli_http *h = cls;
+    yield_to_network();
     if (*upload_size)
         return MHD_NO;
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))

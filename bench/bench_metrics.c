@@ -1,0 +1,259 @@
+/* What a scrape of /metrics costs a node with 2,000 connected peers:
+ *
+ *   metrics_scrape_ms          one GET /metrics over loopback, connect to
+ *                              last byte (median of the scrapes; the longest
+ *                              beside it)
+ *   metrics_loop_stall_ms      the longest stall of the network thread while
+ *                              scrapes run: a probe on the hub's network
+ *                              thread (tm2_switch_every, every 1 ms) records
+ *                              how late each run is against the previous
+ *                              one; the same probe over an equal stretch
+ *                              without scrapes is the baseline
+ *                              (metrics_loop_stall_idle_ms), the timer's own
+ *                              jitter included in both
+ *   metrics_loop_stall_goal_ratio   stall / 1 ms (goal: below 1)
+ *
+ * The hub is the program's node runtime (cli_node: switch, discovery, the
+ * HTTP endpoints on their own thread) in this process; the 2,000 peers come
+ * from the peer driver (peer_driver.h), a child process forked before any
+ * thread, each an idle MConnection with a node's channel set. */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "bench_util.h"
+#include "cli/cli.h"
+#include "cli/gossip.h"
+#include "cli/http.h"
+#include "cli/metrics.h"
+#include "peer_driver.h"
+
+#define PEERS 2000
+#define INFLIGHT 16            /* dials in flight from the driver, well under the hub's 64 pending handshakes */
+#define ROUNDS 10
+#define PER_ROUND 3
+#define PROBE_MS 1
+
+/* Lateness of every probe run, in microseconds, kept apart for the
+ * stretches with and without scrapes. Written on the network thread; read
+ * once the switch has stopped. */
+#define MAX_RUNS 200000
+
+typedef struct probe {
+    atomic_bool scraping;
+    uint64_t last_ns;
+    uint32_t late_us[2][MAX_RUNS];      /* [1]: while scraping */
+    size_t n[2];
+} probe;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* How late this run is against the previous run plus the interval. */
+static void probe_run(tm2_switch *sw, void *user)
+{
+    (void)sw;
+    probe *p = user;
+    uint64_t now = mono_ns(), last = p->last_ns;
+    p->last_ns = now;
+    if (!last)
+        return;
+    uint64_t gap = now - last, late = gap > PROBE_MS * 1000000u ? gap - PROBE_MS * 1000000u : 0;
+    int k = atomic_load_explicit(&p->scraping, memory_order_relaxed) ? 1 : 0;
+    if (p->n[k] < MAX_RUNS)
+        p->late_us[k][p->n[k]++] = (uint32_t)(late / 1000);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The q-quantile of v[0..n) in ms (sorts v). */
+static double quantile_ms(uint32_t *v, size_t n, double q)
+{
+    if (!n)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_u32);
+    size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[i] / 1000.0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One scrape; its time in ms, its body's size and sample lines. */
+static double scrape(const char *url, size_t *bytes, size_t *samples)
+{
+    int code;
+    char *body, err[256];
+    size_t len;
+    double t0 = now_s();
+    if (cli_http_get(url, 30000, &code, &body, &len, err, sizeof err))
+        DIE("GET %s: %s", url, err);
+    double ms = (now_s() - t0) * 1000;
+    if (code != 200)
+        DIE("GET %s: HTTP %d", url, code);
+    size_t n = 0;
+    for (const char *s = body; *s; s++)
+        n += *s == '\n' && s[1] && s[1] != '#';
+    *bytes = len;
+    *samples = n + (body[0] != '#');
+    free(body);
+    return ms;
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        DIE("sodium_init");
+    signal(SIGPIPE, SIG_IGN);
+    bench_raise_nofile(2 * PEERS + 200);
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        DIE("socketpair");
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0)
+        DIE("fork");
+    if (child == 0) {
+        close(fds[1]);
+        peer_driver_main(fds[0], fds[0]);
+    }
+    close(fds[0]);
+    bench_child drv = {.pid = child, .in = fds[1], .out = fds[1]};
+
+    cli_log lg;
+    cli_log_init(&lg, TM2_LOG_ERROR, CLI_LOG_LOGFMT, "hub");
+    cli_node_opts o = {
+        .listen_addr = "tcp://127.0.0.1:0",
+        .network = BENCH_NETWORK,
+        .moniker = "hub",
+        .max_inbound = PEERS + 100,
+        .max_outbound = 10,
+        .allow_duplicate_ip = true,
+        .pex = true,
+        .http_addr = "127.0.0.1:0",
+    };
+    tm2_node_key_generate(&o.key);
+    tm2_mconn_config_default(&o.mconn);
+    cli_node *hub;
+    char err[512];
+    if (cli_node_create(&o, &lg, &hub, err, sizeof err) < 0 || cli_node_start(hub, err, sizeof err) < 0)
+        DIE("hub: %s", err);
+    tm2_node_key_wipe(&o.key);
+    tm2_switch *sw = cli_node_switch(hub);
+    char listen[TM2_NETADDR_STRLEN], url[128];
+    cli_node_listen_addr(hub, listen, sizeof listen);
+    snprintf(url, sizeof url, "http://%s/metrics", cli_node_http_addr(hub));
+
+    bench_child_send(&drv, "idle %d %d %s", PEERS, INFLIGHT, listen);
+    char line[256];
+    bench_child_expect(&drv, "CONNECTED", line, sizeof line, 120000);
+    size_t in = 0, out = 0;
+    double deadline = now_s() + 30;
+    unsigned long long ok = 0, failed = 0;
+    double secs = 0;
+    if (sscanf(line, "CONNECTED ok=%llu failed=%llu secs=%lf", &ok, &failed, &secs) != 3)
+        DIE("driver: %s", line);
+    do {
+        tm2_switch_counts(sw, &in, &out, NULL);
+        if (in >= ok)
+            break;
+        nap_s(0.01);
+    } while (now_s() < deadline);
+    if (in < PEERS) {
+        tm2_switch_counters c;
+        tm2_switch_stats(sw, &c);
+        fprintf(stderr, "metrics bench: %zu of %d peers connected (%llu dials failed); hub: dropped at accept %llu,"
+                " handshakes failed (secret %llu, nodeinfo %llu, check %llu)\n",
+                in, PEERS, failed, (unsigned long long)c.inbound_dropped,
+                (unsigned long long)c.handshakes_failed[TM2_STAGE_SECRET],
+                (unsigned long long)c.handshakes_failed[TM2_STAGE_NODEINFO],
+                (unsigned long long)c.handshakes_failed[TM2_STAGE_CHECK]);
+        for (int k = 0; k < TM2_STATS_REASONS; k++)
+            if (c.rejected[k])
+                fprintf(stderr, "  rejected %s: %llu\n", tm2_errname(-k), (unsigned long long)c.rejected[k]);
+    }
+
+    probe *pr = calloc(1, sizeof *pr);
+    if (!pr || tm2_switch_every(sw, PROBE_MS, probe_run, pr) != 0)
+        DIE("probe");
+    /* The probe runs a while first; one scrape warms the allocator. */
+    size_t bytes, samples;
+    nap_s(0.5);
+    scrape(url, &bytes, &samples);
+
+    /* Rounds of scrapes back to back, each followed by as long without
+     * (the baseline), so load from elsewhere falls on both alike. */
+    double times[ROUNDS * PER_ROUND];
+    size_t nt = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        atomic_store(&pr->scraping, true);
+        double t0 = now_s();
+        for (int i = 0; i < PER_ROUND; i++)
+            times[nt++] = scrape(url, &bytes, &samples);
+        double took = now_s() - t0;
+        atomic_store(&pr->scraping, false);
+        nap_s(took);
+    }
+
+    /* The two halves of a scrape, on this thread: the snapshot and the text. */
+    double t_collect = 1e9, t_write = 1e9;
+    for (int i = 0; i < 5; i++) {
+        cli_metrics_snap snap;
+        cli_buf b = {0};
+        double t0 = now_s();
+        if (cli_metrics_collect(sw, cli_node_discovery(hub), &snap))
+            DIE("collect");
+        double t1 = now_s();
+        cli_metrics_write(&snap, &b);
+        double t2 = now_s();
+        t_collect = t1 - t0 < t_collect ? t1 - t0 : t_collect;
+        t_write = t2 - t1 < t_write ? t2 - t1 : t_write;
+        cli_buf_free(&b);
+        cli_metrics_snap_free(&snap);
+    }
+
+    size_t in_end = 0;
+    tm2_switch_counts(sw, &in_end, &out, NULL);
+    cli_node_stop(hub);
+    bench_child_end(&drv);
+    cli_node_free(hub);
+
+    qsort(times, nt, sizeof times[0], cmp_double);
+    size_t ns = pr->n[1], ni = pr->n[0];
+    double stall_ms = quantile_ms(pr->late_us[1], ns, 1.0), stall_p99 = quantile_ms(pr->late_us[1], ns, 0.99);
+    double idle_ms = quantile_ms(pr->late_us[0], ni, 1.0), idle_p99 = quantile_ms(pr->late_us[0], ni, 0.99);
+    printf("metrics_peers: %zu (at the end: %zu)\n", in, in_end);
+    printf("metrics_scrape_bytes: %zu\n", bytes);
+    printf("metrics_scrape_samples: %zu\n", samples);
+    printf("metrics_scrape_ms: %.2f ms\n", times[nt / 2]);
+    printf("metrics_scrape_max_ms: %.2f ms\n", times[nt - 1]);
+    printf("metrics_collect_ms: %.2f ms\n", t_collect * 1000);
+    printf("metrics_write_ms: %.2f ms\n", t_write * 1000);
+    printf("metrics_loop_stall_ms: %.3f ms\n", stall_ms);
+    printf("metrics_loop_stall_p99_ms: %.3f ms\n", stall_p99);
+    printf("metrics_loop_stall_idle_ms: %.3f ms\n", idle_ms);
+    printf("metrics_loop_stall_idle_p99_ms: %.3f ms\n", idle_p99);
+    printf("metrics_probe_runs: %zu while scraping, %zu without\n", ns, ni);
+    printf("metrics_loop_stall_goal_ratio: %.3f\n", stall_ms / 1.0);
+    free(pr);
+    return 0;
+}
