@@ -81,7 +81,7 @@ struct cli_http {
     char addr[NI_MAXHOST + 16];
 };
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     const cli_http *h = cls;
     if (!cli_log_enabled(h->log, TM2_LOG_WARN))

@@ -128,8 +128,8 @@ static void parse_text(const char *text, parsed *p)
             *sp = '\0';
             if (family_of(p, name) != SIZE_MAX)
                 fail_msg("family %s listed twice", name);
-            assert_true(p->n_families < 256);
-            snprintf(p->families[p->n_families++], 128, "%s", name);
+            assert_true(p->n_families < 256 && strlen(name) < 128);
+            memcpy(p->families[p->n_families++], name, strlen(name) + 1);
             cur_family = p->families[p->n_families - 1];
             saw_help = true;
         } else if (!strncmp(line, "# TYPE ", 7)) {
@@ -141,7 +141,7 @@ static void parse_text(const char *text, parsed *p)
                 fail_msg("TYPE for %s after HELP of %s", name, cur_family ? cur_family : "-");
             if (strcmp(sp + 1, "counter") && strcmp(sp + 1, "gauge"))
                 fail_msg("type %s of %s", sp + 1, name);
-            snprintf(p->types[p->n_families - 1], 16, "%s", sp + 1);
+            memcpy(p->types[p->n_families - 1], sp + 1, strlen(sp + 1) + 1);
             saw_help = false;
         } else if (line[0] == '#' || line[0] == '\0') {
             fail_msg("unexpected line: '%s'", line);
