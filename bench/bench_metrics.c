@@ -2,21 +2,30 @@
  *
  *   metrics_scrape_ms          one GET /metrics over loopback, connect to
  *                              last byte (median of the scrapes; the longest
- *                              beside it)
- *   metrics_loop_stall_ms      the longest stall of the network thread while
- *                              scrapes run: a probe on the hub's network
- *                              thread (tm2_switch_every, every 1 ms) records
- *                              how late each run is against the previous
- *                              one; the same probe over an equal stretch
- *                              without scrapes is the baseline
- *                              (metrics_loop_stall_idle_ms), the timer's own
- *                              jitter included in both
+ *                              beside it); metrics_collect_ms and
+ *                              metrics_write_ms are its two halves (the
+ *                              snapshot, the text), timed in-process
+ *   metrics_loop_stall_ms      how long a scrape holds up the network
+ *                              thread: a probe on it (tm2_switch_every,
+ *                              every 1 ms) records how late each run is
+ *                              against the previous one; per scrape its
+ *                              longest lateness, the median over the
+ *                              scrapes (the longest and p99 beside it).
+ *                              Each scrape is followed by as long without
+ *                              one, the baseline (metrics_loop_stall_idle_*):
+ *                              the timer's own slack and other load on the
+ *                              machine fall on both
+ *   metrics_loop_blocked_ms    the longest lateness during scrapes that was
+ *                              not spent waiting for a CPU (the thread's
+ *                              run-queue wait, /proc/thread-self/schedstat,
+ *                              taken out): what the scrape's locks cost
  *   metrics_loop_stall_goal_ratio   stall / 1 ms (goal: below 1)
  *
  * The hub is the program's node runtime (cli_node: switch, discovery, the
  * HTTP endpoints on their own thread) in this process; the 2,000 peers come
  * from the peer driver (peer_driver.h), a child process forked before any
  * thread, each an idle MConnection with a node's channel set. */
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -38,19 +47,24 @@
 
 #define PEERS 2000
 #define INFLIGHT 16            /* dials in flight from the driver, well under the hub's 64 pending handshakes */
-#define ROUNDS 10
-#define PER_ROUND 3
+#define SCRAPES 60
 #define PROBE_MS 1
 
-/* Lateness of every probe run, in microseconds, kept apart for the
- * stretches with and without scrapes. Written on the network thread; read
- * once the switch has stopped. */
+/* Windows alternate: 2k+1 while scrape k runs, 2k+2 the same time after it
+ * without one. The probe keeps each window's longest lateness (a gap that
+ * began in a scrape window is the scrape's) and every lateness for the
+ * percentiles. Written on the network thread; read once the switch stopped. */
+#define WINDOWS (2 * SCRAPES + 2)
 #define MAX_RUNS 200000
 
 typedef struct probe {
-    atomic_bool scraping;
-    uint64_t last_ns;
-    uint32_t late_us[2][MAX_RUNS];      /* [1]: while scraping */
+    atomic_int window;
+    int last_window;
+    uint64_t last_ns, last_wait_ns;
+    int schedstat_fd;                   /* the network thread's, opened by its first run */
+    uint32_t max_us[WINDOWS];
+    uint32_t max_blocked_us[2];
+    uint32_t late_us[2][MAX_RUNS];      /* [1]: scrape windows */
     size_t n[2];
 } probe;
 
@@ -61,19 +75,45 @@ static uint64_t mono_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* How late this run is against the previous run plus the interval. */
+/* Nanoseconds the calling thread has waited on a run queue so far. */
+static uint64_t runqueue_wait_ns(probe *p)
+{
+    if (p->schedstat_fd < 0)
+        p->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    char b[128];
+    ssize_t n = p->schedstat_fd >= 0 ? pread(p->schedstat_fd, b, sizeof b - 1, 0) : -1;
+    unsigned long long cpu, wait;
+    if (n <= 0)
+        return 0;
+    b[n] = '\0';
+    return sscanf(b, "%llu %llu", &cpu, &wait) == 2 ? wait : 0;
+}
+
+/* How late this run is against the previous run plus the interval, and how
+ * much of that the thread spent runnable, waiting for a CPU. */
 static void probe_run(tm2_switch *sw, void *user)
 {
     (void)sw;
     probe *p = user;
-    uint64_t now = mono_ns(), last = p->last_ns;
+    uint64_t now = mono_ns(), last = p->last_ns, wait = runqueue_wait_ns(p), last_wait = p->last_wait_ns;
+    int w = atomic_load_explicit(&p->window, memory_order_relaxed), w0 = p->last_window;
     p->last_ns = now;
-    if (!last)
+    p->last_wait_ns = wait;
+    p->last_window = w;
+    if (!last || w <= 0)
         return;
+    if (w0 > 0 && (w0 & 1))
+        w = w0;
     uint64_t gap = now - last, late = gap > PROBE_MS * 1000000u ? gap - PROBE_MS * 1000000u : 0;
-    int k = atomic_load_explicit(&p->scraping, memory_order_relaxed) ? 1 : 0;
+    uint64_t waited = wait - last_wait, blocked = late > waited ? late - waited : 0;
+    uint32_t us = (uint32_t)(late / 1000);
+    int k = w & 1;
+    if (w < WINDOWS && us > p->max_us[w])
+        p->max_us[w] = us;
+    if (blocked / 1000 > p->max_blocked_us[k])
+        p->max_blocked_us[k] = (uint32_t)(blocked / 1000);
     if (p->n[k] < MAX_RUNS)
-        p->late_us[k][p->n[k]++] = (uint32_t)(late / 1000);
+        p->late_us[k][p->n[k]++] = us;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -193,6 +233,8 @@ int main(void)
     }
 
     probe *pr = calloc(1, sizeof *pr);
+    if (pr)
+        pr->schedstat_fd = -1;
     if (!pr || tm2_switch_every(sw, PROBE_MS, probe_run, pr) != 0)
         DIE("probe");
     /* The probe runs a while first; one scrape warms the allocator. */
@@ -200,19 +242,16 @@ int main(void)
     nap_s(0.5);
     scrape(url, &bytes, &samples);
 
-    /* Rounds of scrapes back to back, each followed by as long without
-     * (the baseline), so load from elsewhere falls on both alike. */
-    double times[ROUNDS * PER_ROUND];
-    size_t nt = 0;
-    for (int r = 0; r < ROUNDS; r++) {
-        atomic_store(&pr->scraping, true);
-        double t0 = now_s();
-        for (int i = 0; i < PER_ROUND; i++)
-            times[nt++] = scrape(url, &bytes, &samples);
-        double took = now_s() - t0;
-        atomic_store(&pr->scraping, false);
-        nap_s(took);
+    /* Each scrape, then as long without one: load from elsewhere falls on
+     * both alike, and the windows without scrapes are the baseline. */
+    double times[SCRAPES];
+    for (int k = 0; k < SCRAPES; k++) {
+        atomic_store(&pr->window, 2 * k + 1);
+        times[k] = scrape(url, &bytes, &samples);
+        atomic_store(&pr->window, 2 * k + 2);
+        nap_s(times[k] / 1000 > 0.005 ? times[k] / 1000 : 0.005);
     }
+    atomic_store(&pr->window, 0);
 
     /* The two halves of a scrape, on this thread: the snapshot and the text. */
     double t_collect = 1e9, t_write = 1e9;
@@ -237,22 +276,33 @@ int main(void)
     bench_child_end(&drv);
     cli_node_free(hub);
 
-    qsort(times, nt, sizeof times[0], cmp_double);
+    /* Per scrape, its longest stall; the median scrape's is the figure. */
+    uint32_t per_scrape[SCRAPES], per_idle[SCRAPES];
+    for (int k = 0; k < SCRAPES; k++) {
+        per_scrape[k] = pr->max_us[2 * k + 1];
+        per_idle[k] = pr->max_us[2 * k + 2];
+    }
     size_t ns = pr->n[1], ni = pr->n[0];
-    double stall_ms = quantile_ms(pr->late_us[1], ns, 1.0), stall_p99 = quantile_ms(pr->late_us[1], ns, 0.99);
-    double idle_ms = quantile_ms(pr->late_us[0], ni, 1.0), idle_p99 = quantile_ms(pr->late_us[0], ni, 0.99);
+    double stall_ms = quantile_ms(per_scrape, SCRAPES, 0.5), stall_max = quantile_ms(per_scrape, SCRAPES, 1.0);
+    double idle_ms = quantile_ms(per_idle, SCRAPES, 0.5), idle_max = quantile_ms(per_idle, SCRAPES, 1.0);
+    double stall_p99 = quantile_ms(pr->late_us[1], ns, 0.99), idle_p99 = quantile_ms(pr->late_us[0], ni, 0.99);
+    qsort(times, SCRAPES, sizeof times[0], cmp_double);
     printf("metrics_peers: %zu (at the end: %zu)\n", in, in_end);
     printf("metrics_scrape_bytes: %zu\n", bytes);
     printf("metrics_scrape_samples: %zu\n", samples);
-    printf("metrics_scrape_ms: %.2f ms\n", times[nt / 2]);
-    printf("metrics_scrape_max_ms: %.2f ms\n", times[nt - 1]);
+    printf("metrics_scrape_ms: %.2f ms\n", times[SCRAPES / 2]);
+    printf("metrics_scrape_max_ms: %.2f ms\n", times[SCRAPES - 1]);
     printf("metrics_collect_ms: %.2f ms\n", t_collect * 1000);
     printf("metrics_write_ms: %.2f ms\n", t_write * 1000);
     printf("metrics_loop_stall_ms: %.3f ms\n", stall_ms);
+    printf("metrics_loop_stall_max_ms: %.3f ms\n", stall_max);
     printf("metrics_loop_stall_p99_ms: %.3f ms\n", stall_p99);
     printf("metrics_loop_stall_idle_ms: %.3f ms\n", idle_ms);
+    printf("metrics_loop_stall_idle_max_ms: %.3f ms\n", idle_max);
     printf("metrics_loop_stall_idle_p99_ms: %.3f ms\n", idle_p99);
-    printf("metrics_probe_runs: %zu while scraping, %zu without\n", ns, ni);
+    printf("metrics_loop_blocked_ms: %.3f ms\n", pr->max_blocked_us[1] / 1000.0);
+    printf("metrics_loop_blocked_idle_ms: %.3f ms\n", pr->max_blocked_us[0] / 1000.0);
+    printf("metrics_probe_runs: %zu in scrapes, %zu between\n", ns, ni);
     printf("metrics_loop_stall_goal_ratio: %.3f\n", stall_ms / 1.0);
     free(pr);
     return 0;

@@ -121,9 +121,10 @@ static const char index_text[] = "tm2p2p node\n"
                                  "/status   this node (JSON)\n"
                                  "/peers    connected peers (JSON)\n";
 
-/* The server's thread yields the CPU to the network threads: nice +10 gives
- * it a tenth of their weight when they contend (Linux sets a thread's nice
- * by its ID), so a scrape slows itself, not the peers. Once per thread. */
+/* The server's thread yields the CPU to the network threads: nice +10
+ * gives it a tenth of their weight when they contend (Linux sets a
+ * thread's nice by its ID), so a scrape slows itself more than the peers,
+ * yet still finishes on a busy machine. Once per thread. */
 static void yield_to_network(void)
 {
     static _Thread_local bool done;
