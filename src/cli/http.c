@@ -59,6 +59,7 @@ int cli_http_addr_check(const char *listen_addr)
     return listen_addr ? split_addr(listen_addr, host, sizeof host, port, sizeof port) : -1;
 }
 
+/* "ip:port" of a bound socket, for the log line a port-0 listener needs. */
 static void format_sockaddr(const struct sockaddr *sa, char *out, size_t cap)
 {
     char h[NI_MAXHOST], p[NI_MAXSERV];
@@ -81,6 +82,7 @@ struct cli_http {
     char addr[NI_MAXHOST + 16];
 };
 
+/* libmicrohttpd's errors go to the node's log instead of stderr. */
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     const cli_http *h = cls;
@@ -94,6 +96,8 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     cli_log_kv(h->log, TM2_LOG_WARN, "http server", "reason", msg, (const char *)NULL);
 }
 
+/* Queues body (taken: freed by libmicrohttpd once sent) with its type;
+ * nothing is cached, every GET is a fresh reading. */
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body, size_t len)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, body, free);
@@ -110,6 +114,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     return ret;
 }
 
+/* Short fixed answers: the index, 404, 405. */
 static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned code, const char *text)
 {
     char *b = strdup(text);
@@ -180,6 +185,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     return reply(c, MHD_HTTP_OK, metrics ? CLI_METRICS_CONTENT_TYPE : "application/json", body, len);
 }
 
+/* Binds and listens ourselves, so a taken port is a clear error and port 0
+ * tells which port it got; libmicrohttpd gets the socket. */
 static int bind_listener(const char *addr, char *bound, size_t bound_cap, char *err, size_t err_len)
 {
     char host[256], port[8];
@@ -261,6 +268,7 @@ void cli_http_stop(cli_http *h)
 
 #define GET_MAX_BYTES (256u << 20)
 
+/* The client's deadline clock. */
 static int64_t mono_ms(void)
 {
     struct timespec t;
@@ -284,6 +292,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
+/* A non-blocking connect to each resolved address in turn, within the deadline. */
 static int connect_to(const char *host, const char *port, int64_t deadline, char *err, size_t err_len)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};

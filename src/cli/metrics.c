@@ -42,6 +42,7 @@ static bool reserve(cli_buf *b, size_t n)
     return true;
 }
 
+/* The appends: a failed one sets oom and drops the rest (checked once at the end). */
 void cli_buf_add(cli_buf *b, const char *s, size_t n)
 {
     if (!reserve(b, n))
@@ -77,6 +78,8 @@ static int by_id(const void *a, const void *b)
     return strcmp(((const cli_metrics_peer *)a)->id.s, ((const cli_metrics_peer *)b)->id.s);
 }
 
+/* Copies what the documents need of a referenced peer, so nothing of it is
+ * read after its reference is dropped. */
 static void fill_peer(tm2_peer *p, cli_metrics_peer *out)
 {
     memset(out, 0, sizeof *out);
@@ -149,6 +152,7 @@ int cli_metrics_collect(tm2_switch *sw, tm2_discovery *disc, cli_metrics_snap *o
     return 0;
 }
 
+/* The peers are the only allocation; the node info is borrowed. */
 void cli_metrics_snap_free(cli_metrics_snap *s)
 {
     free(s->peers);
@@ -183,11 +187,13 @@ typedef struct label {
     const char *k, *v;
 } label;
 
+/* A family's HELP and TYPE lines, which must come before its samples. */
 static void family(cli_buf *b, const char *name, const char *type, const char *help)
 {
     cli_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A sample's name and label set, as name{k="v",...}. */
 static void head(cli_buf *b, const char *name, const label *ls, size_t n)
 {
     cli_buf_puts(b, name);
@@ -204,6 +210,7 @@ static void head(cli_buf *b, const char *name, const label *ls, size_t n)
     cli_buf_add(b, "}", 1);
 }
 
+/* A sample with an integer value, written whole (a double would round above 2^53). */
 static void sample(cli_buf *b, const char *name, const label *ls, size_t n, uint64_t v)
 {
     head(b, name, ls, n);
@@ -216,6 +223,7 @@ static void sample(cli_buf *b, const char *name, const label *ls, size_t n, uint
     cli_buf_add(b, d, (size_t)(e - d));
 }
 
+/* A sample in seconds from milliseconds, without floating point. */
 static void sample_s(cli_buf *b, const char *name, const label *ls, size_t n, uint64_t ms)
 {
     head(b, name, ls, n);
@@ -247,6 +255,7 @@ static void by_reason(cli_buf *b, const char *name, const char *help, const uint
             sample(b, name, &(label){"reason", tm2_errname(-k)}, 1, a[k]);
 }
 
+/* The sum of a by-reason or by-stage array (the outcome totals). */
 static uint64_t total(const uint64_t *a, size_t n)
 {
     uint64_t t = 0;
@@ -255,6 +264,7 @@ static uint64_t total(const uint64_t *a, size_t n)
     return t;
 }
 
+/* Channels are labelled as the reference writes them, "0x50". */
 static void chan_name(char out[8], uint8_t id)
 {
     snprintf(out, 8, "0x%02x", id);
@@ -262,6 +272,7 @@ static void chan_name(char out[8], uint8_t id)
 
 enum { MSGS_SENT, BYTES_SENT, MSGS_RECV, BYTES_RECV };
 
+/* One of a channel's four counters, so the families share one loop. */
 static uint64_t chan_field(const tm2_channel_counts *c, int f)
 {
     switch (f) {
@@ -286,6 +297,7 @@ static const struct {
      "Message bytes received and handed to the channel's reactor."},
 };
 
+/* The switch's families: peers, dials, handshakes, reasons, channels. */
 static void write_node(const cli_metrics_snap *s, cli_buf *b)
 {
     const tm2_switch_counters *c = &s->sw;
@@ -368,6 +380,7 @@ static void write_node(const cli_metrics_snap *s, cli_buf *b)
     }
 }
 
+/* Peer exchange and the address book, when discovery runs. */
 static void write_discovery(const tm2_discovery_stats *d, cli_buf *b)
 {
     static const char *const dirs[] = {"sent", "received"};
@@ -410,6 +423,7 @@ static void write_discovery(const tm2_discovery_stats *d, cli_buf *b)
              tables, (uint64_t[]){tried, d->book_size - tried}, 2);
 }
 
+/* Per-peer families: each family's samples together, as the format wants. */
 static void write_peers(const cli_metrics_snap *s, cli_buf *b)
 {
     size_t nch = s->sw.n_channels < TM2_MCONN_MAX_CHANNELS ? s->sw.n_channels : TM2_MCONN_MAX_CHANNELS;
@@ -467,11 +481,13 @@ static void add_u64(cJSON *o, const char *k, uint64_t v)
     cJSON_AddNumberToObject(o, k, (double)v);
 }
 
+/* Durations go out in seconds, like the metrics. */
 static void add_secs(cJSON *o, const char *k, uint64_t ms)
 {
     cJSON_AddNumberToObject(o, k, (double)ms / 1000.0);
 }
 
+/* Our NodeInfo with the reference's field names. */
 static cJSON *node_info_json(const tm2_node_info *ni)
 {
     cJSON *j = cJSON_CreateObject();
@@ -558,6 +574,7 @@ char *cli_metrics_status_json(const cli_metrics_snap *s)
     return print(j);
 }
 
+/* One /peers entry; channels in registration order, like the counters. */
 static cJSON *peer_json(const cli_metrics_peer *x)
 {
     cJSON *o = cJSON_CreateObject();

@@ -19,6 +19,7 @@ static const char status_usage[] =
     "\n"
     "Exit status: 0, 1 when the node cannot be read, 2 on bad usage.\n";
 
+/* Missing or mistyped fields print as empty or 0: the table is for reading. */
 static const char *str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -60,6 +61,7 @@ static cJSON *fetch(const char *base, const char *path, int timeout_ms, bool raw
     return j;
 }
 
+/* The node's part: one line per fact. */
 static void print_status(const cJSON *st)
 {
     const cJSON *ni = cJSON_GetObjectItemCaseSensitive(st, "node_info");
