@@ -18,8 +18,14 @@
  *   metrics_loop_blocked_ms    the longest lateness during scrapes that was
  *                              not spent waiting for a CPU (the thread's
  *                              run-queue wait, /proc/thread-self/schedstat,
- *                              taken out): what the scrape's locks cost
+ *                              taken out): what the scrape's locks (and
+ *                              interrupts) cost
  *   metrics_loop_stall_goal_ratio   stall / 1 ms (goal: below 1)
+ *
+ * The scraper is this process's main thread. The headline figures come from
+ * a pass where it runs at SCHED_IDLE, standing for a Prometheus on another
+ * host; an earlier pass at normal priority, as a Prometheus on the same two
+ * cores would compete, gives metrics_loop_stall_local_scraper_*.
  *
  * The hub is the program's node runtime (cli_node: switch, discovery, the
  * HTTP endpoints on their own thread) in this process; the 2,000 peers come
