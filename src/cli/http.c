@@ -259,8 +259,9 @@ void cli_http_stop(cli_http *h)
 {
     if (!h)
         return;
+    /* A running daemon owns the listening socket and closes it here (a
+     * failed start leaves it to us, cli_http_start closes it then). */
     MHD_stop_daemon(h->d);
-    close(h->fd);   /* a socket given to MHD stays ours */
     free(h);
 }
 
