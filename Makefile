@@ -30,7 +30,8 @@ run: build
 # fuzz target for a short bounded time on its corpus.
 test: unit fuzz
 
-unit: deps
+unit:
+	@scripts/deps.sh --test
 	@cmake -S . -B $(ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DTM2_SANITIZE=ON -DTM2_BENCH=OFF >/dev/null
 	@cmake --build $(ASAN)
 	@ctest --test-dir $(ASAN) --output-on-failure -j2

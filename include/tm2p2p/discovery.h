@@ -149,6 +149,9 @@ typedef struct tm2_discovery_stats {
     uint64_t book_saves;
     uint64_t book_save_errors;
     uint64_t book_size;             /* entries at the last tick */
+    /* Of book_size, entries with a live connection mark (we dialled and held
+     * them in the last 24 h): the rest were only heard of. */
+    uint64_t book_tried;
 } tm2_discovery_stats;
 
 typedef struct tm2_discovery tm2_discovery;

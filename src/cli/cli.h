@@ -16,6 +16,7 @@
 int cli_keys(int argc, char **argv);
 int cli_run_node(int argc, char **argv);
 int cli_run_testnet(int argc, char **argv);
+int cli_status(int argc, char **argv);
 int cli_run_crawl(int argc, char **argv);
 int cli_run_seed(int argc, char **argv);
 int cli_version(int argc, char **argv);
@@ -62,6 +63,10 @@ typedef struct cli_node_opts {
     uint32_t gossip_seconds;                   /* per-second counters kept */
 
     bool log_events;                           /* subscribe and log every event */
+
+    /* /metrics, /status and /peers on this address (cli/http.h); NULL: off.
+     * Started after the switch, stopped before it. */
+    const char *http_addr;
 } cli_node_opts;
 
 typedef struct cli_node cli_node;
@@ -97,6 +102,8 @@ const tm2_id *cli_node_id(const cli_node *n);
 /* "<id>@<ip>:<port>" of the bound listener. */
 void cli_node_listen_addr(cli_node *n, char *buf, size_t cap);
 struct cli_gossip *cli_node_gossip(cli_node *n);
+/* The HTTP endpoints' bound "ip:port"; NULL when they are off or not started. */
+const char *cli_node_http_addr(const cli_node *n);
 struct tm2_discovery *cli_node_discovery(cli_node *n);
 
 /* -1 when events are not logged; readable when cli_node_drain_events has work. */

@@ -75,6 +75,9 @@ static const struct field {
     BOOL("p2p", "allow_duplicate_ip", allow_duplicate_ip, TM2_DEFAULT_ALLOW_DUPLICATE_IP),
     STR("p2p", "addr_book_file", addr_book_file, TM2_DEFAULT_ADDR_BOOK_FILE, 0),
     BOOL("p2p", "seed_mode", seed_mode, TM2_DEFAULT_SEED_MODE),
+    /* CometBFT's names and defaults: the /metrics, /status, /peers server. */
+    BOOL("instrumentation", "prometheus", prometheus, false),
+    STR("instrumentation", "prometheus_listen_addr", prometheus_listen_addr, ":26660", 0),
 #undef STR
 #undef NUM
 #undef BOOL

@@ -6,7 +6,8 @@
  *
  * Keys read: top-level `moniker` and `node_key_file`; in [p2p] every key of
  * the reference's P2PConfig (gno v1.7.1), plus `seed_mode` (CometBFT's name
- * for the seed-mode switch). A key with the wrong type, a value the
+ * for the seed-mode switch); in [instrumentation] CometBFT's `prometheus` and
+ * `prometheus_listen_addr` (the node's HTTP endpoints). A key with the wrong type, a value the
  * reference's ValidateBasic refuses (negative rates, timeouts and buffer
  * budgets, a buffer budget between 1 and TM2_MIN_BUFFER_BYTES - 1), a packet
  * payload of 0 or above TM2_MAX_PACKET_PAYLOAD, a bad duration and any TOML
@@ -41,6 +42,8 @@ typedef struct cli_config {
     bool pex;                              /* true */
     bool allow_duplicate_ip;               /* false */
     bool seed_mode;                        /* false */
+    bool prometheus;                       /* [instrumentation], false */
+    char *prometheus_listen_addr;          /* [instrumentation], ":26660" */
 } cli_config;
 
 typedef void (*cli_config_warn_fn)(void *user, const char *msg);

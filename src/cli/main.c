@@ -16,6 +16,7 @@ static const struct {
     {"version", cli_version, "print the version, the commit and the libraries' versions"},
     {"crawl", cli_run_crawl, "map a TM2 network into SQLite; 'crawl report' prints and exports it"},
     {"seed", cli_run_seed, "run a seed: crawl, keep the book fresh, answer discovery requests"},
+    {"status", cli_status, "print a running node's status and peers (its HTTP endpoints)"},
 };
 
 static void usage(FILE *f)

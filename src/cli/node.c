@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "cli/config_toml.h"
 #include "cli/gossip.h"
+#include "cli/http.h"
 #include "cli/log.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/events.h"
@@ -184,6 +185,8 @@ struct cli_node {
     tm2_discovery *disc;
     struct cli_gossip *gossip;
     tm2_subscription *sub;
+    cli_http *http;
+    char *http_addr;               /* configured; NULL: no HTTP endpoints */
     tm2_reactor reactors[2];
     size_t n_reactors;
     uint32_t gossip_interval_ms;
@@ -244,6 +247,11 @@ int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, c
     }
     n->log = *lg;
     int r;
+    if (o->http_addr && !(n->http_addr = strdup(o->http_addr))) {
+        snprintf(err, err_len, "out of memory");
+        r = TM2_ENOMEM;
+        goto fail;
+    }
     if (o->pex) {
         tm2_discovery_config dc = {
             .interval_ms = o->pex_interval_ms,
@@ -309,6 +317,12 @@ int cli_node_start(cli_node *n, char *err, size_t err_len)
         return r;
     }
     n->started = true;
+    /* After the switch: every request reads a running switch. */
+    if (n->http_addr) {
+        cli_http_config hc = {.listen_addr = n->http_addr, .sw = n->sw, .disc = n->disc, .log = &n->log};
+        if (cli_http_start(&hc, &n->http, err, err_len) < 0)
+            return TM2_EIO;
+    }
     return 0;
 }
 
@@ -317,6 +331,9 @@ void cli_node_stop(cli_node *n)
     if (!n || n->stopped)
         return;
     n->stopped = true;
+    /* Before the switch: no request runs while it stops. */
+    cli_http_stop(n->http);
+    n->http = NULL;
     if (n->sw)
         tm2_switch_stop(n->sw);
     if (n->sub)
@@ -333,6 +350,7 @@ void cli_node_free(cli_node *n)
     tm2_switch_free(n->sw);
     tm2_discovery_free(n->disc);
     cli_gossip_free(n->gossip);
+    free(n->http_addr);
     free(n);
 }
 
@@ -355,6 +373,11 @@ void cli_node_listen_addr(cli_node *n, char *buf, size_t cap)
         a.id = *tm2_switch_id(n->sw);
         tm2_netaddr_format(&a, buf, cap);
     }
+}
+
+const char *cli_node_http_addr(const cli_node *n)
+{
+    return n->http ? cli_http_addr(n->http) : NULL;
 }
 
 struct cli_gossip *cli_node_gossip(cli_node *n)
@@ -547,6 +570,10 @@ static const char node_usage[] =
     "  --moniker NAME               node name [moniker, the host name]\n"
     "  --log-level LEVEL            error, warn, info or debug [info]\n"
     "  --log-format FORMAT          logfmt or json [logfmt]\n"
+    "  --prometheus[=BOOL]          serve /metrics, /status and /peers over HTTP\n"
+    "                               [instrumentation.prometheus, false]\n"
+    "  --prometheus-listen-addr ADDR  their address, HOST:PORT; an empty host is 127.0.0.1\n"
+    "                               [instrumentation.prometheus_listen_addr, " CLI_HTTP_DEFAULT_ADDR "]\n"
     "  --check-config               print every problem of the settings and exit (0: none, 2: some)\n"
     "\n"
     "Tuning and test-network helpers:\n"
@@ -569,7 +596,7 @@ typedef struct node_flags {
     const char *home, *laddr, *external, *seeds, *persistent, *private_ids, *max_in, *max_out;
     const char *seed_mode, *pex, *addrbook, *chain_id, *moniker, *log_level, *log_format;
     const char *pex_interval, *seed_disconnect, *redial_base, *redial_max, *seed_interval;
-    const char *allow_dup_ip, *check_config;
+    const char *allow_dup_ip, *check_config, *prometheus, *prometheus_addr;
     const char *gossip_interval, *gossip_for, *gossip_origin, *gossip_epoch;
     const char *status_file, *status_interval, *log_node;
     bool help;
@@ -603,6 +630,8 @@ static const struct flag_def {
     {"--seed-interval", offsetof(node_flags, seed_interval), NULL},
     {"--allow-duplicate-ip", offsetof(node_flags, allow_dup_ip), "true"},
     {"--check-config", offsetof(node_flags, check_config), "true"},
+    {"--prometheus", offsetof(node_flags, prometheus), "true"},
+    {"--prometheus-listen-addr", offsetof(node_flags, prometheus_addr), NULL},
     {"--gossip-interval", offsetof(node_flags, gossip_interval), NULL},
     {"--gossip-for", offsetof(node_flags, gossip_for), NULL},
     {"--gossip-origin", offsetof(node_flags, gossip_origin), NULL},
@@ -903,6 +932,19 @@ static int resolve(const node_flags *f, node_settings *s)
     if (f->allow_dup_ip && parse_bool(f->allow_dup_ip, &o->allow_duplicate_ip))
         if (fatal(s, usage_error("--allow-duplicate-ip: '%s' is not true or false", f->allow_dup_ip)))
             return 2;
+    bool prom = c->prometheus;
+    if (f->prometheus && parse_bool(f->prometheus, &prom))
+        if (fatal(s, usage_error("--prometheus: '%s' is not true or false", f->prometheus)))
+            return 2;
+    const char *paddr = f->prometheus_addr ? f->prometheus_addr : c->prometheus_listen_addr;
+    if (cli_http_addr_check(paddr))
+        if (fatal(s, usage_error("%s: bad address '%s' (want HOST:PORT, [IPv6]:PORT or :PORT)",
+                                 src(where, sizeof where, s, f->prometheus_addr, "--prometheus-listen-addr",
+                                     "instrumentation.prometheus_listen_addr"),
+                                 paddr)))
+            return 2;
+    if (prom)
+        o->http_addr = paddr;
     if (!o->pex && o->seed_mode)
         if (fatal(s, usage_error("seed mode needs peer exchange (pex is false)")))
             return 2;
@@ -1177,6 +1219,10 @@ int cli_run_node(int argc, char **argv)
     }
     char listen[TM2_NETADDR_STRLEN];
     cli_node_listen_addr(node, listen, sizeof listen);
+    /* Before "node listening", which tells a reader the node is up. */
+    if (cli_node_http_addr(node))
+        cli_log_kv(&s->log, TM2_LOG_INFO, "http endpoints listening", "addr", cli_node_http_addr(node), "paths",
+                   "/metrics,/status,/peers", (const char *)NULL);
     char ns[16];
     snprintf(ns, sizeof ns, "%zu", s->o.n_persistent);
     cli_log_kv(&s->log, TM2_LOG_INFO, "node listening", "id", cli_node_id(node)->s, "addr", listen,

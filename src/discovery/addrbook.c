@@ -149,6 +149,14 @@ bool tm2__addrbook_connected(const tm2__addrbook_entry *e, int64_t now)
     return e && e->last_connected != 0 && now - e->last_connected < TM2__ADDRBOOK_CONNECTED_TTL;
 }
 
+size_t tm2__addrbook_count_connected(const tm2__addrbook *b, int64_t now)
+{
+    size_t n = 0;
+    for (size_t i = 0; b && i < b->n; i++)
+        n += tm2__addrbook_connected(&b->e[i], now);
+    return n;
+}
+
 /* Eviction order: > 0 if x goes before y. Entries without a live mark go
  * first, seen longest ago leading, then the ones held longest ago; the
  * rest only makes the choice independent of the array order. */

@@ -133,6 +133,9 @@ int tm2__addrbook_mark_failure(tm2__addrbook *b, const tm2_id *id, int64_t now);
 
 /* True if e's connection mark is live at now. */
 bool tm2__addrbook_connected(const tm2__addrbook_entry *e, int64_t now);
+/* How many entries have a live connection mark at now (the book's "tried"
+ * part, for the size by table that metrics report). */
+size_t tm2__addrbook_count_connected(const tm2__addrbook *b, int64_t now);
 
 /* When e may be dialled again (0 if it never was). */
 int64_t tm2__addrbook_retry_at(const tm2__addrbook *b, const tm2__addrbook_entry *e);

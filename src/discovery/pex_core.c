@@ -35,7 +35,7 @@
     X(responses_unsolicited) X(responses_malformed) X(responses_invalid)                     \
     X(messages_undecodable) X(addrs_received)                                                \
     X(addrs_accepted) X(addrs_rejected) X(dials) X(dial_failures)                            \
-    X(peers_stopped) X(peers_released) X(book_saves) X(book_save_errors) X(book_size)
+    X(peers_stopped) X(peers_released) X(book_saves) X(book_save_errors) X(book_size) X(book_tried)
 
 enum {
 #define X(n) ST_##n,
@@ -292,6 +292,14 @@ static void collect_saves(tm2__pex *x)
     tm2__pex_save_result r;
     x->ops.save_collect(x->ops.user, &r);
     apply_saves(x, &r);
+}
+
+/* The book's size, whole and its tried part, for readers on other threads. */
+static void publish_book_size(tm2__pex *x, tm2__pex_time t)
+{
+    atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
+    atomic_store_explicit(&x->st[ST_book_tried], tm2__addrbook_count_connected(x->book, t.unix_s),
+                          memory_order_relaxed);
 }
 
 /* Encoding stays here (the book is the network thread's); the write goes
@@ -681,7 +689,7 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
     if (gone)
         plog(x, TM2_LOG_DEBUG, "dead addresses dropped", "count=%zu", gone);
     save_book(x, false);
-    atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
+    publish_book_size(x, t);
     flush_stops(x);
 }
 
@@ -697,7 +705,7 @@ void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t)
     /* A restart is a fresh situation: every remembered address may be
      * tried at once, whatever its back-off said. */
     size_t n = dial_from_book(x, t, x->cfg.target_outbound, true);
-    atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
+    publish_book_size(x, t);
     plog(x, TM2_LOG_INFO, "discovery started", "book=%zu book_dials=%zu seed_mode=%s",
          tm2__addrbook_size(x->book), n, x->cfg.seed_mode ? "true" : "false");
 }

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/http.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/peer.h"
 #include "tm2p2p/switch.h"
@@ -413,13 +414,87 @@ static void help_texts(void **state)
     assert_int_equal(RUN(&p, "node", "--help"), 0);
     assert_non_null(strstr(p.out, "usage: tm2p2p node --home DIR"));
     assert_non_null(strstr(p.out, "--persistent-peers"));
+    assert_non_null(strstr(p.out, "--prometheus-listen-addr"));
     release(&p);
     assert_int_equal(RUN(&p, "testnet", "--help"), 0);
     assert_non_null(strstr(p.out, "usage: tm2p2p testnet"));
     release(&p);
     assert_int_equal(RUN(&p, "--help"), 0);
     assert_non_null(strstr(p.out, "testnet"));
+    assert_non_null(strstr(p.out, "status"));
     release(&p);
+    assert_int_equal(RUN(&p, "status", "--help"), 0);
+    assert_non_null(strstr(p.out, "usage: tm2p2p status"));
+    release(&p);
+}
+
+/* GETs http://addr/metrics until it holds frag (the node's counters are
+ * read as they are, so a connect may take a moment to show). */
+static char *metrics_with(proc *p, const char *addr, const char *frag, uint64_t deadline_ms)
+{
+    char url[128], err[256];
+    snprintf(url, sizeof url, "http://%s/metrics", addr);
+    for (;;) {
+        int code;
+        char *body;
+        size_t len;
+        if (cli_http_get(url, 5000, &code, &body, &len, err, sizeof err))
+            fail_msg("GET %s: %s", url, err);
+        assert_int_equal(code, 200);
+        if (strstr(body, frag))
+            return body;
+        if (tv_now_ms() > deadline_ms)
+            fail_msg("no '%s' in:\n%s", frag, body);
+        free(body);
+        pump(p, 50);
+    }
+}
+
+/* [instrumentation] in config.toml and the flags start the HTTP endpoints;
+ * the flag overrides the file; a bad address is a usage error. */
+static void prometheus_endpoints(void **state)
+{
+    home *h = *state;
+    write_file(path_in(h, "pa/config/config.toml"),
+               "[instrumentation]\nprometheus = true\nprometheus_listen_addr = \"127.0.0.1:0\"\n");
+    proc a, b;
+    START(&a, "node", "--home", path_in(h, "pa"), "--laddr", "127.0.0.1:0", "--moniker", "pa");
+    const char *line = wait_line(&a, "msg=\"http endpoints listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    char a_http[64], a_addr[256], frag[128];
+    snprintf(a_http, sizeof a_http, "%s", field(line, "addr"));
+    assert_int_equal(strncmp(a_http, "127.0.0.1:", 10), 0);
+    line = wait_line(&a, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    snprintf(a_addr, sizeof a_addr, "%s", field(line, "addr"));
+    snprintf(frag, sizeof frag, "tm2p2p_node_info{node_id=\"%.40s\",moniker=\"pa\"", a_addr);
+    free(metrics_with(&a, a_http, frag, tv_now_ms() + START_DEADLINE_MS));
+
+    START(&b, "node", "--home", path_in(h, "pb"), "--laddr", "127.0.0.1:0", "--prometheus",
+          "--prometheus-listen-addr", "127.0.0.1:0", "--persistent-peers", a_addr);
+    line = wait_line(&b, "msg=\"http endpoints listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    char b_http[64];
+    snprintf(b_http, sizeof b_http, "%s", field(line, "addr"));
+    free(metrics_with(&a, a_http, "tm2p2p_peers{direction=\"inbound\"} 1\n", tv_now_ms() + START_DEADLINE_MS));
+    free(metrics_with(&b, b_http, "tm2p2p_peers_by_kind{kind=\"persistent\"} 1\n", tv_now_ms() + START_DEADLINE_MS));
+    kill(b.pid, SIGTERM);
+    assert_int_equal(finish(&b, tv_now_ms() + 20000), 0);
+    kill(a.pid, SIGTERM);
+    assert_int_equal(finish(&a, tv_now_ms() + 20000), 0);
+    release(&a);
+    release(&b);
+
+    /* the flag turns off what the file turns on */
+    START(&a, "node", "--home", path_in(h, "pa"), "--laddr", "127.0.0.1:0", "--prometheus=false");
+    wait_line(&a, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_null(strstr(a.err, "http endpoints listening"));
+    kill(a.pid, SIGTERM);
+    assert_int_equal(finish(&a, tv_now_ms() + 20000), 0);
+    release(&a);
+
+    USAGE_ERROR(h, "--prometheus-listen-addr: bad address '26660'", "node", "--home", path_in(h, "pc"),
+                "--prometheus", "--prometheus-listen-addr", "26660");
+    USAGE_ERROR(h, "--prometheus: 'maybe'", "node", "--home", path_in(h, "pc"), "--prometheus=maybe");
+    write_file(path_in(h, "pd/config/config.toml"), "[instrumentation]\nprometheus_listen_addr = \"nowhere\"\n");
+    USAGE_ERROR(h, "instrumentation.prometheus_listen_addr in", "node", "--home", path_in(h, "pd"));
 }
 
 /* B knows A only as a persistent peer; both log the connection. */
@@ -633,6 +708,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(config_file_is_read, setup, teardown),
         cmocka_unit_test_setup_teardown(help_texts, setup, teardown),
         cmocka_unit_test_setup_teardown(two_nodes_persistent, setup, teardown),
+        cmocka_unit_test_setup_teardown(prometheus_endpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(rejection_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(rejections_summarised, setup, teardown),
         cmocka_unit_test_setup_teardown(node_info_names_the_program, setup, teardown),

@@ -336,10 +336,12 @@ static void bound_and_eviction(void **state)
     assert_int_equal(tm2__addrbook_add(b, &a7, T0 + 900), TM2_EFULL);
     assert_null(entry(b, 7));
     assert_int_equal(tm2__addrbook_size(b), 3);
+    assert_int_equal(tm2__addrbook_count_connected(b, T0 + 900), 3);
 
     /* A mark lapses after a day: 2's (set at T0 + 200) first. */
     assert_true(tm2__addrbook_connected(entry(b, 2), T0 + 200 + DAY - 1));
     assert_false(tm2__addrbook_connected(entry(b, 2), T0 + 200 + DAY));
+    assert_int_equal(tm2__addrbook_count_connected(b, T0 + 200 + DAY), 2);
     assert_int_equal(tm2__addrbook_add(b, &a7, T0 + 200 + DAY), TM2__AB_ADDED);
     assert_null(entry(b, 2));
     assert_non_null(entry(b, 5));

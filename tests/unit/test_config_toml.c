@@ -71,6 +71,8 @@ static void defaults(void **state)
     assert_true(c.pex);
     assert_false(c.allow_duplicate_ip);
     assert_false(c.seed_mode);
+    assert_false(c.prometheus);
+    assert_string_equal(c.prometheus_listen_addr, ":26660");
     cli_config_free(&c);
 }
 
@@ -419,6 +421,25 @@ static void bounds(void **state)
     expect_error("[p2p]\nrecv_assembly_timeout = 1.5\n", "p2p.recv_assembly_timeout", "duration");
 }
 
+/* CometBFT's [instrumentation] keys turn on the HTTP endpoints. */
+static void instrumentation_keys(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[256];
+    warns w = {0};
+    if (parse(&c, "[instrumentation]\nprometheus = true\nprometheus_listen_addr = \"127.0.0.1:9100\"\n"
+                  "namespace = \"cometbft\"\n",
+              err, sizeof err, &w))
+        fail_msg("%s", err);
+    assert_true(c.prometheus);
+    assert_string_equal(c.prometheus_listen_addr, "127.0.0.1:9100");
+    assert_int_equal(w.n, 0);
+    cli_config_free(&c);
+    expect_error("[instrumentation]\nprometheus = 1\n", "instrumentation.prometheus", "expected a boolean");
+    expect_error("instrumentation = 3\n", "instrumentation", "expected a table");
+}
+
 /* The config.toml gno v1.7.1 writes for its defaults reads as our defaults. */
 static void upstream_default_file(void **state)
 {
@@ -673,6 +694,7 @@ int main(void)
         cmocka_unit_test(inline_table),
         cmocka_unit_test(bounds),
         cmocka_unit_test(upstream_default_file),
+        cmocka_unit_test(instrumentation_keys),
         cmocka_unit_test(other_sections_any_toml),
         cmocka_unit_test(strings),
         cmocka_unit_test(crlf_and_bom),

@@ -1125,6 +1125,7 @@ static void test_book_saved_and_reloaded(void **state)
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(stats(&e).book_saves, 1);
     assert_int_equal(stats(&e).book_size, 5);
+    assert_int_equal(stats(&e).book_tried, 1);    /* the asked outbound peer */
     assert_false(tm2__addrbook_dirty(tm2__pex_book(e.x)));
     tm2__pex_tick(e.x, T(2000));            /* nothing changed: not written */
     assert_int_equal(e.f.submits, 1);
