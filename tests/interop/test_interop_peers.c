@@ -251,7 +251,9 @@ static void tm2p2p_refuses_second_peer_from_ip(void **state)
     assert_int_equal(tnode_peer_count(t, &r1->id, &has, NULL), 1);
     assert_true(has);
     /* The reference's dial ends in a failure or, if it saw us briefly, a
-     * disconnect, and without us. */
+     * disconnect, and without us. A connection its switch was still adding
+     * when we closed it is announced neither way: tm2ref reports that one
+     * as a failed dial too (about one run in fifty here). */
     uint64_t end = tv_now_ms() + WAIT_MS;
     while (!rnode_wait(r2, "PEER_DISCONNECTED", t->id.s, NULL, NULL, 0) &&
            !rnode_wait(r2, "DIAL_FAILED", dial, NULL, NULL, 0)) {
