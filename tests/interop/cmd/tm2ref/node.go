@@ -36,7 +36,8 @@ var echoPrefix = []byte("echo ")
 // happen, PEER_CONNECTED <id> <addr> <in|out|->, PEER_DISCONNECTED <id> <reason>,
 // RECV 0x70 <len> <from id> (the echo reactor greets every new peer with
 // "hello <our id>" and answers "echo " + each message), REJECTED <reason> (an inbound connection the
-// transport refused), DIAL_FAILED <addr> <reason>, and PEERS <n>
+// transport refused), DIAL_FAILED <addr> <reason> (also for a dialled
+// connection the switch then refused), and PEERS <n>
 // <id>:<in|out>... every --peers-interval and at once on SIGUSR1. With
 // --dial-on-signal the --dial list is handed to DialPeers on each SIGUSR2
 // rather than at start (DIAL_QUEUED <n> once it returned; DIAL_SKIPPED
@@ -374,13 +375,16 @@ func (h *reportHandler) Enabled(context.Context, slog.Level) bool {
 }
 
 func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
-	var errText, peer string
+	var errText, peer, peerAddr string
 	visit := func(a slog.Attr) bool {
 		switch a.Key {
 		case "err":
 			errText = oneLine(a.Value.String())
 		case "peer":
 			peer = oneLine(a.Value.String())
+			if c, ok := a.Value.Any().(interface{ SocketAddr() *types.NetAddress }); ok {
+				peerAddr = c.SocketAddr().String()
+			}
 		}
 		return true
 	}
@@ -393,6 +397,12 @@ func (h *reportHandler) Handle(_ context.Context, rec slog.Record) error {
 		record("REJECTED", errText)
 	case "unable to dial peer":
 		record("DIAL_FAILED", peer, errText)
+	case "unable to add peer":
+		// Only the dial loop logs it: the switch refused a connection it
+		// dialled. Its own outbound lost a simultaneous open, or the far end
+		// closed it while it was being added, which leaves no other trace (no
+		// connect, no disconnect: the peer set held it only in between).
+		record("DIAL_FAILED", peerAddr, errText)
 	case "skipping dial, peer already connected":
 		record("DIAL_SKIPPED", attrValue(h.attrs, rec, "address"), "already connected")
 	case "Ignoring inbound connection: error while adding peer":
