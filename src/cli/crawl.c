@@ -17,6 +17,8 @@
 
 #include "cli/cli.h"
 #include "cli/crawl_cli.h"
+#include "cli/crawl_metrics.h"
+#include "cli/http.h"
 #include "cli/gossip.h"
 #include "crawl/allow.h"
 #include "crawl/engine.h"
@@ -55,6 +57,7 @@ static const char crawl_usage[] =
     "  --max-addrs N           addresses kept [100000]\n"
     "  --moniker NAME          the name our NodeInfo carries [tm2p2p-crawler]\n"
     "  --progress              progress line on stderr even when it is not a terminal\n"
+    "  --prometheus-listen-addr ADDR  serve /metrics there (host:port; ':port' is 127.0.0.1)\n"
     "  --log-level LEVEL       error, warn, info or debug [info]\n"
     "  --log-format FORMAT     logfmt or json [logfmt]\n"
     "\n"
@@ -97,6 +100,7 @@ static const flag_def flag_defs[] = {
     F("--progress", progress, "true"),
     F("--log-level", log_level, NULL),
     F("--log-format", log_format, NULL),
+    F("--prometheus-listen-addr", prom_addr, NULL),
     /* seed */
     F("--laddr", laddr, NULL),
     F("--external-address", external, NULL),
@@ -371,6 +375,10 @@ int cli_crawl_resolve(const char *cmd, const cli_crawl_flags *f, bool seed, cli_
         return 2;
     c->max_addrs = (size_t)v;
     s->progress = f->progress != NULL || isatty(2);
+    if (f->prom_addr && cli_http_addr_check(f->prom_addr))
+        return cli_crawl_usage_error(cmd, "--prometheus-listen-addr: want host:port, [ip6]:port or :port (got '%s')",
+                                     f->prom_addr);
+    s->prom_addr = f->prom_addr;
 
     if (seed) {
         c->listen_addr = f->laddr ? f->laddr : "tcp://0.0.0.0:26656";
@@ -525,6 +533,20 @@ int cli_crawl_run(const char *cmd, cli_crawl_settings *s, bool seed)
                    (const char *)NULL);
     }
 
+    cli_crawl_metrics_src msrc = {e, seed};
+    cli_http *http = NULL;
+    if (s->prom_addr) {
+        cli_http_config hc = {.listen_addr = s->prom_addr, .render = cli_crawl_metrics_render,
+                              .render_user = &msrc, .log = lg};
+        if (cli_http_start(&hc, &http, err, sizeof err) < 0) {
+            cli_log_kv(lg, TM2_LOG_ERROR, "cannot serve metrics", "reason", err, (const char *)NULL);
+            crawl_engine_stop(e);
+            goto out;
+        }
+        cli_log_kv(lg, TM2_LOG_INFO, "http endpoints listening", "addr", cli_http_addr(http), "paths",
+                   "/metrics", (const char *)NULL);
+    }
+
     bool tty = isatty(2);
     status = 0;
     for (;;) {
@@ -558,6 +580,7 @@ int cli_crawl_run(const char *cmd, cli_crawl_settings *s, bool seed)
         if (s->progress)
             progress_line(s, e, tty, false);
     }
+    cli_http_stop(http);
     crawl_engine_stop(e);
     crawl_progress p;
     crawl_engine_progress(e, &p);
@@ -626,7 +649,7 @@ int cli_run_crawl(int argc, char **argv)
         "--home", "--db", "--seeds", "--chain-id", "--allow", "--rounds", "--interval",
         "--gone-after", "--concurrency", "--per-host", "--host-gap", "--dial-timeout",
         "--handshake-timeout", "--ask-timeout", "--max-addrs", "--moniker", "--progress",
-        "--log-level", "--log-format", NULL};
+        "--log-level", "--log-format", "--prometheus-listen-addr", NULL};
     cli_crawl_flags f;
     memset(&f, 0, sizeof f);
     int r = cli_crawl_parse_flags("crawl", argc - 1, argv + 1, allowed, &f);

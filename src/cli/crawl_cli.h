@@ -17,6 +17,7 @@ typedef struct cli_crawl_flags {
     const char *max_addrs, *moniker, *progress, *log_level, *log_format;
     const char *laddr, *external, *recheck, *fresh, *serve_timeout, *linger, *max_sessions;
     const char *json, *csv, *dot, *all_edges, *quiet;
+    const char *prom_addr;
 } cli_crawl_flags;
 
 typedef struct cli_crawl_settings {
@@ -27,6 +28,7 @@ typedef struct cli_crawl_settings {
     char db_path[4200];
     cli_log log;
     bool progress;
+    const char *prom_addr;     /* NULL: no /metrics */
 } cli_crawl_settings;
 
 /* Reads argv into f; only the names in allowed (NULL-terminated) are

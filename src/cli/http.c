@@ -78,6 +78,8 @@ struct cli_http {
     int fd;
     tm2_switch *sw;
     tm2_discovery *disc;
+    int (*render)(void *user, const char *path, char **body, size_t *len, const char **type);
+    void *render_user;
     const cli_log *log;
     char addr[NI_MAXHOST + 16];
 };
@@ -157,8 +159,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
         return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     bool metrics = !strcmp(url, "/metrics"), status = !strcmp(url, "/status"), peers = !strcmp(url, "/peers");
+    if (!h->sw && strcmp(url, "/")) {
+        char *b = NULL;
+        size_t n = 0;
+        const char *type = "text/plain; charset=utf-8";
+        int rr = h->render(h->render_user, url, &b, &n, &type);
+        if (rr == 0)
+            return reply(c, MHD_HTTP_OK, type, b, n);
+        return rr > 0 ? reply_text(c, MHD_HTTP_NOT_FOUND, "not found; try /metrics\n")
+                      : reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
+    }
     if (!strcmp(url, "/"))
-        return reply_text(c, MHD_HTTP_OK, index_text);
+        return reply_text(c, MHD_HTTP_OK, h->sw ? index_text : "tm2p2p\n/metrics  Prometheus metrics\n");
     if (!metrics && !status && !peers)
         return reply_text(c, MHD_HTTP_NOT_FOUND, "not found; try /metrics, /status or /peers\n");
 
@@ -230,6 +242,13 @@ int cli_http_start(const cli_http_config *c, cli_http **out, char *err, size_t e
     }
     h->sw = c->sw;
     h->disc = c->disc;
+    h->render = c->render;
+    h->render_user = c->render_user;
+    if (!h->sw && !h->render) {
+        free(h);
+        snprintf(err, err_len, "nothing to serve");
+        return -1;
+    }
     h->log = c->log;
     h->fd = bind_listener(c->listen_addr, h->addr, sizeof h->addr, err, err_len);
     if (h->fd < 0) {

@@ -24,8 +24,13 @@ typedef struct cli_http_config {
      * empty host means 127.0.0.1 (write 0.0.0.0 to serve every interface);
      * port 0 picks a free one (cli_http_addr tells which). */
     const char *listen_addr;
-    tm2_switch *sw;                /* started; outlives the server */
+    tm2_switch *sw;                /* started; outlives the server; NULL: render */
     tm2_discovery *disc;           /* NULL without discovery */
+    /* Without a switch (crawl, seed): answers every path but "/". Returns 0
+     * with *body malloc'd (taken), 1 for a path it does not serve (404), -1
+     * on failure (503). Called on the server's thread. */
+    int (*render)(void *user, const char *path, char **body, size_t *len, const char **type);
+    void *render_user;
     const cli_log *log;            /* NULL: no logging */
 } cli_http_config;
 

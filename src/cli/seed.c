@@ -42,15 +42,15 @@ static const char seed_usage[] =
     "  --gone-after DUR, --concurrency N, --per-host N, --host-gap DUR,\n"
     "  --dial-timeout DUR, --handshake-timeout DUR, --ask-timeout DUR,\n"
     "  --max-addrs N, --moniker NAME, --db FILE, --progress,\n"
-    "  --log-level LEVEL, --log-format FORMAT   as for tm2p2p crawl\n"
+    "  --log-level LEVEL, --log-format FORMAT, --prometheus-listen-addr ADDR\n"
+    "                          as for tm2p2p crawl\n"
     "\n"
     "An address that stops answering leaves the answers at its next failed\n"
     "check (at most --recheck plus the probe's timeouts after it stopped), and in\n"
     "any case --fresh after its last successful one.\n"
     "\n"
-    "Metrics: the engine reports each finished round through a hook\n"
-    "(crawl_config.on_round) and keeps counters (crawl_engine_progress) for a\n"
-    "/metrics endpoint to read.\n";
+    "With --prometheus-listen-addr it serves /metrics: addresses known, reachable\n"
+    "and refused, probes, rounds, inbound peers served and answers sent.\n";
 
 int cli_run_seed(int argc, char **argv)
 {
@@ -59,7 +59,7 @@ int cli_run_seed(int argc, char **argv)
         "--per-host", "--host-gap", "--dial-timeout", "--handshake-timeout", "--ask-timeout",
         "--max-addrs", "--moniker", "--progress", "--log-level", "--log-format", "--laddr",
         "--external-address", "--recheck", "--fresh", "--serve-timeout", "--linger",
-        "--max-sessions", NULL};
+        "--max-sessions", "--prometheus-listen-addr", NULL};
     cli_crawl_flags f;
     memset(&f, 0, sizeof f);
     int r = cli_crawl_parse_flags("seed", argc - 1, argv + 1, allowed, &f);

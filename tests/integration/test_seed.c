@@ -9,6 +9,7 @@
  * A small client switch asks the seed, as a node does at connect. */
 #include <uv.h>
 
+#include "cli/http.h"
 #include "crawl_support.h"
 
 #define NETWORK    "seed-test"
@@ -164,7 +165,7 @@ static void seed_serves_thirty_nodes(void **state)
                         "tcp://127.0.0.1:0", "--allow", "127.0.0.0/8", "--recheck", recheck,
                         "--fresh", fresh, "--concurrency", "32", "--per-host", "64", "--host-gap",
                         "0", "--ask-timeout", "300ms", "--dial-timeout", "1s", "--linger", "100ms",
-                        "--serve-timeout", "2s", NULL});
+                        "--serve-timeout", "2s", "--prometheus-listen-addr", "127.0.0.1:0", NULL});
     char seed_addr[TM2_NETADDR_STRLEN + 1];
     const char *first = cs_first_line(&seed, 30000);
     assert_true(strlen(first) < sizeof seed_addr);
@@ -231,6 +232,30 @@ static void seed_serves_thirty_nodes(void **state)
             assert_true(node_of(nodes, &got[i]) < N_NODES - N_STOP);
     }
     asker_free(&a);
+
+    /* Its /metrics counts what it did: at least the 6 answers asked above
+     * and more besides (the nodes' own requests). */
+    cs_wait_err(&seed, "msg=\"http endpoints listening\"", 5000);
+    const char *at = strstr(seed.err, "msg=\"http endpoints listening\"");
+    char url[128];
+    assert_int_equal(sscanf(strstr(at, " addr=") + 6, "%100[0-9.:]", url + 7), 1);
+    memcpy(url, "http://", 7);
+    strcat(url, "/metrics");
+    int code = 0;
+    char *body = NULL, err[256];
+    size_t blen = 0;
+    assert_int_equal(cli_http_get(url, 5000, &code, &body, &blen, err, sizeof err), 0);
+    assert_int_equal(code, 200);
+    unsigned long long answers = 0, reachable = 0;
+    const char *m = strstr(body, "\ntm2p2p_seed_answers_total ");
+    assert_non_null(m);
+    answers = strtoull(m + strlen("\ntm2p2p_seed_answers_total "), NULL, 10);
+    m = strstr(body, "\ntm2p2p_crawl_addresses_reachable ");
+    assert_non_null(m);
+    reachable = strtoull(m + strlen("\ntm2p2p_crawl_addresses_reachable "), NULL, 10);
+    assert_true(answers >= 6);
+    assert_true(reachable >= 1 && reachable <= N_NODES);
+    free(body);
 
     kill(seed.pid, SIGTERM);
     int st = cs_finish(&seed, 30000);

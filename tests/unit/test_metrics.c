@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/crawl_metrics.h"
 #include "cli/http.h"
 #include "cli/metrics.h"
 #include "tv.h"
@@ -517,6 +518,30 @@ static void status_and_peers_json(void **state)
     cli_metrics_snap_free(&s);
 }
 
+/* The crawler's and the seed's /metrics follow the same conventions. */
+static void crawl_families(void **state)
+{
+    (void)state;
+    crawl_progress pr = {.known = 40, .reachable = 31, .refused = 2, .liars = 1, .inflight = 3,
+                         .queued = 5, .probes = 900, .verified = 870, .rounds_done = 12,
+                         .sessions = 77, .answers = 75, .addrs_dropped = 4};
+    for (int seed = 0; seed < 2; seed++) {
+        cli_buf b = {0};
+        cli_crawl_metrics_write(&pr, seed, &b);
+        assert_false(b.oom);
+        parsed p;
+        parse_text(b.p, &p);
+        check_conventions(&p);
+        assert_true(value(&p, "tm2p2p_crawl_addresses_reachable", NULL, NULL) == 31);
+        assert_true(value(&p, "tm2p2p_crawl_probes_verified_total", NULL, NULL) == 870);
+        assert_int_equal(count(&p, "tm2p2p_seed_answers_total"), seed ? 1 : 0);
+        if (seed)
+            assert_true(value(&p, "tm2p2p_seed_answers_total", NULL, NULL) == 75);
+        free(p.s);
+        cli_buf_free(&b);
+    }
+}
+
 static void listen_address_syntax(void **state)
 {
     (void)state;
@@ -546,6 +571,7 @@ int main(void)
         cmocka_unit_test(label_escaping),
         cmocka_unit_test(status_and_peers_json),
         cmocka_unit_test(listen_address_syntax),
+        cmocka_unit_test(crawl_families),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
