@@ -306,7 +306,7 @@ int main(void)
     double t_collect = 1e9, t_write = 1e9;
     for (int i = 0; i < 5; i++) {
         cli_metrics_snap snap;
-        cli_buf b = {0};
+        tm2__buf b = {0};
         double t0 = now_s();
         if (cli_metrics_collect(sw, cli_node_discovery(hub), &snap))
             DIE("collect");
@@ -315,7 +315,7 @@ int main(void)
         double t2 = now_s();
         t_collect = t1 - t0 < t_collect ? t1 - t0 : t_collect;
         t_write = t2 - t1 < t_write ? t2 - t1 : t_write;
-        cli_buf_free(&b);
+        tm2__buf_free(&b);
         cli_metrics_snap_free(&snap);
     }
 

@@ -14,21 +14,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void ascii_only(const crawl_buf *b)
+static void ascii_only(const tm2__buf *b)
 {
-    for (size_t i = 0; i < b->n; i++)
+    for (size_t i = 0; i < b->len; i++)
         if ((unsigned char)b->p[i] < 0x20 || (unsigned char)b->p[i] > 0x7e)
             abort();
 }
 
 static void check_json(const char *s, size_t n)
 {
-    crawl_buf b = {0};
+    tm2__buf b = {0};
     crawl_esc_json(&b, s, n);
     if (b.oom)
         goto out;
     ascii_only(&b);
-    cJSON *j = cJSON_ParseWithLength(b.p, b.n);
+    cJSON *j = cJSON_ParseWithLength(b.p, b.len);
     if (!j || !cJSON_IsString(j))
         abort();
     /* Each input byte is one character: \u00XX for bytes >= 0x80 becomes a
@@ -40,54 +40,54 @@ static void check_json(const char *s, size_t n)
         abort();
     cJSON_Delete(j);
 out:
-    crawl_buf_free(&b);
+    tm2__buf_free(&b);
 }
 
 static void check_csv(const char *s, size_t n)
 {
-    crawl_buf b = {0};
+    tm2__buf b = {0};
     crawl_esc_csv(&b, s, n);
     if (b.oom)
         goto out;
     ascii_only(&b);
-    if (b.n && b.p[0] == '"') {
-        if (b.n < 2 || b.p[b.n - 1] != '"')
+    if (b.len && b.p[0] == '"') {
+        if (b.len < 2 || b.p[b.len - 1] != '"')
             abort();
-        for (size_t i = 1; i + 1 < b.n; i++)
+        for (size_t i = 1; i + 1 < b.len; i++)
             if (b.p[i] == '"') {
-                if (i + 2 >= b.n || b.p[i + 1] != '"')
+                if (i + 2 >= b.len || b.p[i + 1] != '"')
                     abort();
                 i++;
             }
     } else {
-        for (size_t i = 0; i < b.n; i++)
+        for (size_t i = 0; i < b.len; i++)
             if (b.p[i] == ',' || b.p[i] == '"')
                 abort();
     }
 out:
-    crawl_buf_free(&b);
+    tm2__buf_free(&b);
 }
 
 static void check_dot(const char *s, size_t n)
 {
-    crawl_buf b = {0};
+    tm2__buf b = {0};
     crawl_esc_dot(&b, s, n);
     if (b.oom)
         goto out;
     ascii_only(&b);
-    if (b.n < 2 || b.p[0] != '"' || b.p[b.n - 1] != '"')
+    if (b.len < 2 || b.p[0] != '"' || b.p[b.len - 1] != '"')
         abort();
-    for (size_t i = 1; i + 1 < b.n; i++) {
+    for (size_t i = 1; i + 1 < b.len; i++) {
         if (b.p[i] == '\\') {
             i++;   /* escaped character (possibly the closing quote's neighbour) */
-            if (i >= b.n - 1)
+            if (i >= b.len - 1)
                 abort();
         } else if (b.p[i] == '"') {
             abort();
         }
     }
 out:
-    crawl_buf_free(&b);
+    tm2__buf_free(&b);
 }
 
 static void check_allow(const char *s)

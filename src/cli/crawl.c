@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/file.h"
 #include "cli/crawl_cli.h"
 #include "cli/crawl_metrics.h"
 #include "cli/http.h"
@@ -409,22 +410,6 @@ int cli_crawl_resolve(const char *cmd, const cli_crawl_flags *f, bool seed, cli_
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
-static int mkdirs(const char *path, mode_t mode)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *x = p + 1; *x; x++) {
-        if (*x != '/')
-            continue;
-        *x = '\0';
-        if (mkdir(p, mode) && errno != EEXIST)
-            return -1;
-        *x = '/';
-    }
-    if (mkdir(p, mode) && errno != EEXIST)
-        return -1;
-    return 0;
-}
 
 static int load_row(const crawl_addr_row *row, void *user)
 {
@@ -459,7 +444,7 @@ int cli_crawl_run(const char *cmd, cli_crawl_settings *s, bool seed)
     cli_log *lg = &s->log;
     crawl_config *c = &s->cfg;
     (void)cmd;
-    if (mkdirs(s->home, 0700)) {
+    if (tm2__mkdirs(s->home, 0700)) {
         cli_log_kv(lg, TM2_LOG_ERROR, "cannot create the home directory", "dir", s->home, "reason",
                    strerror(errno), (const char *)NULL);
         return 1;

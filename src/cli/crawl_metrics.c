@@ -4,12 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void one(cli_buf *b, const char *name, const char *type, const char *help, uint64_t v)
+static void one(tm2__buf *b, const char *name, const char *type, const char *help, uint64_t v)
 {
-    cli_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+    tm2__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
 }
 
-void cli_crawl_metrics_write(const crawl_progress *p, bool seed, cli_buf *b)
+void cli_crawl_metrics_write(const crawl_progress *p, bool seed, tm2__buf *b)
 {
     one(b, "tm2p2p_crawl_addresses", "gauge", "Addresses known to the crawler.", p->known);
     one(b, "tm2p2p_crawl_addresses_reachable", "gauge",
@@ -42,10 +42,10 @@ int cli_crawl_metrics_render(void *user, const char *path, char **body, size_t *
         return 1;
     crawl_progress p;
     crawl_engine_progress(src->e, &p);
-    cli_buf b = {0};
+    tm2__buf b = {0};
     cli_crawl_metrics_write(&p, src->seed, &b);
     if (b.oom || !b.p) {
-        cli_buf_free(&b);
+        tm2__buf_free(&b);
         return -1;
     }
     *body = b.p;

@@ -9,7 +9,7 @@
 #include "crawl/engine.h"
 
 /* Writes p's figures (tm2p2p_crawl_* families; seed adds tm2p2p_seed_*). */
-void cli_crawl_metrics_write(const crawl_progress *p, bool seed, cli_buf *out);
+void cli_crawl_metrics_write(const crawl_progress *p, bool seed, tm2__buf *out);
 
 typedef struct cli_crawl_metrics_src {
     crawl_engine *e;             /* started; outlives the server */

@@ -179,13 +179,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     char *body = NULL;
     size_t len = 0;
     if (r == 0 && metrics) {
-        cli_buf b = {0};
+        tm2__buf b = {0};
         cli_metrics_write(&s, &b);
         if (!b.oom) {
             body = b.p ? b.p : strdup("");
             len = b.len;
         } else {
-            cli_buf_free(&b);
+            tm2__buf_free(&b);
         }
     } else if (r == 0) {
         body = status ? cli_metrics_status_json(&s) : cli_metrics_peers_json(&s);
@@ -419,29 +419,29 @@ int cli_http_get(const char *url, int timeout_ms, int *status, char **body, size
             return -1;
         }
     }
-    cli_buf b = {0};
+    tm2__buf b = {0};
     for (;;) {
         char tmp[65536];
         ssize_t r = recv(fd, tmp, sizeof tmp, 0);
         if (r > 0) {
-            cli_buf_add(&b, tmp, (size_t)r);
+            tm2__buf_add(&b, tmp, (size_t)r);
             if (b.oom || b.len > GET_MAX_BYTES) {
                 snprintf(err, err_len, "answer from %s too large", hostport);
                 close(fd);
-                cli_buf_free(&b);
+                tm2__buf_free(&b);
                 return -1;
             }
         } else if (r == 0) {
             break;
         } else if (errno == EAGAIN || errno == EINTR) {
             if (wait_fd(fd, POLLIN, deadline) != 1) {
-                cli_buf_free(&b);
+                tm2__buf_free(&b);
                 goto timeout;
             }
         } else {
             snprintf(err, err_len, "reading from %s: %s", hostport, strerror(errno));
             close(fd);
-            cli_buf_free(&b);
+            tm2__buf_free(&b);
             return -1;
         }
     }
@@ -451,7 +451,7 @@ int cli_http_get(const char *url, int timeout_ms, int *status, char **body, size
     int code = 0;
     if (!hend || sscanf(b.p, "HTTP/1.%*[01] %d", &code) != 1) {
         snprintf(err, err_len, "%s did not answer in HTTP", hostport);
-        cli_buf_free(&b);
+        tm2__buf_free(&b);
         return -1;
     }
     *hend = '\0';
@@ -471,13 +471,13 @@ int cli_http_get(const char *url, int timeout_ms, int *status, char **body, size
         long dn = dechunk(b.p, n);
         if (dn < 0) {
             snprintf(err, err_len, "bad chunked answer from %s", hostport);
-            cli_buf_free(&b);
+            tm2__buf_free(&b);
             return -1;
         }
         n = (size_t)dn;
     } else if (clen >= 0 && (size_t)clen > n) {
         snprintf(err, err_len, "answer from %s cut short (%zu of %ld bytes)", hostport, n, clen);
-        cli_buf_free(&b);
+        tm2__buf_free(&b);
         return -1;
     } else if (clen >= 0) {
         n = (size_t)clen;

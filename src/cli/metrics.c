@@ -9,68 +9,6 @@
 
 #include "tm2p2p/peer.h"
 
-/* ---- buffer ------------------------------------------------------------------ */
-
-void cli_buf_free(cli_buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-/* Room for n more bytes and a NUL; false (oom set) when it cannot grow. */
-static bool reserve(cli_buf *b, size_t n)
-{
-    if (b->oom)
-        return false;
-    if (b->cap - b->len > n)
-        return true;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap - b->len <= n) {
-        if (cap > SIZE_MAX / 2) {
-            b->oom = true;
-            return false;
-        }
-        cap *= 2;
-    }
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->oom = true;
-        return false;
-    }
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-/* The appends: a failed one sets oom and drops the rest (checked once at the end). */
-void cli_buf_add(cli_buf *b, const char *s, size_t n)
-{
-    if (!reserve(b, n))
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void cli_buf_puts(cli_buf *b, const char *s)
-{
-    cli_buf_add(b, s, strlen(s));
-}
-
-void cli_buf_printf(cli_buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !reserve(b, (size_t)n))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 /* ---- collecting ------------------------------------------------------------------- */
 
 static int by_id(const void *a, const void *b)
@@ -161,26 +99,18 @@ void cli_metrics_snap_free(cli_metrics_snap *s)
 
 /* ---- exposition ------------------------------------------------------------------- */
 
-void cli_metrics_label_value(cli_buf *out, const char *v)
+void cli_metrics_label_value(tm2__buf *out, const char *v)
 {
-    if (!reserve(out, 2 * strlen(v) + 2))
-        return;
-    char *d = out->p + out->len;
-    *d++ = '"';
+    tm2__buf_add(out, "\"", 1);
     for (const unsigned char *s = (const unsigned char *)v; *s; s++) {
-        if (*s == '\\' || *s == '"') {
-            *d++ = '\\';
-            *d++ = (char)*s;
-        } else if (*s == '\n') {
-            *d++ = '\\';
-            *d++ = 'n';
-        } else {
-            *d++ = *s >= 0x20 && *s < 0x7f ? (char)*s : '?';
-        }
+        if (*s == '\\' || *s == '"')
+            tm2__buf_add(out, (const char[]){'\\', (char)*s}, 2);
+        else if (*s == '\n')
+            tm2__buf_add(out, "\\n", 2);
+        else
+            tm2__buf_add(out, *s >= 0x20 && *s < 0x7f ? (const char *)s : "?", 1);
     }
-    *d++ = '"';
-    *d = '\0';
-    out->len = (size_t)(d - out->p);
+    tm2__buf_add(out, "\"", 1);
 }
 
 typedef struct label {
@@ -188,30 +118,30 @@ typedef struct label {
 } label;
 
 /* A family's HELP and TYPE lines, which must come before its samples. */
-static void family(cli_buf *b, const char *name, const char *type, const char *help)
+static void family(tm2__buf *b, const char *name, const char *type, const char *help)
 {
-    cli_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    tm2__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A sample's name and label set, as name{k="v",...}. */
-static void head(cli_buf *b, const char *name, const label *ls, size_t n)
+static void head(tm2__buf *b, const char *name, const label *ls, size_t n)
 {
-    cli_buf_puts(b, name);
+    tm2__buf_puts(b, name);
     if (!n)
         return;
-    cli_buf_add(b, "{", 1);
+    tm2__buf_add(b, "{", 1);
     for (size_t i = 0; i < n; i++) {
         if (i)
-            cli_buf_add(b, ",", 1);
-        cli_buf_puts(b, ls[i].k);
-        cli_buf_add(b, "=", 1);
+            tm2__buf_add(b, ",", 1);
+        tm2__buf_puts(b, ls[i].k);
+        tm2__buf_add(b, "=", 1);
         cli_metrics_label_value(b, ls[i].v);
     }
-    cli_buf_add(b, "}", 1);
+    tm2__buf_add(b, "}", 1);
 }
 
 /* A sample with an integer value, written whole (a double would round above 2^53). */
-static void sample(cli_buf *b, const char *name, const label *ls, size_t n, uint64_t v)
+static void sample(tm2__buf *b, const char *name, const label *ls, size_t n, uint64_t v)
 {
     head(b, name, ls, n);
     char num[24], *e = num + sizeof num, *d = e;
@@ -220,25 +150,25 @@ static void sample(cli_buf *b, const char *name, const label *ls, size_t n, uint
         *--d = (char)('0' + v % 10);
     while (v /= 10);
     *--d = ' ';
-    cli_buf_add(b, d, (size_t)(e - d));
+    tm2__buf_add(b, d, (size_t)(e - d));
 }
 
 /* A sample in seconds from milliseconds, without floating point. */
-static void sample_s(cli_buf *b, const char *name, const label *ls, size_t n, uint64_t ms)
+static void sample_s(tm2__buf *b, const char *name, const label *ls, size_t n, uint64_t ms)
 {
     head(b, name, ls, n);
-    cli_buf_printf(b, " %llu.%03u\n", (unsigned long long)(ms / 1000), (unsigned)(ms % 1000));
+    tm2__buf_printf(b, " %llu.%03u\n", (unsigned long long)(ms / 1000), (unsigned)(ms % 1000));
 }
 
 /* One family without labels. */
-static void single(cli_buf *b, const char *name, const char *type, const char *help, uint64_t v)
+static void single(tm2__buf *b, const char *name, const char *type, const char *help, uint64_t v)
 {
     family(b, name, type, help);
     sample(b, name, NULL, 0, v);
 }
 
 /* One family with one label and its values. */
-static void by_label(cli_buf *b, const char *name, const char *type, const char *help, const char *key,
+static void by_label(tm2__buf *b, const char *name, const char *type, const char *help, const char *key,
                      const char *const *vals, const uint64_t *v, size_t n)
 {
     family(b, name, type, help);
@@ -247,7 +177,7 @@ static void by_label(cli_buf *b, const char *name, const char *type, const char 
 }
 
 /* A by-reason array (tm2p2p/stats.h): the reasons seen so far. */
-static void by_reason(cli_buf *b, const char *name, const char *help, const uint64_t *a)
+static void by_reason(tm2__buf *b, const char *name, const char *help, const uint64_t *a)
 {
     family(b, name, "counter", help);
     for (int k = 0; k < TM2_STATS_REASONS; k++)
@@ -298,7 +228,7 @@ static const struct {
 };
 
 /* The switch's families: peers, dials, handshakes, reasons, channels. */
-static void write_node(const cli_metrics_snap *s, cli_buf *b)
+static void write_node(const cli_metrics_snap *s, tm2__buf *b)
 {
     const tm2_switch_counters *c = &s->sw;
     const tm2_node_info *ni = s->node_info;
@@ -381,7 +311,7 @@ static void write_node(const cli_metrics_snap *s, cli_buf *b)
 }
 
 /* Peer exchange and the address book, when discovery runs. */
-static void write_discovery(const tm2_discovery_stats *d, cli_buf *b)
+static void write_discovery(const tm2_discovery_stats *d, tm2__buf *b)
 {
     static const char *const dirs[] = {"sent", "received"};
     by_label(b, "tm2p2p_discovery_requests_total", "counter", "Peer-exchange requests, by direction.",
@@ -424,7 +354,7 @@ static void write_discovery(const tm2_discovery_stats *d, cli_buf *b)
 }
 
 /* Per-peer families: each family's samples together, as the format wants. */
-static void write_peers(const cli_metrics_snap *s, cli_buf *b)
+static void write_peers(const cli_metrics_snap *s, tm2__buf *b)
 {
     size_t nch = s->sw.n_channels < TM2_MCONN_MAX_CHANNELS ? s->sw.n_channels : TM2_MCONN_MAX_CHANNELS;
     char names[TM2_MCONN_MAX_CHANNELS][8];
@@ -466,7 +396,7 @@ static void write_peers(const cli_metrics_snap *s, cli_buf *b)
     }
 }
 
-void cli_metrics_write(const cli_metrics_snap *s, cli_buf *out)
+void cli_metrics_write(const cli_metrics_snap *s, tm2__buf *out)
 {
     write_node(s, out);
     if (s->has_discovery)

@@ -18,25 +18,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/node_info.h"
 #include "tm2p2p/stats.h"
 #include "tm2p2p/switch.h"
 
 /* ---- a growing text buffer ------------------------------------------------ */
-
-/* Appends never fail visibly: after an allocation failure the buffer stops
- * growing and oom is set, so a writer checks once at the end. */
-typedef struct cli_buf {
-    char *p;                  /* NUL-terminated when len > 0 */
-    size_t len, cap;
-    bool oom;
-} cli_buf;
-
-void cli_buf_free(cli_buf *b);
-void cli_buf_add(cli_buf *b, const char *s, size_t n);
-void cli_buf_puts(cli_buf *b, const char *s);
-void cli_buf_printf(cli_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- the snapshot ----------------------------------------------------------- */
 
@@ -75,12 +63,12 @@ void cli_metrics_snap_free(cli_metrics_snap *s);
 
 /* Appends the exposition of s: every family with its HELP and TYPE lines,
  * then its samples; per-peer series only for the peers in s. */
-void cli_metrics_write(const cli_metrics_snap *s, cli_buf *out);
+void cli_metrics_write(const cli_metrics_snap *s, tm2__buf *out);
 
 /* Appends v as a label value between double quotes, escaped as the format
  * wants (backslash, double quote, newline); bytes that are not printable
  * ASCII become '?', so the output is always valid UTF-8. */
-void cli_metrics_label_value(cli_buf *out, const char *v);
+void cli_metrics_label_value(tm2__buf *out, const char *v);
 
 /* The /status and /peers documents (cJSON text, malloc'd; NULL when out of
  * memory). Layout in README.md. */

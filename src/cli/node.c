@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/file.h"
 #include "cli/config_toml.h"
 #include "cli/gossip.h"
 #include "cli/http.h"
@@ -1025,23 +1026,6 @@ static int resolve(const node_flags *f, node_settings *s)
     return s->checking && s->problems ? 2 : 0;
 }
 
-/* mkdir -p; 0 or -1 with errno. */
-static int mkdirs(const char *path, mode_t mode)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(p, mode) && errno != EEXIST)
-            return -1;
-        *s = '/';
-    }
-    if (mkdir(p, mode) && errno != EEXIST)
-        return -1;
-    return 0;
-}
 
 /* ---- tm2p2p node: status file ------------------------------------------------ */
 
@@ -1173,7 +1157,7 @@ int cli_run_node(int argc, char **argv)
     char err[1024];
     char cfgdir[4200];
     join_home(cfgdir, sizeof cfgdir, f.home, "config");
-    if (mkdirs(f.home, 0700) || mkdirs(cfgdir, 0755)) {
+    if (tm2__mkdirs(f.home, 0700) || tm2__mkdirs(cfgdir, 0755)) {
         cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot create the node home", "dir", cfgdir, "reason",
                    strerror(errno), (const char *)NULL);
         goto out;

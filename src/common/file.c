@@ -197,3 +197,21 @@ int tm2__file_write_atomic(const char *path, const void *data, size_t len, mode_
     }
     return 0;
 }
+
+int tm2__mkdirs(const char *dir, mode_t mode)
+{
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, mode) && errno != EEXIST)
+            return -1;
+        *s = '/';
+    }
+    return mkdir(p, mode) && errno != EEXIST ? -1 : 0;
+}

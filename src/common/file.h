@@ -21,6 +21,10 @@ int tm2__fail(int code, char *why, size_t why_len, const char *fmt, ...)
  * the file with last_mode, the others 0755. 0 or TM2_EIO (why says which). */
 int tm2__mkdir_parents(const char *path, mode_t last_mode, char *why, size_t why_len);
 
+/* mkdir -p: dir and its missing parents, each with mode (existing ones are
+ * left as they are). 0, or -1 with errno set. */
+int tm2__mkdirs(const char *dir, mode_t mode);
+
 /* Reads the regular file at path, at most max bytes, into a malloc'd buffer
  * with a NUL after the data (not counted in *len). The buffer passes through
  * no other memory, and is wiped on every failure path, so callers may read

@@ -1,4 +1,4 @@
-/* Text output of the crawl report: a growing buffer and the escapes that put
+/* Text output of the crawl report: the escapes that put
  * peer-supplied text (monikers, network names, software versions: any bytes
  * but NUL) into JSON, CSV and Graphviz DOT without breaking or forging the
  * format. Every byte outside printable ASCII is written as an escape, so the
@@ -11,23 +11,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef struct crawl_buf {
-    char *p;          /* NUL-terminated once anything was written */
-    size_t n, cap;
-    bool oom;         /* an allocation failed: the content is incomplete */
-} crawl_buf;
-
-void crawl_buf_put(crawl_buf *b, const char *s, size_t n);
-void crawl_buf_puts(crawl_buf *b, const char *s);
-void crawl_buf_printf(crawl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void crawl_buf_free(crawl_buf *b);
+#include "common/buf.h"
 
 /* A JSON string, quotes included. */
-void crawl_esc_json(crawl_buf *b, const char *s, size_t n);
+void crawl_esc_json(tm2__buf *b, const char *s, size_t n);
 /* One CSV field (RFC 4180): quoted when it holds a comma, quote, space or
  * backslash escape; quotes doubled. */
-void crawl_esc_csv(crawl_buf *b, const char *s, size_t n);
+void crawl_esc_csv(tm2__buf *b, const char *s, size_t n);
 /* A DOT quoted string, quotes included. */
-void crawl_esc_dot(crawl_buf *b, const char *s, size_t n);
+void crawl_esc_dot(tm2__buf *b, const char *s, size_t n);
 
 #endif

@@ -414,15 +414,15 @@ static void tally_add(tally *t, size_t *n, size_t cap, const char *key, bool yes
     (*n)++;
 }
 
-static void print_tally(crawl_buf *b, const char *title, const tally *t, size_t n)
+static void print_tally(tm2__buf *b, const char *title, const tally *t, size_t n)
 {
-    crawl_buf_printf(b, "%s:\n", title);
+    tm2__buf_printf(b, "%s:\n", title);
     if (!n)
-        crawl_buf_puts(b, "  (none)\n");
+        tm2__buf_puts(b, "  (none)\n");
     for (size_t i = 0; i < n; i++) {
-        crawl_buf_puts(b, "  ");
+        tm2__buf_puts(b, "  ");
         crawl_esc_dot(b, t[i].key, strlen(t[i].key));
-        crawl_buf_printf(b, "  reachable %zu  not reachable %zu\n", t[i].yes, t[i].no);
+        tm2__buf_printf(b, "  reachable %zu  not reachable %zu\n", t[i].yes, t[i].no);
     }
 }
 
@@ -438,7 +438,7 @@ static void fmt_time(int64_t ms, char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void summary(rep *r, const crawl_report_opts *o, crawl_buf *b)
+static void summary(rep *r, const crawl_report_opts *o, tm2__buf *b)
 {
     size_t reach = 0, unreach = 0, gone = 0, never = 0, untrusted = 0, refused = 0;
     for (size_t i = 0; i < r->n_nodes; i++) {
@@ -453,11 +453,11 @@ static void summary(rep *r, const crawl_report_opts *o, crawl_buf *b)
     char t1[32], t2[32];
     fmt_time(r->run_started, t1, sizeof t1);
     fmt_time(r->last_round_end, t2, sizeof t2);
-    crawl_buf_puts(b, "network ");
+    tm2__buf_puts(b, "network ");
     crawl_esc_dot(b, r->network, strlen(r->network));
-    crawl_buf_printf(b, "\nlast run started %s; %lld rounds finished, the last at %s\n", t1,
+    tm2__buf_printf(b, "\nlast run started %s; %lld rounds finished, the last at %s\n", t1,
                      (long long)r->rounds, t2);
-    crawl_buf_printf(b,
+    tm2__buf_printf(b,
                      "nodes: %zu known, %zu reachable, %zu not reachable (%zu unreachable, %zu "
                      "gone, %zu never reached, %zu untrusted, %zu refused by --allow)\n",
                      r->n_nodes, reach, r->n_nodes - reach, unreach, gone, never, untrusted, refused);
@@ -476,73 +476,73 @@ static void summary(rep *r, const crawl_report_opts *o, crawl_buf *b)
     free(nets);
     free(vers);
     size_t lcc = largest_component(r, o);
-    crawl_buf_printf(b, "largest connected component: %zu of %zu reachable nodes (%s edges)\n",
+    tm2__buf_printf(b, "largest connected component: %zu of %zu reachable nodes (%s edges)\n",
                      lcc, reach, o->all_edges ? "all" : "current");
     size_t cur = 0;
     for (size_t i = 0; i < r->n_edges; i++)
         cur += edge_current(r, &r->edges[i]);
-    crawl_buf_printf(b, "advertised-by edges: %zu current, %zu ever seen\n", cur, r->n_edges);
-    crawl_buf_printf(b, "addresses: %zu\n", r->n_addrs);
+    tm2__buf_printf(b, "advertised-by edges: %zu current, %zu ever seen\n", cur, r->n_edges);
+    tm2__buf_printf(b, "addresses: %zu\n", r->n_addrs);
     if (r->n_misb) {
-        crawl_buf_printf(b, "misbehaviour: %zu events\n", r->n_misb);
+        tm2__buf_printf(b, "misbehaviour: %zu events\n", r->n_misb);
         for (size_t i = 0; i < r->n_misb && i < 20; i++) {
             const r_misb *m = &r->misb[i];
-            crawl_buf_printf(b, "  %s %s", m->kind, m->addr);
+            tm2__buf_printf(b, "  %s %s", m->kind, m->addr);
             if (m->auth_id[0])
-                crawl_buf_printf(b, " key_id=%s", m->auth_id);
+                tm2__buf_printf(b, " key_id=%s", m->auth_id);
             if (m->claimed_id[0])
-                crawl_buf_printf(b, " claimed_id=%s", m->claimed_id);
-            crawl_buf_puts(b, " ");
+                tm2__buf_printf(b, " claimed_id=%s", m->claimed_id);
+            tm2__buf_puts(b, " ");
             crawl_esc_dot(b, m->reason, strlen(m->reason));
-            crawl_buf_puts(b, "\n");
+            tm2__buf_puts(b, "\n");
         }
     }
 }
 
 /* ---- exports ------------------------------------------------------------------------ */
 
-static void jkey(crawl_buf *b, const char *k) { crawl_buf_printf(b, "\"%s\":", k); }
+static void jkey(tm2__buf *b, const char *k) { tm2__buf_printf(b, "\"%s\":", k); }
 
-static void jstr(crawl_buf *b, const char *k, const char *v)
+static void jstr(tm2__buf *b, const char *k, const char *v)
 {
     jkey(b, k);
     crawl_esc_json(b, v ? v : "", v ? strlen(v) : 0);
-    crawl_buf_puts(b, ",");
+    tm2__buf_puts(b, ",");
 }
 
-static void jint(crawl_buf *b, const char *k, int64_t v)
+static void jint(tm2__buf *b, const char *k, int64_t v)
 {
     jkey(b, k);
-    crawl_buf_printf(b, "%lld,", (long long)v);
+    tm2__buf_printf(b, "%lld,", (long long)v);
 }
 
-static void jopt(crawl_buf *b, const char *k, int64_t v)
+static void jopt(tm2__buf *b, const char *k, int64_t v)
 {
     jkey(b, k);
     if (v)
-        crawl_buf_printf(b, "%lld,", (long long)v);
+        tm2__buf_printf(b, "%lld,", (long long)v);
     else
-        crawl_buf_puts(b, "null,");
+        tm2__buf_puts(b, "null,");
 }
 
 /* Drops the comma before a closing bracket. */
-static void jclose(crawl_buf *b, char c)
+static void jclose(tm2__buf *b, char c)
 {
-    if (b->n && b->p[b->n - 1] == ',')
-        b->n--;
-    crawl_buf_put(b, &c, 1);
-    crawl_buf_puts(b, ",");
+    if (b->len && b->p[b->len - 1] == ',')
+        b->len--;
+    tm2__buf_add(b, &c, 1);
+    tm2__buf_puts(b, ",");
 }
 
-static void json_addr(crawl_buf *b, const r_addr *a)
+static void json_addr(tm2__buf *b, const r_addr *a)
 {
-    crawl_buf_puts(b, "{");
+    tm2__buf_puts(b, "{");
     jstr(b, "addr", a->addr);
     jstr(b, "id", a->node_id);
     jstr(b, "status", a->status);
     jstr(b, "source", a->source);
     jkey(b, "allowed");
-    crawl_buf_puts(b, a->allowed ? "true," : "false,");
+    tm2__buf_puts(b, a->allowed ? "true," : "false,");
     jint(b, "first_seen", a->first_seen);
     jopt(b, "last_attempt", a->last_attempt);
     jopt(b, "last_success", a->last_success);
@@ -550,30 +550,30 @@ static void json_addr(crawl_buf *b, const r_addr *a)
     jint(b, "failures", a->failures);
     jkey(b, "latency_ms");
     if (a->latency_ms >= 0)
-        crawl_buf_printf(b, "%lld,", (long long)a->latency_ms);
+        tm2__buf_printf(b, "%lld,", (long long)a->latency_ms);
     else
-        crawl_buf_puts(b, "null,");
+        tm2__buf_puts(b, "null,");
     jstr(b, "last_error", a->last_error);
     jstr(b, "auth_id", a->auth_id);
     jstr(b, "claimed_id", a->claimed_id);
     jclose(b, '}');
 }
 
-static void export_json(rep *r, const crawl_report_opts *o, crawl_buf *b)
+static void export_json(rep *r, const crawl_report_opts *o, tm2__buf *b)
 {
-    crawl_buf_puts(b, "{");
+    tm2__buf_puts(b, "{");
     jstr(b, "network", r->network);
     jint(b, "rounds", r->rounds);
     jint(b, "largest_component", (int64_t)largest_component(r, o));
     jkey(b, "nodes");
-    crawl_buf_puts(b, "[");
+    tm2__buf_puts(b, "[");
     for (size_t i = 0; i < r->n_nodes; i++) {
         const r_node *n = &r->nodes[i];
-        crawl_buf_puts(b, "{");
+        tm2__buf_puts(b, "{");
         jstr(b, "id", n->id);
         jstr(b, "status", n->status);
         jkey(b, "verified");
-        crawl_buf_puts(b, n->verified ? "true," : "false,");
+        tm2__buf_puts(b, n->verified ? "true," : "false,");
         if (n->verified) {
             jstr(b, "moniker", n->moniker);
             jstr(b, "network", n->network);
@@ -586,19 +586,19 @@ static void export_json(rep *r, const crawl_report_opts *o, crawl_buf *b)
             jint(b, "first_seen", n->first_seen);
             jint(b, "last_seen", n->last_seen);
             jkey(b, "versions");
-            crawl_buf_puts(b, "[");
+            tm2__buf_puts(b, "[");
             for (size_t k = 0; k < n->n_versions; k++) {
-                crawl_buf_puts(b, "{");
+                tm2__buf_puts(b, "{");
                 jstr(b, "name", n->versions[k].name);
                 jstr(b, "version", n->versions[k].version);
                 jkey(b, "optional");
-                crawl_buf_puts(b, n->versions[k].optional ? "true" : "false");
-                crawl_buf_puts(b, "},");
+                tm2__buf_puts(b, n->versions[k].optional ? "true" : "false");
+                tm2__buf_puts(b, "},");
             }
             jclose(b, ']');
         }
         jkey(b, "addresses");
-        crawl_buf_puts(b, "[");
+        tm2__buf_puts(b, "[");
         for (size_t k = 0; k < n->n_addrs; k++)
             json_addr(b, &r->addrs[n->addrs[k]]);
         jclose(b, ']');
@@ -606,12 +606,12 @@ static void export_json(rep *r, const crawl_report_opts *o, crawl_buf *b)
     }
     jclose(b, ']');
     jkey(b, "edges");
-    crawl_buf_puts(b, "[");
+    tm2__buf_puts(b, "[");
     for (size_t i = 0; i < r->n_edges; i++) {
         const r_edge *e = &r->edges[i];
         if (!o->all_edges && !edge_current(r, e))
             continue;
-        crawl_buf_puts(b, "{");
+        tm2__buf_puts(b, "{");
         jstr(b, "from", r->nodes[e->from].id);
         jstr(b, "to", r->nodes[e->to].id);
         jstr(b, "to_addr", e->to_addr);
@@ -621,10 +621,10 @@ static void export_json(rep *r, const crawl_report_opts *o, crawl_buf *b)
     }
     jclose(b, ']');
     jkey(b, "misbehavior");
-    crawl_buf_puts(b, "[");
+    tm2__buf_puts(b, "[");
     for (size_t i = 0; i < r->n_misb; i++) {
         const r_misb *m = &r->misb[i];
-        crawl_buf_puts(b, "{");
+        tm2__buf_puts(b, "{");
         jint(b, "at", m->at);
         jstr(b, "kind", m->kind);
         jstr(b, "addr", m->addr);
@@ -635,34 +635,34 @@ static void export_json(rep *r, const crawl_report_opts *o, crawl_buf *b)
     }
     jclose(b, ']');
     jclose(b, '}');
-    if (b->n && b->p[b->n - 1] == ',')
-        b->n--;
-    crawl_buf_puts(b, "\n");
+    if (b->len && b->p[b->len - 1] == ',')
+        b->len--;
+    tm2__buf_puts(b, "\n");
 }
 
-static void csv_field(crawl_buf *b, const char *s, bool last)
+static void csv_field(tm2__buf *b, const char *s, bool last)
 {
     crawl_esc_csv(b, s ? s : "", s ? strlen(s) : 0);
-    crawl_buf_puts(b, last ? "\r\n" : ",");
+    tm2__buf_puts(b, last ? "\r\n" : ",");
 }
 
-static void export_csv(rep *r, crawl_buf *b)
+static void export_csv(rep *r, tm2__buf *b)
 {
-    crawl_buf_puts(b, "id,status,moniker,network,version,software,channels,rpc_address,"
+    tm2__buf_puts(b, "id,status,moniker,network,version,software,channels,rpc_address,"
                       "net_address,first_seen,last_seen,latency_ms,addresses,versions\r\n");
     for (size_t i = 0; i < r->n_nodes; i++) {
         const r_node *n = &r->nodes[i];
         char num[3][24] = {"", "", ""};
         int64_t lat = -1;
-        crawl_buf addrs = {0}, vers = {0};
+        tm2__buf addrs = {0}, vers = {0};
         for (size_t k = 0; k < n->n_addrs; k++) {
             const r_addr *a = &r->addrs[n->addrs[k]];
-            crawl_buf_printf(&addrs, "%s%s=%s", k ? " " : "", a->addr, a->status);
+            tm2__buf_printf(&addrs, "%s%s=%s", k ? " " : "", a->addr, a->status);
             if (!strcmp(a->status, "reachable") && a->latency_ms >= 0 && (lat < 0 || a->latency_ms < lat))
                 lat = a->latency_ms;
         }
         for (size_t k = 0; k < n->n_versions; k++)
-            crawl_buf_printf(&vers, "%s%s=%s", k ? " " : "", n->versions[k].name,
+            tm2__buf_printf(&vers, "%s%s=%s", k ? " " : "", n->versions[k].name,
                              n->versions[k].version);
         if (n->verified) {
             snprintf(num[0], sizeof num[0], "%lld", (long long)n->first_seen);
@@ -686,50 +686,50 @@ static void export_csv(rep *r, crawl_buf *b)
         csv_field(b, vers.p, true);
         if (addrs.oom || vers.oom)
             b->oom = true;
-        crawl_buf_free(&addrs);
-        crawl_buf_free(&vers);
+        tm2__buf_free(&addrs);
+        tm2__buf_free(&vers);
     }
 }
 
-static void export_dot(rep *r, const crawl_report_opts *o, crawl_buf *b)
+static void export_dot(rep *r, const crawl_report_opts *o, tm2__buf *b)
 {
-    crawl_buf_puts(b, "digraph tm2 {\n  graph [label=");
+    tm2__buf_puts(b, "digraph tm2 {\n  graph [label=");
     crawl_esc_dot(b, r->network, strlen(r->network));
-    crawl_buf_puts(b, "];\n  node [shape=box, fontname=\"monospace\"];\n");
+    tm2__buf_puts(b, "];\n  node [shape=box, fontname=\"monospace\"];\n");
     for (size_t i = 0; i < r->n_nodes; i++) {
         const r_node *n = &r->nodes[i];
-        crawl_buf_puts(b, "  ");
+        tm2__buf_puts(b, "  ");
         crawl_esc_dot(b, n->id, strlen(n->id));
-        crawl_buf_puts(b, " [label=");
+        tm2__buf_puts(b, " [label=");
         /* moniker, short ID and status on three lines (DOT's \n). */
-        crawl_buf_puts(b, "\"");
+        tm2__buf_puts(b, "\"");
         if (n->verified) {
-            crawl_buf esc = {0};
+            tm2__buf esc = {0};
             crawl_esc_dot(&esc, n->moniker, strlen(n->moniker));
             if (esc.p)
-                crawl_buf_put(b, esc.p + 1, esc.n - 2);
-            crawl_buf_free(&esc);
-            crawl_buf_puts(b, "\\n");
+                tm2__buf_add(b, esc.p + 1, esc.len - 2);
+            tm2__buf_free(&esc);
+            tm2__buf_puts(b, "\\n");
         }
-        crawl_buf_put(b, n->id, strlen(n->id) > 12 ? 12 : strlen(n->id));
-        crawl_buf_printf(b, "...\\n%s\"", n->status);
+        tm2__buf_add(b, n->id, strlen(n->id) > 12 ? 12 : strlen(n->id));
+        tm2__buf_printf(b, "...\\n%s\"", n->status);
         const char *color = n->reachable ? "darkgreen" : !strcmp(n->status, "untrusted") ? "red" : "gray";
-        crawl_buf_printf(b, ", color=%s];\n", color);
+        tm2__buf_printf(b, ", color=%s];\n", color);
     }
     for (size_t i = 0; i < r->n_edges; i++) {
         const r_edge *e = &r->edges[i];
         if (!o->all_edges && !edge_current(r, e))
             continue;
-        crawl_buf_puts(b, "  ");
+        tm2__buf_puts(b, "  ");
         crawl_esc_dot(b, r->nodes[e->from].id, strlen(r->nodes[e->from].id));
-        crawl_buf_puts(b, " -> ");
+        tm2__buf_puts(b, " -> ");
         crawl_esc_dot(b, r->nodes[e->to].id, strlen(r->nodes[e->to].id));
-        crawl_buf_puts(b, ";\n");
+        tm2__buf_puts(b, ";\n");
     }
-    crawl_buf_puts(b, "}\n");
+    tm2__buf_puts(b, "}\n");
 }
 
-static int write_out(const char *path, const crawl_buf *b, char *err, size_t err_len)
+static int write_out(const char *path, const tm2__buf *b, char *err, size_t err_len)
 {
     if (b->oom) {
         snprintf(err, err_len, "out of memory");
@@ -740,7 +740,7 @@ static int write_out(const char *path, const crawl_buf *b, char *err, size_t err
         snprintf(err, err_len, "cannot write %s", path);
         return TM2_EIO;
     }
-    bool ok = !b->n || fwrite(b->p, 1, b->n, f) == b->n;
+    bool ok = !b->len || fwrite(b->p, 1, b->len, f) == b->len;
     ok = (f == stdout ? fflush(f) == 0 : fclose(f) == 0) && ok;
     if (!ok) {
         snprintf(err, err_len, "cannot write %s", path);
@@ -814,32 +814,32 @@ int crawl_report(const char *db_path, const crawl_report_opts *o, FILE *out, cha
     }
     classify(&r);
     if (out) {
-        crawl_buf b = {0};
+        tm2__buf b = {0};
         summary(&r, o, &b);
-        if (b.oom || (b.n && fwrite(b.p, 1, b.n, out) != b.n)) {
+        if (b.oom || (b.len && fwrite(b.p, 1, b.len, out) != b.len)) {
             snprintf(err, err_len, "cannot write the summary");
             e = TM2_EIO;
         }
         fflush(out);
-        crawl_buf_free(&b);
+        tm2__buf_free(&b);
     }
     if (!e && o->json_path) {
-        crawl_buf b = {0};
+        tm2__buf b = {0};
         export_json(&r, o, &b);
         e = write_out(o->json_path, &b, err, err_len);
-        crawl_buf_free(&b);
+        tm2__buf_free(&b);
     }
     if (!e && o->csv_path) {
-        crawl_buf b = {0};
+        tm2__buf b = {0};
         export_csv(&r, &b);
         e = write_out(o->csv_path, &b, err, err_len);
-        crawl_buf_free(&b);
+        tm2__buf_free(&b);
     }
     if (!e && o->dot_path) {
-        crawl_buf b = {0};
+        tm2__buf b = {0};
         export_dot(&r, o, &b);
         e = write_out(o->dot_path, &b, err, err_len);
-        crawl_buf_free(&b);
+        tm2__buf_free(&b);
     }
     rep_free(&r);
     return e;

@@ -214,10 +214,10 @@ static void check_conventions(const parsed *p)
     char **keys = calloc(p->n ? p->n : 1, sizeof *keys);
     assert_non_null(keys);
     for (size_t i = 0; i < p->n; i++) {
-        cli_buf b = {0};
-        cli_buf_puts(&b, p->s[i].name);
+        tm2__buf b = {0};
+        tm2__buf_puts(&b, p->s[i].name);
         for (size_t j = 0; j < p->s[i].n_labels; j++)
-            cli_buf_printf(&b, "|%s=%s", p->s[i].keys[j], p->s[i].vals[j]);
+            tm2__buf_printf(&b, "|%s=%s", p->s[i].keys[j], p->s[i].vals[j]);
         assert_false(b.oom);
         keys[i] = b.p;
     }
@@ -314,7 +314,7 @@ static cli_metrics_snap full_snap(tm2_node_info *ni, size_t n_peers)
 
 static char *write_text(const cli_metrics_snap *s)
 {
-    cli_buf b = {0};
+    tm2__buf b = {0};
     cli_metrics_write(s, &b);
     assert_false(b.oom);
     assert_non_null(b.p);
@@ -467,12 +467,12 @@ static void label_escaping(void **state)
         {"\x7f", "\"?\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cli_buf b = {0};
-        cli_buf_puts(&b, "x=");
+        tm2__buf b = {0};
+        tm2__buf_puts(&b, "x=");
         cli_metrics_label_value(&b, cases[i].in);
         assert_false(b.oom);
         assert_string_equal(b.p + 2, cases[i].out);
-        cli_buf_free(&b);
+        tm2__buf_free(&b);
     }
 }
 
@@ -526,7 +526,7 @@ static void crawl_families(void **state)
                          .queued = 5, .probes = 900, .verified = 870, .rounds_done = 12,
                          .sessions = 77, .answers = 75, .addrs_dropped = 4};
     for (int seed = 0; seed < 2; seed++) {
-        cli_buf b = {0};
+        tm2__buf b = {0};
         cli_crawl_metrics_write(&pr, seed, &b);
         assert_false(b.oom);
         parsed p;
@@ -538,7 +538,7 @@ static void crawl_families(void **state)
         if (seed)
             assert_true(value(&p, "tm2p2p_seed_answers_total", NULL, NULL) == 75);
         free(p.s);
-        cli_buf_free(&b);
+        tm2__buf_free(&b);
     }
 }
 
