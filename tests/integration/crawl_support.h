@@ -33,6 +33,7 @@
 #include "tm2p2p/peer.h"
 #include "tm2p2p/switch.h"
 #include "tv.h"
+#include "tvproc.h"
 
 #define CS static __attribute__((unused))
 #define CS_PROGRAM TM2_BINARY_DIR "/tm2p2p"
@@ -217,143 +218,25 @@ CS size_t cs_peer_set(cs_node *nodes, size_t n, size_t i, bool *out /* n entries
 
 /* ---- the program as a child process ------------------------------------------------ */
 
-typedef struct cs_proc {
-    pid_t pid;
-    int out_fd, err_fd;
-    char *out, *err;
-    size_t out_n, err_n;
-    int status;               /* exit code, -1 killed, -2 running */
-} cs_proc;
+typedef tv_proc cs_proc;
 
-CS void cs_start(cs_proc *p, const char *const *args)
-{
-    char *argv[64];
-    int n = 0;
-    argv[n++] = (char *)CS_PROGRAM;
-    for (; *args; args++) {
-        assert_true(n < 63);
-        argv[n++] = (char *)*args;
-    }
-    argv[n] = NULL;
-    int o[2], e[2];
-    assert_int_equal(pipe2(o, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(e, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    assert_int_equal(posix_spawn_file_actions_adddup2(&fa, o[1], 1), 0);
-    assert_int_equal(posix_spawn_file_actions_adddup2(&fa, e[1], 2), 0);
-    memset(p, 0, sizeof *p);
-    int r = posix_spawn(&p->pid, CS_PROGRAM, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (r != 0)
-        fail_msg("cannot run %s: %s", CS_PROGRAM, strerror(r));
-    close(o[1]);
-    close(e[1]);
-    p->out_fd = o[0];
-    p->err_fd = e[0];
-    p->out = calloc(1, 1);
-    p->err = calloc(1, 1);
-    assert_non_null(p->out);
-    assert_non_null(p->err);
-    p->status = -2;
-}
-
-static void cs_append(int *fd, char **buf, size_t *n)
-{
-    char tmp[8192];
-    ssize_t r = read(*fd, tmp, sizeof tmp);
-    if (r < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
-    if (r <= 0) {
-        close(*fd);
-        *fd = -1;
-        return;
-    }
-    char *b = realloc(*buf, *n + (size_t)r + 1);
-    assert_non_null(b);
-    memcpy(b + *n, tmp, (size_t)r);
-    *n += (size_t)r;
-    b[*n] = '\0';
-    *buf = b;
-    if (getenv("TM2_TEST_LOG"))
-        fwrite(tmp, 1, (size_t)r, stderr);
-}
-
-CS void cs_pump(cs_proc *p, int timeout_ms)
-{
-    struct pollfd pf[2] = {{.fd = p->out_fd, .events = POLLIN}, {.fd = p->err_fd, .events = POLLIN}};
-    if (p->out_fd < 0 && p->err_fd < 0)
-        return;
-    if (poll(pf, 2, timeout_ms) <= 0)
-        return;
-    if (p->out_fd >= 0 && (pf[0].revents & (POLLIN | POLLHUP)))
-        cs_append(&p->out_fd, &p->out, &p->out_n);
-    if (p->err_fd >= 0 && (pf[1].revents & (POLLIN | POLLHUP)))
-        cs_append(&p->err_fd, &p->err, &p->err_n);
-}
+CS void cs_start(cs_proc *p, const char *const *args) { tv_proc_start(p, CS_PROGRAM, args); }
+CS void cs_pump(cs_proc *p, int timeout_ms) { tv_proc_pump(p, timeout_ms); }
 
 /* The first stdout line (the program's listen address), waiting for it. */
 CS const char *cs_first_line(cs_proc *p, uint64_t timeout_ms)
 {
-    static char line[256];
-    uint64_t deadline = tv_now_ms() + timeout_ms;
-    for (;;) {
-        const char *nl = strchr(p->out, '\n');
-        if (nl) {
-            size_t n = (size_t)(nl - p->out);
-            assert_true(n < sizeof line);
-            memcpy(line, p->out, n);
-            line[n] = '\0';
-            return line;
-        }
-        if (tv_now_ms() > deadline || (p->out_fd < 0 && p->err_fd < 0))
-            fail_msg("no first line from the program; its stderr:\n%s", p->err);
-        cs_pump(p, 100);
-    }
+    return tv_proc_first_line(p, tv_now_ms() + timeout_ms);
 }
 
 /* Waits until the program's stderr holds text. */
 CS void cs_wait_err(cs_proc *p, const char *text, uint64_t timeout_ms)
 {
-    uint64_t deadline = tv_now_ms() + timeout_ms;
-    while (!strstr(p->err, text)) {
-        if (tv_now_ms() > deadline || (p->out_fd < 0 && p->err_fd < 0))
-            fail_msg("no '%s' from the program; its stderr:\n%s", text, p->err);
-        cs_pump(p, 100);
-    }
+    tv_proc_wait_line(p, text, NULL, tv_now_ms() + timeout_ms);
 }
 
-CS int cs_finish(cs_proc *p, uint64_t timeout_ms)
-{
-    uint64_t deadline = tv_now_ms() + timeout_ms;
-    while (p->out_fd >= 0 || p->err_fd >= 0) {
-        if (tv_now_ms() > deadline) {
-            kill(p->pid, SIGKILL);
-            fail_msg("the program did not finish in time; its stderr:\n%s", p->err);
-        }
-        cs_pump(p, 100);
-    }
-    int st;
-    assert_int_equal(waitpid(p->pid, &st, 0), p->pid);
-    p->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return p->status;
-}
-
-CS void cs_release(cs_proc *p)
-{
-    if (p->status == -2) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        p->status = -1;
-    }
-    if (p->out_fd >= 0)
-        close(p->out_fd);
-    if (p->err_fd >= 0)
-        close(p->err_fd);
-    free(p->out);
-    free(p->err);
-    memset(p, 0, sizeof *p);
-}
+CS int cs_finish(cs_proc *p, uint64_t timeout_ms) { return tv_proc_finish(p, tv_now_ms() + timeout_ms); }
+CS void cs_release(cs_proc *p) { tv_proc_release(p); }
 
 /* Runs the program to completion; fails unless it exits 0. */
 CS void cs_run_ok(const char *const *args, uint64_t timeout_ms)

@@ -22,19 +22,14 @@
 #include "tm2p2p/switch.h"
 #include "tm2p2p/version.h"
 #include "tv.h"
+#include "tvproc.h"
 
 #define PROGRAM TM2_BINARY_DIR "/tm2p2p"
 #define START_DEADLINE_MS 20000
 
 extern char **environ;
 
-typedef struct proc {
-    pid_t pid;
-    int out_fd, err_fd;        /* read ends; -1 once at EOF */
-    char *out, *err;           /* everything read so far, NUL-terminated */
-    size_t out_n, err_n;
-    int status;                /* exit code, -1 if killed, -2 while running */
-} proc;
+typedef tv_proc proc;
 
 typedef struct home {
     char dir[64];
@@ -95,128 +90,14 @@ static bool file_exists(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Starts the program with args (NULL-terminated); output goes to pipes. */
-static void start(proc *p, const char *const *args)
-{
-    char *argv[64];
-    int n = 0;
-    argv[n++] = (char *)PROGRAM;
-    for (; *args; args++) {
-        assert_true(n < 63);
-        argv[n++] = (char *)*args;
-    }
-    argv[n] = NULL;
-    int o[2], e[2];
-    assert_int_equal(pipe2(o, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(e, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
-    assert_int_equal(posix_spawn_file_actions_adddup2(&fa, o[1], 1), 0);
-    assert_int_equal(posix_spawn_file_actions_adddup2(&fa, e[1], 2), 0);
-    memset(p, 0, sizeof *p);
-    int r = posix_spawn(&p->pid, PROGRAM, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (r != 0)
-        fail_msg("cannot run %s: %s", PROGRAM, strerror(r));
-    close(o[1]);
-    close(e[1]);
-    p->out_fd = o[0];
-    p->err_fd = e[0];
-    p->out = calloc(1, 1);
-    p->err = calloc(1, 1);
-    assert_non_null(p->out);
-    assert_non_null(p->err);
-    p->status = -2;
-}
+/* The program with args (NULL-terminated); output goes to pipes. */
+static void start(proc *p, const char *const *args) { tv_proc_start(p, PROGRAM, args); }
 
 #define START(p, ...) start(p, (const char *const[]){__VA_ARGS__, NULL})
-
-static void append(int *fd, char **buf, size_t *n)
-{
-    char tmp[4096];
-    ssize_t r = read(*fd, tmp, sizeof tmp);
-    if (r < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
-    if (r <= 0) {
-        close(*fd);
-        *fd = -1;
-        return;
-    }
-    char *b = realloc(*buf, *n + (size_t)r + 1);
-    assert_non_null(b);
-    memcpy(b + *n, tmp, (size_t)r);
-    *n += (size_t)r;
-    b[*n] = '\0';
-    *buf = b;
-}
-
-/* Reads whatever the child wrote, waiting up to timeout_ms for more. */
-static void pump(proc *p, int timeout_ms)
-{
-    struct pollfd pf[2] = {{.fd = p->out_fd, .events = POLLIN}, {.fd = p->err_fd, .events = POLLIN}};
-    if (p->out_fd < 0 && p->err_fd < 0)
-        return;
-    if (poll(pf, 2, timeout_ms) <= 0)
-        return;
-    if (p->out_fd >= 0 && (pf[0].revents & (POLLIN | POLLHUP)))
-        append(&p->out_fd, &p->out, &p->out_n);
-    if (p->err_fd >= 0 && (pf[1].revents & (POLLIN | POLLHUP)))
-        append(&p->err_fd, &p->err, &p->err_n);
-}
-
-/* Waits until the child's stderr has a line holding every non-NULL
- * fragment; returns that line (static buffer). Fails at the deadline. */
-static const char *wait_line(proc *p, const char *f1, const char *f2, uint64_t deadline_ms)
-{
-    static char line[2048];
-    for (;;) {
-        const char *s = p->err;
-        while (*s) {
-            const char *e = strchr(s, '\n');
-            if (!e)
-                break;
-            size_t n = (size_t)(e - s) < sizeof line - 1 ? (size_t)(e - s) : sizeof line - 1;
-            memcpy(line, s, n);
-            line[n] = '\0';
-            if (strstr(line, f1) && (!f2 || strstr(line, f2)))
-                return line;
-            s = e + 1;
-        }
-        if (tv_now_ms() > deadline_ms || (p->out_fd < 0 && p->err_fd < 0))
-            fail_msg("no line with '%s' '%s' from the node; its stderr:\n%s", f1, f2 ? f2 : "", p->err);
-        pump(p, 100);
-    }
-}
-
-/* Reads to EOF and reaps the child. */
-static int finish(proc *p, uint64_t deadline_ms)
-{
-    while (p->out_fd >= 0 || p->err_fd >= 0) {
-        if (tv_now_ms() > deadline_ms) {
-            kill(p->pid, SIGKILL);
-            fail_msg("the program did not finish in time; its stderr:\n%s", p->err);
-        }
-        pump(p, 100);
-    }
-    int st;
-    assert_int_equal(waitpid(p->pid, &st, 0), p->pid);
-    p->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return p->status;
-}
-
-static void release(proc *p)
-{
-    if (p->status == -2) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-    }
-    if (p->out_fd >= 0)
-        close(p->out_fd);
-    if (p->err_fd >= 0)
-        close(p->err_fd);
-    free(p->out);
-    free(p->err);
-}
+#define pump tv_proc_pump
+#define wait_line tv_proc_wait_line
+#define finish tv_proc_finish
+#define release tv_proc_release
 
 /* Runs to completion; returns the exit code. */
 static int run(proc *p, const char *const *args)

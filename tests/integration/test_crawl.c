@@ -136,11 +136,19 @@ static void map_equals_ground_truth(void **state)
 {
     world *w = *state;
     bool before[N_NODES][N_NODES], after[N_NODES][N_NODES];
-    snapshot(w, before);
-    crawl_once(w, "24h");
-    snapshot(w, after);
-    /* The network held still while it was crawled. */
-    assert_memory_equal(before, after, sizeof before);
+    /* The ground truth holds only if the network held still while it was
+     * crawled; on a loaded machine discovery may still be moving a link, and
+     * then the map is made again from nothing. */
+    for (int attempt = 0;; attempt++) {
+        snapshot(w, before);
+        crawl_once(w, "24h");
+        snapshot(w, after);
+        if (!memcmp(before, after, sizeof before))
+            break;
+        if (attempt == 4)
+            fail_msg("the network kept changing under five crawls");
+        cs_rmdir(w->home);
+    }
 
     cJSON *rep = report(w);
     assert_string_equal(cs_str(rep, "network"), NETWORK);
