@@ -403,6 +403,7 @@ static const char *event_name(tm2_event_type t)
     case TM2_EVENT_DIAL_FAILED: return "dial failed";
     case TM2_EVENT_PEER_REJECTED: return "peer rejected";
     case TM2_EVENT_PEER_REPLACED: return "peer connection replaced";
+    case TM2_EVENT_PEER_BANNED: return "peer banned";
     }
     return "event";
 }
