@@ -267,13 +267,14 @@ TM2_API bool tm2_switch_is_unconditional(const tm2_switch *sw, const tm2_id *id)
  * peers it matches are stopped with TM2_EBANNED; while it lasts the IP is
  * refused at accept, before any handshake, the ID after its handshake, and
  * neither is dialled. Publishes TM2_EVENT_PEER_BANNED and schedules a save
- * of the ban file. reason may be NULL. Any thread, before start and after
- * stop too (the list then waits for the next start, or for stop, to be
- * saved). 0, TM2_EINVAL (not a target; or duration 0 with ban_duration_ms
- * 0) or TM2_ENOMEM. */
+ * of the ban file (a switch not running saves it when it starts, or in
+ * tm2_switch_stop / tm2_switch_free). reason may be NULL. Any thread.
+ * 0, TM2_EINVAL (not a target; or duration 0 while ban_duration_ms is 0)
+ * or TM2_ENOMEM. */
 TM2_API int tm2_switch_ban(tm2_switch *sw, const char *target, uint64_t duration_ms,
                            const char *reason);
-/* Lifts the ban on target. 0, TM2_EINVAL or TM2_ENOTFOUND. Any thread. */
+/* Lifts the ban on target (and schedules a save). 0, TM2_EINVAL or
+ * TM2_ENOTFOUND. Any thread. */
 TM2_API int tm2_switch_unban(tm2_switch *sw, const char *target);
 /* Copies up to cap active bans to out (latest expiry first, "never" first
  * of all); returns the number active, which may exceed cap. out may be

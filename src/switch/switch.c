@@ -1254,6 +1254,7 @@ void tm2_switch_free(tm2_switch *sw)
     if (!stopped)
         return;   /* called on the network thread: refused */
     drain_commands(sw);
+    tm2__sw_bans_save_sync(sw);   /* bans made after stop */
     tm2__events_free(sw->events);
     tm2__bans_free(&sw->bans);
     tm2__dialq_free(&sw->dialq);

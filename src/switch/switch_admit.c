@@ -78,7 +78,8 @@ static size_t inbound_used(const tm2_switch *sw)
 static bool reserved_missing(tm2_switch *sw)
 {
     for (size_t i = 0; i < sw->n_uncond; i++)
-        if (!tm2__peer_set_has(&sw->peers, &sw->uncond_ids[i]))
+        if (strcmp(sw->uncond_ids[i].s, sw->id.s) != 0 &&
+            !tm2__peer_set_has(&sw->peers, &sw->uncond_ids[i]))
             return true;
     for (size_t i = 0; i < sw->n_persistent; i++)
         if (!tm2__peer_set_has(&sw->peers, &sw->persistent[i].id))
