@@ -59,8 +59,8 @@ TM2_API int tm2_ban_target_format(const tm2_ban *b, char *buf, size_t cap);
 /* Reads a ban file: *out (malloc'd, free() it; NULL when empty) and *n.
  * Entries beyond TM2_BANS_MAX are dropped (the ones expiring first).
  * Returns 0, TM2_ENOTFOUND (no file: *n is 0), TM2_EDECODE (not a ban file),
- * TM2_ETOOBIG (over 4 MiB), TM2_EIO or TM2_ENOMEM; why (may be NULL) then
- * says what. */
+ * TM2_ETOOBIG (over 4 MiB, or over 4 * TM2_BANS_MAX entries), TM2_EIO or
+ * TM2_ENOMEM; why (may be NULL) then says what. */
 TM2_API int tm2_ban_file_load(const char *path, tm2_ban **out, size_t *n, char *why,
                               size_t why_len);
 

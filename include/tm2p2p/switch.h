@@ -107,8 +107,9 @@ typedef struct tm2_switch_config {
     size_t n_private_peer_ids;
 
     /* ---- Admission, limits, eviction, bans (defaults in tm2p2p/defaults.h).
-     * "Local" addresses below are those that are not publicly routable:
-     * loopback, 0.0.0.0/8, RFC 1918, link-local, unique local. */
+     * "Local" addresses below are those not reachable from the internet:
+     * loopback, 0.0.0.0/8, RFC 1918, link-local, unique local, shared
+     * (100.64.0.0/10) and benchmarking (198.18.0.0/15) ranges. */
 
     /* Unconditional peers (CometBFT's unconditional_peer_ids): always
      * admitted and dialled, even when the inbound or outbound side is full;
@@ -250,7 +251,10 @@ TM2_API size_t tm2_switch_peers(tm2_switch *sw, tm2_peer **out, size_t cap);
 /* Counts of connected inbound and outbound peers and queued dials. */
 TM2_API void tm2_switch_counts(tm2_switch *sw, size_t *inbound, size_t *outbound, size_t *dialing);
 
-/* Disconnects p with reason err (a persistent peer is redialled). */
+/* Disconnects p with reason err (a persistent peer is redialled). A
+ * misbehaviour code (TM2_EPROTO, TM2_ECHANNEL, TM2_EMSGSIZE, TM2_EABUSE,
+ * TM2_EFRAME or a decoding error) also bans its ID and IP for
+ * ban_duration_ms (see the config). */
 TM2_API void tm2_switch_stop_peer_for_error(tm2_switch *sw, tm2_peer *p, int err);
 
 /* Whether id is one of the private peer IDs, the persistent peers or the

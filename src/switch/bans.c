@@ -193,6 +193,11 @@ int tm2_ban_file_load(const char *path, tm2_ban **out, size_t *n, char *why, siz
         return fail(TM2_EDECODE, why, why_len, "%s has no \"bans\" list", path);
     }
     size_t total = (size_t)cJSON_GetArraySize(list);
+    if (total > 4u * TM2_BANS_MAX) {
+        cJSON_Delete(root);
+        return fail(TM2_ETOOBIG, why, why_len, "%s holds %zu bans, more than %u", path, total,
+                    4u * TM2_BANS_MAX);
+    }
     tm2_ban *b = total ? calloc(total, sizeof *b) : NULL;
     if (total && !b) {
         cJSON_Delete(root);

@@ -5,7 +5,14 @@
 
 bool tm2__addr_is_local(const tm2_netaddr *a)
 {
-    return tm2_netaddr_is_local(a) || tm2_netaddr_is_private(a) || tm2_netaddr_is_unspecified(a);
+    if (tm2_netaddr_is_local(a) || tm2_netaddr_is_private(a) || tm2_netaddr_is_unspecified(a))
+        return true;
+    if (!tm2_netaddr_is_ipv4(a))
+        return false;
+    const uint8_t *v4 = a->ip + 12;
+    /* Shared address space (RFC 6598, carrier-grade NAT) and the
+     * benchmarking range (RFC 2544): not reachable from the internet. */
+    return (v4[0] == 100 && (v4[1] & 0xc0) == 64) || (v4[0] == 198 && (v4[1] & 0xfe) == 18);
 }
 
 void tm2__group_key_of(const tm2_netaddr *a, int by, bool group_local, tm2__group_key *out)

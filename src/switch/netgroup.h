@@ -4,10 +4,11 @@
  * /48: the accept-rate and per-subnet rules) or a network group (IPv4 /16,
  * IPv6 /32: outbound diversity and eviction, Bitcoin Core's netgroup).
  * IPv4-mapped addresses are grouped as IPv4. Addresses that are not
- * publicly routable (loopback, 0.0.0.0/8, RFC 1918, link-local, unique
- * local; tm2_netaddr_is_local or tm2_netaddr_is_private) form one group of
- * their own, "local", unless the caller asks for them to be grouped like
- * public ones (limit_local_addrs).
+ * reachable from the internet (loopback, 0.0.0.0/8, RFC 1918, link-local,
+ * unique local, shared 100.64.0.0/10, benchmarking 198.18.0.0/15;
+ * tm2_netaddr_is_local or tm2_netaddr_is_private, and the last two) form
+ * one group of their own, "local", unless the caller asks for them to be
+ * grouped like public ones (limit_local_addrs).
  *
  * Thread rules: none (pure functions of their arguments). */
 #ifndef TM2_SWITCH_NETGROUP_H

@@ -56,6 +56,16 @@ static void groups(void **state)
     assert_true(tm2__addr_is_local(&a));
     a = ip("8.8.8.8");
     assert_false(tm2__addr_is_local(&a));
+    a = ip("100.64.1.1");
+    assert_true(tm2__addr_is_local(&a));
+    a = ip("100.128.1.1");
+    assert_false(tm2__addr_is_local(&a));
+    a = ip("198.19.0.1");
+    assert_true(tm2__addr_is_local(&a));
+    a = ip("198.20.0.1");
+    assert_false(tm2__addr_is_local(&a));
+    a = ip("fd00::1");
+    assert_true(tm2__addr_is_local(&a));
     assert_true(same_group("127.0.0.1", "192.168.7.7", TM2__BY_IP, false));
     assert_true(same_group("127.0.0.1", "::1", TM2__BY_NETGROUP, false));
     assert_false(same_group("127.0.0.1", "8.8.8.8", TM2__BY_NETGROUP, false));
