@@ -16,11 +16,19 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conn/packet.h"
 #include "net/sc_stream.h"
 #include "test_switch_support.h"
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* ---- raw clients ------------------------------------------------------------------ */
 
@@ -815,6 +823,67 @@ static void test_ban_misbehaviour(void **state)
     rmdir(dir);
 }
 
+typedef struct redial_want {
+    node *hub;
+    size_t failed;
+} redial_want;
+
+/* The dial to the hub failed once more, or connected. */
+static bool pred_failed_or_in(node *n, void *arg)
+{
+    redial_want *w = arg;
+    return npeers(n) > 0 || count_evs(n, TM2_EVENT_DIAL_FAILED, 1, &w->hub->addr.id) >= w->failed;
+}
+
+/* A ban for misbehaviour ends with ban_duration: the peer, redialling,
+ * is refused at accept until then and connects after. */
+static void test_ban_expires(void **state)
+{
+    (void)state;
+    ban_cfg_arg ba = {NULL, 1000};
+    node *hub = node_new(0, &(node_opts){.limit_local = true, .bind_ip = "127.8.0.5",
+                                         .tweak = ban_cfg, .tweak_arg = &ba});
+    hub->kill_on_receive = true;
+    node *r = node_new(42, &(node_opts){.bind_ip = "127.0.15.1"});
+    dial(r, hub);
+    wait_peers(r, 1, 10000);
+    tm2_peer *hp = peer_of(r, &hub->addr.id);
+    assert_non_null(hp);
+    uint8_t bad[4] = {0xee};
+    assert_int_equal(tm2_peer_send(hp, CH_B, bad, sizeof bad, 5000), 0);
+    tm2_peer_unref(hp);
+    wait_evs(hub, TM2_EVENT_PEER_BANNED, TM2_EPROTO, &r->addr.id, 1, 10000);
+    uint64_t t0 = tv_now_ms();
+    tm2_ban b[2];
+    assert_int_equal(tm2_switch_bans(hub->sw, b, 2), 2);
+    int64_t until = b[0].expires_unix_ms;
+    assert_true(until - b[0].created_unix_ms == 1000);
+    wait_peers(r, 0, 10000);
+    wait_peers(hub, 0, 10000);
+    hub->kill_on_receive = false;
+    /* Redialled after each failure, with 50 ms of waiting on events in
+     * between, until the ban is over. */
+    int64_t first = wall_ms();
+    while (!has_peer(hub, r)) {
+        assert_true(tv_now_ms() - t0 < 10000);
+        size_t failed = count_evs(r, TM2_EVENT_DIAL_FAILED, 1, &hub->addr.id);
+        dial(r, hub);
+        redial_want w = {hub, failed + 1};
+        assert_true(wait_node(r, 10000, pred_failed_or_in, &w));
+        if (npeers(r) == 0)
+            (void)wait_node(hub, 50, pred_never, NULL);
+    }
+    wait_peers(hub, 1, 10000);
+    /* Not before the end; and refused at accept while it lasted (unless
+     * the machine was so slow that the first try came after it). */
+    assert_true(wall_ms() >= until);
+    if (first < until)
+        assert_true(refused(hub, TM2_REFUSED_BANNED) >= 1);
+    assert_int_equal(tm2_switch_bans(hub->sw, NULL, 0), 0);
+    node_free(r);
+    node_free(hub);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -827,6 +896,7 @@ int main(void)
         cmocka_unit_test(test_flood_cannot_lock_inbound),
         cmocka_unit_test(test_unconditional),
         cmocka_unit_test(test_ban_misbehaviour),
+        cmocka_unit_test(test_ban_expires),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
