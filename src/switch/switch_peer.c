@@ -137,9 +137,10 @@ void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *te
     p->reason_text = strndup(text, TM2__SW_REASON_LEN - 1);
     /* No callback of this connection follows but on_close. */
     tm2__mcs_close(&p->conn->mcs);
-    tm2__sw_ban_misbehaving(sw, p, reason, p->reason_text);
     if (!p->in_add)
         finish_remove(sw, p);
+    /* After the disconnect, so a subscriber sees the peer gone first. */
+    tm2__sw_ban_misbehaving(sw, p, reason, p->reason_text);
 }
 
 /* ---- release ---------------------------------------------------------------------------- */
