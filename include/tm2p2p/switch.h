@@ -63,12 +63,14 @@ typedef struct tm2_switch_config {
     const char *rpc_address;          /* NodeInfo Other.RPCAddress; NULL: "" */
     const char *tx_index;             /* NodeInfo Other.TxIndex; NULL: "off" */
 
-    /* Inbound peers (40). Persistent peers count too; only a persistent
-     * peer's connection replacing its own in a simultaneous open passes a
-     * full inbound side, as in the reference. */
+    /* Inbound peers (40). Persistent peers count too, and pass a full
+     * inbound side (taking an evicted peer's place when evict_inbound finds
+     * one, else over the cap; the reference refuses them); unconditional
+     * peers are neither counted nor limited. */
     uint32_t max_inbound;
     /* Outbound peers (10). Persistent peers count towards it, as in the
-     * reference, but are dialled even when it is reached. */
+     * reference, but are dialled even when it is reached; unconditional
+     * peers are neither counted nor limited. */
     uint32_t max_outbound;
     uint32_t max_pending_inbound;     /* handshakes in flight from accepted sockets (64), > 0 */
     uint32_t handshake_timeout_ms;    /* secret connection + NodeInfo, each (3000), > 0 */
