@@ -12,6 +12,7 @@
 #include "tm2p2p/log.h"
 #include "tm2p2p/events.h"
 #include "tm2p2p/stats.h"
+#include "tm2p2p/ban.h"
 #include "tm2p2p/switch.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/version.h"

@@ -50,6 +50,26 @@
 #define TM2_DEFAULT_REDIAL_SCAN_MS          5000u         /* missing persistent peers re-queued */
 #define TM2_DEFAULT_SEED_INTERVAL_MS        30000u        /* seed dial rounds */
 
+/* Admission, limits, eviction and bans (tm2p2p/switch.h says what each
+ * does; the config.toml keys carry the same names). */
+#define TM2_DEFAULT_MAX_PENDING_INBOUND_PER_IP 4u         /* handshakes in flight from one IP */
+#define TM2_DEFAULT_ACCEPT_IP_RATE          12u           /* sockets a minute from one IP */
+#define TM2_DEFAULT_ACCEPT_IP_BURST         12u
+#define TM2_DEFAULT_ACCEPT_SUBNET_RATE      60u           /* from one /24 (IPv6 /48) */
+#define TM2_DEFAULT_ACCEPT_SUBNET_BURST     60u
+#define TM2_DEFAULT_MAX_INBOUND_PER_IP      4u            /* with allow_duplicate_ip */
+#define TM2_DEFAULT_MAX_INBOUND_PER_SUBNET  8u
+#define TM2_DEFAULT_OUTBOUND_DIVERSITY      1             /* one outbound peer per /16 (/32) */
+#define TM2_DEFAULT_EVICT_INBOUND           1
+#define TM2_DEFAULT_EVICT_PROTECT_GROUPS    4u
+#define TM2_DEFAULT_EVICT_PROTECT_ACTIVE    4u
+#define TM2_DEFAULT_EVICT_PROTECT_OLDEST_PCT 50u
+#define TM2_DEFAULT_BAN_DURATION_MS         3600000u      /* 1 h; 0: no bans for misbehaviour */
+#define TM2_DEFAULT_BAN_FILE                "data/bans.json"   /* the program's, in its home */
+#define TM2_DEFAULT_LIMIT_LOCAL_ADDRS       0
+/* Groups each accept-rate table remembers (fixed memory, stalest out). */
+#define TM2_ACCEPT_TABLE_ENTRIES            4096u
+
 /* Discovery (peer exchange) figures. */
 #define TM2_DEFAULT_PEX_INTERVAL_MS         3000u
 #define TM2_DEFAULT_PEX_ABUSE_LIMIT         10u

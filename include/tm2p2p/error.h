@@ -73,6 +73,10 @@ extern "C" {
 #define TM2_ELIMIT        (-77)  /* inbound or outbound peer limit reached */
 #define TM2_ECONNREFUSED  (-78)  /* remote refused the TCP connection */
 #define TM2_EREJECTED     (-79)  /* peer rejected by policy */
+#define TM2_EEVICTED      (-80)  /* inbound peer evicted to make room for another */
+#define TM2_EBANNED       (-81)  /* peer ID or address banned */
+#define TM2_ENETGROUP     (-82)  /* an outbound peer of the same network group is connected */
+#define TM2_EABUSE        (-83)  /* peer abused a protocol (requests too often) */
 
 /* A human-readable name of an error code ("invalid argument", ...). */
 TM2_API const char *tm2_strerror(int err);

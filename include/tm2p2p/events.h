@@ -30,9 +30,14 @@ typedef enum tm2_event_type {
      * connection in the other direction (outbound says which one is kept).
      * Reactors see no removal and no second add. */
     TM2_EVENT_PEER_REPLACED     = 1u << 4,
+    /* A ban was made (tm2_switch_ban, or misbehaviour: reason is the
+     * offence). peer_id is set for an ID ban, addr's IP (port 0) for an IP
+     * ban; a misbehaving peer's ban names both. reason_text says what and
+     * for how long. */
+    TM2_EVENT_PEER_BANNED       = 1u << 5,
 } tm2_event_type;
 
-#define TM2_EVENT_ALL 0x1fu
+#define TM2_EVENT_ALL 0x3fu
 #define TM2_EVENT_REASON_LEN 160
 
 /* Carried by value: nothing in it points elsewhere. */

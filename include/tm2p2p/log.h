@@ -29,7 +29,8 @@ typedef struct tm2_log_field {
 } tm2_log_field;
 
 /* Called on the network thread (or the caller's thread for errors of
- * tm2_switch_new/start); must not block for long. Everything it is given is
+ * tm2_switch_new/start, and for the ban file written by tm2_switch_stop);
+ * must not block for long. Everything it is given is
  * valid during the call only. */
 typedef void (*tm2_log_fn)(void *user, tm2_log_level level, const char *msg,
                            const tm2_log_field *fields, size_t n_fields);

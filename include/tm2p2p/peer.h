@@ -38,6 +38,8 @@ TM2_API void tm2_peer_socket_addr(const tm2_peer *p, tm2_netaddr *out);
 TM2_API bool tm2_peer_is_outbound(const tm2_peer *p);
 TM2_API bool tm2_peer_is_persistent(const tm2_peer *p);
 TM2_API bool tm2_peer_is_private(const tm2_peer *p);
+/* One of the switch's unconditional_peer_ids. */
+TM2_API bool tm2_peer_is_unconditional(const tm2_peer *p);
 /* False once the peer is stopping or gone. */
 TM2_API bool tm2_peer_is_running(const tm2_peer *p);
 /* The peer's NodeInfo, owned by the peer, valid while you hold a reference. */

@@ -36,6 +36,32 @@ typedef enum tm2_handshake_stage {
 } tm2_handshake_stage;
 #define TM2_STAGES 6
 
+/* Why an inbound socket was closed at accept, before any handshake work;
+ * index of inbound_refused. tm2_refusal_name gives the label. */
+typedef enum tm2_refusal {
+    TM2_REFUSED_FULL = 0,        /* inbound full, nothing to evict, no slot for a missing
+                                    unconditional or persistent peer */
+    TM2_REFUSED_PENDING_IP = 1,  /* max_pending_inbound_per_ip handshakes from its IP */
+    TM2_REFUSED_RATE_IP = 2,     /* accept_ip_rate */
+    TM2_REFUSED_RATE_SUBNET = 3, /* accept_subnet_rate */
+    TM2_REFUSED_PER_IP = 4,      /* max_inbound_per_ip peers from its IP */
+    TM2_REFUSED_PER_SUBNET = 5,  /* max_inbound_per_subnet peers from its subnet */
+    TM2_REFUSED_BANNED = 6,      /* its IP is banned */
+} tm2_refusal;
+#define TM2_REFUSALS 7
+
+/* Why an inbound peer was evicted; index of evicted. */
+typedef enum tm2_eviction {
+    TM2_EVICTED_NEWCOMER = 0,    /* room for a newcomer from a network group not yet held */
+    TM2_EVICTED_PERSISTENT = 1,  /* room for a persistent peer */
+} tm2_eviction;
+#define TM2_EVICTIONS 2
+
+/* "full", "pending_ip", "rate_ip", "rate_subnet", "per_ip", "per_subnet",
+ * "banned"; "newcomer", "persistent"; "?" for anything else. */
+TM2_API const char *tm2_refusal_name(int refusal);
+TM2_API const char *tm2_eviction_name(int eviction);
+
 /* Messages are counted when a send queue takes them (sent) and when they
  * are handed to the reactor (received); bytes are message bytes. */
 typedef struct tm2_channel_counts {
@@ -50,6 +76,8 @@ typedef struct tm2_switch_counters {
     /* Now. */
     uint32_t peers_inbound, peers_outbound;
     uint32_t peers_persistent, peers_private;    /* among the above */
+    uint32_t peers_unconditional;                /* among the above */
+    uint32_t bans_active;                /* bans in force */
     uint32_t dials_queued, dials_in_flight;
     uint32_t handshakes_inbound, handshakes_outbound;   /* upgrades in flight */
 
@@ -61,6 +89,9 @@ typedef struct tm2_switch_counters {
     uint64_t dials_failed[TM2_STATS_REASONS];         /* by reason */
     uint64_t inbound_accepted;           /* sockets taken into a handshake */
     uint64_t inbound_dropped;            /* closed at accept: too many handshakes in flight */
+    uint64_t inbound_refused[TM2_REFUSALS];           /* closed at accept, by tm2_refusal */
+    uint64_t evicted[TM2_EVICTIONS];                  /* inbound peers evicted, by tm2_eviction */
+    uint64_t bans_total;                 /* bans made (by misbehaviour or tm2_switch_ban) */
     uint64_t handshakes_ok;              /* both directions */
     uint64_t handshakes_failed[TM2_STAGES];           /* by stage */
     uint64_t rejected[TM2_STATS_REASONS];             /* inbound peers refused, by reason */

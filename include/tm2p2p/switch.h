@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tm2p2p/ban.h"
 #include "tm2p2p/channel.h"
 #include "tm2p2p/error.h"
 #include "tm2p2p/events.h"
@@ -62,12 +63,14 @@ typedef struct tm2_switch_config {
     const char *rpc_address;          /* NodeInfo Other.RPCAddress; NULL: "" */
     const char *tx_index;             /* NodeInfo Other.TxIndex; NULL: "off" */
 
-    /* Inbound peers (40). Persistent peers count too; only a persistent
-     * peer's connection replacing its own in a simultaneous open passes a
-     * full inbound side, as in the reference. */
+    /* Inbound peers (40). Persistent peers count too, and pass a full
+     * inbound side (taking an evicted peer's place when evict_inbound finds
+     * one, else over the cap; the reference refuses them); unconditional
+     * peers are neither counted nor limited. */
     uint32_t max_inbound;
     /* Outbound peers (10). Persistent peers count towards it, as in the
-     * reference, but are dialled even when it is reached. */
+     * reference, but are dialled even when it is reached; unconditional
+     * peers are neither counted nor limited. */
     uint32_t max_outbound;
     uint32_t max_pending_inbound;     /* handshakes in flight from accepted sockets (64), > 0 */
     uint32_t handshake_timeout_ms;    /* secret connection + NodeInfo, each (3000), > 0 */
@@ -104,6 +107,74 @@ typedef struct tm2_switch_config {
     /* Private peers are never shared by discovery. */
     const tm2_id *private_peer_ids;
     size_t n_private_peer_ids;
+
+    /* ---- Admission, limits, eviction, bans (defaults in tm2p2p/defaults.h).
+     * "Local" addresses below are those not reachable from the internet:
+     * loopback, 0.0.0.0/8, RFC 1918, link-local, unique local, shared
+     * (100.64.0.0/10) and benchmarking (198.18.0.0/15) ranges. */
+
+    /* Unconditional peers (CometBFT's unconditional_peer_ids): always
+     * admitted and dialled, even when the inbound or outbound side is full;
+     * never evicted, never banned for misbehaviour; exempt from every limit
+     * below and from allow_duplicate_ip, and not counted towards
+     * max_inbound / max_outbound. Per-address rules that run before a
+     * handshake (rates, the per-IP handshake cap, IP bans) see only an
+     * address and apply to them too. */
+    const tm2_id *unconditional_peer_ids;
+    size_t n_unconditional_peer_ids;
+    /* Handshakes in flight from one IP (4); 0: no cap. Counted before the
+     * handshake; a socket over it is closed at once. */
+    uint32_t max_pending_inbound_per_ip;
+    /* Accepted sockets per minute from one IP (12, bursts of 12) and from
+     * one subnet, IPv4 /24 or IPv6 /48 (60, bursts of 60): token buckets;
+     * a socket without a token is closed at once. rate 0: no limit; burst
+     * must then be > 0 where the rate is. */
+    uint32_t accept_ip_rate, accept_ip_burst;
+    uint32_t accept_subnet_rate, accept_subnet_burst;
+    /* Inbound peers from one IP (4; applies when allow_duplicate_ip is on,
+     * otherwise the reference's rule allows one) and from one subnet
+     * (/24, /48: 8). 0: no limit. Persistent and unconditional peers are
+     * neither limited nor counted. */
+    uint32_t max_inbound_per_ip;
+    uint32_t max_inbound_per_subnet;
+    /* No two outbound peers from one network group (IPv4 /16, IPv6 /32;
+     * Bitcoin Core's rule) (true): a dial into a group an outbound peer or
+     * dial already holds fails with TM2_ENETGROUP. Persistent and
+     * unconditional peers are dialled regardless (and hold their group). */
+    bool outbound_diversity;
+    /* Inbound eviction (true): when the inbound side is full, a newcomer
+     * from a network group no inbound peer holds, or a persistent peer,
+     * takes the place of an evicted peer (see evict_protect_*; reason
+     * TM2_EEVICTED). Without a victim the newcomer is refused (a persistent
+     * peer is then admitted over the cap). */
+    bool evict_inbound;
+    /* Protected from eviction: the oldest peer of each of up to this many
+     * network groups (4), the peers that most recently delivered a reactor
+     * message (4), and this percentage of the rest connected longest (50). */
+    uint32_t evict_protect_groups;
+    uint32_t evict_protect_active;
+    uint32_t evict_protect_oldest_pct;   /* <= 100 */
+    /* Misbehaviour (a protocol violation, a malformed message, an unknown
+     * channel, an oversized message, discovery abuse: TM2_EPROTO,
+     * TM2_ECHANNEL, TM2_EMSGSIZE, TM2_EABUSE, decoding errors, TM2_EFRAME)
+     * after the handshake stops the peer and bans its ID and IP for this
+     * long (3600000 = 1 h); 0: no bans for misbehaviour. Persistent and
+     * unconditional peers are not banned, nor a local IP (the ID is) unless
+     * limit_local_addrs. */
+    uint64_t ban_duration_ms;
+    /* Where bans are kept across restarts (tm2p2p/ban.h), e.g.
+     * "<home>/data/bans.json"; NULL: in memory only. Read by tm2_switch_new
+     * (a file that does not parse is moved to "<file>.corrupt" and the list
+     * starts empty), written after each change off the network thread and
+     * by tm2_switch_stop. */
+    const char *ban_file;
+    /* false (the default): local addresses are exempt from the per-IP and
+     * per-subnet rules above (handshake cap, rates, peer limits, outbound
+     * diversity), all form one network group for eviction, and a
+     * misbehaving peer's ban takes its ID only (a local IP is often shared
+     * by every node of a test network). true: they are grouped like public
+     * addresses (127.1.2.3 in 127.1.2.0/24 and 127.1.0.0/16). */
+    bool limit_local_addrs;
 
     tm2_mconn_config mconn;           /* tm2_mconn_config_default() */
 
@@ -182,7 +253,10 @@ TM2_API size_t tm2_switch_peers(tm2_switch *sw, tm2_peer **out, size_t cap);
 /* Counts of connected inbound and outbound peers and queued dials. */
 TM2_API void tm2_switch_counts(tm2_switch *sw, size_t *inbound, size_t *outbound, size_t *dialing);
 
-/* Disconnects p with reason err (a persistent peer is redialled). */
+/* Disconnects p with reason err (a persistent peer is redialled). A
+ * misbehaviour code (TM2_EPROTO, TM2_ECHANNEL, TM2_EMSGSIZE, TM2_EABUSE,
+ * TM2_EFRAME or a decoding error) also bans its ID and IP for
+ * ban_duration_ms (see the config). */
 TM2_API void tm2_switch_stop_peer_for_error(tm2_switch *sw, tm2_peer *p, int err);
 
 /* Whether id is one of the private peer IDs, the persistent peers or the
@@ -190,6 +264,28 @@ TM2_API void tm2_switch_stop_peer_for_error(tm2_switch *sw, tm2_peer *p, int err
 TM2_API bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id);
 TM2_API bool tm2_switch_is_persistent(const tm2_switch *sw, const tm2_id *id);
 TM2_API bool tm2_switch_is_seed(const tm2_switch *sw, const tm2_id *id);
+/* Whether id is one of the unconditional peer IDs. Any thread. */
+TM2_API bool tm2_switch_is_unconditional(const tm2_switch *sw, const tm2_id *id);
+
+/* Bans target, an IP literal or a peer ID (tm2_ban_target_parse), for
+ * duration_ms (0: the configured ban_duration_ms, TM2_BAN_FOREVER: no
+ * end); a ban already on it is renewed (the later end wins). Connected
+ * peers it matches are stopped with TM2_EBANNED; while it lasts the IP is
+ * refused at accept, before any handshake, the ID after its handshake, and
+ * neither is dialled. Publishes TM2_EVENT_PEER_BANNED and schedules a save
+ * of the ban file (a switch not running saves it when it starts, or in
+ * tm2_switch_stop / tm2_switch_free). reason may be NULL. Any thread.
+ * 0, TM2_EINVAL (not a target; or duration 0 while ban_duration_ms is 0)
+ * or TM2_ENOMEM. */
+TM2_API int tm2_switch_ban(tm2_switch *sw, const char *target, uint64_t duration_ms,
+                           const char *reason);
+/* Lifts the ban on target (and schedules a save). 0, TM2_EINVAL or
+ * TM2_ENOTFOUND. Any thread. */
+TM2_API int tm2_switch_unban(tm2_switch *sw, const char *target);
+/* Copies up to cap active bans to out (latest expiry first, "never" first
+ * of all); returns the number active, which may exceed cap. out may be
+ * NULL with cap 0. Any thread. */
+TM2_API size_t tm2_switch_bans(tm2_switch *sw, tm2_ban *out, size_t cap);
 
 /* Subscribes to the event types in mask (TM2_EVENT_*); peer_id NULL for all
  * peers. queue_cap 0 means 100, like the reference. */

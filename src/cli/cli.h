@@ -20,6 +20,12 @@ int cli_status(int argc, char **argv);
 int cli_run_crawl(int argc, char **argv);
 int cli_run_seed(int argc, char **argv);
 int cli_version(int argc, char **argv);
+int cli_ban(int argc, char **argv);
+
+/* Takes the lock that says a process writes ban_file ("<ban_file>.lock",
+ * flock, held until *fd is closed; missing directories are made). 0, 1
+ * when another process holds it, -1 on another failure; err says which. */
+int cli_ban_lock(const char *ban_file, int *fd, char *err, size_t err_len);
 
 /* What the program announces as its NodeInfo Version: "v<release>", plus
  * "+<12 hex digits of the commit>" (and ".dirty") when built from git.
@@ -31,6 +37,20 @@ const char *cli_announced_version(void);
  *
  * Shared by `tm2p2p node` (one per process) and `tm2p2p testnet` (many per
  * process). Everything here is called from one controlling thread. */
+
+/* The switch's admission, limit, eviction and ban settings as the program
+ * sets them (tm2_switch_config's fields of the same names). */
+typedef struct cli_node_defences {
+    const tm2_id *unconditional;
+    size_t n_unconditional;
+    uint32_t max_pending_inbound_per_ip;
+    uint32_t accept_ip_rate, accept_ip_burst;
+    uint32_t accept_subnet_rate, accept_subnet_burst;
+    uint32_t max_inbound_per_ip, max_inbound_per_subnet;
+    bool outbound_diversity, evict_inbound, limit_local_addrs;
+    uint64_t ban_duration_ms;
+    const char *ban_file;                      /* NULL: bans in memory only */
+} cli_node_defences;
 
 typedef struct cli_node_opts {
     tm2_node_key key;                 /* copied */
@@ -47,6 +67,7 @@ typedef struct cli_node_opts {
     const tm2_id *private_ids;
     size_t n_private;
     tm2_mconn_config mconn;
+    const cli_node_defences *defences;        /* NULL: the library's defaults */
     uint32_t redial_base_ms, redial_max_ms;    /* 0: switch defaults */
     uint32_t seed_interval_ms;                 /* 0: switch default */
 

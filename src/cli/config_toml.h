@@ -5,8 +5,13 @@
  * loads; [p2p] may equally be written as an inline table or dotted keys.
  *
  * Keys read: top-level `moniker` and `node_key_file`; in [p2p] every key of
- * the reference's P2PConfig (gno v1.7.1), plus `seed_mode` (CometBFT's name
- * for the seed-mode switch); in [instrumentation] CometBFT's `prometheus` and
+ * the reference's P2PConfig (gno v1.7.1), plus `seed_mode` and
+ * `unconditional_peer_ids` (CometBFT's names) and the admission, eviction
+ * and ban settings (`max_pending_inbound_per_ip`, `accept_ip_rate`,
+ * `accept_ip_burst`, `accept_subnet_rate`, `accept_subnet_burst`,
+ * `max_inbound_per_ip`, `max_inbound_per_subnet`, `outbound_diversity`,
+ * `evict_inbound`, `limit_local_addrs`, `ban_duration`, `ban_file`); in
+ * [instrumentation] CometBFT's `prometheus` and
  * `prometheus_listen_addr` (the node's HTTP endpoints). A key with the wrong type, a value the
  * reference's ValidateBasic refuses (negative rates, timeouts and buffer
  * budgets, a buffer budget between 1 and TM2_MIN_BUFFER_BYTES - 1), a packet
@@ -42,6 +47,18 @@ typedef struct cli_config {
     bool pex;                              /* true */
     bool allow_duplicate_ip;               /* false */
     bool seed_mode;                        /* false */
+    /* Admission, limits, eviction and bans (tm2p2p/defaults.h). */
+    char *unconditional_peer_ids;          /* "" (IDs, comma-separated) */
+    uint64_t max_pending_inbound_per_ip;   /* 4 */
+    uint64_t accept_ip_rate, accept_ip_burst;           /* 12 a minute, 12 */
+    uint64_t accept_subnet_rate, accept_subnet_burst;   /* 60 a minute, 60 */
+    uint64_t max_inbound_per_ip;           /* 4 (with allow_duplicate_ip) */
+    uint64_t max_inbound_per_subnet;       /* 8 */
+    bool outbound_diversity;               /* true */
+    bool evict_inbound;                    /* true */
+    bool limit_local_addrs;                /* false */
+    int64_t ban_duration_ns;               /* 1 h; 0: no bans for misbehaviour */
+    char *ban_file;                        /* "data/bans.json", relative to the home */
     bool prometheus;                       /* [instrumentation], false */
     char *prometheus_listen_addr;          /* [instrumentation], ":26660" */
 } cli_config;

@@ -1,5 +1,5 @@
-/* tm2p2p: run a node, a local test network, manage keys, crawl a network, run a seed, tell its
- * version. */
+/* tm2p2p: run a node, a local test network, manage keys, crawl a network, run a seed, manage
+ * bans, tell its version. */
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +17,7 @@ static const struct {
     {"crawl", cli_run_crawl, "map a TM2 network into SQLite; 'crawl report' prints and exports it"},
     {"seed", cli_run_seed, "run a seed: crawl, keep the book fresh, answer discovery requests"},
     {"status", cli_status, "print a running node's status and peers (its HTTP endpoints)"},
+    {"ban", cli_ban, "list, add or remove the bans of a node home (bans.json)"},
 };
 
 static void usage(FILE *f)

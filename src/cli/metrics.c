@@ -32,6 +32,7 @@ static void fill_peer(tm2_peer *p, cli_metrics_peer *out)
     out->outbound = tm2_peer_is_outbound(p);
     out->persistent = tm2_peer_is_persistent(p);
     out->is_private = tm2_peer_is_private(p);
+    out->unconditional = tm2_peer_is_unconditional(p);
     tm2_peer_stats(p, &out->c);
 }
 
@@ -246,9 +247,8 @@ static void write_node(const cli_metrics_snap *s, tm2__buf *b)
              (uint64_t[]){c->peers_inbound, c->peers_outbound}, 2);
     static const char *const kinds[] = {"persistent", "unconditional", "private"};
     by_label(b, "tm2p2p_peers_by_kind", "gauge",
-             "Connected peers of a configured kind (a peer may be of several; unconditional peers are not "
-             "configurable yet).",
-             "kind", kinds, (uint64_t[]){c->peers_persistent, 0, c->peers_private}, 3);
+             "Connected peers of a configured kind (a peer may be of several).", "kind", kinds,
+             (uint64_t[]){c->peers_persistent, c->peers_unconditional, c->peers_private}, 3);
     by_label(b, "tm2p2p_pending_handshakes", "gauge",
              "Connections in their handshake (secret connection, NodeInfo), by direction.", "direction", dirs,
              (uint64_t[]){c->handshakes_inbound, c->handshakes_outbound}, 2);
@@ -283,6 +283,24 @@ static void write_node(const cli_metrics_snap *s, tm2__buf *b)
     by_label(b, "tm2p2p_inbound_connections_total", "counter",
              "Accepted sockets: taken into a handshake, or closed at once (too many handshakes in flight).",
              "outcome", acc, (uint64_t[]){c->inbound_accepted, c->inbound_dropped}, 2);
+    const char *refusals[TM2_REFUSALS];
+    for (int i = 0; i < TM2_REFUSALS; i++)
+        refusals[i] = tm2_refusal_name(i);
+    by_label(b, "tm2p2p_inbound_refused_total", "counter",
+             "Accepted sockets closed before any handshake work, by reason (full: no slot and nothing to "
+             "evict; pending_ip, rate_ip, rate_subnet, per_ip, per_subnet: the per-address limits; banned: a "
+             "banned IP).",
+             "reason", refusals, c->inbound_refused, TM2_REFUSALS);
+    const char *evictions[TM2_EVICTIONS];
+    for (int i = 0; i < TM2_EVICTIONS; i++)
+        evictions[i] = tm2_eviction_name(i);
+    by_label(b, "tm2p2p_peers_evicted_total", "counter",
+             "Inbound peers evicted to make room, by whom for (newcomer: from a network group not yet held; "
+             "persistent: a persistent peer).",
+             "reason", evictions, c->evicted, TM2_EVICTIONS);
+    single(b, "tm2p2p_bans", "gauge", "Bans in force (peer IDs and IP addresses).", c->bans_active);
+    single(b, "tm2p2p_bans_total", "counter", "Bans made: for misbehaviour or by the operator.",
+           c->bans_total);
     single(b, "tm2p2p_receive_rate_stalls_total", "counter",
            "Times reading from a peer paused for its receive rate limit.", c->recv_rate_stalls);
     single(b, "tm2p2p_wire_sent_bytes_total", "counter", "Packet bytes sent, every connection.",
@@ -368,8 +386,9 @@ static void write_peers(const cli_metrics_snap *s, tm2__buf *b)
                       {"direction", x->outbound ? "outbound" : "inbound"},
                       {"persistent", x->persistent ? "true" : "false"},
                       {"private", x->is_private ? "true" : "false"},
+                      {"unconditional", x->unconditional ? "true" : "false"},
                       {"moniker", x->moniker}};
-        sample(b, "tm2p2p_peer_info", ls, 5, 1);
+        sample(b, "tm2p2p_peer_info", ls, 6, 1);
     }
     family(b, "tm2p2p_peer_uptime_seconds", "gauge", "Time since the peer's connection started.");
     for (size_t p = 0; p < s->n_peers; p++)
@@ -483,6 +502,12 @@ char *cli_metrics_status_json(const cli_metrics_snap *s)
         add_u64(p, "outbound", c->peers_outbound);
         add_u64(p, "persistent", c->peers_persistent);
         add_u64(p, "private", c->peers_private);
+        add_u64(p, "unconditional", c->peers_unconditional);
+    }
+    cJSON *bn = cJSON_AddObjectToObject(j, "bans");
+    if (bn) {
+        add_u64(bn, "active", c->bans_active);
+        add_u64(bn, "total", c->bans_total);
     }
     add_u64(j, "dials_queued", c->dials_queued);
     add_u64(j, "dials_in_flight", c->dials_in_flight);
@@ -515,6 +540,7 @@ static cJSON *peer_json(const cli_metrics_peer *x)
     cJSON_AddStringToObject(o, "direction", x->outbound ? "outbound" : "inbound");
     cJSON_AddBoolToObject(o, "persistent", x->persistent);
     cJSON_AddBoolToObject(o, "private", x->is_private);
+    cJSON_AddBoolToObject(o, "unconditional", x->unconditional);
     cJSON_AddStringToObject(o, "moniker", x->moniker);
     add_secs(o, "uptime_seconds", x->c.uptime_ms);
     add_u64(o, "wire_sent_bytes", x->c.wire_bytes_sent);

@@ -35,7 +35,7 @@ typedef struct cli_metrics_peer {
     tm2_id id;
     char addr[TM2_NETADDR_STRLEN];            /* socket address: dialled, or the remote end */
     char moniker[CLI_METRICS_MONIKER_MAX + 1];
-    bool outbound, persistent, is_private;
+    bool outbound, persistent, is_private, unconditional;
     tm2_peer_counters c;
 } cli_metrics_peer;
 

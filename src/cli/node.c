@@ -23,6 +23,7 @@
 #include "cli/gossip.h"
 #include "cli/http.h"
 #include "cli/log.h"
+#include "tm2p2p/defaults.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/events.h"
 #include "tm2p2p/peer.h"
@@ -237,6 +238,23 @@ void cli_node_switch_config(const cli_node_opts *o, tm2_switch_config *sc)
     sc->private_peer_ids = o->private_ids;
     sc->n_private_peer_ids = o->n_private;
     sc->mconn = o->mconn;
+    const cli_node_defences *d = o->defences;
+    if (d) {
+        sc->unconditional_peer_ids = d->unconditional;
+        sc->n_unconditional_peer_ids = d->n_unconditional;
+        sc->max_pending_inbound_per_ip = d->max_pending_inbound_per_ip;
+        sc->accept_ip_rate = d->accept_ip_rate;
+        sc->accept_ip_burst = d->accept_ip_burst;
+        sc->accept_subnet_rate = d->accept_subnet_rate;
+        sc->accept_subnet_burst = d->accept_subnet_burst;
+        sc->max_inbound_per_ip = d->max_inbound_per_ip;
+        sc->max_inbound_per_subnet = d->max_inbound_per_subnet;
+        sc->outbound_diversity = d->outbound_diversity;
+        sc->evict_inbound = d->evict_inbound;
+        sc->limit_local_addrs = d->limit_local_addrs;
+        sc->ban_duration_ms = d->ban_duration_ms;
+        sc->ban_file = d->ban_file;
+    }
 }
 
 int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, char *err, size_t err_len)
@@ -404,6 +422,7 @@ static const char *event_name(tm2_event_type t)
     case TM2_EVENT_DIAL_FAILED: return "dial failed";
     case TM2_EVENT_PEER_REJECTED: return "peer rejected";
     case TM2_EVENT_PEER_REPLACED: return "peer connection replaced";
+    case TM2_EVENT_PEER_BANNED: return "peer banned";
     }
     return "event";
 }
@@ -577,6 +596,29 @@ static const char node_usage[] =
     "                               [instrumentation.prometheus_listen_addr, " CLI_HTTP_DEFAULT_ADDR "]\n"
     "  --check-config               print every problem of the settings and exit (0: none, 2: some)\n"
     "\n"
+    "Admission, limits, eviction and bans (0 turns a limit or rate off):\n"
+    "  --unconditional-peer-ids LIST  peer IDs always admitted and dialled, never evicted,\n"
+    "                               exempt from limits [p2p.unconditional_peer_ids]\n"
+    "  --max-pending-inbound-per-ip N  handshakes in flight from one IP\n"
+    "                               [p2p.max_pending_inbound_per_ip, 4]\n"
+    "  --accept-ip-rate N, --accept-ip-burst N  sockets a minute from one IP, and bursts\n"
+    "                               [p2p.accept_ip_rate 12, p2p.accept_ip_burst 12]\n"
+    "  --accept-subnet-rate N, --accept-subnet-burst N  the same from one /24 (IPv6 /48)\n"
+    "                               [p2p.accept_subnet_rate 60, p2p.accept_subnet_burst 60]\n"
+    "  --max-inbound-per-ip N       inbound peers from one IP, with --allow-duplicate-ip\n"
+    "                               [p2p.max_inbound_per_ip, 4]\n"
+    "  --max-inbound-per-subnet N   inbound peers from one /24 (IPv6 /48)\n"
+    "                               [p2p.max_inbound_per_subnet, 8]\n"
+    "  --outbound-diversity[=BOOL]  one outbound peer per /16 (IPv6 /32) [p2p.outbound_diversity, true]\n"
+    "  --evict-inbound[=BOOL]       when full, evict for a newcomer from a fresh /16\n"
+    "                               [p2p.evict_inbound, true]\n"
+    "  --limit-local-addrs[=BOOL]   apply the per-IP and per-subnet rules to loopback and private\n"
+    "                               addresses too [p2p.limit_local_addrs, false]\n"
+    "  --ban-duration DUR           ban for misbehaviour, e.g. 1h; 0: no such bans\n"
+    "                               [p2p.ban_duration, 1h]\n"
+    "  --ban-file FILE              bans kept across restarts, relative to DIR\n"
+    "                               [p2p.ban_file, data/bans.json]; see 'tm2p2p ban'\n"
+    "\n"
     "Tuning and test-network helpers:\n"
     "  --pex-interval MS            discovery tick [3000]\n"
     "  --seed-disconnect MS         seed mode: how long a peer may stay after the exchange [3000]\n"
@@ -600,6 +642,8 @@ typedef struct node_flags {
     const char *allow_dup_ip, *check_config, *prometheus, *prometheus_addr;
     const char *gossip_interval, *gossip_for, *gossip_origin, *gossip_epoch;
     const char *status_file, *status_interval, *log_node;
+    const char *uncond, *pending_ip, *ip_rate, *ip_burst, *net_rate, *net_burst, *in_ip, *in_net;
+    const char *diversity, *evict, *limit_local, *ban_duration, *ban_file;
     bool help;
 } node_flags;
 
@@ -640,6 +684,19 @@ static const struct flag_def {
     {"--status-file", offsetof(node_flags, status_file), NULL},
     {"--status-interval", offsetof(node_flags, status_interval), NULL},
     {"--log-node", offsetof(node_flags, log_node), NULL},
+    {"--unconditional-peer-ids", offsetof(node_flags, uncond), NULL},
+    {"--max-pending-inbound-per-ip", offsetof(node_flags, pending_ip), NULL},
+    {"--accept-ip-rate", offsetof(node_flags, ip_rate), NULL},
+    {"--accept-ip-burst", offsetof(node_flags, ip_burst), NULL},
+    {"--accept-subnet-rate", offsetof(node_flags, net_rate), NULL},
+    {"--accept-subnet-burst", offsetof(node_flags, net_burst), NULL},
+    {"--max-inbound-per-ip", offsetof(node_flags, in_ip), NULL},
+    {"--max-inbound-per-subnet", offsetof(node_flags, in_net), NULL},
+    {"--outbound-diversity", offsetof(node_flags, diversity), "true"},
+    {"--evict-inbound", offsetof(node_flags, evict), "true"},
+    {"--limit-local-addrs", offsetof(node_flags, limit_local), "true"},
+    {"--ban-duration", offsetof(node_flags, ban_duration), NULL},
+    {"--ban-file", offsetof(node_flags, ban_file), NULL},
 };
 
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -741,6 +798,9 @@ typedef struct node_settings {
     cli_log log;
     cli_peer_list persistent, seeds;
     tm2_id *private_ids;
+    tm2_id *uncond_ids;
+    cli_node_defences def;
+    char ban_path[4096];
     bool checking;                 /* --check-config: report every problem, start nothing */
     unsigned problems;
     char moniker[256];
@@ -756,6 +816,7 @@ static void settings_free(node_settings *s)
     cli_peer_list_free(&s->persistent);
     cli_peer_list_free(&s->seeds);
     free(s->private_ids);
+    free(s->uncond_ids);
     tm2_node_key_wipe(&s->o.key);
 }
 
@@ -793,6 +854,9 @@ static const char *config_field_name(const char *field)
         {"mconn.max_send_buffer_bytes", "p2p.max_send_buffer_bytes (0, or at least 8454144)"},
         {"mconn.max_recv_buffer_bytes", "p2p.max_recv_buffer_bytes (0, or at least 8454144)"},
         {"redial_max_ms", "--redial-max (at least --redial-base)"},
+        {"accept_ip_burst", "p2p.accept_ip_burst (at least 1 while p2p.accept_ip_rate is on)"},
+        {"accept_subnet_burst",
+         "p2p.accept_subnet_burst (at least 1 while p2p.accept_subnet_rate is on)"},
     };
     for (size_t i = 0; field && i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(map[i].field, field))
@@ -806,6 +870,79 @@ static bool fatal(node_settings *s, int status)
     (void)status;
     s->problems++;
     return !s->checking;
+}
+
+/* A count from a flag or the file, 0..max; true on a problem that ends
+ * resolve(). */
+static bool pick_u32(node_settings *s, const char *flag_val, const char *flag, uint64_t file_val,
+                     const char *key, uint32_t max, uint32_t *out)
+{
+    if (flag_val)
+        return flag_u32(flag, flag_val, 0, max, out) && fatal(s, 2);
+    if (file_val > max)
+        return fatal(s, usage_error("p2p.%s in %s: %llu is not from 0 to %u", key, s->config_path,
+                                    (unsigned long long)file_val, max));
+    *out = (uint32_t)file_val;
+    return false;
+}
+
+static bool pick_bool(node_settings *s, const char *flag_val, const char *flag, bool file_val,
+                      bool *out)
+{
+    *out = file_val;
+    if (flag_val && parse_bool(flag_val, out))
+        return fatal(s, usage_error("%s: '%s' is not true or false", flag, flag_val));
+    return false;
+}
+
+/* The admission, limit, eviction and ban settings; 0 or 2. */
+static int resolve_defences(const node_flags *f, node_settings *s, const char *home)
+{
+    const cli_config *c = &s->cfg;
+    cli_node_defences *d = &s->def;
+    char where[4200], err[1024];
+    const char *uncond = f->uncond ? f->uncond : c->unconditional_peer_ids;
+    int n = cli_parse_id_list(uncond, &s->uncond_ids, err, sizeof err);
+    if (n < 0 && fatal(s, usage_error("%s: %s",
+                                      src(where, sizeof where, s, f->uncond, "--unconditional-peer-ids",
+                                          "p2p.unconditional_peer_ids"),
+                                      err)))
+        return 2;
+    d->unconditional = s->uncond_ids;
+    d->n_unconditional = n > 0 ? (size_t)n : 0;
+    if (pick_u32(s, f->pending_ip, "--max-pending-inbound-per-ip", c->max_pending_inbound_per_ip,
+                 "max_pending_inbound_per_ip", 100000, &d->max_pending_inbound_per_ip) ||
+        pick_u32(s, f->ip_rate, "--accept-ip-rate", c->accept_ip_rate, "accept_ip_rate", 1000000,
+                 &d->accept_ip_rate) ||
+        pick_u32(s, f->ip_burst, "--accept-ip-burst", c->accept_ip_burst, "accept_ip_burst", 1000000,
+                 &d->accept_ip_burst) ||
+        pick_u32(s, f->net_rate, "--accept-subnet-rate", c->accept_subnet_rate, "accept_subnet_rate",
+                 1000000, &d->accept_subnet_rate) ||
+        pick_u32(s, f->net_burst, "--accept-subnet-burst", c->accept_subnet_burst,
+                 "accept_subnet_burst", 1000000, &d->accept_subnet_burst) ||
+        pick_u32(s, f->in_ip, "--max-inbound-per-ip", c->max_inbound_per_ip, "max_inbound_per_ip",
+                 100000, &d->max_inbound_per_ip) ||
+        pick_u32(s, f->in_net, "--max-inbound-per-subnet", c->max_inbound_per_subnet,
+                 "max_inbound_per_subnet", 100000, &d->max_inbound_per_subnet) ||
+        pick_bool(s, f->diversity, "--outbound-diversity", c->outbound_diversity,
+                  &d->outbound_diversity) ||
+        pick_bool(s, f->evict, "--evict-inbound", c->evict_inbound, &d->evict_inbound) ||
+        pick_bool(s, f->limit_local, "--limit-local-addrs", c->limit_local_addrs,
+                  &d->limit_local_addrs))
+        return 2;
+    int64_t ns = c->ban_duration_ns;
+    if (f->ban_duration && (cli_parse_duration(f->ban_duration, &ns) || ns < 0) &&
+        fatal(s, usage_error("--ban-duration: '%s' is not a duration such as 1h or 30m",
+                             f->ban_duration)))
+        return 2;
+    d->ban_duration_ms = ns > 0 ? (uint64_t)(ns + 999999) / 1000000u : 0;
+    const char *bf = f->ban_file ? f->ban_file : c->ban_file;
+    if (!bf[0] && fatal(s, usage_error("--ban-file: must not be empty")))
+        return 2;
+    join_home(s->ban_path, sizeof s->ban_path, home, bf[0] ? bf : TM2_DEFAULT_BAN_FILE);
+    d->ban_file = s->ban_path;
+    s->o.defences = d;
+    return 0;
 }
 
 /* Builds the settings from the file and the flags; 0 or an exit status. */
@@ -949,6 +1086,10 @@ static int resolve(const node_flags *f, node_settings *s)
     if (!o->pex && o->seed_mode)
         if (fatal(s, usage_error("seed mode needs peer exchange (pex is false)")))
             return 2;
+
+    /* admission, limits, eviction, bans */
+    if (resolve_defences(f, s, f->home))
+        return 2;
 
     /* identity and names */
     const char *moniker = f->moniker ? f->moniker : c->moniker;
@@ -1136,7 +1277,7 @@ int cli_run_node(int argc, char **argv)
     }
     int status = resolve(&f, s);
     cli_node *node = NULL;
-    int sfd = -1;
+    int sfd = -1, ban_lock = -1;
     if (s->checking) {
         if (!status)
             printf("config ok: %s\n", s->config_found ? s->config_path : "defaults and flags");
@@ -1175,6 +1316,14 @@ int cli_run_node(int argc, char **argv)
     if (!s->config_found)
         cli_log_kv(&s->log, TM2_LOG_DEBUG, "no config file, using defaults and flags", "file",
                    s->config_path, (const char *)NULL);
+
+    /* One process at a time writes the ban file (tm2p2p ban waits for
+     * the node to stop). */
+    int r_lock = cli_ban_lock(s->ban_path, &ban_lock, err, sizeof err);
+    if (r_lock) {
+        cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot take the ban file", "reason", err, (const char *)NULL);
+        goto out;
+    }
 
     /* Signals go to a descriptor; block them before any thread exists so
      * every thread inherits the mask. */
@@ -1249,6 +1398,8 @@ out:
     cli_node_free(node);
     if (sfd >= 0)
         close(sfd);
+    if (ban_lock >= 0)
+        close(ban_lock);
     settings_free(s);
     free(s);
     return status;

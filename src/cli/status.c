@@ -74,9 +74,9 @@ static void print_status(const cJSON *st)
     printf("%-11s %s\n", "listen", str(st, "listen_addr"));
     printf("%-11s %s\n", "external", str(st, "external_addr"));
     printf("%-11s %.1f s\n", "uptime", num(st, "uptime_seconds"));
-    printf("%-11s %.0f (inbound %.0f, outbound %.0f; persistent %.0f, private %.0f)\n", "peers",
-           num(p, "inbound") + num(p, "outbound"), num(p, "inbound"), num(p, "outbound"), num(p, "persistent"),
-           num(p, "private"));
+    printf("%-11s %.0f (inbound %.0f, outbound %.0f; persistent %.0f, unconditional %.0f, private %.0f)\n",
+           "peers", num(p, "inbound") + num(p, "outbound"), num(p, "inbound"), num(p, "outbound"),
+           num(p, "persistent"), num(p, "unconditional"), num(p, "private"));
     printf("%-11s queued %.0f, in flight %.0f\n", "dials", num(st, "dials_queued"), num(st, "dials_in_flight"));
     printf("%-11s inbound %.0f, outbound %.0f\n", "handshakes", num(h, "inbound"), num(h, "outbound"));
     printf("%-11s sent %.0f B, received %.0f B\n", "wire", num(st, "wire_sent_bytes"),

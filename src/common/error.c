@@ -59,6 +59,10 @@ static const struct {
     E(TM2_ELIMIT, "peer limit reached"),
     E(TM2_ECONNREFUSED, "connection refused"),
     E(TM2_EREJECTED, "peer rejected"),
+    E(TM2_EEVICTED, "peer evicted"),
+    E(TM2_EBANNED, "peer banned"),
+    E(TM2_ENETGROUP, "network group already has an outbound peer"),
+    E(TM2_EABUSE, "protocol abuse"),
 };
 
 const char *tm2_strerror(int err)

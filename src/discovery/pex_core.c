@@ -436,7 +436,7 @@ static void handle_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
         bump(x, ST_requests_ignored, 1);
         plog(x, TM2_LOG_DEBUG, "discovery request ignored: too soon", "peer=%s",
              p->info.id.s);
-        strike(x, p, TM2_EREJECTED, "requests too often");
+        strike(x, p, TM2_EABUSE, "requests too often");
         return;
     }
     p->req_seen = true;

@@ -122,10 +122,12 @@ static void op_save_drain(void *user)
 /* ---- reactor callbacks --------------------------------------------------------- */
 
 /* Failures that say nothing about the address (our own limits, a queue,
- * the peer already connected through another dial) leave the book alone. */
+ * the peer already connected through another dial, a network group we
+ * already hold) leave the book alone. */
 static bool address_failed(int reason)
 {
     switch (reason) {
+    case TM2_ENETGROUP:
     case TM2_ELIMIT:
     case TM2_EFULL:
     case TM2_ECLOSED:

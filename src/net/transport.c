@@ -81,6 +81,8 @@ struct tcpt {
     uint8_t *ni_bytes;          /* ours, sized, as sent */
     size_t ni_bytes_len;
     uint32_t hs_timeout_ms, dial_timeout_ms, max_pending_in;
+    bool has_dial_source;
+    tm2_netaddr dial_source;
     tm2__sc_stream_config scfg;
     tm2__mcs_cbs conn_cbs;
     tm2_log_fn log;
@@ -102,7 +104,7 @@ struct tcpt {
     size_t n_keys, cap_keys;
 
     struct {
-        atomic_uint_fast64_t accepted, dropped, upgraded, rejected;
+        atomic_uint_fast64_t accepted, dropped, upgraded, rejected, refused;
     } st;
     ratelimit drop_log, accept_err_log;
 
@@ -701,17 +703,33 @@ static void on_connection(uv_stream_t *server, int status)
         hs_fail(h, TM2__TSTAGE_ACCEPT, map_uv(r), "accept failed: %s", uv_strerror(r));
         return;
     }
-    t->st.accepted++;
     struct sockaddr_storage ss;
     int len = (int)sizeof ss;
     if ((r = uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len)) != 0) {
+        t->st.accepted++;
         hs_fail(h, TM2__TSTAGE_ACCEPT, TM2_EIO, "remote address unknown: %s", uv_strerror(r));
         return;
     }
     if ((r = tm2_netaddr_from_sockaddr((const struct sockaddr *)&ss, NULL, &c->socket_addr))) {
+        t->st.accepted++;
         hs_fail(h, TM2__TSTAGE_ACCEPT, r, "remote address unusable: %s", tm2_strerror(r));
         return;
     }
+    if (t->base.cbs.admit) {
+        size_t same = 0;
+        for (const hs *o = t->pending; o; o = o->next)
+            if (o != h && !o->outbound && memcmp(o->c->socket_addr.ip, c->socket_addr.ip, 16) == 0)
+                same++;
+        if (t->base.cbs.admit(&t->base, &c->socket_addr, same) != 0) {
+            /* Closed before any handshake work, and not reported. */
+            t->st.refused++;
+            hs_abort(h);
+            return;
+        }
+        if (h->phase != HS_SECRET)
+            return;   /* the owner closed the transport */
+    }
+    t->st.accepted++;
     if (key_find(t, &c->socket_addr)) {
         char a[TM2_NETADDR_STRLEN + 1];
         hs_fail(h, TM2__TSTAGE_ACCEPT, TM2_EDUPLICATE, "duplicate connection from %s",
@@ -873,7 +891,18 @@ static int t_dial(tm2__transport *base, const tm2_netaddr *addr, void *dial_user
         return r;
     }
     h->keyed = true;
-    int u = uv_tcp_connect(&h->creq, tm2__sc_stream_tcp(stream_of(c)),
+    int u = 0;
+    if (t->has_dial_source) {
+        struct sockaddr_storage src;
+        tm2_netaddr from = t->dial_source;
+        from.port = 0;
+        if (tm2_netaddr_to_sockaddr(&from, (struct sockaddr *)&src, sizeof src) != 0)
+            u = UV_EINVAL;
+        else
+            u = uv_tcp_bind(tm2__sc_stream_tcp(stream_of(c)), (const struct sockaddr *)&src, 0);
+    }
+    if (!u)
+        u = uv_tcp_connect(&h->creq, tm2__sc_stream_tcp(stream_of(c)),
                            (const struct sockaddr *)&ss, connect_cb);
     if (!u)
         u = uv_timer_start(&h->timer, hs_timer_cb, t->dial_timeout_ms, 0);
@@ -900,6 +929,7 @@ static void t_stats(const tm2__transport *base, tm2__transport_stats *st)
 {
     const tcpt *t = (const tcpt *)base;
     st->accepted = t->st.accepted;
+    st->refused = t->st.refused;
     st->dropped = t->st.dropped;
     st->upgraded = t->st.upgraded;
     st->rejected = t->st.rejected;
@@ -965,6 +995,8 @@ int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *c
     t->max_pending_in = cfg->max_pending_inbound ? cfg->max_pending_inbound
                                                  : DEFAULT_MAX_PENDING_INBOUND;
     t->scfg = cfg->stream;
+    t->has_dial_source = cfg->has_dial_source;
+    t->dial_source = cfg->dial_source;
     t->conn_cbs = cfg->conn_cbs;
     t->log = cfg->log;
     t->log_user = cfg->log_user;

@@ -142,6 +142,14 @@ typedef struct tm2__transport_cbs {
      * call; it must not be kept or closed. */
     int (*accept_filter)(tm2__transport *t, const tm2__transport_conn *c, char *why,
                          size_t why_len);
+    /* Optional. Asked for every accepted socket (within
+     * max_pending_inbound) before any handshake work: remote is its
+     * ip:port (no ID), pending_from_ip the inbound handshakes in flight from
+     * the same IP (this one not included). Returns 0 to go on with the
+     * upgrade, or a refusal (any other value, the owner's): the socket is
+     * then closed at once, without on_reject (the owner counts and logs its
+     * refusals), and is not counted as accepted. */
+    int (*admit)(tm2__transport *t, const tm2_netaddr *remote, size_t pending_from_ip);
 } tm2__transport_cbs;
 
 /* Any thread may read them (tm2__transport_get_stats), while the transport
@@ -150,7 +158,8 @@ typedef struct tm2__transport_stats {
     size_t pending_inbound;       /* accepted, upgrade in flight */
     size_t pending_outbound;      /* dialled, connect or upgrade in flight */
     size_t active;                /* handed over, ip:port not yet removed */
-    uint64_t accepted;            /* inbound sockets taken into an upgrade */
+    uint64_t accepted;            /* inbound sockets taken into an upgrade (admitted) */
+    uint64_t refused;             /* inbound sockets the owner's admit refused */
     uint64_t dropped;             /* inbound sockets closed at once: over max_pending_inbound */
     uint64_t upgraded;            /* handed over, both directions */
     uint64_t rejected;            /* reported through on_reject */
@@ -254,6 +263,11 @@ typedef struct tm2__tcp_transport_config {
     /* Installed as mcs.cbs of every connection handed over (the owner's
      * receive, send-room, error and close callbacks). */
     tm2__mcs_cbs conn_cbs;
+    /* Dials leave from this IP (its port is ignored; the system picks
+     * one) rather than the one the system chooses. Tests use it to put
+     * nodes on distinct loopback addresses. */
+    bool has_dial_source;
+    tm2_netaddr dial_source;
     tm2_log_fn log;                   /* NULL: no logging */
     void *log_user;
     tm2_log_level log_level;

@@ -27,6 +27,7 @@
 enum {
     TM2__DIAL_PERSISTENT = 1u << 0,   /* exempt from the outbound cap; redialled */
     TM2__DIAL_RESOLVE    = 1u << 1,   /* a configured host name, resolved before the dial */
+    TM2__DIAL_UNCOND     = 1u << 2,   /* an unconditional peer: exempt from the cap and diversity */
 };
 
 typedef struct tm2__dial_item {

@@ -37,6 +37,7 @@ tm2_peer *tm2__peer_new(tm2_switch *sw, tm2__transport_conn *conn)
     p->outbound = conn->outbound;
     p->persistent = tm2__sw_is_persistent_id(sw, &conn->id, NULL);
     p->priv = tm2_switch_is_private(sw, &conn->id);
+    p->uncond = tm2_switch_is_unconditional(sw, &conn->id);
     memcpy(p->our_ch, sw->our_ch, sizeof p->our_ch);
     const tm2_node_info *ni = conn->node_info;
     for (size_t i = 0; ni && i < ni->n_channels; i++)
@@ -111,6 +112,7 @@ void tm2_peer_socket_addr(const tm2_peer *p, tm2_netaddr *out)
 bool tm2_peer_is_outbound(const tm2_peer *p) { return p && p->outbound; }
 bool tm2_peer_is_persistent(const tm2_peer *p) { return p && p->persistent; }
 bool tm2_peer_is_private(const tm2_peer *p) { return p && p->priv; }
+bool tm2_peer_is_unconditional(const tm2_peer *p) { return p && p->uncond; }
 bool tm2_peer_is_running(const tm2_peer *p) { return p && atomic_load(&p->running); }
 
 const tm2_node_info *tm2_peer_node_info(const tm2_peer *p) { return p ? p->conn->node_info : NULL; }

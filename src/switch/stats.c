@@ -27,6 +27,7 @@ void tm2__sw_count_event(tm2_switch *sw, const tm2_event *ev)
     case TM2_EVENT_DIAL_FAILED: tm2__ctr_add(&sw->ctr.dials_failed[k], 1); break;
     case TM2_EVENT_PEER_REJECTED: tm2__ctr_add(&sw->ctr.rejected[k], 1); break;
     case TM2_EVENT_PEER_REPLACED: tm2__ctr_add(&sw->ctr.replaced, 1); break;
+    case TM2_EVENT_PEER_BANNED: break;   /* the ban list counts bans */
     }
 }
 
@@ -70,6 +71,7 @@ int tm2_switch_stats(tm2_switch *sw, tm2_switch_counters *out)
     out->peers_outbound = (uint32_t)sw->snap_out;
     out->peers_persistent = (uint32_t)sw->snap_persistent;
     out->peers_private = (uint32_t)sw->snap_private;
+    out->peers_unconditional = (uint32_t)sw->snap_uncond;
     out->dials_queued = (uint32_t)sw->snap_queued;
     out->dials_in_flight = (uint32_t)(sw->snap_dialing - sw->snap_queued);
     if (sw->snap_tp)
@@ -99,6 +101,13 @@ int tm2_switch_stats(tm2_switch *sw, tm2_switch_counters *out)
         out->dials_failed[i] = ld(&sw->ctr.dials_failed[i]);
         out->rejected[i] = ld(&sw->ctr.rejected[i]);
     }
+    for (size_t i = 0; i < TM2_REFUSALS; i++)
+        out->inbound_refused[i] = ld(&sw->ctr.refused[i]);
+    for (size_t i = 0; i < TM2_EVICTIONS; i++)
+        out->evicted[i] = ld(&sw->ctr.evicted[i]);
+    out->bans_total = ld(&sw->bans.total);
+    size_t active = tm2__bans_copy(&sw->bans, tm2__unix_ms(), NULL, 0);
+    out->bans_active = active > UINT32_MAX ? UINT32_MAX : (uint32_t)active;
     out->recv_rate_stalls = atomic_load_explicit(&sw->ml.recv_stalls, memory_order_relaxed);
     out->wire_bytes_sent = atomic_load_explicit(&sw->ml.wire_sent, memory_order_relaxed);
     out->wire_bytes_recv = atomic_load_explicit(&sw->ml.wire_recv, memory_order_relaxed);

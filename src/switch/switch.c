@@ -1,5 +1,6 @@
 /* The switch: lifecycle, the network thread, commands from other threads,
  * broadcast and the snapshot other threads read (see switch.h). */
+#include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -92,6 +93,16 @@ bool tm2_switch_is_seed(const tm2_switch *sw, const tm2_id *id)
     return sw && id && find_configured(sw->seeds, sw->n_seeds, id, NULL) != NULL;
 }
 
+bool tm2_switch_is_unconditional(const tm2_switch *sw, const tm2_id *id)
+{
+    if (!sw || !id)
+        return false;
+    for (size_t i = 0; i < sw->n_uncond; i++)
+        if (strcmp(sw->uncond_ids[i].s, id->s) == 0)
+            return true;
+    return false;
+}
+
 bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id)
 {
     if (!sw || !id)
@@ -111,6 +122,7 @@ void tm2__sw_update_counts(tm2_switch *sw)
     sw->snap_dialing = sw->snap_queued + tm2__peer_set_count(&sw->inflight);
     sw->snap_persistent = sw->n_persistent_up;
     sw->snap_private = sw->n_private_up;
+    sw->snap_uncond = sw->n_uncond_in + sw->n_uncond_out;
     uv_mutex_unlock(&sw->snap_lock);
 }
 
@@ -137,6 +149,10 @@ static void free_config_copies(tm2_switch *sw)
     tm2__sw_configured_free(sw->persistent, sw->n_persistent);
     tm2__sw_configured_free(sw->seeds, sw->n_seeds);
     free(sw->priv_ids);
+    free(sw->uncond_ids);
+    free(sw->ban_file);
+    tm2__rate_free(&sw->rate_ip);
+    tm2__rate_free(&sw->rate_subnet);
     if (sw->reactors) {
         for (size_t i = 0; i < sw->n_reactors; i++) {
             free((char *)sw->reactors[i].r.name);
@@ -300,6 +316,38 @@ static int build_node_info(tm2_switch *sw, const tm2_switch_config *cfg)
     return 0;
 }
 
+/* Reads the ban file (the caller's thread): a missing file is an empty
+ * list, one that does not parse is moved aside. */
+static int load_bans(tm2_switch *sw)
+{
+    tm2_ban *b = NULL;
+    size_t n = 0;
+    char why[512];
+    int r = tm2_ban_file_load(sw->ban_file, &b, &n, why, sizeof why);
+    if (r == TM2_ENOTFOUND)
+        return 0;
+    if (r == TM2_EDECODE || r == TM2_ETOOBIG) {
+        char bad[4200];
+        snprintf(bad, sizeof bad, "%s.corrupt", sw->ban_file);
+        bool moved = rename(sw->ban_file, bad) == 0;
+        tm2__sw_log(sw, TM2_LOG_ERROR, "ban file unreadable, starting without bans",
+                    "file=%s reason=%s moved_to=%s", sw->ban_file, why, moved ? bad : "(not moved)");
+        return 0;
+    }
+    if (r) {
+        tm2__sw_log(sw, TM2_LOG_ERROR, "cannot read the ban file", "file=%s reason=%s",
+                    sw->ban_file, why);
+        return r == TM2_ENOMEM ? r : TM2_EIO;
+    }
+    r = tm2__bans_replace(&sw->bans, b, n, tm2__unix_ms());
+    free(b);
+    if (!r)
+        sw->bans_saved_gen = tm2__bans_gen(&sw->bans);
+    tm2__sw_log(sw, TM2_LOG_INFO, "bans loaded", "file=%s count=%zu", sw->ban_file,
+                tm2__bans_copy(&sw->bans, tm2__unix_ms(), NULL, 0));
+    return r;
+}
+
 int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
 {
     if (!cfg || !out)
@@ -335,6 +383,22 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
     sw->resolve = cfg->resolve;
     sw->resolve_user = cfg->resolve_user;
     sw->mconn = cfg->mconn;
+    sw->max_pending_in_ip = cfg->max_pending_inbound_per_ip;
+    sw->accept_ip_rate = cfg->accept_ip_rate;
+    sw->accept_ip_burst = cfg->accept_ip_burst;
+    sw->accept_subnet_rate = cfg->accept_subnet_rate;
+    sw->accept_subnet_burst = cfg->accept_subnet_burst;
+    sw->max_in_ip = cfg->max_inbound_per_ip;
+    sw->max_in_subnet = cfg->max_inbound_per_subnet;
+    sw->outbound_diversity = cfg->outbound_diversity;
+    sw->evict_inbound = cfg->evict_inbound;
+    sw->limit_local = cfg->limit_local_addrs;
+    sw->evict = (tm2__evict_params){.protect_groups = cfg->evict_protect_groups,
+                                    .protect_active = cfg->evict_protect_active,
+                                    .protect_oldest_pct = cfg->evict_protect_oldest_pct};
+    sw->ban_duration_ms = cfg->ban_duration_ms;
+    randombytes_buf(sw->group_hash_key, sizeof sw->group_hash_key);
+    bool bans_init = false;
 
     int r = 0;
     if (cfg->listen_addr && !(sw->listen_addr = dup_or(cfg->listen_addr, ""))) {
@@ -365,6 +429,31 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
             sw->priv_ids[i].s[TM2_ID_LEN] = '\0';
         }
         sw->n_priv = cfg->n_private_peer_ids;
+    }
+    if (cfg->n_unconditional_peer_ids) {
+        sw->uncond_ids = calloc(cfg->n_unconditional_peer_ids, sizeof *sw->uncond_ids);
+        if (!sw->uncond_ids) {
+            r = TM2_ENOMEM;
+            goto fail;
+        }
+        for (size_t i = 0; i < cfg->n_unconditional_peer_ids; i++) {
+            sw->uncond_ids[i] = cfg->unconditional_peer_ids[i];
+            sw->uncond_ids[i].s[TM2_ID_LEN] = '\0';
+        }
+        sw->n_uncond = cfg->n_unconditional_peer_ids;
+    }
+    if ((sw->accept_ip_rate &&
+         (r = tm2__rate_init(&sw->rate_ip, TM2_ACCEPT_TABLE_ENTRIES)) != 0) ||
+        (sw->accept_subnet_rate &&
+         (r = tm2__rate_init(&sw->rate_subnet, TM2_ACCEPT_TABLE_ENTRIES)) != 0))
+        goto fail;
+    if ((r = tm2__bans_init(&sw->bans)) != 0)
+        goto fail;
+    bans_init = true;
+    if (cfg->ban_file && (!(sw->ban_file = dup_or(cfg->ban_file, "")) ||
+                          (r = load_bans(sw)) != 0)) {
+        r = sw->ban_file ? r : TM2_ENOMEM;
+        goto fail;
     }
     if ((r = copy_reactors(sw, cfg)) != 0)
         goto fail;
@@ -412,6 +501,8 @@ fail_life:
     uv_cond_destroy(&sw->life_cond);
     uv_mutex_destroy(&sw->life_lock);
 fail:
+    if (bans_init)
+        tm2__bans_free(&sw->bans);
     if (sw->events)
         tm2__events_free(sw->events);
     free_config_copies(sw);
@@ -651,6 +742,95 @@ int tm2_switch_every(tm2_switch *sw, uint32_t interval_ms,
     return 0;
 }
 
+/* ---- bans ------------------------------------------------------------------------------- */
+
+/* Tells a running loop that the ban list changed. */
+static void post_bans(tm2_switch *sw)
+{
+    tm2__cmd *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->type = CMD_BANS;
+    if (!post(sw, c))
+        cmd_free(c);
+}
+
+int tm2_switch_ban(tm2_switch *sw, const char *target, uint64_t duration_ms, const char *reason)
+{
+    if (!sw || !target)
+        return TM2_EINVAL;
+    tm2_ban b;
+    memset(&b, 0, sizeof b);
+    if (tm2_ban_target_parse(target, &b) != 0)
+        return TM2_EINVAL;
+    if (!duration_ms)
+        duration_ms = sw->ban_duration_ms;
+    if (!duration_ms)
+        return TM2_EINVAL;
+    int64_t now = tm2__unix_ms();
+    b.created_unix_ms = now;
+    b.expires_unix_ms = duration_ms == TM2_BAN_FOREVER || duration_ms > (uint64_t)(INT64_MAX - now)
+                            ? 0
+                            : now + (int64_t)duration_ms;
+    snprintf(b.reason, sizeof b.reason, "%s", reason ? reason : "");
+    int r = tm2__bans_put(&sw->bans, &b, now);
+    if (r)
+        return r;
+    char text[TM2_EVENT_REASON_LEN];
+    if (b.expires_unix_ms)
+        snprintf(text, sizeof text, "banned for %" PRIu64 " ms%s%.100s", duration_ms,
+                 b.reason[0] ? ": " : "", b.reason);
+    else
+        snprintf(text, sizeof text, "banned for good%s%.100s", b.reason[0] ? ": " : "", b.reason);
+    tm2_netaddr a;
+    memset(&a, 0, sizeof a);
+    if (b.is_ip)
+        memcpy(a.ip, b.ip, 16);
+    tm2__sw_publish(sw, TM2_EVENT_PEER_BANNED, b.is_ip ? NULL : &b.id, &a, false, TM2_EBANNED,
+                    text);
+    post_bans(sw);
+    return 0;
+}
+
+int tm2_switch_unban(tm2_switch *sw, const char *target)
+{
+    if (!sw || !target)
+        return TM2_EINVAL;
+    tm2_ban b;
+    memset(&b, 0, sizeof b);
+    if (tm2_ban_target_parse(target, &b) != 0)
+        return TM2_EINVAL;
+    int r = tm2__bans_del(&sw->bans, &b);
+    if (!r)
+        post_bans(sw);
+    return r;
+}
+
+size_t tm2_switch_bans(tm2_switch *sw, tm2_ban *out, size_t cap)
+{
+    if (!sw)
+        return 0;
+    return tm2__bans_copy(&sw->bans, tm2__unix_ms(), out, cap);
+}
+
+int tm2__switch_set_dial_source(tm2_switch *sw, const char *ip)
+{
+    char spec[128];
+    snprintf(spec, sizeof spec, "%s%s%s:1", strchr(ip, ':') ? "[" : "", ip,
+             strchr(ip, ':') ? "]" : "");
+    tm2_netaddr a;
+    if (tm2_netaddr_parse(spec, TM2_NETADDR_NO_ID, &a) != 0)
+        return TM2_EINVAL;
+    uv_mutex_lock(&sw->life_lock);
+    bool fresh = sw->state == SW_NEW;
+    uv_mutex_unlock(&sw->life_lock);
+    if (!fresh)
+        return TM2_ESTATE;
+    sw->dial_source = a;
+    sw->has_dial_source = true;
+    return 0;
+}
+
 /* ---- the network thread ----------------------------------------------------------------- */
 
 static void handle_closed(uv_handle_t *h) { (void)h; }
@@ -671,7 +851,8 @@ static void transport_closed(tm2__transport *t)
  * own, and uv_run then returns. */
 static void maybe_finish(tm2_switch *sw)
 {
-    if (!sw->stopping || sw->finished || sw->transport || sw->open_conns || sw->n_resolving)
+    if (!sw->stopping || sw->finished || sw->transport || sw->open_conns || sw->n_resolving ||
+        tm2__sw_ban_saving(sw))
         return;
     tm2__sw_release_peers(sw);
     sw->finished = true;
@@ -767,6 +948,9 @@ static void run_commands(tm2_switch *sw)
                 c->every = NULL;
             }
             break;
+        case CMD_BANS:
+            tm2__sw_bans_changed(sw);
+            break;
         default:
             break;
         }
@@ -855,6 +1039,7 @@ static void thread_main(void *arg)
                         tm2__sw_addr_str(&sw->ni.net_address, b, sizeof b));
         }
         run_commands(sw);
+        tm2__sw_bans_changed(sw);
         tm2__sw_arm_dial_timer(sw);
     }
     uv_run(&sw->loop, UV_RUN_DEFAULT);
@@ -881,6 +1066,8 @@ static int init_loop(tm2_switch *sw)
     tc.dial_timeout_ms = sw->dial_timeout_ms;
     tc.max_pending_inbound = sw->max_pending_inbound;
     tc.conn_cbs = tm2__sw_conn_cbs;
+    tc.has_dial_source = sw->has_dial_source;
+    tc.dial_source = sw->dial_source;
     tc.log = sw->log;
     tc.log_user = sw->log_user;
     tc.log_level = sw->log_level;
@@ -1047,6 +1234,7 @@ void tm2_switch_stop(tm2_switch *sw)
         uv_thread_join(&sw->thread);
     }
     drain_commands(sw);
+    tm2__sw_bans_save_sync(sw);
     uv_mutex_lock(&sw->snap_lock);
     sw->n_snap = 0;
     sw->snap_in = sw->snap_out = sw->snap_dialing = 0;
@@ -1066,7 +1254,9 @@ void tm2_switch_free(tm2_switch *sw)
     if (!stopped)
         return;   /* called on the network thread: refused */
     drain_commands(sw);
+    tm2__sw_bans_save_sync(sw);   /* bans made after stop */
     tm2__events_free(sw->events);
+    tm2__bans_free(&sw->bans);
     tm2__dialq_free(&sw->dialq);
     tm2__peer_set_free(&sw->inflight);
     tm2__peer_set_free(&sw->peers);

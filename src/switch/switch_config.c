@@ -24,6 +24,20 @@ void tm2_switch_config_default(tm2_switch_config *cfg)
     cfg->redial_stable_ms = TM2_DEFAULT_REDIAL_STABLE_MS;
     cfg->redial_scan_ms = TM2_DEFAULT_REDIAL_SCAN_MS;
     cfg->seed_interval_ms = TM2_DEFAULT_SEED_INTERVAL_MS;
+    cfg->max_pending_inbound_per_ip = TM2_DEFAULT_MAX_PENDING_INBOUND_PER_IP;
+    cfg->accept_ip_rate = TM2_DEFAULT_ACCEPT_IP_RATE;
+    cfg->accept_ip_burst = TM2_DEFAULT_ACCEPT_IP_BURST;
+    cfg->accept_subnet_rate = TM2_DEFAULT_ACCEPT_SUBNET_RATE;
+    cfg->accept_subnet_burst = TM2_DEFAULT_ACCEPT_SUBNET_BURST;
+    cfg->max_inbound_per_ip = TM2_DEFAULT_MAX_INBOUND_PER_IP;
+    cfg->max_inbound_per_subnet = TM2_DEFAULT_MAX_INBOUND_PER_SUBNET;
+    cfg->outbound_diversity = TM2_DEFAULT_OUTBOUND_DIVERSITY;
+    cfg->evict_inbound = TM2_DEFAULT_EVICT_INBOUND;
+    cfg->evict_protect_groups = TM2_DEFAULT_EVICT_PROTECT_GROUPS;
+    cfg->evict_protect_active = TM2_DEFAULT_EVICT_PROTECT_ACTIVE;
+    cfg->evict_protect_oldest_pct = TM2_DEFAULT_EVICT_PROTECT_OLDEST_PCT;
+    cfg->ban_duration_ms = TM2_DEFAULT_BAN_DURATION_MS;
+    cfg->limit_local_addrs = TM2_DEFAULT_LIMIT_LOCAL_ADDRS;
     tm2_mconn_config_default(&cfg->mconn);
     cfg->log_level = TM2_LOG_INFO;
 }
@@ -167,6 +181,19 @@ int tm2_switch_config_check(const tm2_switch_config *cfg, const char **field)
             BAD("private_peer_ids");
     if (cfg->n_reactors && !cfg->reactors)
         BAD("reactors");
+    if (cfg->n_unconditional_peer_ids && !cfg->unconditional_peer_ids)
+        BAD("unconditional_peer_ids");
+    for (size_t i = 0; i < cfg->n_unconditional_peer_ids; i++)
+        if (tm2_id_validate(cfg->unconditional_peer_ids[i].s) != 0)
+            BAD("unconditional_peer_ids");
+    if (cfg->accept_ip_rate && !cfg->accept_ip_burst)
+        BAD("accept_ip_burst");
+    if (cfg->accept_subnet_rate && !cfg->accept_subnet_burst)
+        BAD("accept_subnet_burst");
+    if (cfg->evict_protect_oldest_pct > 100)
+        BAD("evict_protect_oldest_pct");
+    if (cfg->ban_file && !cfg->ban_file[0])
+        BAD("ban_file");
     const char *mf;
     if (tm2__mconn_config_check(&cfg->mconn, &mf) != 0) {
         static _Thread_local char name[64];

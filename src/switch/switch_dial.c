@@ -78,9 +78,22 @@ void tm2__sw_dial_request(tm2_switch *sw, const tm2_netaddr *addr)
     if (sw->stopping || tm2__sw_is_self(sw, addr) || tm2__peer_set_has(&sw->peers, &addr->id) ||
         tm2__sw_is_persistent_id(sw, &addr->id, NULL) || tm2__dialq_contains(&sw->dialq, &addr->id))
         return;
+    if (tm2__sw_banned_id(sw, &addr->id) || tm2__sw_banned_ip(sw, addr)) {
+        dial_failed(sw, addr, TM2_EBANNED, "peer or address banned");
+        return;
+    }
+    /* Unconditional peers are dialled whatever the limits. */
+    if (tm2_switch_is_unconditional(sw, &addr->id)) {
+        push(sw, tm2__sw_now(sw), addr, TM2__DIAL_UNCOND);
+        return;
+    }
     /* The reference's check at request time. */
-    if (sw->n_out >= sw->max_outbound) {
+    if (sw->n_out - sw->n_uncond_out >= sw->max_outbound) {
         dial_failed(sw, addr, TM2_ELIMIT, "outbound peer limit reached");
+        return;
+    }
+    if (tm2__sw_group_taken(sw, addr)) {
+        dial_failed(sw, addr, TM2_ENETGROUP, "an outbound peer of the same network group is connected or being dialled");
         return;
     }
     push(sw, tm2__sw_now(sw), addr, 0);
@@ -90,7 +103,7 @@ void tm2__sw_dial_done(tm2_switch *sw, tm2__dial_ctx *ctx)
 {
     if (tm2__peer_set_find(&sw->inflight, &ctx->addr.id) == ctx)
         tm2__peer_set_remove(&sw->inflight, &ctx->addr.id);
-    if (!(ctx->flags & TM2__DIAL_PERSISTENT))
+    if (!(ctx->flags & (TM2__DIAL_PERSISTENT | TM2__DIAL_UNCOND)))
         sw->n_inflight_np--;
     free(ctx);
     tm2__sw_update_counts(sw);
@@ -196,8 +209,24 @@ static void run_dial(tm2_switch *sw, const tm2__dial_item *it)
         tm2__sw_is_self(sw, addr))
         return;
     bool persistent = it->flags & TM2__DIAL_PERSISTENT;
-    if (!persistent && sw->n_out + sw->n_inflight_np >= sw->max_outbound) {
+    unsigned flags = it->flags;
+    if (tm2_switch_is_unconditional(sw, &addr->id))
+        flags |= TM2__DIAL_UNCOND;
+    bool exempt = flags & (TM2__DIAL_PERSISTENT | TM2__DIAL_UNCOND);
+    if (tm2__sw_banned_id(sw, &addr->id) ||
+        ((flags & TM2__DIAL_RESOLVE) == 0 && tm2__sw_banned_ip(sw, addr))) {
+        dial_failed(sw, addr, TM2_EBANNED, "peer or address banned");
+        if (persistent)
+            redial_after_failure(sw, &addr->id);
+        return;
+    }
+    if (!exempt && sw->n_out - sw->n_uncond_out + sw->n_inflight_np >= sw->max_outbound) {
         dial_failed(sw, addr, TM2_ELIMIT, "outbound peer limit reached");
+        return;
+    }
+    if (!exempt && tm2__sw_group_taken(sw, addr)) {
+        dial_failed(sw, addr, TM2_ENETGROUP,
+                    "an outbound peer of the same network group is connected or being dialled");
         return;
     }
     tm2__dial_ctx *ctx = calloc(1, sizeof *ctx);
@@ -208,8 +237,8 @@ static void run_dial(tm2_switch *sw, const tm2__dial_item *it)
     }
     ctx->sw = sw;
     ctx->addr = *addr;
-    ctx->flags = it->flags;
-    if (!persistent)
+    ctx->flags = flags;
+    if (!exempt)
         sw->n_inflight_np++;
     tm2__configured *c = (it->flags & TM2__DIAL_RESOLVE) ? tm2__sw_configured(sw, &addr->id) : NULL;
     if (!c) {
@@ -308,6 +337,7 @@ void tm2__sw_persistent_down(tm2_switch *sw, size_t idx)
 void tm2__sw_redial_scan_cb(uv_timer_t *t)
 {
     tm2_switch *sw = t->data;
+    tm2__sw_refusal_log_flush(sw);
     for (size_t i = 0; i < sw->n_persistent && !sw->stopping; i++)
         tm2__sw_redial(sw, i);
 }
@@ -317,7 +347,7 @@ void tm2__sw_redial_scan_cb(uv_timer_t *t)
 void tm2__sw_seed_timer_cb(uv_timer_t *t)
 {
     tm2_switch *sw = t->data;
-    if (sw->stopping || !sw->n_seeds || sw->n_out >= sw->max_outbound)
+    if (sw->stopping || !sw->n_seeds || sw->n_out - sw->n_uncond_out >= sw->max_outbound)
         return;
     /* Seeds refill discovery: not needed while a discovered peer is due. */
     uint64_t now = tm2__sw_now(sw);

@@ -18,7 +18,11 @@
 #include "common/log.h"
 #include "net/mconn_stream.h"
 #include "net/transport.h"
+#include "switch/bans.h"
 #include "switch/dial_queue.h"
+#include "switch/evict.h"
+#include "switch/netgroup.h"
+#include "switch/ratelimit.h"
 #include "switch/events.h"
 #include "switch/peer_set.h"
 #include "tm2p2p/switch.h"
@@ -51,7 +55,7 @@ struct tm2_peer {
     tm2__transport_conn *conn;      /* owns the mcs and the NodeInfo */
     tm2_id id;
     tm2_netaddr socket_addr;
-    bool outbound, persistent, priv;
+    bool outbound, persistent, priv, uncond;
     atomic_bool running;
     uint8_t our_ch[32];             /* bitmaps of channel bytes */
     uint8_t their_ch[32];
@@ -70,6 +74,8 @@ struct tm2_peer {
     bool removed;                   /* removal done */
     bool replaced;                  /* lost to a simultaneous dial: no redial */
     size_t n_added;                 /* reactors that got add_peer */
+    uint64_t seq;                   /* connection order (larger: younger) */
+    uint64_t last_msg_ms;           /* last reactor message received; 0: none */
     int reason;
     char *reason_text;              /* set on removal (NULL: no memory for it) */
     struct tm2_peer *next_release;
@@ -103,7 +109,7 @@ void tm2__peer_mark_gone(tm2_peer *p);
  * moved the state there finishes the transition, others wait for it. */
 enum tm2__sw_state { SW_NEW = 0, SW_STARTING, SW_RUNNING, SW_STOPPING, SW_STOPPED };
 
-enum tm2__cmd_type { CMD_DIAL = 1, CMD_STOP_PEER, CMD_EVERY };
+enum tm2__cmd_type { CMD_DIAL = 1, CMD_STOP_PEER, CMD_EVERY, CMD_BANS };
 
 /* Periodic work of tm2_switch_every. */
 typedef struct tm2__every {
@@ -184,6 +190,19 @@ struct tm2_switch {
     void *resolve_user;
     tm2_id *priv_ids;
     size_t n_priv;
+    tm2_id *uncond_ids;
+    size_t n_uncond;
+    /* Admission, limits, eviction, bans (tm2_switch_config). */
+    uint32_t max_pending_in_ip, accept_ip_rate, accept_ip_burst;
+    uint32_t accept_subnet_rate, accept_subnet_burst;
+    uint32_t max_in_ip, max_in_subnet;
+    bool outbound_diversity, evict_inbound, limit_local;
+    tm2__evict_params evict;
+    uint64_t ban_duration_ms;
+    char *ban_file;
+    uint8_t group_hash_key[16];     /* keyed order of network groups (eviction) */
+    bool has_dial_source;           /* tests: dials leave from this IP */
+    tm2_netaddr dial_source;
     tm2_mconn_config mconn;
     tm2__reactor_slot *reactors;
     size_t n_reactors;
@@ -204,6 +223,7 @@ struct tm2_switch {
     tm2_netaddr bound_addr;         /* our ID @ the bound listen address */
 
     tm2__events *events;
+    tm2__bans bans;                 /* any thread (own lock) */
 
     /* Cumulative counters (tm2_switch_stats): any thread reads, the
      * network thread and senders add. */
@@ -212,6 +232,7 @@ struct tm2_switch {
         atomic_uint_fast64_t handshakes_failed[TM2_STAGES];
         atomic_uint_fast64_t disconnected[TM2_STATS_REASONS], dials_failed[TM2_STATS_REASONS],
             rejected[TM2_STATS_REASONS];
+        atomic_uint_fast64_t refused[TM2_REFUSALS], evicted[TM2_EVICTIONS];
         tm2__chan_ctr ch[TM2_MCONN_MAX_CHANNELS];
     } ctr;
     int8_t ch_index[256];           /* channel byte -> index in descs, -1 */
@@ -247,7 +268,7 @@ struct tm2_switch {
     tm2_peer **snap;
     size_t n_snap, cap_snap;
     size_t snap_in, snap_out, snap_dialing;
-    size_t snap_queued, snap_persistent, snap_private;
+    size_t snap_queued, snap_persistent, snap_private, snap_uncond;
     tm2__transport *snap_tp;        /* the transport while it is open, for its stats */
     tm2__transport_stats tp_last;   /* its stats when it closed */
 
@@ -258,6 +279,17 @@ struct tm2_switch {
     tm2__peer_set inflight;         /* ID -> tm2__dial_ctx */
     size_t n_in, n_out;             /* listed inbound / outbound peers */
     size_t n_persistent_up, n_private_up;   /* among them */
+    size_t n_uncond_in, n_uncond_out;       /* among them: not counted by the limits */
+    uint64_t peer_seq;                      /* last tm2_peer.seq given */
+    tm2__rate_table rate_ip, rate_subnet;   /* accept rates (empty when off) */
+    /* Refusals at accept not yet logged (one summary line at a time). */
+    uint64_t refused_unlogged[TM2_REFUSALS];
+    uint64_t refused_log_ms;
+    bool refused_log_started;
+    /* The ban file: the list's change counter last written, a write on
+     * the thread pool. */
+    uint64_t bans_saved_gen;
+    struct tm2__ban_save *ban_save;         /* in flight; NULL: none */
     size_t n_inflight_np;           /* non-persistent dials in flight (resolving included) */
     size_t n_resolving;             /* resolver work not yet returned */
     /* Connections that lost a simultaneous open's tie-break and were closed
@@ -298,6 +330,10 @@ uint64_t tm2__sw_now(tm2_switch *sw);
 bool tm2__sw_is_self(tm2_switch *sw, const tm2_netaddr *a);
 double tm2__sw_rand01(void);
 
+/* Tests: dials leave from this IP (before tm2_switch_start). 0, TM2_EINVAL
+ * or TM2_ESTATE. */
+int tm2__switch_set_dial_source(tm2_switch *sw, const char *ip);
+
 /* ---- switch_peer.c ----------------------------------------------------------------------- */
 
 extern const tm2__transport_cbs tm2__sw_transport_cbs;
@@ -307,6 +343,39 @@ extern const tm2__mcs_cbs tm2__sw_conn_cbs;
 void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *text);
 /* Processes the release list. Loop thread. */
 void tm2__sw_release_peers(tm2_switch *sw);
+
+/* ---- switch_admit.c ---------------------------------------------------------------------- */
+
+/* Whether a peer or an address is exempt from the per-IP and per-subnet
+ * rules (local addresses without limit_local_addrs). */
+bool tm2__sw_addr_exempt(const tm2_switch *sw, const tm2_netaddr *a);
+/* The transport's admit callback: refusals before the handshake. */
+int tm2__sw_admit(tm2__transport *t, const tm2_netaddr *remote, size_t pending_from_ip);
+/* After the handshake, for a verified inbound connection that is not a
+ * replacement: 0, or TM2_ELIMIT / TM2_EBANNED with why written; *victim
+ * gets a peer to evict first (NULL: none) and *evict_reason its reason. */
+int tm2__sw_admit_verified(tm2_switch *sw, const tm2__transport_conn *c, char *why,
+                           size_t why_len, tm2_peer **victim, int *evict_reason);
+/* Evicts victim to make room (reason: tm2_eviction). Loop thread. */
+void tm2__sw_evict(tm2_switch *sw, tm2_peer *victim, int reason, const tm2_id *for_id);
+/* Whether an outbound dial to addr is refused by outbound diversity
+ * (persistent and unconditional dials never are). */
+bool tm2__sw_group_taken(tm2_switch *sw, const tm2_netaddr *addr);
+/* Flushes the summary of refusals at accept (the redial tick). */
+void tm2__sw_refusal_log_flush(tm2_switch *sw);
+/* A peer stopped with reason: banned when reason is misbehaviour. */
+void tm2__sw_ban_misbehaving(tm2_switch *sw, tm2_peer *p, int reason, const char *text);
+/* The ban list changed: stops connected peers it now bans, saves the file.
+ * Loop thread. */
+void tm2__sw_bans_changed(tm2_switch *sw);
+/* A ban file write in flight (stop waits for it). */
+bool tm2__sw_ban_saving(const tm2_switch *sw);
+/* Writes the ban file now if the list changed since the last write (stop,
+ * after the loop ended). */
+void tm2__sw_bans_save_sync(tm2_switch *sw);
+/* Whether id / the IP of a is banned now. */
+bool tm2__sw_banned_id(tm2_switch *sw, const tm2_id *id);
+bool tm2__sw_banned_ip(tm2_switch *sw, const tm2_netaddr *a);
 
 /* ---- switch_dial.c ------------------------------------------------------------------------- */
 

@@ -88,6 +88,12 @@ static void finish_remove(tm2_switch *sw, tm2_peer *p)
             sw->n_in--;
         sw->n_persistent_up -= p->persistent;
         sw->n_private_up -= p->priv;
+        if (p->uncond) {
+            if (p->outbound)
+                sw->n_uncond_out--;
+            else
+                sw->n_uncond_in--;
+        }
         tm2__sw_update_counts(sw);
     }
     if (sw->transport && !sw->transport_closing)
@@ -133,6 +139,8 @@ void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *te
     tm2__mcs_close(&p->conn->mcs);
     if (!p->in_add)
         finish_remove(sw, p);
+    /* After the disconnect, so a subscriber sees the peer gone first. */
+    tm2__sw_ban_misbehaving(sw, p, reason, p->reason_text);
 }
 
 /* ---- release ---------------------------------------------------------------------------- */
@@ -161,6 +169,7 @@ static int c_on_receive(tm2__mcs *m, uint8_t ch, const uint8_t *data, size_t len
         return TM2_ECHANNEL;   /* the core knows only our channels: not reached */
     tm2__reactor_slot *s = &sw->reactors[o];
     tm2__peer_count(p, ch, len, false);
+    p->last_msg_ms = uv_now(&sw->loop) | 1u;
     if (s->r.receive)
         s->r.receive(p, ch, data, len, s->r.user);
     return 0;
@@ -274,15 +283,20 @@ static int t_accept_filter(tm2__transport *t, const tm2__transport_conn *c, char
      * outbound slot is given up. */
     bool crossing = !c->outbound && wins(sw, &c->id, false) &&
                     (tm2__peer_set_has(&sw->inflight, &c->id) || recently_lost(sw, &c->id));
-    if (!old && !crossing && !c->outbound && sw->n_in >= sw->max_inbound) {
-        snprintf(why, why_len, "too many inbound peers (%zu of %u)", sw->n_in,
-                 (unsigned)sw->max_inbound);
-        return TM2_ELIMIT;
-    }
-    if (!c->outbound && !sw->allow_duplicate_ip && has_peer_from_ip(sw, &c->socket_addr, &c->id)) {
+    /* Bans, the per-IP and per-subnet limits and the inbound cap (with
+     * eviction), for connections that add a peer. */
+    tm2_peer *victim = NULL;
+    int evict_reason = 0;
+    int r = tm2__sw_admit_verified(sw, c, why, why_len, &victim, &evict_reason);
+    if (r == TM2_EBANNED || (r && !old && !crossing))
+        return r;
+    if (!c->outbound && !sw->allow_duplicate_ip && !tm2_switch_is_unconditional(sw, &c->id) &&
+        has_peer_from_ip(sw, &c->socket_addr, &c->id)) {
         snprintf(why, why_len, "a peer from this IP is already connected");
         return TM2_EDUPLICATE;
     }
+    if (victim && !old && !crossing)
+        tm2__sw_evict(sw, victim, evict_reason, &c->id);
     return 0;
 }
 
@@ -386,11 +400,18 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
         return;
     }
     p->listed = true;
+    p->seq = ++sw->peer_seq;
     snap_add(sw, p);
     if (p->outbound)
         sw->n_out++;
     else
         sw->n_in++;
+    if (p->uncond) {
+        if (p->outbound)
+            sw->n_uncond_out++;
+        else
+            sw->n_uncond_in++;
+    }
     sw->n_persistent_up += p->persistent;
     sw->n_private_up += p->priv;
     size_t idx;
@@ -426,4 +447,5 @@ const tm2__transport_cbs tm2__sw_transport_cbs = {
     .on_conn = t_on_conn,
     .on_reject = t_on_reject,
     .accept_filter = t_accept_filter,
+    .admit = tm2__sw_admit,
 };

@@ -263,7 +263,7 @@ static void status_command_table(void **state)
     out[n] = '\0';
     assert_int_equal(pclose(f), 0);
     assert_non_null(strstr(out, tm2_switch_id(tsw(w->hub))->s));
-    assert_non_null(strstr(out, "peers       3 (inbound 2, outbound 1; persistent 1, private 1)"));
+    assert_non_null(strstr(out, "peers       3 (inbound 2, outbound 1; persistent 1, unconditional 0, private 1)"));
     assert_non_null(strstr(out, "PEER "));
     for (int i = 0; i < 3; i++)
         assert_non_null(strstr(out, tm2_switch_id(tsw(w->p[i]))->s));

@@ -92,6 +92,20 @@ static bool rejected_by(node *hub, const tm2_id *id)
     return count_evs(hub, TM2_EVENT_PEER_REJECTED, TM2_ELIMIT, id) > 0;
 }
 
+/* Refusals of the hub: after a handshake (an event naming the peer), or at
+ * accept when it was already full (counted, no event). */
+static size_t limit_refusals(node *hub)
+{
+    return count_evs(hub, TM2_EVENT_PEER_REJECTED, TM2_ELIMIT, NULL) +
+           (size_t)refused(hub, TM2_REFUSED_FULL);
+}
+
+static bool pred_three_refused(node *hub, void *arg)
+{
+    (void)arg;
+    return npeers(hub) == 3 && limit_refusals(hub) == 3;
+}
+
 static void test_max_inbound(void **state)
 {
     (void)state;
@@ -102,25 +116,32 @@ static void test_max_inbound(void **state)
         ds[i] = node_new(1 + i, NULL);
     for (int i = 0; i < 6; i++)
         dial(ds[i], hub);
-    wait_evs(hub, TM2_EVENT_PEER_REJECTED, TM2_ELIMIT, NULL, 3, 20000);
-    wait_peers(hub, 3, 20000);
+    if (!wait_node(hub, 20000, pred_three_refused, NULL))
+        fail_msg("hub: %zu peers, %zu refusals", npeers(hub), limit_refusals(hub));
     /* The hub closes the sockets it refuses: those dialers see the end,
-     * after a handshake that succeeded from their side or during it. */
+     * after a handshake that succeeded from their side, during it, or
+     * before it began. */
     size_t kept = 0;
     for (int i = 0; i < 6; i++) {
         const tm2_id *id = tm2_switch_id(ds[i]->sw);
-        if (rejected_by(hub, id)) {
+        tm2_peer *p = peer_of(hub, id);
+        bool connected = p != NULL;
+        if (p)
+            tm2_peer_unref(p);
+        if (connected) {
+            wait_peers(ds[i], 1, 20000);
+            kept++;
+        } else {
             wait_peers(ds[i], 0, 20000);
             if (count_evs(ds[i], TM2_EVENT_DIAL_FAILED, 1, NULL) == 0)
                 wait_evs(ds[i], TM2_EVENT_PEER_DISCONNECTED, 1, NULL, 1, 20000);
-        } else {
-            wait_peers(ds[i], 1, 20000);
-            kept++;
         }
+        if (rejected_by(hub, id))
+            assert_false(connected);
     }
     assert_int_equal(kept, 3);
     assert_int_equal(npeers(hub), 3);
-    assert_int_equal(count_evs(hub, TM2_EVENT_PEER_REJECTED, TM2_ELIMIT, NULL), 3);
+    assert_int_equal(limit_refusals(hub), 3);
     size_t in, out;
     tm2_switch_counts(hub->sw, &in, &out, NULL);
     assert_int_equal(in, 3);
@@ -195,9 +216,12 @@ static void test_persistent_over_caps(void **state)
     node *np = node_new(7, NULL);
     dial(np, hub);
     wait_peers(hub, 5, 20000);
+    /* Full, and every persistent peer is there: refused at accept. */
     node *np2 = node_new(8, NULL);
     dial(np2, hub);
-    wait_evs(hub, TM2_EVENT_PEER_REJECTED, TM2_ELIMIT, &np2->addr.id, 1, 20000);
+    wait_refused(hub, TM2_REFUSED_FULL, 1, 20000);
+    wait_evs(np2, TM2_EVENT_DIAL_FAILED, 1, &hub->addr.id, 1, 20000);
+    assert_int_equal(npeers(hub), 5);
     assert_int_equal(count_evs(other, TM2_EVENT_PEER_CONNECTED, 1, NULL), 0);
     node_free(np2);
     node_free(np);

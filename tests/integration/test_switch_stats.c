@@ -154,15 +154,23 @@ static void test_failures(void **state)
     assert_int_equal(by_reason(sc.dials_failed, TM2_ECONNREFUSED), 1);
     assert_int_equal(sc.handshakes_failed[TM2_STAGE_CONNECT], 1);
 
-    /* b takes one inbound peer: the second is refused at the check. */
+    /* b takes one inbound peer: the second is refused at accept, before
+     * any handshake (nothing could make room: both are on 127.0.0.1, one
+     * network group), and counted by reason; its dial fails. */
     dial(c, b);
     wait_peers(b, 1, 10000);
     dial(d, b);
-    wait_evs(b, TM2_EVENT_PEER_REJECTED, TM2_ELIMIT, NULL, 1, 10000);
+    wait_refused(b, TM2_REFUSED_FULL, 1, 10000);
+    wait_evs(d, TM2_EVENT_DIAL_FAILED, 1, &b->addr.id, 1, 10000);
     tm2_switch_counters sb = stats_of(b);
-    assert_int_equal(by_reason(sb.rejected, TM2_ELIMIT), 1);
-    assert_int_equal(sb.handshakes_failed[TM2_STAGE_CHECK], 1);
+    assert_int_equal(sb.inbound_refused[TM2_REFUSED_FULL], 1);
+    assert_int_equal(by_reason(sb.rejected, TM2_ELIMIT), 0);
+    assert_int_equal(sb.handshakes_failed[TM2_STAGE_CHECK], 0);
+    assert_int_equal(sb.inbound_accepted, 1);
     assert_int_equal(sb.peers_connected_inbound, 1);
+    assert_string_equal(tm2_refusal_name(TM2_REFUSED_FULL), "full");
+    assert_string_equal(tm2_refusal_name(TM2_REFUSALS), "?");
+    assert_string_equal(tm2_eviction_name(TM2_EVICTED_PERSISTENT), "persistent");
     assert_int_equal(tm2_switch_stats(NULL, &sb), TM2_EINVAL);
     assert_int_equal(tm2_peer_stats(NULL, NULL), TM2_EINVAL);
     node_free(d);

@@ -18,6 +18,9 @@
 #include "tm2p2p/switch.h"
 #include "tv.h"
 
+/* Internal (switch/switch_internal.h): dials leave from this IP. */
+int tm2__switch_set_dial_source(tm2_switch *sw, const char *ip);
+
 #define CH_A 0x40          /* counted broadcast channel */
 #define CH_B 0x41          /* second channel, not advertised by every node */
 #define MAX_NODES 24
@@ -51,6 +54,9 @@ typedef struct node {
     bool kill_on_add;
     bool kill_on_receive;          /* a CH_B message starting with 0xee */
     int loop_send;                 /* what a send from the network thread returned */
+
+    /* Log lines summarising refusals at accept. */
+    atomic_int refusal_lines;
 
     /* Events read so far by the test thread. */
     tm2_event evs[MAX_EVS];
@@ -142,6 +148,8 @@ TSH void node_log(void *user, tm2_log_level level, const char *msg, const tm2_lo
     (void)level;
     node *n = user;
     char line[1024];
+    if (strcmp(msg, "inbound connections refused before the handshake") == 0)
+        atomic_fetch_add(&n->refusal_lines, 1);
     if (getenv("TM2_TEST_LOG"))
         fprintf(stderr, "[node %d] %s\n", n->idx, tv_log_line(line, sizeof line, msg, f, nf));
 }
@@ -167,6 +175,14 @@ typedef struct node_opts {
     size_t queue_cap;              /* send queue capacity of CH_A; 0: 256 */
     uint32_t handshake_ms;         /* 0: 3000 */
     const char *software, *version;   /* NodeInfo free text; NULL: the switch's defaults */
+    /* Listen on this IP (port 0) and dial from it: nodes on distinct
+     * 127.x.y.z addresses. NULL: 127.0.0.1, dials from the system's choice. */
+    const char *bind_ip;
+    bool limit_local;              /* limit_local_addrs: 127/8 grouped like public IPs */
+    bool no_evict;                 /* evict_inbound off */
+    /* Last word on the config. */
+    void (*tweak)(tm2_switch_config *c, void *arg);
+    void *tweak_arg;
 } node_opts;
 
 TSH void node_key(int seed_idx, tm2_node_key *k)
@@ -201,6 +217,7 @@ TSH node *node_new(int idx, const node_opts *o)
     uv_cond_init(&n->cv);
     atomic_init(&n->order_errors, 0);
     atomic_init(&n->adds, 0);
+    atomic_init(&n->refusal_lines, 0);
     node_key(idx, &n->key);
 
     n->chans[0] = (tm2_channel_desc){.id = CH_A, .priority = 5,
@@ -217,7 +234,9 @@ TSH node *node_new(int idx, const node_opts *o)
     tm2_switch_config c;
     tm2_switch_config_default(&c);
     c.key = n->key;
-    c.listen_addr = o->listen ? o->listen : "tcp://127.0.0.1:0";
+    char listen[64];
+    snprintf(listen, sizeof listen, "tcp://%s:0", o->bind_ip ? o->bind_ip : "127.0.0.1");
+    c.listen_addr = o->listen ? o->listen : listen;
     c.network = o->network ? o->network : "test-chain";
     c.moniker = moniker;
     c.software = o->software;
@@ -258,7 +277,14 @@ TSH node *node_new(int idx, const node_opts *o)
     c.log = node_log;
     c.log_user = n;
     c.log_level = TM2_LOG_DEBUG;
+    c.limit_local_addrs = o->limit_local;
+    if (o->no_evict)
+        c.evict_inbound = false;
+    if (o->tweak)
+        o->tweak(&c, o->tweak_arg);
     assert_int_equal(tm2_switch_new(&c, &n->sw), 0);
+    if (o->bind_ip)
+        assert_int_equal(tm2__switch_set_dial_source(n->sw, o->bind_ip), 0);
     assert_int_equal(tm2_switch_subscribe(n->sw, TM2_EVENT_ALL, NULL, 4096, &n->sub), 0);
     assert_int_equal(tm2_switch_start(n->sw), 0);
     assert_int_equal(tm2_switch_listen_addr(n->sw, &n->addr), 0);
@@ -387,6 +413,35 @@ TSH void wait_evs(node *n, tm2_event_type t, int reason, const tm2_id *id, size_
     if (!wait_node(n, ms, pred_evs, &w))
         fail_msg("node %d: %zu events of type %d reason %d, want %zu", n->idx,
                  count_evs(n, t, reason, id), (int)t, reason, want);
+}
+
+/* Sockets the node refused at accept for reason (tm2_refusal). */
+TSH uint64_t refused(node *n, int reason)
+{
+    tm2_switch_counters c;
+    assert_int_equal(tm2_switch_stats(n->sw, &c), 0);
+    return c.inbound_refused[reason];
+}
+
+typedef struct refused_want {
+    int reason;
+    uint64_t n;
+} refused_want;
+
+TSH bool pred_refused(node *n, void *arg)
+{
+    refused_want *w = arg;
+    return refused(n, w->reason) >= w->n;
+}
+
+/* Waits until the node refused at least want sockets for reason. */
+TSH void wait_refused(node *n, int reason, uint64_t want, uint32_t ms)
+{
+    refused_want w = {reason, want};
+    if (!wait_node(n, ms, pred_refused, &w))
+        fail_msg("node %d: %llu refused for %s, want %llu", n->idx,
+                 (unsigned long long)refused(n, reason), tm2_refusal_name(reason),
+                 (unsigned long long)want);
 }
 
 /* Waits until the reactor counted at least want receipts. */

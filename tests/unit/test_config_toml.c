@@ -73,7 +73,58 @@ static void defaults(void **state)
     assert_false(c.seed_mode);
     assert_false(c.prometheus);
     assert_string_equal(c.prometheus_listen_addr, ":26660");
+    assert_string_equal(c.unconditional_peer_ids, "");
+    assert_int_equal(c.max_pending_inbound_per_ip, 4);
+    assert_int_equal(c.accept_ip_rate, 12);
+    assert_int_equal(c.accept_ip_burst, 12);
+    assert_int_equal(c.accept_subnet_rate, 60);
+    assert_int_equal(c.accept_subnet_burst, 60);
+    assert_int_equal(c.max_inbound_per_ip, 4);
+    assert_int_equal(c.max_inbound_per_subnet, 8);
+    assert_true(c.outbound_diversity);
+    assert_true(c.evict_inbound);
+    assert_false(c.limit_local_addrs);
+    assert_int_equal(c.ban_duration_ns, 3600000000000LL);
+    assert_string_equal(c.ban_file, "data/bans.json");
     cli_config_free(&c);
+}
+
+/* The admission, eviction and ban keys. */
+static void admission_keys(void **state)
+{
+    (void)state;
+    cli_config c;
+    char err[512];
+    warns w = {0};
+    assert_int_equal(parse(&c,
+                           "[p2p]\nunconditional_peer_ids = \"g1m3juzly3yv3l5czeqj2833dhu8hpgklmrxfc5y\"\n"
+                           "max_pending_inbound_per_ip = 2\naccept_ip_rate = 0\naccept_ip_burst = 5\n"
+                           "accept_subnet_rate = 100\naccept_subnet_burst = 200\n"
+                           "max_inbound_per_ip = 1\nmax_inbound_per_subnet = 0\n"
+                           "outbound_diversity = false\nevict_inbound = false\nlimit_local_addrs = true\n"
+                           "ban_duration = \"24h\"\nban_file = \"/var/lib/bans.json\"\n",
+                           err, sizeof err, &w),
+                     0);
+    assert_int_equal(w.n, 0);
+    assert_string_equal(c.unconditional_peer_ids, "g1m3juzly3yv3l5czeqj2833dhu8hpgklmrxfc5y");
+    assert_int_equal(c.max_pending_inbound_per_ip, 2);
+    assert_int_equal(c.accept_ip_rate, 0);
+    assert_int_equal(c.accept_ip_burst, 5);
+    assert_int_equal(c.accept_subnet_rate, 100);
+    assert_int_equal(c.accept_subnet_burst, 200);
+    assert_int_equal(c.max_inbound_per_ip, 1);
+    assert_int_equal(c.max_inbound_per_subnet, 0);
+    assert_false(c.outbound_diversity);
+    assert_false(c.evict_inbound);
+    assert_true(c.limit_local_addrs);
+    assert_int_equal(c.ban_duration_ns, 24 * 3600000000000LL);
+    assert_string_equal(c.ban_file, "/var/lib/bans.json");
+    cli_config_free(&c);
+    expect_error("[p2p]\naccept_ip_rate = -1\n", "p2p.accept_ip_rate", "negative");
+    expect_error("[p2p]\naccept_ip_burst = 1000001\n", "p2p.accept_ip_burst", "from 0 to 1000000");
+    expect_error("[p2p]\nban_duration = \"-1h\"\n", "p2p.ban_duration", "negative");
+    expect_error("[p2p]\nban_file = \"\"\n", "p2p.ban_file", "empty");
+    expect_error("[p2p]\nlimit_local_addrs = \"no\"\n", "p2p.limit_local_addrs", "boolean");
 }
 
 /* An empty file and a file of comments leave every default in place. */
@@ -711,6 +762,7 @@ int main(void)
         cmocka_unit_test(no_final_newline),
         cmocka_unit_test(unknown_p2p_key_warns),
         cmocka_unit_test(load_file),
+        cmocka_unit_test(admission_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

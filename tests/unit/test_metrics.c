@@ -264,6 +264,13 @@ static cli_metrics_snap full_snap(tm2_node_info *ni, size_t n_peers)
     c->peers_outbound = 1;
     c->peers_persistent = 1;
     c->peers_private = 1;
+    c->peers_unconditional = 2;
+    c->bans_active = 3;
+    c->bans_total = 41;
+    c->inbound_refused[TM2_REFUSED_RATE_IP] = 42;
+    c->inbound_refused[TM2_REFUSED_BANNED] = 43;
+    c->evicted[TM2_EVICTED_NEWCOMER] = 44;
+    c->peers_disconnected[-TM2_EEVICTED] = 44;
     c->dials_queued = 3;
     c->dials_in_flight = 4;
     c->handshakes_inbound = 5;
@@ -302,6 +309,7 @@ static cli_metrics_snap full_snap(tm2_node_info *ni, size_t n_peers)
         p->outbound = i == 0;
         p->persistent = i == 0;
         p->is_private = i == 1;
+        p->unconditional = i == 2;
         p->c.uptime_ms = 1000 * i + 5;
         p->c.n_channels = 2;
         p->c.channels[0] = (tm2_channel_counts){0x50, i, 10 * i, i + 1, 10 * i + 1};
@@ -344,7 +352,7 @@ static void every_line_parses(void **state)
     assert_int_equal(value(&p, "tm2p2p_peers", "direction", "inbound"), 2);
     assert_int_equal(value(&p, "tm2p2p_peers", "direction", "outbound"), 1);
     assert_int_equal(value(&p, "tm2p2p_peers_by_kind", "kind", "persistent"), 1);
-    assert_int_equal(value(&p, "tm2p2p_peers_by_kind", "kind", "unconditional"), 0);
+    assert_int_equal(value(&p, "tm2p2p_peers_by_kind", "kind", "unconditional"), 2);
     assert_int_equal(value(&p, "tm2p2p_peers_by_kind", "kind", "private"), 1);
     assert_int_equal(value(&p, "tm2p2p_pending_handshakes", "direction", "inbound"), 5);
     assert_int_equal(value(&p, "tm2p2p_pending_handshakes", "direction", "outbound"), 6);
@@ -355,7 +363,18 @@ static void every_line_parses(void **state)
     /* reasons by tm2_errname, only those seen */
     assert_int_equal(value(&p, "tm2p2p_peers_disconnected_total", "reason", "OK"), 9);
     assert_int_equal(value(&p, "tm2p2p_peers_disconnected_total", "reason", tm2_errname(TM2_EPONG)), 10);
-    assert_int_equal(count(&p, "tm2p2p_peers_disconnected_total"), 2);
+    assert_int_equal(count(&p, "tm2p2p_peers_disconnected_total"), 3);
+    assert_int_equal(value(&p, "tm2p2p_peers_disconnected_total", "reason", "EVICTED"), 44);
+    /* Refusals at accept and evictions: every reason, zeros included. */
+    assert_int_equal(count(&p, "tm2p2p_inbound_refused_total"), TM2_REFUSALS);
+    assert_int_equal(value(&p, "tm2p2p_inbound_refused_total", "reason", "rate_ip"), 42);
+    assert_int_equal(value(&p, "tm2p2p_inbound_refused_total", "reason", "banned"), 43);
+    assert_int_equal(value(&p, "tm2p2p_inbound_refused_total", "reason", "full"), 0);
+    assert_int_equal(count(&p, "tm2p2p_peers_evicted_total"), TM2_EVICTIONS);
+    assert_int_equal(value(&p, "tm2p2p_peers_evicted_total", "reason", "newcomer"), 44);
+    assert_int_equal(value(&p, "tm2p2p_peers_evicted_total", "reason", "persistent"), 0);
+    assert_int_equal(value(&p, "tm2p2p_bans", NULL, NULL), 3);
+    assert_int_equal(value(&p, "tm2p2p_bans_total", NULL, NULL), 41);
     assert_int_equal(value(&p, "tm2p2p_dials_failed_total", "reason", "CONNREFUSED"), 11);
     assert_int_equal(value(&p, "tm2p2p_dials_failed_total", "reason", "LIMIT"), 12);
     assert_int_equal(value(&p, "tm2p2p_peers_rejected_total", "reason", "LIMIT"), 13);
@@ -406,6 +425,7 @@ static void every_line_parses(void **state)
         assert_string_equal(label(x, "moniker"), sp->moniker);
         assert_string_equal(label(x, "direction"), sp->outbound ? "outbound" : "inbound");
         assert_string_equal(label(x, "private"), sp->is_private ? "true" : "false");
+        assert_string_equal(label(x, "unconditional"), sp->unconditional ? "true" : "false");
     }
     assert_true(value(&p, "tm2p2p_peer_uptime_seconds", "peer_id", s.peers[2].id.s) == 2.005);
     assert_int_equal(value(&p, "tm2p2p_peer_received_bytes_total", "peer_id", s.peers[2].id.s), 21);
@@ -495,6 +515,9 @@ static void status_and_peers_json(void **state)
     assert_string_equal(cJSON_GetObjectItem(n, "network")->valuestring, "test\"net");
     assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(n, "channels"), 1)->valuestring, "0x70");
     assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "peers"), "inbound")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "peers"), "unconditional")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "bans"), "active")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "bans"), "total")->valueint, 41);
     assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "addrbook"), "new")->valueint, 25);
     assert_true(cJSON_GetObjectItem(a, "uptime_seconds")->valuedouble == 12.345);
 
@@ -505,6 +528,7 @@ static void status_and_peers_json(void **state)
     assert_string_equal(cJSON_GetObjectItem(p1, "id")->valuestring, s.peers[1].id.s);
     assert_string_equal(cJSON_GetObjectItem(p1, "address")->valuestring, s.peers[1].addr);
     assert_string_equal(cJSON_GetObjectItem(p1, "direction")->valuestring, "inbound");
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(p1, "unconditional")));
     assert_true(cJSON_GetObjectItem(p1, "uptime_seconds")->valuedouble == 1.005);
     cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(p1, "channels"), 1);
     assert_string_equal(cJSON_GetObjectItem(ch, "id")->valuestring, "0x70");

@@ -523,7 +523,7 @@ static void test_request_flood_stops_peer(void **state)
         send_request(&e, 1, ms);
     assert_int_equal(e.f.n_stops, 1);
     assert_ptr_equal(e.f.stops[0].peer, H(1));
-    assert_int_equal(e.f.stops[0].reason, TM2_EREJECTED);
+    assert_int_equal(e.f.stops[0].reason, TM2_EABUSE);
     assert_int_equal(stats(&e).peers_stopped, 1);
     /* A stopping peer is no longer served, nor stopped twice. */
     send_request(&e, 1, 5000);
