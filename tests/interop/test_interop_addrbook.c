@@ -154,7 +154,7 @@ static void tm2p2p_book_loads_in_reference(void **state)
     for (int i = 0; i < NADDR; i++) {
         tm2_netaddr a;
         assert_int_equal(tm2_netaddr_parse(f->addrs[i], 0, &a), 0);
-        assert_int_equal(tm2__addrbook_add(b, &a, t0), TM2__AB_ADDED);
+        assert_int_equal(tm2__addrbook_add(b, &a, NULL, t0), TM2__AB_ADDED);
     }
     tm2_netaddr a0;
     assert_int_equal(tm2_netaddr_parse(f->addrs[0], 0, &a0), 0);
