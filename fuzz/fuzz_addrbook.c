@@ -34,6 +34,7 @@ static void check_book(const tm2__addrbook *b, int64_t now)
     for (size_t i = 0; i < tm2__addrbook_size(b); i++) {
         const tm2__addrbook_entry *e = tm2__addrbook_at(b, i);
         CHECK(e != NULL);
+        CHECK(tm2_netaddr_validate(&e->addr) == 0);
         CHECK(e->last_seen >= 0 && e->last_seen <= now);
         CHECK(e->last_attempt >= 0 && e->last_attempt <= now);
         CHECK(e->last_connected >= 0 && e->last_connected <= now);
