@@ -172,6 +172,7 @@ static void check_book(const harness *h, tm2__pex_time t, bool ticked)
 {
     tm2__addrbook *b = tm2__pex_book(h->x);
     CHECK(!tm2__addrbook_find(b, &addrs[SEED_A].id) && !tm2__addrbook_find(b, &addrs[SEED_B].id));
+    CHECK(tm2__addrbook_check(b) == 0);
     for (size_t i = 0; i < tm2__addrbook_size(b); i++)
         CHECK(tm2__addrbook_at(b, i)->last_connected <= t.unix_s);
     if (!ticked)
@@ -295,6 +296,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             in.id = addrs[node].id;
             in.addr = addrs[node];
             in.dialled = addrs[node];
+            /* The connection's address, or none (the core falls back). */
+            if (f & 32) {
+                in.remote = addrs[node];
+                if (!(f & 1))
+                    in.remote.port = (uint16_t)(40000 + node);
+            }
             in.outbound = f & 1;
             in.has_channel = f & 2;
             in.is_private = f & 4;

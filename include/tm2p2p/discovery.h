@@ -36,9 +36,20 @@
  * - The book also learns the addresses we dialled successfully and those
  *   inbound peers advertise (private peers' excepted). Each outbound peer's
  *   address is marked connected when it connects and again every interval;
- *   a mark lapses 24 h after it was last renewed. When the book is full, a
- *   new address evicts an entry without a live mark (seen longest ago
- *   first), never one with, as the reference's store does.
+ *   a mark lapses 24 h after it was last renewed.
+ * - The book resists eclipse attacks as Bitcoin Core's addrman does: a
+ *   "new" table of addresses heard of and a "tried" table of addresses we
+ *   dialled and held, each of buckets, placement keyed by a per-node secret
+ *   (kept in the book file), by the address's group (IPv4 /16, IPv6 /32;
+ *   loopback and private addresses one each) and, for "new", by the group
+ *   of the peer that told us (its connection's IP). So one source group
+ *   reaches a bounded number of buckets (by default 8 of 128, at most 256
+ *   entries), one address group from one source one bucket (32 entries); a
+ *   full bucket takes a newcomer only in place of a terrible entry, and a
+ *   tried entry is replaced only after it was dialled and failed
+ *   (test-before-evict: the occupant is dialled first). Dials are drawn
+ *   across the tables' buckets, weighted against recent failures; a seed's
+ *   answers are a sample across buckets.
  * - Seed mode (this node is a seed; CometBFT's model): every
  *   non-persistent peer is disconnected seed_disconnect_ms after the first
  *   exchange with it (we answered its Request or got its Response), and
@@ -106,7 +117,10 @@ typedef struct tm2_discovery_config {
     uint32_t abuse_limit;
 
     const char *addrbook_path;     /* copied; NULL: in memory only */
-    size_t addrbook_max;           /* entries; 0: 1000; at most 10000 */
+    /* Entries; 0: 1000; at most 10000. The book's tables scale with it
+     * (tried buckets: the power of two >= addrbook_max / 32, new: four
+     * times as many, 32 entries a bucket). */
+    size_t addrbook_max;
 
     /* This node is a seed (see above). Seeds to dial are the switch's. */
     bool seed_mode;
@@ -149,8 +163,8 @@ typedef struct tm2_discovery_stats {
     uint64_t book_saves;
     uint64_t book_save_errors;
     uint64_t book_size;             /* entries at the last tick */
-    /* Of book_size, entries with a live connection mark (we dialled and held
-     * them in the last 24 h): the rest were only heard of. */
+    /* Of book_size, entries in the tried table (we dialled and held them);
+     * the rest, the new table, were only heard of. */
     uint64_t book_tried;
 } tm2_discovery_stats;
 

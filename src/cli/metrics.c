@@ -367,7 +367,7 @@ static void write_discovery(const tm2_discovery_stats *d, tm2__buf *b)
     static const char *const tables[] = {"tried", "new"};
     uint64_t tried = d->book_tried <= d->book_size ? d->book_tried : d->book_size;
     by_label(b, "tm2p2p_addrbook_size", "gauge",
-             "Address book entries (tried: dialled and held in the last 24 h; new: only heard of).", "table",
+             "Address book entries by table (tried: dialled and held; new: only heard of).", "table",
              tables, (uint64_t[]){tried, d->book_size - tried}, 2);
 }
 

@@ -95,13 +95,6 @@ static void bump(tm2__pex *x, int i, uint64_t by)
 
 static bool id_eq(const tm2_id *a, const tm2_id *b) { return strcmp(a->s, b->s) == 0; }
 
-static uint64_t rand64(void)
-{
-    uint64_t r;
-    randombytes_buf(&r, sizeof r);
-    return r;
-}
-
 static void shuffle(tm2_netaddr *a, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
@@ -236,14 +229,28 @@ static void strike(tm2__pex *x, pex_peer *p, int reason, const char *what)
 
 /* ---- book ----------------------------------------------------------------------- */
 
-static bool skip_for_dial(const tm2_id *id, void *user)
+static bool skip_for_dial(const tm2__addrbook_entry *e, void *user)
 {
     const tm2__pex *x = user;
+    const tm2_id *id = &e->addr.id;
     return is_self(x, id) || find_peer_id(x, id) || is_seed(x, id) || is_persistent(x, id);
 }
 
+/* The source of what a peer tells us, for the book's placement: its
+ * connection's address (the address dialled, or the socket's peer), never
+ * the address it advertises. */
+static const tm2_netaddr *source_of(const pex_peer *p)
+{
+    static const tm2_netaddr unknown;
+    if (!tm2_netaddr_is_unspecified(&p->info.remote))
+        return &p->info.remote;
+    return p->info.outbound ? &p->info.dialled : &unknown;
+}
+
 /* Picks up to max book entries (back-off honoured unless ignore_backoff),
- * marks them attempted and hands them to the switch. */
+ * marks them attempted and hands them to the switch. Tried-table
+ * occupants that a newcomer waits to replace are dialled first, so the
+ * book learns whether they still work (test-before-evict). */
 static size_t dial_from_book(tm2__pex *x, tm2__pex_time t, size_t max, bool ignore_backoff)
 {
     tm2_netaddr c[MAX_DIALS_PER_TICK];
@@ -252,7 +259,21 @@ static size_t dial_from_book(tm2__pex *x, tm2__pex_time t, size_t max, bool igno
     if (max == 0)
         return 0;
     int64_t now = ignore_backoff ? TM2__ADDRBOOK_TIME_MAX : t.unix_s;
-    size_t n = tm2__addrbook_pick(x->book, now, rand64(), skip_for_dial, x, c, max);
+    size_t n = tm2__addrbook_collision_tests(x->book, t.unix_s, skip_for_dial, x, c, max);
+    if (n < max) {
+        /* Not the collision tests again (select leaves out what c holds
+         * only within its own answer). */
+        size_t m = tm2__addrbook_select(x->book, now, skip_for_dial, x, c + n, max - n);
+        size_t k = n;
+        for (size_t i = n; i < n + m; i++) {
+            bool dup = false;
+            for (size_t j = 0; j < n && !dup; j++)
+                dup = id_eq(&c[j].id, &c[i].id);
+            if (!dup)
+                c[k++] = c[i];
+        }
+        n = k;
+    }
     for (size_t i = 0; i < n; i++)
         tm2__addrbook_mark_attempt(x->book, &c[i].id, t.unix_s);
     if (n)
@@ -295,10 +316,10 @@ static void collect_saves(tm2__pex *x)
 }
 
 /* The book's size, whole and its tried part, for readers on other threads. */
-static void publish_book_size(tm2__pex *x, tm2__pex_time t)
+static void publish_book_size(tm2__pex *x)
 {
     atomic_store_explicit(&x->st[ST_book_size], tm2__addrbook_size(x->book), memory_order_relaxed);
-    atomic_store_explicit(&x->st[ST_book_tried], tm2__addrbook_count_connected(x->book, t.unix_s),
+    atomic_store_explicit(&x->st[ST_book_tried], tm2__addrbook_tried_count(x->book),
                           memory_order_relaxed);
 }
 
@@ -396,23 +417,38 @@ static bool shareable_peer(const tm2__pex *x, const pex_peer *asker, const pex_p
            !is_private(x, &p->info.id);
 }
 
-static size_t select_answer(const tm2__pex *x, const pex_peer *asker, tm2_netaddr *out)
+typedef struct share_filter {
+    const tm2__pex *x;
+    const pex_peer *asker;
+} share_filter;
+
+/* Book entries a seed leaves out of answers: the asker, us, connected
+ * peers (offered from the peer set), private peers, and addresses that
+ * failed twice in a row. */
+static bool skip_for_share(const tm2__addrbook_entry *e, void *user)
+{
+    const share_filter *f = user;
+    const tm2_id *id = &e->addr.id;
+    return e->attempts >= SHARE_MAX_ATTEMPTS || id_eq(id, &f->asker->info.id) ||
+           is_self(f->x, id) || find_peer_id(f->x, id) || is_private(f->x, id);
+}
+
+static size_t select_answer(tm2__pex *x, const pex_peer *asker, int64_t now, tm2_netaddr *out)
 {
     pick k = {.out = out, .max = x->cfg.max_addrs};
     for (size_t i = 0; i < x->n_peers; i++)
         if (shareable_peer(x, asker, x->peers[i]))
             offer(&k, &x->peers[i]->info.addr);
     if (x->cfg.seed_mode) {
-        /* A seed's peers come and go; its book is what it knows. */
-        size_t n = tm2__addrbook_size(x->book);
-        for (size_t i = 0; i < n; i++) {
-            const tm2__addrbook_entry *e = tm2__addrbook_at(x->book, i);
-            const tm2_id *id = &e->addr.id;
-            if (e->attempts >= SHARE_MAX_ATTEMPTS || id_eq(id, &asker->info.id) ||
-                is_self(x, id) || find_peer_id(x, id) || is_private(x, id))
-                continue;
-            offer(&k, &e->addr);
-        }
+        /* A seed's peers come and go; its book is what it knows: a sample
+         * drawn across its buckets, so no source's share of the answer
+         * exceeds its share of the buckets. */
+        tm2_netaddr from_book[TM2_DISCOVERY_MAX_ADDRS];
+        share_filter f = {.x = x, .asker = asker};
+        size_t n = tm2__addrbook_sample(x->book, now, skip_for_share, &f, from_book,
+                                        x->cfg.max_addrs);
+        for (size_t i = 0; i < n; i++)
+            offer(&k, &from_book[i]);
     }
     shuffle(out, k.n);
     return k.n;
@@ -443,7 +479,7 @@ static void handle_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
     p->last_req_ms = t.ms;
 
     tm2_netaddr sel[TM2_DISCOVERY_MAX_ADDRS];
-    size_t n = select_answer(x, p, sel);
+    size_t n = select_answer(x, p, t.unix_s, sel);
     if (n == 0) {
         plog(x, TM2_LOG_DEBUG, "no peers to share", "peer=%s", p->info.id.s);
     } else {
@@ -489,7 +525,7 @@ static void handle_response(tm2__pex *x, pex_peer *p, const tm2_netaddr *addrs, 
         /* The switch dials its seeds itself; they stay out of the book. */
         if (is_seed(x, &a->id))
             continue;
-        int r = tm2__addrbook_add(x->book, a, t.unix_s);
+        int r = tm2__addrbook_add(x->book, a, source_of(p), t.unix_s);
         if (r < 0) {
             bump(x, ST_addrs_rejected, 1);
             continue;
@@ -586,10 +622,10 @@ int tm2__pex_add_peer(tm2__pex *x, void *peer, const tm2__pex_peer_info *info, t
     if (!is_seed(x, &info->id) && !info->is_private && !is_private(x, &info->id) &&
         !is_self(x, &info->id)) {
         if (info->outbound) {
-            if (tm2__addrbook_add(x->book, &info->dialled, t.unix_s) >= 0)
+            if (tm2__addrbook_add(x->book, &info->dialled, NULL, t.unix_s) >= 0)
                 tm2__addrbook_mark_connected(x->book, &info->dialled, t.unix_s);
         } else if (info->has_addr) {
-            tm2__addrbook_add(x->book, &info->addr, t.unix_s);
+            tm2__addrbook_add(x->book, &info->addr, source_of(p), t.unix_s);
         }
     }
 
@@ -683,13 +719,16 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
     }
     flush_stops(x);
 
+    size_t settled = tm2__addrbook_resolve(x->book, t.unix_s);
+    if (settled)
+        plog(x, TM2_LOG_DEBUG, "tried-table collisions settled", "count=%zu", settled);
     dial_from_book(x, t, dial_need(x), false);
 
     size_t gone = tm2__addrbook_expire(x->book, t.unix_s);
     if (gone)
         plog(x, TM2_LOG_DEBUG, "dead addresses dropped", "count=%zu", gone);
     save_book(x, false);
-    publish_book_size(x, t);
+    publish_book_size(x);
     flush_stops(x);
 }
 
@@ -705,7 +744,7 @@ void tm2__pex_start(tm2__pex *x, const tm2_id *self, tm2__pex_time t)
     /* A restart is a fresh situation: every remembered address may be
      * tried at once, whatever its back-off said. */
     size_t n = dial_from_book(x, t, x->cfg.target_outbound, true);
-    publish_book_size(x, t);
+    publish_book_size(x);
     plog(x, TM2_LOG_INFO, "discovery started", "book=%zu book_dials=%zu seed_mode=%s",
          tm2__addrbook_size(x->book), n, x->cfg.seed_mode ? "true" : "false");
 }

@@ -49,6 +49,11 @@ typedef struct tm2__pex_peer_info {
     bool has_addr;            /* advertised address passes tm2_netaddr_validate */
     tm2_netaddr addr;         /* the advertised NodeInfo address */
     tm2_netaddr dialled;      /* outbound: the address dialled */
+    /* The connection's remote address (outbound: the address dialled;
+     * inbound: the socket's peer): the source group of the addresses the
+     * peer tells us. Unspecified: outbound peers fall back to dialled,
+     * inbound ones count as one unknown source. */
+    tm2_netaddr remote;
 } tm2__pex_peer_info;
 
 /* Book writes finished since the last collect. */

@@ -207,8 +207,9 @@ static void r_add_peer(tm2_peer *p, void *user)
         if (info.has_addr)
             info.addr = ni->net_address;
     }
+    tm2_peer_socket_addr(p, &info.remote);
     if (info.outbound)
-        tm2_peer_socket_addr(p, &info.dialled);
+        info.dialled = info.remote;
     tm2_peer_ref(p);
     if (tm2__pex_add_peer(d->core, p, &info, now()) < 0) {
         tm2_peer_unref(p);

@@ -142,9 +142,12 @@ static void expect_entry(const entry *e, const char *addr, long long seen, long 
         fail_msg("%s: last_connected %lld, want %lld", addr, e->last_connected, connected);
 }
 
-/* tm2p2p's book: three addresses shared at t0, the first dialled and
- * connected at t1. The reference loads it with t0 as every last_seen and, from
- * v1.7.1, t1 as the first entry's last_connected. */
+/* tm2p2p's book: three addresses shared at t0 (the second by several peers,
+ * so it sits in several new buckets with its source recorded), the first
+ * dialled and connected at t1 (so in the tried table). The file carries all
+ * of tm2p2p's own keys (key, tables, source, buckets, dial record); the
+ * reference loads it with t0 as every last_seen and, from v1.7.1, t1 as the
+ * first entry's last_connected. */
 static void tm2p2p_book_loads_in_reference(void **state)
 {
     fixture *f = *state;
@@ -154,14 +157,34 @@ static void tm2p2p_book_loads_in_reference(void **state)
     for (int i = 0; i < NADDR; i++) {
         tm2_netaddr a;
         assert_int_equal(tm2_netaddr_parse(f->addrs[i], 0, &a), 0);
-        assert_int_equal(tm2__addrbook_add(b, &a, t0), TM2__AB_ADDED);
+        tm2_netaddr told_by;   /* the third heard of from another peer */
+        assert_int_equal(tm2_netaddr_parse("127.9.99.1:0", TM2_NETADDR_NO_ID, &told_by), 0);
+        assert_int_equal(tm2__addrbook_add(b, &a, i == 2 ? &told_by : NULL, t0), TM2__AB_ADDED);
+        for (int k = 0; i == 1 && k < 40; k++) {
+            char sip[40];
+            snprintf(sip, sizeof sip, "127.9.%d.1:0", k);
+            tm2_netaddr src;
+            assert_int_equal(tm2_netaddr_parse(sip, TM2_NETADDR_NO_ID, &src), 0);
+            assert_int_equal(tm2__addrbook_add(b, &a, &src, t0), TM2__AB_REFRESHED);
+        }
     }
     tm2_netaddr a0;
     assert_int_equal(tm2_netaddr_parse(f->addrs[0], 0, &a0), 0);
     assert_int_equal(tm2__addrbook_mark_attempt(b, &a0.id, t1), 0);
     assert_true(tm2__addrbook_mark_connected(b, &a0, t1) >= 0);
+    tm2_netaddr a2;
+    assert_int_equal(tm2_netaddr_parse(f->addrs[2], 0, &a2), 0);
+    assert_int_equal(tm2__addrbook_mark_failure(b, &a2.id, t1), 0);
+    assert_true(tm2__addrbook_find(b, &a0.id)->tried);
     char why[256];
     assert_int_equal(tm2__addrbook_save(b, f->path, true, why, sizeof why), 1);
+    size_t len;
+    assert_int_equal(tm2__addrbook_encode(b, &f->text, &len, NULL), 0);
+    static const char *const ours[] = {"\"tm2p2p_key\"", "\"tm2p2p_tables\"", "\"tm2p2p_tried\"",
+                                       "\"tm2p2p_new\"", "\"tm2p2p_src\"", "\"attempts\""};
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
+        if (!strstr(f->text, ours[i]))
+            fail_msg("tm2p2p's file lacks %s", ours[i]);
 
     const char *args[] = {"addrbook", "--file", f->path, NULL};
     entry e[8];
@@ -199,7 +222,10 @@ static void reference_book_loads_in_tm2p2p(void **state)
         const tm2__addrbook_entry *be = tm2__addrbook_find(b, &a.id);
         assert_non_null(be);
         assert_true(tm2_netaddr_equal(&be->addr, &a));
+        /* Migrated into the tables: what the reference held goes to tried. */
+        assert_int_equal(be->tried, be->last_connected != 0);
     }
+    assert_true(tm2__addrbook_dirty(b));   /* the key and tables are to be written */
 
     /* What tm2p2p writes from it. */
     size_t len;

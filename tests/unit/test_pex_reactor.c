@@ -288,6 +288,11 @@ static tm2__pex_peer_info info_of(unsigned i, bool outbound)
     memset(&in, 0, sizeof in);
     in.addr = addr_of(i);
     in.dialled = in.addr;
+    /* The connection's address: the one dialled, or the peer's IP at an
+     * ephemeral port. */
+    in.remote = in.addr;
+    if (!outbound)
+        in.remote.port = (uint16_t)(40000 + i);
     in.id = in.addr.id;
     in.outbound = outbound;
     in.has_channel = true;
@@ -866,7 +871,7 @@ static void test_persistent_peers_never_dialled(void **state)
     assert_int_equal(tm2__addrbook_new(NULL, NULL, &b), 0);
     for (unsigned i = 1; i <= 4; i++) {
         tm2_netaddr a = addr_of(i);
-        assert_true(tm2__addrbook_add(b, &a, T(0).unix_s) > 0);
+        assert_true(tm2__addrbook_add(b, &a, NULL, T(0).unix_s) > 0);
     }
     char why[256];
     assert_int_equal(tm2__addrbook_save(b, path, true, why, sizeof why), 1);
@@ -1154,8 +1159,8 @@ static void test_book_saved_and_reloaded(void **state)
     tm2__addrbook *b;
     assert_int_equal(tm2__addrbook_new(NULL, NULL, &b), 0);
     tm2_netaddr me = addr_of(SELF), other = addr_of(20);
-    assert_int_equal(tm2__addrbook_add(b, &me, T(0).unix_s), TM2__AB_ADDED);
-    assert_int_equal(tm2__addrbook_add(b, &other, T(0).unix_s), TM2__AB_ADDED);
+    assert_int_equal(tm2__addrbook_add(b, &me, NULL, T(0).unix_s), TM2__AB_ADDED);
+    assert_int_equal(tm2__addrbook_add(b, &other, NULL, T(0).unix_s), TM2__AB_ADDED);
     char why[256];
     assert_int_equal(tm2__addrbook_save(b, path, true, why, sizeof why), 1);
     tm2__addrbook_free(b);
@@ -1184,7 +1189,7 @@ static void test_book_save_failure_retried(void **state)
     e.cfg.addrbook_path = path;
     env_start(&e);
     tm2_netaddr a = addr_of(11);
-    assert_int_equal(tm2__addrbook_add(tm2__pex_book(e.x), &a, T(0).unix_s), TM2__AB_ADDED);
+    assert_int_equal(tm2__addrbook_add(tm2__pex_book(e.x), &a, NULL, T(0).unix_s), TM2__AB_ADDED);
     e.f.fail_write = TM2_EIO;
     tm2__pex_tick(e.x, T(1000));
     assert_int_equal(e.f.submits, 1);
@@ -1251,7 +1256,7 @@ static void gate_set(gate *g, bool hold, int fail)
 static void add_node(env *e, unsigned i, uint64_t ms)
 {
     tm2_netaddr a = addr_of(i);
-    assert_int_equal(tm2__addrbook_add(tm2__pex_book(e->x), &a, T(ms).unix_s), TM2__AB_ADDED);
+    assert_int_equal(tm2__addrbook_add(tm2__pex_book(e->x), &a, NULL, T(ms).unix_s), TM2__AB_ADDED);
 }
 
 static size_t file_entries(const char *path)
