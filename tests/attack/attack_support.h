@@ -157,6 +157,10 @@ typedef struct target_opts {
     uint32_t max_inbound, max_outbound;   /* 0: 40, 10 */
     const char *const *persistent; /* "ID@ip:port" */
     size_t n_persistent;
+    /* Arena: every honest peer dials the node (from 127.0.0.1, so duplicate
+     * IPs are allowed) and the node dials none: its outbound slots are
+     * free for the test. */
+    bool honest_inbound;
 } target_opts;
 
 typedef struct target {
@@ -167,6 +171,7 @@ typedef struct target {
     tm2_channel_desc chan;
     tm2_reactor reactors[2];
     size_t max_addrbook;
+    const char *book_path;         /* as configured (NULL: in memory) */
     atomic_ullong relayed;
 
     /* Log lines at INFO and above, and the switch's "peer disconnected"
@@ -247,6 +252,7 @@ ASH void target_start(target *t, const target_opts *o)
         .log_level = TM2_LOG_DEBUG,
     };
     t->max_addrbook = o->addrbook_max ? o->addrbook_max : 1000;
+    t->book_path = o->book_path;
     assert_int_equal(tm2_discovery_new(&dc, &t->disc), 0);
 
     t->chan = (tm2_channel_desc){.id = CH_A, .priority = 5, .send_queue_capacity = 256,
@@ -421,7 +427,13 @@ ASH void *traffic_main(void *arg)
     return NULL;
 }
 
-ASH bool pred_target_peers(target *t, size_t want) { return target_count_peers(t, NULL, NULL) == want; }
+ASH size_t honest_connected(arena *a)
+{
+    size_t k = 0;
+    for (int i = 0; i < N_HONEST; i++)
+        k += target_count_peers(&a->t, &a->honest_id[i], NULL) == 1;
+    return k;
+}
 
 /* Sets up the node (with extra options o, NULL for the defaults) and the
  * honest peers, waits until they are all connected and messages flow,
@@ -434,32 +446,38 @@ ASH void arena_start(arena *a, const target_opts *o)
     /* Honest peers 1..3 listen on addresses of their own; the node dials
      * them as persistent peers. Honest peer 0 dials the node from
      * 127.0.0.1, so the node has peers in both directions. */
+    target_opts to = o ? *o : (target_opts){0};
+    bool all_in = to.honest_inbound;
     char listen[N_HONEST][48];
     char spec[N_HONEST][TM2_NETADDR_STRLEN + 1];
     const char *pp[N_HONEST];
-    for (int i = 1; i < N_HONEST; i++) {
+    for (int i = 1; i < N_HONEST && !all_in; i++) {
         snprintf(listen[i], sizeof listen[i], "tcp://127.77.0.%d:0", i);
         node_opts no = {.listen = listen[i], .network = ATTACK_NETWORK, .only_ch_a = true};
         a->h[i] = node_new(i, &no);
         assert_true(tm2_netaddr_format(&a->h[i]->addr, spec[i], sizeof spec[i]) > 0);
         pp[i - 1] = spec[i];
     }
-    target_opts to = o ? *o : (target_opts){0};
-    to.persistent = pp;
-    to.n_persistent = N_HONEST - 1;
+    if (all_in) {
+        to.allow_dup_ip = true;
+    } else {
+        to.persistent = pp;
+        to.n_persistent = N_HONEST - 1;
+    }
     target_start(&a->t, &to);
-    node_opts no0 = {.network = ATTACK_NETWORK, .only_ch_a = true, .persistent = &a->t.addr,
-                     .n_persistent = 1};
-    a->h[0] = node_new(0, &no0);
+    for (int i = 0; i < (all_in ? N_HONEST : 1); i++) {
+        node_opts ni = {.network = ATTACK_NETWORK, .only_ch_a = true, .persistent = &a->t.addr,
+                        .n_persistent = 1};
+        a->h[i] = node_new(i, &ni);
+    }
     for (int i = 0; i < N_HONEST; i++) {
         a->honest_id[i] = a->h[i]->addr.id;
         wait_peers(a->h[i], 1, 15000);
     }
     uint64_t end = tv_now_ms() + 15000;
-    while (!pred_target_peers(&a->t, N_HONEST)) {
+    while (honest_connected(a) < N_HONEST) {
         if (tv_now_ms() > end)
-            fail_msg("the node has %zu peers, want %d", target_count_peers(&a->t, NULL, NULL),
-                     N_HONEST);
+            fail_msg("the node holds %zu of the %d honest peers", honest_connected(a), N_HONEST);
         /* Look again when honest peer 0 sees anything, at the latest in 50 ms. */
         (void)wait_node(a->h[0], 50, pred_never, NULL);
     }
@@ -1029,8 +1047,9 @@ ASH int ev_next_request(evil *e, int timeout_ms)
     }
 }
 
-/* n random valid IDs with addresses in 127.a.b.0/24 (ports from port0):
- * what a liar gossips. Nothing listens on those ports. */
+/* n random valid IDs with addresses in 127.a.b.0/24 (one_24), or spread
+ * over 127.a.0.0/16, on ports from port0 up: what a liar gossips. Nothing
+ * listens on those ports. */
 ASH tm2_netaddr *bogus_addrs(size_t n, uint8_t a, uint8_t b, bool one_24, uint16_t port0)
 {
     tm2_netaddr *v = calloc(n, sizeof *v);
@@ -1041,10 +1060,10 @@ ASH tm2_netaddr *bogus_addrs(size_t n, uint8_t a, uint8_t b, bool one_24, uint16
         tm2_id_from_pubkey(pub, &v[i].id);
         v[i].ip[10] = v[i].ip[11] = 0xff;
         v[i].ip[12] = 127;
-        v[i].ip[13] = one_24 ? a : (uint8_t)(a + (i >> 16));
-        v[i].ip[14] = one_24 ? b : (uint8_t)(i >> 8);
-        v[i].ip[15] = one_24 ? (uint8_t)(1 + i % 254) : (uint8_t)(1 + i % 254);
-        v[i].port = (uint16_t)(port0 + i / 254);
+        v[i].ip[13] = a;
+        v[i].ip[14] = one_24 ? b : (uint8_t)(i / 254);
+        v[i].ip[15] = (uint8_t)(1 + i % 254);
+        v[i].port = (uint16_t)(port0 + (one_24 ? i / 254 : 0));
     }
     return v;
 }
