@@ -161,6 +161,7 @@ typedef struct target_opts {
      * IPs are allowed) and the node dials none: its outbound slots are
      * free for the test. */
     bool honest_inbound;
+    uint32_t assembly_ms;          /* recv_assembly_timeout_ms; 0: 30000 */
 } target_opts;
 
 typedef struct target {
@@ -280,6 +281,8 @@ ASH void target_start(target *t, const target_opts *o)
     c.redial_max_ms = 1000;
     tm2_mconn_config_default(&c.mconn);
     c.mconn.flush_throttle_ms = 5;
+    if (o->assembly_ms)
+        c.mconn.recv_assembly_timeout_ms = o->assembly_ms;
     c.reactors = t->reactors;
     c.n_reactors = 2;
     c.log = target_log;
@@ -859,15 +862,17 @@ ASH int ev_send_bad_frame(evil *e, uint32_t len_field, int timeout_ms)
     return ev_write(e, f, sizeof f, timeout_ms);
 }
 
-/* A message as mconn packets on channel ch (EOF on the last). */
-ASH int ev_send_msg(evil *e, uint8_t ch, const uint8_t *msg, size_t len, int timeout_ms)
+/* A message as mconn packets on channel ch: EOF on the last unless
+ * unfinished (then the message is left open). */
+ASH int ev_send_packets(evil *e, uint8_t ch, const uint8_t *msg, size_t len, bool unfinished,
+                        int timeout_ms)
 {
     uint64_t deadline = tv_now_ms() + (uint64_t)timeout_ms;
     static _Thread_local uint8_t buf[64 << 10];
     size_t fill = 0, off = 0;
     do {
         size_t n = len - off > 1024 ? 1024 : len - off;
-        uint8_t eof = off + n == len;
+        uint8_t eof = off + n == len && !unfinished;
         if (sizeof buf - fill < 1100) {
             int r = ev_send(e, buf, fill, ms_left(deadline));
             if (r)
@@ -880,6 +885,11 @@ ASH int ev_send_msg(evil *e, uint8_t ch, const uint8_t *msg, size_t len, int tim
         off += n;
     } while (off < len);
     return ev_send(e, buf, fill, ms_left(deadline));
+}
+
+ASH int ev_send_msg(evil *e, uint8_t ch, const uint8_t *msg, size_t len, int timeout_ms)
+{
+    return ev_send_packets(e, ch, msg, len, false, timeout_ms);
 }
 
 /* The attacker's NodeInfo: it claims id (NULL: its own), on the node's

@@ -188,6 +188,61 @@ static void over_discovery_capacity(void **state)
     free(c1);
 }
 
+/* ---- messages started and never finished ------------------------------------------------ */
+
+#define ASSEMBLY_MS 2000         /* the node's recv_assembly_timeout_ms in this test */
+
+/* Attackers each start a 4 MiB message on the discovery channel (under its
+ * 5 MiB capacity) and never send its last packet. The node holds each
+ * partial message in the peer's receive budget and cuts the peer when the
+ * message is not complete within the assembly timeout, which gives the
+ * memory back; nothing lets a peer hold it longer by trickling more. */
+static void unfinished_messages(void **state)
+{
+    arena *a = *state;
+    enum { K = 4 };
+    size_t n = 4u << 20;
+    uint8_t *msg = malloc(n);
+    assert_non_null(msg);
+    memset(msg, 0x0a, n);
+    tm2_switch_counters *c0 = target_stats(&a->t);
+    arena_begin(a);
+    evil *e[K];
+    uint64_t t_first[K];
+    for (int i = 0; i < K; i++) {
+        char src[32];
+        snprintf(src, sizeof src, "127.70.202.%d", i + 1);
+        e[i] = ev_new(6960 + (uint32_t)i, &a->t);
+        assert_int_equal(ev_join(e[i], src, &a->t, EV_CH_PEX, 1, 5000), 0);
+        t_first[i] = tv_now_ms();
+        int r = ev_send_packets(e[i], TM2_DISCOVERY_CHANNEL, msg, n, true, 10000);
+        assert_true(r == 0 || r == -1);
+    }
+    free(msg);
+    for (int i = 0; i < K; i++) {
+        if (!ev_wait_closed(e[i], ASSEMBLY_MS + CLOSE_MS))
+            fail_msg("unfinished message: attacker %d kept", i);
+        uint64_t held = e[i]->t_closed - t_first[i];
+        int reason = 0;
+        char why[TM2_EVENT_REASON_LEN];
+        assert_true(ev_wait_event(e[i], TM2_EVENT_PEER_DISCONNECTED, CLOSE_MS, &reason, why,
+                                  sizeof why));
+        if (i == 0)
+            fprintf(stderr, "unfinished message: cut after %llu ms for %s: %s\n",
+                    (unsigned long long)held, tm2_errname(reason), why);
+        assert_int_equal(reason, TM2_ETIMEDOUT);
+        assert_true(held <= ASSEMBLY_MS + 1000);
+        assert_true(target_logged(&a->t, "peer disconnected", e[i]->id.s, "assembly"));
+        ev_free(e[i]);
+    }
+    arena_end(a, "messages started and never finished");
+    tm2_switch_counters *c1 = target_stats(&a->t);
+    assert_true(by_reason(c1->peers_disconnected, TM2_ETIMEDOUT) -
+                    by_reason(c0->peers_disconnected, TM2_ETIMEDOUT) >= K);
+    free(c0);
+    free(c1);
+}
+
 /* ---- ping flood -------------------------------------------------------------------- */
 
 #define PING_FLOOD_MS 3000
@@ -262,6 +317,14 @@ static int setup(void **state)
     return 0;
 }
 
+static int setup_assembly(void **state)
+{
+    arena *a = calloc(1, sizeof *a);
+    arena_start(a, &(target_opts){.assembly_ms = ASSEMBLY_MS});
+    *state = a;
+    return 0;
+}
+
 static int teardown(void **state)
 {
     arena *a = *state;
@@ -283,6 +346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unknown_channel_msg, setup, teardown),
         cmocka_unit_test_setup_teardown(over_receive_capacity, setup, teardown),
         cmocka_unit_test_setup_teardown(over_discovery_capacity, setup, teardown),
+        cmocka_unit_test_setup_teardown(unfinished_messages, setup_assembly, teardown),
         cmocka_unit_test_setup_teardown(ping_flood, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
