@@ -203,6 +203,24 @@ int np_status_peers(const char *status_path, tm2_id *ids, int cap)
     return k;
 }
 
+double np_status_number(const char *status_path, const char *key)
+{
+    FILE *f = fopen(status_path, "r");
+    if (!f)
+        return -1;
+    static char buf[1 << 17];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    cJSON *j = cJSON_Parse(buf);
+    if (!j)
+        return -1;
+    cJSON *v = cJSON_GetObjectItem(j, key);
+    double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
+    cJSON_Delete(j);
+    return d;
+}
+
 size_t np_rss(pid_t pid)
 {
     char path[64];

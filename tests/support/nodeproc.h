@@ -52,6 +52,10 @@ bool np_alive(nodeproc *p);
  * it holds (may exceed cap), or -1 when the file cannot be read yet. */
 int np_status_peers(const char *status_path, tm2_id *ids, int cap);
 
+/* A top-level number of a node's status file ("outbound", "mono_ms", ...);
+ * -1 when the file or the field cannot be read. */
+double np_status_number(const char *status_path, const char *key);
+
 /* Resident bytes (/proc/PID/statm) and open descriptors (/proc/PID/fd) of
  * pid; 0 / -1 when it cannot be read. */
 size_t np_rss(pid_t pid);
