@@ -470,6 +470,104 @@ static void claims_honest_id(void **state)
     free(c1);
 }
 
+/* ---- broken handshakes ------------------------------------------------------------------ */
+
+enum { BAD_RANDOM, BAD_LOW_ORDER, BAD_NI_LENGTH, BAD_NI_GARBAGE, BAD_KINDS };
+
+/* One connection that breaks the handshake the way kind says; how long
+ * the node took to close it after the bad bytes (-1: it did not within
+ * 5 s). */
+static long bad_handshake(target *t, int kind, int i)
+{
+    char src[32];
+    snprintf(src, sizeof src, "127.69.%d.%d", kind, i + 1);
+    evil *e = ev_new(5500 + (uint32_t)(kind * 100 + i), NULL);
+    assert_int_equal(ev_connect(e, src, &t->addr, 2000), 0);
+    uint8_t buf[64];
+    /* The bad bytes go out now; a handshake that has to come first is not
+     * timed. */
+    switch (kind) {
+    case BAD_RANDOM:
+        /* Not a key message at all. */
+        randombytes_buf(buf, sizeof buf);
+        buf[0] = 0xff;
+        (void)ev_write(e, buf, sizeof buf, 2000);
+        break;
+    case BAD_LOW_ORDER: {
+        /* A well-formed key message carrying a low-order point (all zero). */
+        uint8_t zero[32] = {0};
+        tm2__sc_encode_eph(zero, buf);
+        (void)ev_write(e, buf, TM2__SC_EPH_MSG_SIZE, 2000);
+        break;
+    }
+    case BAD_NI_LENGTH: {
+        /* A NodeInfo whose length prefix says 2^40 bytes. */
+        assert_int_equal(ev_handshake(e, 2000), 0);
+        uint8_t p[16] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x20};
+        (void)ev_send(e, p, sizeof p, 2000);
+        break;
+    }
+    case BAD_NI_GARBAGE: {
+        /* A sized message of the right length holding no NodeInfo. */
+        assert_int_equal(ev_handshake(e, 2000), 0);
+        uint8_t p[200];
+        randombytes_buf(p, sizeof p);
+        p[0] = sizeof p - 2;
+        p[1] = 0x01;
+        (void)ev_send(e, p, sizeof p, 2000);
+        break;
+    }
+    }
+    uint64_t t0 = tv_now_ms();
+    long took = ev_wait_closed(e, 5000) ? (long)(e->t_closed - t0) : -1;
+    ev_free(e);
+    return took;
+}
+
+/* Handshakes broken at each step: garbage for a key, a low-order key, a
+ * NodeInfo length far over its 10 KiB limit, a NodeInfo that does not
+ * decode. Each is closed at once (not at the handshake deadline) and
+ * counted at its stage; none becomes a peer. */
+static void broken_handshakes(void **state)
+{
+    arena *a = *state;
+    enum { ROUNDS = 10 };
+    tm2_switch_counters *c0 = target_stats(&a->t);
+    arena_begin(a);
+    long slowest = 0;
+    for (int k = 0; k < BAD_KINDS; k++)
+        for (int i = 0; i < ROUNDS; i++) {
+            long ms = bad_handshake(&a->t, k, i);
+            if (ms < 0)
+                fail_msg("broken handshake %d/%d: the node kept the connection", k, i);
+            slowest = ms > slowest ? ms : slowest;
+        }
+    /* Every refusal is counted before its socket is closed... or right
+     * after: wait for the counts. */
+    tm2_switch_counters *c1 = NULL;
+    uint64_t end = tv_now_ms() + 5000;
+    uint64_t secret = 0, ni = 0;
+    do {
+        free(c1);
+        c1 = target_stats(&a->t);
+        secret = c1->handshakes_failed[TM2_STAGE_SECRET] - c0->handshakes_failed[TM2_STAGE_SECRET];
+        ni = c1->handshakes_failed[TM2_STAGE_NODEINFO] - c0->handshakes_failed[TM2_STAGE_NODEINFO];
+        if (secret >= 2 * ROUNDS && ni >= 2 * ROUNDS)
+            break;
+        (void)wait_node(a->h[0], 50, pred_never, NULL);
+    } while (tv_now_ms() < end);
+    arena_end(a, "broken handshakes");
+    fprintf(stderr, "broken handshakes: %d, each closed within %ld ms; %llu failed at the secret "
+            "connection, %llu at NodeInfo\n",
+            BAD_KINDS * ROUNDS, slowest, (unsigned long long)secret, (unsigned long long)ni);
+    /* Closed at once, not at the handshake deadline (3 s). */
+    assert_true(slowest < 1000);
+    assert_true(secret + ni + (c1->inbound_dropped - c0->inbound_dropped) >= BAD_KINDS * ROUNDS);
+    assert_int_equal(c1->peers_connected_inbound, c0->peers_connected_inbound);
+    free(c0);
+    free(c1);
+}
+
 /* ---- fixtures --------------------------------------------------------------------------- */
 
 static int setup_default(void **state)
@@ -516,6 +614,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(many_ids_one_ip_allowed, setup_dup_allowed, teardown),
         cmocka_unit_test_setup_teardown(duplicate_id_many_ips, setup_default, teardown),
         cmocka_unit_test_setup_teardown(claims_honest_id, setup_default, teardown),
+        cmocka_unit_test_setup_teardown(broken_handshakes, setup_default, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
