@@ -270,6 +270,7 @@ static void one_group_flood(void **state)
         e->plain_len = 0;
     }
     arena_end(a, "a thousand addresses of one /24");
+    ev_free(e);
     d1 = target_pex(&a->t);
     book_count bc = read_book(a->t.book_path, a);
     fprintf(stderr, "/24 flood: %zu announced, %llu accepted; book %zu entries (max %zu), %zu of "
@@ -290,7 +291,6 @@ static void one_group_flood(void **state)
         assert_true(bc.group * 4 <= bc.total);
         assert_true(bc.honest == N_HONEST);
     }
-    ev_free(e);
 }
 
 /* ---- fixtures --------------------------------------------------------------------------- */
