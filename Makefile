@@ -12,7 +12,9 @@ RUN_ARGS     ?=
 REF          ?= v1.7.1
 CMAKE_GEN    := -G Ninja
 
-.PHONY: all deps build run test unit fuzz interop bench install deb clean
+SOAK_SECONDS ?= 180
+
+.PHONY: all deps build run test unit fuzz interop soak bench install deb clean
 
 all: build
 
@@ -41,6 +43,14 @@ fuzz: deps
 	    -DTM2_FUZZ=ON -DTM2_TESTS=OFF -DTM2_BENCH=OFF -DTM2_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
 	@cmake --build $(FUZZ)
 	@ctest --test-dir $(FUZZ) --output-on-failure -L fuzz
+
+# The soak test at full length (make test runs it for 20 s): 32 node processes,
+# one killed and one restarted every second, for SOAK_SECONDS.
+soak:
+	@scripts/deps.sh --test
+	@cmake -S . -B $(ASAN) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DTM2_SANITIZE=ON -DTM2_BENCH=OFF >/dev/null
+	@cmake --build $(ASAN)
+	@TM2_SOAK_SECONDS=$(SOAK_SECONDS) ctest --test-dir $(ASAN) --output-on-failure -V -L soak
 
 # Only the interop tests, against one gno release (REF=v1.7.1 or v1.2.0), in a
 # sanitizer build of its own.
