@@ -124,6 +124,10 @@ typedef struct tm2_discovery_config {
 
     /* This node is a seed (see above). Seeds to dial are the switch's. */
     bool seed_mode;
+    /* The book groups loopback and private addresses by network (IPv4 /16)
+     * like public ones, instead of each address on its own: as the switch's
+     * limit_local_addrs, for tests of the group bounds on 127.0.0.0/8. */
+    bool limit_local_addrs;
     /* Seed mode: how long a peer stays after the first exchange; keep it
      * well above the connection's flush throttle so the answer leaves
      * before the close. 0: 3000. */

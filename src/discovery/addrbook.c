@@ -175,14 +175,16 @@ static uint64_t id_hash(const tm2__addrbook *b, const tm2_id *id)
 
 /* ---- groups and placement ------------------------------------------------------------ */
 
-size_t tm2__addrbook_group(const tm2_netaddr *a, bool with_port, uint8_t *g)
+size_t tm2__addrbook_group(const tm2_netaddr *a, bool with_port, bool group_local, uint8_t *g)
 {
     if (tm2_netaddr_is_unspecified(a)) {
         g[0] = 0;
         return 1;
     }
+    /* Loopback and private: every node of a local network shares its /16
+     * (a testnet: one IP), so each address is a group of its own. */
     bool local = tm2_netaddr_is_local(a);
-    if (local || tm2_netaddr_is_private(a)) {
+    if (!group_local && (local || tm2_netaddr_is_private(a))) {
         uint16_t port = with_port ? a->port : 0;
         g[0] = local ? 3 : 4;
         memcpy(g + 1, a->ip, 16);
@@ -208,7 +210,8 @@ static uint32_t new_bucket_ip(const tm2__addrbook *b, const tm2_netaddr *a, cons
     memset(&s, 0, sizeof s);
     memcpy(s.ip, sip ? sip : a->ip, 16);
     uint8_t ga[TM2__ADDRBOOK_GROUP_MAX], gs[TM2__ADDRBOOK_GROUP_MAX];
-    size_t na = tm2__addrbook_group(a, true, ga), ns = tm2__addrbook_group(&s, false, gs);
+    size_t na = tm2__addrbook_group(a, true, b->cfg.group_local, ga),
+           ns = tm2__addrbook_group(&s, false, b->cfg.group_local, gs);
     hbuf h = {.n = 0};
     hbyte(&h, 'N');
     hbyte(&h, (uint8_t)na);
@@ -239,7 +242,7 @@ uint32_t tm2__addrbook_tried_bucket(const tm2__addrbook *b, const tm2_netaddr *a
     hbyte(&h, (uint8_t)a->port);
     uint32_t h1 = (uint32_t)(hsum(b, &h) % b->T);
     uint8_t ga[TM2__ADDRBOOK_GROUP_MAX];
-    size_t na = tm2__addrbook_group(a, true, ga);
+    size_t na = tm2__addrbook_group(a, true, b->cfg.group_local, ga);
     hbuf h2 = {.n = 0};
     hbyte(&h2, 'T');
     hbyte(&h2, (uint8_t)na);

@@ -171,6 +171,9 @@ typedef struct tm2__addrbook_config {
     /* Seeds the book's own random choices (selection, samples, extra new
      * buckets); 0: random. */
     uint64_t seed;
+    /* Group loopback and private addresses by network (/16, /32) like
+     * public ones, instead of each address on its own (tests on 127/8). */
+    bool group_local;
 } tm2__addrbook_config;
 
 typedef struct tm2__addrbook_entry {
@@ -223,10 +226,12 @@ const uint8_t *tm2__addrbook_key(const tm2__addrbook *b);
 uint32_t tm2__addrbook_new_bucket(const tm2__addrbook *b, const tm2_netaddr *a,
                                   const tm2_netaddr *src);
 uint32_t tm2__addrbook_tried_bucket(const tm2__addrbook *b, const tm2_netaddr *a);
-/* An address's group as bytes (see above; at most TM2__ADDRBOOK_GROUP_MAX);
- * with_port false for a source's group. Returns the length. */
+/* An address's group as bytes (at most TM2__ADDRBOOK_GROUP_MAX): its IPv4
+ * /16 or IPv6 /32, or, for a loopback or private address without
+ * group_local, the address itself (with its port unless with_port is
+ * false, for a source's group). Returns the length. */
 #define TM2__ADDRBOOK_GROUP_MAX 19
-size_t tm2__addrbook_group(const tm2_netaddr *a, bool with_port, uint8_t *out);
+size_t tm2__addrbook_group(const tm2_netaddr *a, bool with_port, bool group_local, uint8_t *out);
 /* Entries in bucket i of a table (tried or new). */
 size_t tm2__addrbook_bucket_count(const tm2__addrbook *b, bool tried, uint32_t i);
 

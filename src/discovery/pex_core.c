@@ -837,6 +837,7 @@ int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64
         .max_entries = x->cfg.addrbook_max,
         .retry_base = retry < 1 ? 1 : retry > TM2__ADDRBOOK_RETRY_BASE ? TM2__ADDRBOOK_RETRY_BASE
                                                                       : retry,
+        .group_local = x->cfg.limit_local_addrs,
     };
     rc = tm2__addrbook_new(NULL, &bc, &x->book);
     if (rc < 0)

@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "switch/netgroup.h"
+#include "common/netgroup.h"
 
 typedef struct tm2__evict_peer {
     tm2__group_key group;      /* network group */

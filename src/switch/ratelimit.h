@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "switch/netgroup.h"
+#include "common/netgroup.h"
 
 #define TM2__RATE_WAYS 8
 

@@ -21,7 +21,7 @@
 #include "switch/bans.h"
 #include "switch/dial_queue.h"
 #include "switch/evict.h"
-#include "switch/netgroup.h"
+#include "common/netgroup.h"
 #include "switch/ratelimit.h"
 #include "switch/events.h"
 #include "switch/peer_set.h"

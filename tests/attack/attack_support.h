@@ -162,6 +162,9 @@ typedef struct target_opts {
      * free for the test. */
     bool honest_inbound;
     uint32_t assembly_ms;          /* recv_assembly_timeout_ms; 0: 30000 */
+    /* Group 127.x.y.z addresses by /16 like public ones (the switch's
+     * limit_local_addrs and the book's): the group-bound attacks. */
+    bool group_loopback;
 } target_opts;
 
 typedef struct target {
@@ -251,6 +254,7 @@ ASH void target_start(target *t, const target_opts *o)
         .log = target_log,
         .log_user = t,
         .log_level = TM2_LOG_DEBUG,
+        .limit_local_addrs = o->group_loopback,
     };
     t->max_addrbook = o->addrbook_max ? o->addrbook_max : 1000;
     t->book_path = o->book_path;
@@ -283,6 +287,7 @@ ASH void target_start(target *t, const target_opts *o)
     c.mconn.flush_throttle_ms = 5;
     if (o->assembly_ms)
         c.mconn.recv_assembly_timeout_ms = o->assembly_ms;
+    c.limit_local_addrs = o->group_loopback;
     c.reactors = t->reactors;
     c.n_reactors = 2;
     c.log = target_log;

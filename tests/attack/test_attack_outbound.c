@@ -6,12 +6,10 @@
  * gossiping them, and the book dials the most recently seen first. The node
  * serves four honest inbound peers exchanging messages meanwhile.
  *
- * What a node should do: spread its outbound peers over address groups, so
- * that two /16s, however many addresses they hold, cannot have the
- * majority of its outbound slots, and honest nodes in other groups get
- * theirs. tm2p2p has no outbound diversity rule yet, and today the attacker
- * takes all ten slots. The test is kept and skipped ("pending outbound
- * diversity", exit 77) unless TM2_ATTACK_PENDING=1 asks for it. */
+ * The node spreads its outbound peers over address groups (outbound
+ * diversity, with 127/8 grouped like public addresses here), so two /16s,
+ * however many addresses they hold, cannot have the majority of its
+ * outbound slots, and honest nodes in other groups get theirs. */
 #include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -224,7 +222,7 @@ static void outbound_slots(void **state)
     arena *a_ = &ar;
     ar_started = true;
     arena_start(a_, &(target_opts){.honest_inbound = true, .book_path = book,
-                                   .max_outbound = MAX_OUT});
+                                   .max_outbound = MAX_OUT, .group_loopback = true});
     arena_begin(a_);
     size_t in = 0, out = 0, dialing = 0;
     /* Until the slots are taken and at least OBSERVE_MS have passed (a
@@ -286,13 +284,6 @@ static int teardown(void **state)
 
 int main(void)
 {
-    if (!env_on("TM2_ATTACK_PENDING")) {
-        fprintf(stderr, "test_attack_outbound: skipped: pending outbound diversity (tm2p2p has no "
-                        "rule spreading outbound peers over address groups yet; today an attacker "
-                        "with 200 addresses in two /16s takes every outbound slot). Run with "
-                        "TM2_ATTACK_PENDING=1 to check it.\n");
-        return 77;
-    }
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(outbound_slots, teardown),

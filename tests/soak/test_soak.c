@@ -220,8 +220,8 @@ static void soak(void **state)
     snprintf(root, sizeof root, "/tmp/tm2-soak-%d", (int)getpid());
     for (int i = 0; i < N; i++) {
         snprintf(homes[i], sizeof homes[i], "%s/%d", root, i);
-        snprintf(status[i], sizeof status[i], "%s/status.json", homes[i]);
-        snprintf(logs[i], sizeof logs[i], "%s/node.log", homes[i]);
+        snprintf(status[i], sizeof status[i], "%.96s/status.json", homes[i]);
+        snprintf(logs[i], sizeof logs[i], "%.96s/node.log", homes[i]);
         snprintf(ip[i], sizeof ip[i], "127.90.%d.%d", net, i + 1);
         ids[i] = np_make_key(homes[i], 0x100u + (unsigned)i);
     }

@@ -744,8 +744,8 @@ static void groups(void **state)
         tm2_netaddr ax = ip_only(x), ay = ip_only(y);                                          \
         ax.port = 1;                                                                           \
         ay.port = 2;                                                                           \
-        n1 = tm2__addrbook_group(&ax, wp, g1);                                               \
-        n2 = tm2__addrbook_group(&ay, wp, g2);                                               \
+        n1 = tm2__addrbook_group(&ax, wp, false, g1);                                               \
+        n2 = tm2__addrbook_group(&ay, wp, false, g2);                                               \
     } while (0)
     /* IPv4 by /16. */
     SAME("198.18.5.1", "198.18.200.9", true);

@@ -11,7 +11,7 @@
 
 #include "switch/bans.h"
 #include "switch/evict.h"
-#include "switch/netgroup.h"
+#include "common/netgroup.h"
 #include "switch/ratelimit.h"
 #include "tm2p2p/switch.h"
 #include "tv.h"

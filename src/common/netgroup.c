@@ -1,5 +1,5 @@
-/* Address groups (switch/netgroup.h). */
-#include "switch/netgroup.h"
+/* Address groups (common/netgroup.h). */
+#include "common/netgroup.h"
 
 #include <string.h>
 

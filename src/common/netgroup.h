@@ -1,4 +1,4 @@
-/* Internal: address groups for the switch's admission rules (pure).
+/* Internal: address groups for the admission rules and the address book (pure).
  *
  * A group key names a set of addresses: one IP, a subnet (IPv4 /24, IPv6
  * /48: the accept-rate and per-subnet rules) or a network group (IPv4 /16,
@@ -11,8 +11,8 @@
  * grouped like public ones (limit_local_addrs).
  *
  * Thread rules: none (pure functions of their arguments). */
-#ifndef TM2_SWITCH_NETGROUP_H
-#define TM2_SWITCH_NETGROUP_H
+#ifndef TM2_COMMON_NETGROUP_H
+#define TM2_COMMON_NETGROUP_H
 
 #include <stdbool.h>
 #include <stdint.h>
