@@ -420,8 +420,8 @@ static void partition_and_heal(void **state)
     (void)state;
     for (int i = 0; i < N; i++) {
         snprintf(homes[i], sizeof homes[i], "/tmp/tm2-netns-%d-%d", (int)getpid(), i);
-        snprintf(status[i], sizeof status[i], "%s/status.json", homes[i]);
-        snprintf(logs[i], sizeof logs[i], "%s/node.log", homes[i]);
+        snprintf(status[i], sizeof status[i], "%.96s/status.json", homes[i]);
+        snprintf(logs[i], sizeof logs[i], "%.96s/node.log", homes[i]);
         ids[i] = np_make_key(homes[i], (unsigned)i);
     }
     for (int i = 0; i < N; i++)
