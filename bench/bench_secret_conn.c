@@ -12,6 +12,16 @@
  *   sc_loopback_*            one secret connection over loopback TCP, one
  *                            direction, sender and receiver on their own loop
  *                            threads; CPU seconds per GiB per side
+ *   sc_handshakes_per_s_*    a storm: STORM loopback TCP connections are set
+ *                            up first (not timed), then both ends start every
+ *                            handshake at once, each end on its own loop
+ *                            thread; handshakes completed (both sides) per
+ *                            second with the handshake crypto on 1 and on 2
+ *                            worker threads (sc_handshake_2core_ratio)
+ *   sc_storm_loop_stall_ms   the longest time the accepting end's loop thread
+ *                            went without polling its sockets during such a
+ *                            storm, crypto inline on the loop ("before") and
+ *                            on the pool (one worker per CPU)
  *
  * Throughput figures are payload bytes (1024 per frame), MB = 10^6 bytes.
  * Each ratio compares rounds interleaved with its reference and keeps the
@@ -31,8 +41,11 @@
 #include <openssl/evp.h>
 #endif
 
+#include <stdatomic.h>
+
 #include "conn/secret_conn.h"
 #include "net/sc_stream.h"
+#include "net/workpool.h"
 
 #define FRAME TM2__SC_FRAME_SIZE
 #define PLAIN TM2__FRAME_PLAIN
@@ -442,12 +455,233 @@ static void loopback(void)
     free(src);
 }
 
+/* ---- handshake storm ---------------------------------------------------------- */
+
+#define STORM 1000
+#define STORM_ROUNDS 3
+
+typedef struct storm_side {
+    uv_loop_t loop;
+    tm2__sc_loop lp;
+    tm2__sc_stream *s;          /* STORM streams */
+    tm2_node_key key;
+    uv_tcp_t listener;
+    uv_async_t go, finish;
+    uv_prepare_t prep;
+    uint64_t t_prep, t_idle, max_stall;  /* ns */
+    bool measuring;
+    int accepted, connected, done, closed;
+    bool server;
+} storm_side;
+
+static storm_side st_srv, st_cli;
+static atomic_int st_ready, st_done;
+static uint64_t st_t0, st_t1;
+static uv_connect_t st_creq[STORM];
+
+/* Runs just before the loop polls: the time since the last poll began, less
+ * the time spent blocked in it, is how long the loop went without looking at
+ * its sockets (callbacks, timers, and waiting for a CPU). */
+static void st_prep(uv_prepare_t *h)
+{
+    storm_side *sd = h->data;
+    uint64_t now = uv_hrtime(), idle = uv_metrics_idle_time(&sd->loop);
+    uint64_t busy = now - sd->t_prep - (idle - sd->t_idle);
+    if (sd->measuring && sd->t_prep && busy > sd->max_stall)
+        sd->max_stall = busy;
+    sd->t_prep = now;
+    sd->t_idle = idle;
+}
+
+static void st_ready_one(void)
+{
+    if (atomic_fetch_add(&st_ready, 1) + 1 == 2 * STORM) {
+        uv_async_send(&st_srv.go);
+        uv_async_send(&st_cli.go);
+    }
+}
+
+static void st_on_hs(tm2__sc_stream *s, int err)
+{
+    storm_side *sd = s->data;
+    if (err)
+        DIE("storm handshake (%s): %s", sd->server ? "server" : "client", tm2_strerror(err));
+    sd->done++;
+    if (atomic_fetch_add(&st_done, 1) + 1 == 2 * STORM) {
+        st_t1 = uv_hrtime();
+        uv_async_send(&st_srv.finish);
+        uv_async_send(&st_cli.finish);
+    }
+}
+
+static void st_on_error(tm2__sc_stream *s, int err)
+{
+    (void)s;
+    (void)err;   /* the other end closing first: nothing to do */
+}
+
+static void st_async_closed(uv_handle_t *h) { (void)h; }
+
+static void st_on_close(tm2__sc_stream *s)
+{
+    storm_side *sd = s->data;
+    if (++sd->closed == STORM) {
+        tm2__sc_loop_close(&sd->lp);
+        uv_close((uv_handle_t *)&sd->go, st_async_closed);
+        uv_close((uv_handle_t *)&sd->finish, st_async_closed);
+        uv_close((uv_handle_t *)&sd->prep, NULL);
+    }
+}
+
+static void st_go(uv_async_t *a)
+{
+    storm_side *sd = a->data;
+    if (sd->server)
+        st_t0 = uv_hrtime();
+    sd->measuring = true;
+    for (int i = 0; i < STORM; i++)
+        if (tm2__sc_stream_start(&sd->s[i], &sd->key, NULL))
+            DIE("storm start");
+}
+
+static void st_finish(uv_async_t *a)
+{
+    storm_side *sd = a->data;
+    sd->measuring = false;
+    for (int i = 0; i < STORM; i++)
+        tm2__sc_stream_close(&sd->s[i]);
+}
+
+static void st_accept(uv_stream_t *server, int status)
+{
+    storm_side *sd = server->data;
+    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(&sd->s[sd->accepted])))
+        DIE("storm accept");
+    if (++sd->accepted == STORM)
+        uv_close((uv_handle_t *)&sd->listener, NULL);
+    st_ready_one();
+}
+
+static void st_connected(uv_connect_t *req, int status)
+{
+    if (status)
+        DIE("storm connect: %s", uv_strerror(status));
+    st_cli.connected++;
+    (void)req;
+    st_ready_one();
+}
+
+static void *st_thread(void *arg)
+{
+    storm_side *sd = arg;
+    uv_run(&sd->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* One storm with the pool configured to workers threads (< 0: inline).
+ * Returns handshakes (both sides) per second; *stall_ms is the accepting
+ * end's longest loop stall. */
+static double storm(int workers, double *stall_ms)
+{
+    static const tm2__sc_stream_cbs cbs = {
+        .on_handshake = st_on_hs, .on_error = st_on_error, .on_close = st_on_close};
+    tm2__sc_stream_config cfg = {.handshake_timeout_ms = 60000};
+    tm2__wpool_configure(workers);
+    atomic_store(&st_ready, 0);
+    atomic_store(&st_done, 0);
+    storm_side *sides[2] = {&st_srv, &st_cli};
+    for (int i = 0; i < 2; i++) {
+        storm_side *sd = sides[i];
+        tm2__sc_stream *streams = sd->s ? sd->s : calloc(STORM, sizeof *streams);
+        tm2_node_key key = sd->key;
+        memset(sd, 0, sizeof *sd);
+        sd->s = streams;
+        sd->key = key;
+        sd->server = i == 0;
+        if (!sd->s || uv_loop_init(&sd->loop) || tm2__sc_loop_init(&sd->lp, &sd->loop))
+            DIE("storm setup");
+        uv_loop_configure(&sd->loop, UV_METRICS_IDLE_TIME);
+        uv_async_init(&sd->loop, &sd->go, st_go);
+        uv_async_init(&sd->loop, &sd->finish, st_finish);
+        uv_prepare_init(&sd->loop, &sd->prep);
+        sd->go.data = sd->finish.data = sd->prep.data = sd;
+        uv_prepare_start(&sd->prep, st_prep);
+        for (int k = 0; k < STORM; k++) {
+            if (tm2__sc_stream_init(&sd->s[k], &sd->lp, &cfg, &cbs))
+                DIE("storm stream");
+            sd->s[k].data = sd;
+        }
+    }
+    if (workers >= 0 && tm2__wpool_threads() != (unsigned)workers && workers != 0)
+        DIE("pool has %u threads, want %d", tm2__wpool_threads(), workers);
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    uv_tcp_init(&st_srv.loop, &st_srv.listener);
+    st_srv.listener.data = &st_srv;
+    if (uv_tcp_bind(&st_srv.listener, (const struct sockaddr *)&a, 0) ||
+        uv_listen((uv_stream_t *)&st_srv.listener, STORM, st_accept))
+        DIE("storm listen");
+    int alen = sizeof a;
+    uv_tcp_getsockname(&st_srv.listener, (struct sockaddr *)&a, &alen);
+    for (int k = 0; k < STORM; k++)
+        if (uv_tcp_connect(&st_creq[k], tm2__sc_stream_tcp(&st_cli.s[k]),
+                           (const struct sockaddr *)&a, st_connected))
+            DIE("storm connect");
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, st_thread, sides[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++)
+        if (uv_loop_close(&sides[i]->loop))
+            DIE("storm loop close");
+    *stall_ms = (double)st_srv.max_stall / 1e6;
+    return 2.0 * STORM / ((double)(st_t1 - st_t0) / 1e9);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void storms(void)
+{
+    tm2_node_key_generate(&st_srv.key);
+    tm2_node_key_generate(&st_cli.key);
+    double r1 = 0, r2 = 0, st_in[STORM_ROUNDS], st_pool[STORM_ROUNDS], stall;
+    for (int r = 0; r < STORM_ROUNDS; r++) {
+        double v = storm(1, &stall);
+        r1 = v > r1 ? v : r1;
+        v = storm(2, &stall);
+        r2 = v > r2 ? v : r2;
+        storm(-1, &st_in[r]);
+        storm(0, &st_pool[r]);
+    }
+    qsort(st_in, STORM_ROUNDS, sizeof st_in[0], cmp_d);
+    qsort(st_pool, STORM_ROUNDS, sizeof st_pool[0], cmp_d);
+    tm2__wpool_configure(0);
+    printf("sc_handshakes_per_s_1w: %.0f\n", r1);
+    printf("sc_handshakes_per_s_2w: %.0f\n", r2);
+    printf("sc_handshake_2core_ratio: %.3f\n", r2 / r1);
+    printf("sc_storm_loop_stall_ms_inline: %.2f\n", st_in[STORM_ROUNDS / 2]);
+    printf("sc_storm_loop_stall_ms: %.2f\n", st_pool[STORM_ROUNDS / 2]);
+    fflush(stdout);
+    for (int i = 0; i < 2; i++)
+        free((i ? &st_cli : &st_srv)->s);
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
-int main(void)
+/* "bench_secret_conn storm" runs the handshake storms only. */
+int main(int argc, char **argv)
 {
     if (sodium_init() < 0)
         DIE("sodium_init");
+    if (argc > 1 && strcmp(argv[1], "storm") == 0) {
+        storms();
+        return 0;
+    }
     plain_frames = malloc((size_t)NFRAMES * PLAIN);
     sealed_frames = malloc((size_t)NFRAMES * FRAME);
     out_frames = malloc((size_t)NFRAMES * FRAME);
@@ -531,6 +765,7 @@ int main(void)
     printf("sc_handshake_ratio: %.3f\n", hb[1] / hb[0]);
     fflush(stdout);
 
+    storms();
     loopback();
 
     free(plain_frames);

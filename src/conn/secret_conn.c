@@ -177,11 +177,13 @@ int tm2__sc_decode_auth_body(const uint8_t *body, size_t len, uint8_t pub[TM2_PU
 /* ---- session ---------------------------------------------------------------- */
 
 struct tm2__sc_hs {
-    /* Secrets; each is wiped as soon as it is used. */
+    /* Secrets; each is wiped as soon as it is used or handed to a job. */
     tm2_node_key key;
     uint8_t eph_priv[32];
     uint8_t challenge[32];
     uint8_t remote_eph[32];
+    uint8_t local_pub[TM2_PUBKEY_SIZE];
+    uint8_t remote_sig[TM2_SIG_SIZE];
     /* Output queue: our key message, then our sealed auth frame. */
     uint8_t tx[TM2__SC_EPH_MSG_SIZE + TM2__SC_FRAME_SIZE];
     uint16_t tx_len, tx_off;
@@ -237,11 +239,168 @@ static int fail(tm2__sc *sc, int err)
     if (!sc->err)
         sc->err = err;
     sc->state = TM2__SC_DEAD;
+    sc->job = 0;
+    sc->job_taken = false;
     wipe_secrets(sc);
     return sc->err;
 }
 
-int tm2__sc_init(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32])
+/* ---- jobs ------------------------------------------------------------------- */
+
+void tm2__sc_job_wipe(tm2__sc_job *job) { sodium_memzero(job, sizeof *job); }
+
+int tm2__sc_job_pending(const tm2__sc *sc) { return sc->job_taken ? 0 : sc->job; }
+
+int tm2__sc_job_take(tm2__sc *sc, tm2__sc_job *job)
+{
+    if (!sc->job || sc->job_taken || !sc->hs)
+        return TM2_ESTATE;
+    tm2__sc_hs *h = sc->hs;
+    memset(job, 0, sizeof *job);
+    job->kind = sc->job;
+    switch (sc->job) {
+    case TM2__SC_JOB_KEYPAIR:
+        /* The secret stays here too: AGREE needs it later. */
+        memcpy(job->eph_priv, h->eph_priv, 32);
+        break;
+    case TM2__SC_JOB_AGREE:
+        memcpy(job->eph_priv, h->eph_priv, 32);
+        memcpy(job->eph_pub, sc->eph_pub, 32);
+        memcpy(job->remote_eph, h->remote_eph, 32);
+        job->key = h->key;
+        sodium_memzero(h->eph_priv, sizeof h->eph_priv);
+        sodium_memzero(&h->key, sizeof h->key);
+        break;
+    case TM2__SC_JOB_VERIFY:
+        memcpy(job->remote_pub, sc->remote_pub, TM2_PUBKEY_SIZE);
+        memcpy(job->sig, h->remote_sig, TM2_SIG_SIZE);
+        memcpy(job->challenge, h->challenge, 32);
+        sodium_memzero(h->challenge, sizeof h->challenge);
+        break;
+    default:
+        return TM2_ESTATE;
+    }
+    sc->job_taken = true;
+    return 0;
+}
+
+void tm2__sc_job_run(tm2__sc_job *job)
+{
+    uint8_t dh[32];
+    job->result = 0;
+    switch (job->kind) {
+    case TM2__SC_JOB_KEYPAIR:
+        if (crypto_scalarmult_base(job->eph_pub, job->eph_priv) != 0)
+            job->result = TM2_ELOWORDER;
+        sodium_memzero(job->eph_priv, sizeof job->eph_priv);
+        break;
+    case TM2__SC_JOB_AGREE:
+        job->result = tm2__sc_dh(job->eph_priv, job->remote_eph, dh);
+        sodium_memzero(job->eph_priv, sizeof job->eph_priv);
+        if (!job->result) {
+            /* Equal keys make both sides "least"; the auth frames then fail
+             * to open, as in the reference. */
+            job->loc_is_least = memcmp(job->eph_pub, job->remote_eph, 32) <= 0;
+            tm2__sc_derive(dh, job->loc_is_least, job->recv_key, job->send_key,
+                           job->challenge);
+            sodium_memzero(dh, sizeof dh);
+            tm2_node_key_sign(&job->key, job->challenge, sizeof job->challenge, job->sig);
+        }
+        sodium_memzero(&job->key, sizeof job->key);
+        break;
+    case TM2__SC_JOB_VERIFY:
+        if (crypto_sign_verify_detached(job->sig, job->challenge, sizeof job->challenge,
+                                        job->remote_pub) != 0)
+            job->result = TM2_EAUTH;
+        sodium_memzero(job->challenge, sizeof job->challenge);
+        break;
+    default:
+        job->result = TM2_EINVAL;
+        break;
+    }
+}
+
+/* AGREE's results: the session keys, then our auth frame (nonce 0). */
+static int agree_done(tm2__sc *sc, const tm2__sc_job *job)
+{
+    tm2__sc_hs *h = sc->hs;
+    uint8_t *frame = h->tx + h->tx_len;
+    uint8_t nonce[TM2__AEAD_NONCE_SIZE];
+    sc->loc_is_least = job->loc_is_least;
+    int e = tm2__aead_init(&sc->send_aead, job->send_key);
+    if (!e)
+        e = tm2__aead_init(&sc->recv_aead, job->recv_key);
+    if (e)
+        return e;
+    memcpy(h->challenge, job->challenge, 32);
+    put_le32(frame, TM2__SC_AUTH_MSG_SIZE);
+    tm2__sc_encode_auth(h->local_pub, job->sig, frame + 4);
+    memset(frame + 4 + TM2__SC_AUTH_MSG_SIZE, 0, TM2__SC_DATA_MAX - TM2__SC_AUTH_MSG_SIZE);
+    tm2__sc_nonce(sc->send_ctr, nonce);
+    if ((e = tm2__aead_seal_frame(&sc->send_aead, nonce, frame, frame)))
+        return e;
+    sc->send_ctr++;
+    h->tx_len = (uint16_t)(h->tx_len + TM2__SC_FRAME_SIZE);
+    return 0;
+}
+
+int tm2__sc_job_finish(tm2__sc *sc, tm2__sc_job *job)
+{
+    if (sc->err) {
+        tm2__sc_job_wipe(job);
+        return sc->err;
+    }
+    if (!sc->job || !sc->job_taken || job->kind != sc->job || !sc->hs) {
+        tm2__sc_job_wipe(job);
+        return TM2_ESTATE;
+    }
+    sc->job = 0;
+    sc->job_taken = false;
+    int e = job->result;
+    tm2__sc_hs *h = sc->hs;
+    if (!e) {
+        switch (job->kind) {
+        case TM2__SC_JOB_KEYPAIR:
+            memcpy(sc->eph_pub, job->eph_pub, 32);
+            tm2__sc_encode_eph(sc->eph_pub, h->tx);
+            h->tx_len = TM2__SC_EPH_MSG_SIZE;
+            break;
+        case TM2__SC_JOB_AGREE:
+            e = agree_done(sc, job);
+            break;
+        case TM2__SC_JOB_VERIFY:
+            tm2_id_from_pubkey(sc->remote_pub, &sc->remote_id);
+            sc->state = TM2__SC_OPEN;
+            if (!hs_output_pending(sc))
+                hs_free(sc);
+            rx_release(sc);
+            break;
+        }
+    }
+    tm2__sc_job_wipe(job);
+    return e ? fail(sc, e) : 0;
+}
+
+/* The handshake needs a job: hands it out (TM2__SC_JOB) or, without defer,
+ * runs it here (0 or a fatal error). */
+static int need_job(tm2__sc *sc, int kind)
+{
+    sc->job = (uint8_t)kind;
+    sc->job_taken = false;
+    if (sc->defer)
+        return TM2__SC_JOB;
+    tm2__sc_job job;
+    int e = tm2__sc_job_take(sc, &job);
+    if (e)
+        return fail(sc, e);
+    tm2__sc_job_run(&job);
+    return tm2__sc_job_finish(sc, &job);
+}
+
+/* ---- session ---------------------------------------------------------------- */
+
+int tm2__sc_init_ex(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32],
+                    bool defer)
 {
     if (!sc)
         return TM2_EINVAL;
@@ -257,16 +416,20 @@ int tm2__sc_init(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32
     if (!h)
         return fail(sc, TM2_ENOMEM);
     h->key = *key;
+    memcpy(h->local_pub, tm2_node_key_pubkey(key), TM2_PUBKEY_SIZE);
     if (eph_priv)
         memcpy(h->eph_priv, eph_priv, 32);
     else
         randombytes_buf(h->eph_priv, 32);
-    if (crypto_scalarmult_base(sc->eph_pub, h->eph_priv) != 0)
-        return fail(sc, TM2_ELOWORDER);
-    tm2__sc_encode_eph(sc->eph_pub, h->tx);
-    h->tx_len = TM2__SC_EPH_MSG_SIZE;
+    sc->defer = defer;
     sc->state = TM2__SC_HS_EPH;
-    return 0;
+    int e = need_job(sc, TM2__SC_JOB_KEYPAIR);
+    return e == TM2__SC_JOB ? 0 : e;
+}
+
+int tm2__sc_init(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32])
+{
+    return tm2__sc_init_ex(sc, key, eph_priv, false);
 }
 
 size_t tm2__sc_hs_pending(const tm2__sc *sc)
@@ -294,44 +457,6 @@ size_t tm2__sc_hs_output(tm2__sc *sc, uint8_t *out, size_t cap)
     return n;
 }
 
-/* The peer's key message is complete: derive the session and queue our auth
- * frame (nonce 0). */
-static int on_remote_eph(tm2__sc *sc)
-{
-    tm2__sc_hs *h = sc->hs;
-    uint8_t dh[32], recv_key[32], send_key[32], sig[TM2_SIG_SIZE];
-    uint8_t *frame = h->tx + h->tx_len;
-    uint8_t nonce[TM2__AEAD_NONCE_SIZE];
-    int e = tm2__sc_dh(h->eph_priv, h->remote_eph, dh);
-    sodium_memzero(h->eph_priv, sizeof h->eph_priv);
-    if (e)
-        return e;
-    /* Equal keys make both sides "least"; the auth frames then fail to open,
-     * as in the reference. */
-    sc->loc_is_least = memcmp(sc->eph_pub, h->remote_eph, 32) <= 0;
-    tm2__sc_derive(dh, sc->loc_is_least, recv_key, send_key, h->challenge);
-    sodium_memzero(dh, sizeof dh);
-    e = tm2__aead_init(&sc->send_aead, send_key);
-    if (!e)
-        e = tm2__aead_init(&sc->recv_aead, recv_key);
-    sodium_memzero(send_key, sizeof send_key);
-    sodium_memzero(recv_key, sizeof recv_key);
-    if (e)
-        return e;
-
-    tm2_node_key_sign(&h->key, h->challenge, sizeof h->challenge, sig);
-    put_le32(frame, TM2__SC_AUTH_MSG_SIZE);
-    tm2__sc_encode_auth(tm2_node_key_pubkey(&h->key), sig, frame + 4);
-    memset(frame + 4 + TM2__SC_AUTH_MSG_SIZE, 0, TM2__SC_DATA_MAX - TM2__SC_AUTH_MSG_SIZE);
-    sodium_memzero(&h->key, sizeof h->key);
-    tm2__sc_nonce(sc->send_ctr, nonce);
-    if ((e = tm2__aead_seal_frame(&sc->send_aead, nonce, frame, frame)))
-        return e;
-    sc->send_ctr++;
-    h->tx_len = (uint16_t)(h->tx_len + TM2__SC_FRAME_SIZE);
-    return 0;
-}
-
 /* Opens the complete frame in rx in place; its payload becomes rx[4..4+n). */
 static int open_rx(tm2__sc *sc)
 {
@@ -353,8 +478,8 @@ static int open_rx(tm2__sc *sc)
 }
 
 /* Appends the opened payload to the auth message; returns 0 when the message
- * is complete and verified (left-over payload stays pending for open),
- * TM2_EAGAIN for more, or an error. */
+ * is complete and decoded (left-over payload stays pending for open; the
+ * signature is still to be verified), TM2_EAGAIN for more, or an error. */
 static int absorb_auth(tm2__sc *sc)
 {
     tm2__sc_hs *h = sc->hs;
@@ -383,12 +508,9 @@ static int absorb_auth(tm2__sc *sc)
     size_t sig_len;
     if ((e = tm2__sc_decode_auth_body(body, body_len, sc->remote_pub, &sig, &sig_len)))
         return e;
-    if (sig_len != TM2_SIG_SIZE ||
-        crypto_sign_verify_detached(sig, h->challenge, sizeof h->challenge,
-                                    sc->remote_pub) != 0)
+    if (sig_len != TM2_SIG_SIZE)
         return TM2_EAUTH;
-    tm2_id_from_pubkey(sc->remote_pub, &sc->remote_id);
-    sodium_memzero(h->challenge, sizeof h->challenge);
+    memcpy(h->remote_sig, sig, TM2_SIG_SIZE);
     return 0;
 }
 
@@ -401,6 +523,8 @@ int tm2__sc_hs_input(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consume
         return 0;
     if (sc->state == TM2__SC_DEAD)
         return TM2_ECLOSED;
+    if (sc->job)
+        return TM2_ESTATE;
     size_t used = 0;
     int e;
 
@@ -426,9 +550,10 @@ int tm2__sc_hs_input(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consume
         h->in_fill = 0;
         if (e)
             return fail(sc, e);
-        if ((e = on_remote_eph(sc)))
-            return fail(sc, e);
         sc->state = TM2__SC_HS_AUTH;
+        *consumed = used;
+        if ((e = need_job(sc, TM2__SC_JOB_AGREE)))
+            return e;
     }
 
     for (;;) {
@@ -454,11 +579,8 @@ int tm2__sc_hs_input(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consume
             continue;
         if (e)
             return fail(sc, e);
-        sc->state = TM2__SC_OPEN;
-        if (!hs_output_pending(sc))
-            hs_free(sc);
-        rx_release(sc);
-        return 0;
+        /* Inline: verified, and open now (0), or failed. */
+        return need_job(sc, TM2__SC_JOB_VERIFY);
     }
 }
 
@@ -636,6 +758,8 @@ void tm2__sc_close(tm2__sc *sc)
         return;
     wipe_secrets(sc);
     sc->state = TM2__SC_DEAD;
+    sc->job = 0;
+    sc->job_taken = false;
     if (!sc->err)
         sc->err = TM2_ECLOSED;
 }

@@ -15,6 +15,23 @@
  *   tm2__sc_seal() / tm2__sc_open() for the rest of the session
  *   tm2__sc_close()            always, also after an error
  *
+ * Deferred public-key work (tm2__sc_init_ex with defer): the three expensive
+ * steps of a handshake are handed out as pure jobs instead of being computed
+ * inside the calls above, so that the caller can run them on other threads:
+ *   KEYPAIR  X25519 public key of our ephemeral secret     (after init)
+ *   AGREE    X25519 agreement, HKDF split, Ed25519 signature of the challenge
+ *            (after the peer's key message)
+ *   VERIFY   Ed25519 verification of the peer's signature  (after its auth)
+ * When tm2__sc_job_pending() says a job waits, the caller copies it out with
+ * tm2__sc_job_take(), runs tm2__sc_job_run() on the copy (any thread; it
+ * touches nothing but the copy) and hands the result back with
+ * tm2__sc_job_finish() on the struct's thread; then it drains
+ * tm2__sc_hs_output() and resumes tm2__sc_hs_input(). Without defer the same
+ * jobs run inline and none is ever pending. AGREE is one job, not three
+ * (agreement, derivation, signature): each step needs the previous one's
+ * output and none of the session's state, so splitting it would only add
+ * round trips through the caller's queue.
+ *
  * Errors: every negative code except TM2_EAGAIN, TM2_ENOSPC, TM2_EINVAL and
  * TM2_ESTATE ends the session: it is sticky (every later call returns it) and
  * all key material is wiped at once. Protocol errors: TM2_EDECODE, TM2_EFIELD,
@@ -58,10 +75,41 @@ enum tm2__sc_state {
 /* Handshake-only state (keys, queues), allocated by tm2__sc_init. */
 typedef struct tm2__sc_hs tm2__sc_hs;
 
+enum tm2__sc_job_kind {
+    TM2__SC_JOB_KEYPAIR = 1,
+    TM2__SC_JOB_AGREE,
+    TM2__SC_JOB_VERIFY,
+};
+
+/* tm2__sc_hs_input's return value when it stopped for a job (deferred mode). */
+#define TM2__SC_JOB 1
+
+/* One job with its inputs and outputs copied in: it shares no memory with the
+ * session it came from. Holds secrets (our ephemeral secret, the node key,
+ * session keys): tm2__sc_job_run wipes each input secret once used and
+ * tm2__sc_job_finish wipes the whole job; a job that is dropped instead must
+ * be wiped with tm2__sc_job_wipe. */
+typedef struct tm2__sc_job {
+    int kind;                           /* enum tm2__sc_job_kind */
+    int result;                         /* set by tm2__sc_job_run: 0 or an error */
+    bool loc_is_least;                  /* AGREE out */
+    uint8_t eph_priv[32];               /* KEYPAIR, AGREE in */
+    uint8_t eph_pub[32];                /* KEYPAIR out, AGREE in */
+    uint8_t remote_eph[32];             /* AGREE in */
+    tm2_node_key key;                   /* AGREE in */
+    uint8_t send_key[32], recv_key[32]; /* AGREE out */
+    uint8_t challenge[32];              /* AGREE out, VERIFY in */
+    uint8_t sig[TM2_SIG_SIZE];          /* AGREE out, VERIFY in */
+    uint8_t remote_pub[TM2_PUBKEY_SIZE];/* VERIFY in */
+} tm2__sc_job;
+
 typedef struct tm2__sc {
     int state;
     int err;                        /* sticky error, 0 if none */
     bool loc_is_least;
+    bool defer;                     /* hand jobs out instead of running them */
+    uint8_t job;                    /* kind of the job the handshake waits for, 0 if none */
+    bool job_taken;                 /* ... and it was taken (runs elsewhere) */
 
     tm2__aead send_aead;
     tm2__aead recv_aead;
@@ -91,6 +139,34 @@ typedef struct tm2__sc {
  * eph_priv). On failure sc is still safe to close. */
 int tm2__sc_init(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32]);
 
+/* tm2__sc_init, with defer: the public-key work is handed out as jobs (see
+ * the top of this file). Right after a successful init the KEYPAIR job is
+ * pending and nothing is queued for output yet. */
+int tm2__sc_init_ex(tm2__sc *sc, const tm2_node_key *key, const uint8_t eph_priv[32],
+                    bool defer);
+
+/* Kind of the job the handshake waits for and that was not taken yet; 0 if
+ * none. */
+int tm2__sc_job_pending(const tm2__sc *sc);
+
+/* Copies the pending job's inputs to *job (and wipes from sc the secrets that
+ * only that job needs). 0 or TM2_ESTATE (no job pending). */
+int tm2__sc_job_take(tm2__sc *sc, tm2__sc_job *job);
+
+/* Runs a taken job: pure computation on *job alone, thread-safe for distinct
+ * jobs. Sets job->result. */
+void tm2__sc_job_run(tm2__sc_job *job);
+
+/* Applies a run job to the session it was taken from and wipes *job. 0, or
+ * the session's (sticky, fatal) error: TM2_ELOWORDER, TM2_EAUTH, ... After
+ * KEYPAIR the key message is queued; after AGREE our auth frame; after VERIFY
+ * the peer is authenticated (tm2__sc_established). TM2_ESTATE (non-fatal) if
+ * sc does not wait for this job. */
+int tm2__sc_job_finish(tm2__sc *sc, tm2__sc_job *job);
+
+/* Wipes a job that will not be finished. */
+void tm2__sc_job_wipe(tm2__sc_job *job);
+
 /* Bytes the handshake wants sent, not yet taken. */
 size_t tm2__sc_hs_pending(const tm2__sc *sc);
 
@@ -102,7 +178,10 @@ size_t tm2__sc_hs_output(tm2__sc *sc, uint8_t *out, size_t cap);
  * after the end of the peer's auth frame are left for tm2__sc_open (a peer
  * may send data right behind its handshake). Returns 0 when the peer is
  * authenticated (call again: 0 with nothing consumed), TM2_EAGAIN when more
- * input is needed, or a fatal error. */
+ * input is needed, or a fatal error. Deferred mode: TM2__SC_JOB when it
+ * stopped for a job (the input after *consumed was not looked at: feed it
+ * again once the job is finished), TM2_ESTATE (non-fatal) while a job is
+ * pending or out. */
 int tm2__sc_hs_input(tm2__sc *sc, const uint8_t *in, size_t len, size_t *consumed);
 
 /* True once the peer is authenticated (and no error happened). */

@@ -16,6 +16,15 @@ typedef struct wreq {
     uint8_t data[];
 } wreq;
 
+/* A handshake job out with the pool. s is NULL once the stream let go of it
+ * (failed or closed): the completion then only wipes and frees it. s is read
+ * and written on the loop thread only; workers touch job alone. */
+struct sc_hs_job {
+    tm2__wpool_job pj;
+    tm2__sc_stream *s;
+    tm2__sc_job job;
+};
+
 /* ---- loop helper ------------------------------------------------------------- */
 
 static void tick_cb(uv_prepare_t *h)
@@ -62,11 +71,18 @@ int tm2__sc_loop_init(tm2__sc_loop *l, uv_loop_t *loop)
         free(l->sbuf);
         return TM2_ENOMEM;
     }
+    if (tm2__wpool_sink_init(&l->sink, loop) != 0) {
+        free(l->rbuf);
+        free(l->pbuf);
+        free(l->sbuf);
+        return TM2_EIO;
+    }
     uv_prepare_init(loop, &l->tick);
     uv_idle_init(loop, &l->resume);
     l->tick.data = l;
     l->resume.data = l;
-    l->open_handles = 2;
+    l->sink.async.data = l;
+    l->open_handles = 3;
     uv_prepare_start(&l->tick, tick_cb);
     /* The tick only counts iterations; it must not keep the loop running. */
     uv_unref((uv_handle_t *)&l->tick);
@@ -79,6 +95,7 @@ void tm2__sc_loop_close(tm2__sc_loop *l)
         return;
     uv_close((uv_handle_t *)&l->tick, loop_handle_closed);
     uv_close((uv_handle_t *)&l->resume, loop_handle_closed);
+    tm2__wpool_sink_close(&l->sink, loop_handle_closed);
     free(l->rbuf);
     free(l->pbuf);
     free(l->sbuf);
@@ -117,6 +134,27 @@ static void undefer(tm2__sc_stream *s)
         uv_idle_stop(&s->lp->resume);
 }
 
+static void job_free(struct sc_hs_job *j)
+{
+    tm2__sc_job_wipe(&j->job);
+    free(j);
+}
+
+/* Lets go of the job in flight and of the input kept for after it. */
+static void drop_job(tm2__sc_stream *s)
+{
+    if (s->job) {
+        if (tm2__wpool_cancel(&s->job->pj))
+            job_free(s->job);
+        else
+            s->job->s = NULL;           /* its completion frees it */
+        s->job = NULL;
+    }
+    free(s->stash);
+    s->stash = NULL;
+    s->stash_len = 0;
+}
+
 /* Ends the session and reports err through the callback of the phase it
  * ended in. notify is false when the error is returned by the caller's own
  * call instead (no callback re-enters the caller). */
@@ -129,6 +167,7 @@ static void fail_stream(tm2__sc_stream *s, int err, bool notify)
     s->err = err;
     read_stop(s);
     undefer(s);
+    drop_job(s);
     uv_timer_stop(&s->timer);
     tm2__sc_close(&s->sc);
     if (!notify)
@@ -205,6 +244,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)l->rbuf, TM2__SC_READ_BUF);
 }
 
+static int submit_job(tm2__sc_stream *s);
+
 /* Runs received bytes through the core and hands out the plaintext. */
 static void process(tm2__sc_stream *s, const uint8_t *in, size_t n)
 {
@@ -213,16 +254,29 @@ static void process(tm2__sc_stream *s, const uint8_t *in, size_t n)
     int r;
     if (s->phase == TM2__SCS_HANDSHAKE) {
         r = tm2__sc_hs_input(&s->sc, in, n, &off);
-        if (r != 0 && r != TM2_EAGAIN) {
+        if (r < 0 && r != TM2_EAGAIN) {
             fail_stream(s, r, true);
             return;
         }
         int e = flush_hs(s);
+        if (!e && r == TM2__SC_JOB) {
+            /* Whatever follows the message waits for the job's result. */
+            if (off < n) {
+                if (!(s->stash = malloc(n - off)))
+                    e = TM2_ENOMEM;
+                else {
+                    memcpy(s->stash, in + off, n - off);
+                    s->stash_len = n - off;
+                }
+            }
+            if (!e)
+                e = submit_job(s);
+        }
         if (e) {
             fail_stream(s, e, true);
             return;
         }
-        if (r == TM2_EAGAIN)
+        if (r == TM2_EAGAIN || r == TM2__SC_JOB)
             return;
         uv_timer_stop(&s->timer);
         s->phase = TM2__SCS_OPEN;
@@ -287,11 +341,74 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
  * the caller decides whether the failure is reported through a callback. */
 static int read_start(tm2__sc_stream *s)
 {
-    if (s->reading || s->paused || s->deferred || !live(s))
+    if (s->reading || s->paused || s->deferred || s->job || !live(s))
         return 0;
     if (uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb) != 0)
         return TM2_EIO;
     s->reading = true;
+    return 0;
+}
+
+/* Worker thread. */
+static void job_run(tm2__wpool_job *pj)
+{
+    tm2__sc_job_run(&((struct sc_hs_job *)pj)->job);
+}
+
+/* Loop thread: the job's result resumes the handshake where it stopped. */
+static void job_done(tm2__wpool_job *pj, bool ran)
+{
+    struct sc_hs_job *j = (struct sc_hs_job *)pj;
+    tm2__sc_stream *s = j->s;
+    if (!s) {
+        job_free(j);
+        return;
+    }
+    s->job = NULL;
+    if (!ran) {
+        job_free(j);
+        fail_stream(s, TM2_ECLOSED, true);
+        return;
+    }
+    int e = tm2__sc_job_finish(&s->sc, &j->job);
+    free(j);                            /* finish wiped it */
+    if (!e)
+        e = flush_hs(s);
+    if (e) {
+        fail_stream(s, e, true);
+        return;
+    }
+    uint8_t *in = s->stash;
+    size_t n = s->stash_len;
+    s->stash = NULL;
+    s->stash_len = 0;
+    if (n || tm2__sc_established(&s->sc))
+        process(s, in ? in : (const uint8_t *)"", n);
+    free(in);
+    if (!s->job && (e = read_start(s)) != 0)
+        fail_stream(s, TM2_EIO, true);
+}
+
+/* Hands the core's pending job to the pool (or, with no workers, runs it
+ * here and resumes at once). Stops reading until the result is back. */
+static int submit_job(tm2__sc_stream *s)
+{
+    struct sc_hs_job *j = malloc(sizeof *j);
+    if (!j)
+        return TM2_ENOMEM;
+    memset(&j->pj, 0, sizeof j->pj);
+    j->s = s;
+    int e = tm2__sc_job_take(&s->sc, &j->job);
+    if (e) {
+        free(j);
+        return e;
+    }
+    read_stop(s);
+    undefer(s);
+    s->job = j;
+    j->pj.run = job_run;
+    j->pj.done = job_done;
+    tm2__wpool_submit(&s->lp->sink, &j->pj);
     return 0;
 }
 
@@ -349,7 +466,7 @@ int tm2__sc_stream_start(tm2__sc_stream *s, const tm2_node_key *key, const uint8
 {
     if (s->phase != TM2__SCS_IDLE)
         return TM2_ESTATE;
-    int e = tm2__sc_init(&s->sc, key, eph_priv);
+    int e = tm2__sc_init_ex(&s->sc, key, eph_priv, !s->lp->sink.inline_only);
     if (e)
         return e;
     s->phase = TM2__SCS_HANDSHAKE;
@@ -359,6 +476,8 @@ int tm2__sc_stream_start(tm2__sc_stream *s, const tm2_node_key *key, const uint8
     if ((e = flush_hs(s)) == 0 &&
         uv_timer_start(&s->timer, timeout_cb, s->cfg.handshake_timeout_ms, 0) != 0)
         e = TM2_EIO;
+    if (!e && tm2__sc_job_pending(&s->sc))
+        e = submit_job(s);              /* our key pair first; reading waits */
     if (e) {
         fail_stream(s, e, false);
         return e;
@@ -469,6 +588,7 @@ void tm2__sc_stream_close(tm2__sc_stream *s)
         return;
     s->phase = TM2__SCS_CLOSING;
     undefer(s);
+    drop_job(s);
     s->reading = false;
     tm2__sc_close(&s->sc);
     uv_close((uv_handle_t *)&s->timer, timer_closed);

@@ -3,9 +3,21 @@
  * The thin shell around the sans-I/O core of conn/secret_conn.h: it runs the
  * handshake under a deadline, then moves plaintext in and out.
  *
+ * Handshake crypto runs off the loop: the core is started in deferred mode
+ * and each of its jobs (ephemeral key pair; agreement, key derivation and
+ * signature; verification) is copied to the process's worker pool
+ * (net/workpool.h). While a job is out the stream does not read (what the
+ * last read brought beyond the handshake message is kept with the stream,
+ * at most one read) and the deadline keeps running; the completion resumes
+ * the handshake on the loop. A stream that fails or is closed meanwhile takes
+ * its job back if no worker started it, else leaves it to be wiped and freed
+ * when it completes. With the pool configured to no threads the jobs run
+ * inline, on the loop.
+ *
  * Threads: everything here, callbacks included, runs on the thread of the
  * loop the stream belongs to. No call is thread-safe; other threads must hop
- * onto the loop (uv_async_t) first.
+ * onto the loop (uv_async_t) first. Worker threads see copies of a job's
+ * inputs only, never a stream or its loop helper.
  *
  * Memory: tm2__sc_loop and tm2__sc_stream are caller-allocated and must stay
  * valid until their close callbacks ran (libuv handles live inside them).
@@ -26,6 +38,7 @@
 #include <uv.h>
 
 #include "conn/secret_conn.h"
+#include "net/workpool.h"
 #include "tm2p2p/error.h"
 #include "tm2p2p/key.h"
 
@@ -46,15 +59,18 @@ typedef struct tm2__sc_loop {
     uv_prepare_t tick;          /* advances epoch; does not keep the loop alive */
     uv_idle_t resume;           /* restarts streams that used up their budget */
     tm2__sc_stream *deferred;   /* streams waiting for resume */
+    tm2__wpool_sink sink;       /* handshake jobs come back here */
     int open_handles;
 } tm2__sc_loop;
 
-/* 0 or TM2_ENOMEM / TM2_EIO. On failure nothing needs closing. */
+/* 0 or TM2_ENOMEM / TM2_EIO. On failure nothing needs closing. Joins the
+ * worker pool (starting its threads if this is the first user). */
 int tm2__sc_loop_init(tm2__sc_loop *l, uv_loop_t *loop);
 
 /* Closes the helper's handles and frees its buffers. Every stream using it
- * must be closed first. l must stay valid until the loop has run once more
- * (its handles close on the next turn). */
+ * must be closed first; jobs they left with the pool are waited for or
+ * dropped here. l must stay valid until the loop has run once more (its
+ * handles close on the next turn). */
 void tm2__sc_loop_close(tm2__sc_loop *l);
 
 /* ---- streams ------------------------------------------------------------- */
@@ -113,6 +129,9 @@ struct tm2__sc_stream {
     size_t epoch_bytes;
     size_t queued;                  /* sealed bytes handed to uv_write, not yet done */
     tm2__sc_stream *next_deferred;
+    struct sc_hs_job *job;          /* handshake job out with the pool */
+    uint8_t *stash;                 /* input after the message that started it */
+    size_t stash_len;
     tm2__sc sc;
 };
 

@@ -743,6 +743,102 @@ static void write_states(void **state)
     fixture_close(&f);
 }
 
+/* ---- streams closed while a handshake job is out --------------------------------- */
+
+#define STORM_N 48
+
+typedef struct storm {
+    fixture *f;
+    tm2__sc_stream cli[STORM_N], srv[STORM_N];
+    uv_connect_t creq[STORM_N];
+    tm2_node_key kc, ks;
+    int accepted, closed, hs_ok, cli_hs_done;
+} storm;
+
+static void storm_on_close(tm2__sc_stream *s)
+{
+    storm *st = s->data;
+    if (++st->closed == 2 * STORM_N && !uv_is_closing((uv_handle_t *)&st->f->listener))
+        uv_close((uv_handle_t *)&st->f->listener, NULL);
+}
+
+static void storm_srv_hs(tm2__sc_stream *s, int err)
+{
+    storm *st = s->data;
+    if (!err) {
+        st->hs_ok++;
+        /* The client may still be verifying us: close one of them now. */
+        int k = (int)(s - st->srv);
+        if (k % 3 == 1)
+            tm2__sc_stream_close(&st->cli[k]);
+    }
+    tm2__sc_stream_close(s);
+}
+
+static void storm_cli_hs(tm2__sc_stream *s, int err)
+{
+    storm *st = s->data;
+    (void)err;
+    st->cli_hs_done++;
+    tm2__sc_stream_close(s);
+}
+
+static void storm_accept(fixture *f, uv_stream_t *server)
+{
+    storm *st = f->user;
+    tm2__sc_stream *s = &st->srv[st->accepted++];
+    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(s)), 0);
+    assert_int_equal(tm2__sc_stream_start(s, &st->ks, NULL), 0);
+}
+
+static void storm_connected(uv_connect_t *req, int status)
+{
+    storm *st = req->data;
+    int k = (int)(req - st->creq);
+    tm2__sc_stream *s = &st->cli[k];
+    if (status || uv_is_closing((uv_handle_t *)tm2__sc_stream_tcp(s)))
+        return;                     /* closed by a server callback first */
+    assert_int_equal(tm2__sc_stream_start(s, &st->kc, NULL), 0);
+    /* Our key pair is being made on a worker: close at once. */
+    if (k % 3 == 0)
+        tm2__sc_stream_close(s);
+}
+
+static void close_with_jobs_in_flight(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_init(&f, 60000);
+    storm *st = calloc(1, sizeof *st);
+    assert_non_null(st);
+    st->f = &f;
+    f.user = st;
+    f.on_accept = storm_accept;
+    tm2_node_key_generate(&st->kc);
+    tm2_node_key_generate(&st->ks);
+    static const tm2__sc_stream_cbs ccbs = {.on_handshake = storm_cli_hs,
+                                            .on_close = storm_on_close};
+    static const tm2__sc_stream_cbs scbs = {.on_handshake = storm_srv_hs,
+                                            .on_close = storm_on_close};
+    for (int k = 0; k < STORM_N; k++) {
+        assert_int_equal(tm2__sc_stream_init(&st->cli[k], &f.lp, NULL, &ccbs), 0);
+        assert_int_equal(tm2__sc_stream_init(&st->srv[k], &f.lp, NULL, &scbs), 0);
+        st->cli[k].data = st->srv[k].data = st;
+        st->creq[k].data = st;
+        connect_to(&f, tm2__sc_stream_tcp(&st->cli[k]), &st->creq[k], storm_connected);
+    }
+    /* Server streams that no connection reached are closed at the end. */
+    fixture_run(&f);
+    for (int k = st->accepted; k < STORM_N; k++)
+        tm2__sc_stream_close(&st->srv[k]);
+    uv_run(&f.loop, UV_RUN_DEFAULT);
+    assert_int_equal(st->closed, 2 * STORM_N);
+    /* The untouched third completed on both sides. */
+    assert_true(st->hs_ok >= STORM_N / 3);
+    fixture_close(&f);
+    free(st);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -759,6 +855,7 @@ int main(void)
         cmocka_unit_test(pause_and_read_bound),
         cmocka_unit_test(close_inside_read_callback),
         cmocka_unit_test(write_states),
+        cmocka_unit_test(close_with_jobs_in_flight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

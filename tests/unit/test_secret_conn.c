@@ -1261,6 +1261,103 @@ static void aead_backend(void **state)
     assert_non_null(tm2__aead_backend());
 }
 
+/* Deferred mode: the same bytes as inline, the jobs carry the work, and what
+ * a job held is wiped once used. */
+static void run_job(tm2__sc *sc, int kind)
+{
+    tm2__sc_job job;
+    assert_int_equal(tm2__sc_job_pending(sc), kind);
+    assert_int_equal(tm2__sc_job_take(sc, &job), 0);
+    assert_int_equal(tm2__sc_job_pending(sc), 0);
+    size_t used;
+    assert_int_equal(tm2__sc_hs_input(sc, (const uint8_t *)"x", 1, &used), TM2_ESTATE);
+    tm2__sc_job_run(&job);
+    assert_int_equal(job.result, 0);
+    assert_true(sodium_is_zero(job.eph_priv, sizeof job.eph_priv));
+    assert_true(sodium_is_zero((const uint8_t *)&job.key, sizeof job.key));
+    if (kind == TM2__SC_JOB_VERIFY)
+        assert_true(sodium_is_zero(job.challenge, sizeof job.challenge));
+    assert_int_equal(tm2__sc_job_finish(sc, &job), 0);
+    assert_true(sodium_is_zero((const uint8_t *)&job, sizeof job));
+}
+
+static void deferred_jobs_match_inline(void **state)
+{
+    (void)state;
+    tm2_node_key ka, kb;
+    node_key(&ka, 1);
+    node_key(&kb, 2);
+    uint8_t ea[32], eb[32];
+    fill32(ea, 3);
+    fill32(eb, 4);
+    tm2__sc a, b, ia, ib;
+    uint8_t wa[2048], wb[2048], wia[2048];
+    size_t used;
+
+    assert_int_equal(tm2__sc_init_ex(&a, &ka, ea, true), 0);
+    assert_int_equal(tm2__sc_init(&b, &kb, eb), 0);
+    assert_int_equal(tm2__sc_init(&ia, &ka, ea), 0);
+    assert_int_equal(tm2__sc_init(&ib, &kb, eb), 0);
+    assert_int_equal(tm2__sc_hs_pending(&a), 0);
+    run_job(&a, TM2__SC_JOB_KEYPAIR);
+    size_t na = tm2__sc_hs_output(&a, wa, sizeof wa);
+    assert_int_equal(na, TM2__SC_EPH_MSG_SIZE);
+    assert_int_equal(tm2__sc_hs_output(&ia, wia, sizeof wia), na);
+    assert_memory_equal(wa, wia, na);
+
+    /* B's key message and its auth frame in one piece: A stops after the
+     * key message for its AGREE job. */
+    size_t nb = tm2__sc_hs_output(&b, wb, sizeof wb);
+    assert_int_equal(tm2__sc_hs_input(&b, wa, na, &used), TM2_EAGAIN);
+    nb += tm2__sc_hs_output(&b, wb + nb, sizeof wb - nb);
+    assert_int_equal(nb, TM2__SC_EPH_MSG_SIZE + FRAME);
+    assert_int_equal(tm2__sc_hs_input(&a, wb, nb, &used), TM2__SC_JOB);
+    assert_int_equal(used, TM2__SC_EPH_MSG_SIZE);
+    run_job(&a, TM2__SC_JOB_AGREE);
+    na = tm2__sc_hs_output(&a, wa, sizeof wa);
+    assert_int_equal(na, FRAME);
+    assert_int_equal(tm2__sc_hs_input(&ia, wb, TM2__SC_EPH_MSG_SIZE, &used), TM2_EAGAIN);
+    assert_int_equal(tm2__sc_hs_output(&ia, wia, sizeof wia), FRAME);
+    assert_memory_equal(wa, wia, FRAME);
+
+    size_t off = used;
+    assert_int_equal(tm2__sc_hs_input(&a, wb + off, nb - off, &used), TM2__SC_JOB);
+    assert_int_equal(used, FRAME);
+    assert_false(tm2__sc_established(&a));
+    run_job(&a, TM2__SC_JOB_VERIFY);
+    assert_true(tm2__sc_established(&a));
+    assert_memory_equal(tm2__sc_remote_pubkey(&a), tm2_node_key_pubkey(&kb), 32);
+    assert_int_equal(tm2__sc_hs_input(&b, wa, na, &used), 0);
+    /* And the session works both ways. */
+    uint8_t sealed[FRAME], plain[64];
+    int w = tm2__sc_seal(&a, (const uint8_t *)"ping", 4, &used, sealed, sizeof sealed);
+    assert_int_equal(w, FRAME);
+    assert_int_equal(tm2__sc_open(&b, sealed, FRAME, &used, plain, sizeof plain), 4);
+    assert_memory_equal(plain, "ping", 4);
+    tm2__sc_close(&a);
+    tm2__sc_close(&b);
+    tm2__sc_close(&ia);
+    tm2__sc_close(&ib);
+}
+
+/* A failing VERIFY job ends the session like an inline one. */
+static void deferred_bad_signature(void **state)
+{
+    (void)state;
+    tm2__sc a;
+    tm2_node_key ka;
+    node_key(&ka, 1);
+    assert_int_equal(tm2__sc_init_ex(&a, &ka, NULL, true), 0);
+    tm2__sc_job job;
+    assert_int_equal(tm2__sc_job_take(&a, &job), 0);
+    job.result = TM2_EAUTH;         /* as a run that failed */
+    assert_int_equal(tm2__sc_job_finish(&a, &job), TM2_EAUTH);
+    assert_int_equal(tm2__sc_error(&a), TM2_EAUTH);
+    assert_int_equal(tm2__sc_job_pending(&a), 0);
+    assert_int_equal(tm2__sc_job_take(&a, &job), TM2_ESTATE);
+    tm2__sc_close(&a);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -1292,6 +1389,8 @@ int main(void)
         cmocka_unit_test(reflected_eph_key),
         cmocka_unit_test(nonce_exhaustion),
         cmocka_unit_test(misuse_is_not_fatal),
+        cmocka_unit_test(deferred_jobs_match_inline),
+        cmocka_unit_test(deferred_bad_signature),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
