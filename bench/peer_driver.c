@@ -220,6 +220,7 @@ typedef struct driver {
     tm2_mconn_config mconn;
     tm2_node_key *keys;
     size_t next_key;
+    int n_src;                   /* idle: dials leave from 127.0.0.2 .. 127.0.0.(1+n_src); 0: any */
 } driver;
 
 /* The process has one driver; connections reach it from callbacks that carry
@@ -332,6 +333,15 @@ static void drv_next(driver *d)
         tc.handshake_timeout_ms = 20000;
         tc.dial_timeout_ms = 20000;
         tc.conn_cbs = (tm2__mcs_cbs){.on_receive = cl_receive, .on_close = cl_close};
+        if (d->n_src > 0) {
+            /* One source address per dial in turn: each has its own
+             * ephemeral ports, bound before connect. */
+            tc.has_dial_source = true;
+            tc.dial_source.ip[10] = 0xff;
+            tc.dial_source.ip[11] = 0xff;
+            tc.dial_source.ip[12] = 127;
+            tc.dial_source.ip[15] = (uint8_t)(2 + d->started % d->n_src);
+        }
         tm2__transport *t;
         int r = tm2__tcp_transport_new(&d->ml, &tc, &cbs, d, &t);
         tm2_node_key_wipe(&tc.key);
@@ -357,12 +367,21 @@ static void drv_command(driver *d, char *line)
                 now_s(), proc_cpu_s());
         return;
     }
-    if (d->mode != MODE_NONE)
+    int src = 0, nf;
+    /* Another idle batch once the last one settled: its peers are added. */
+    bool more = d->mode == MODE_IDLE && d->started == d->target && d->inflight == 0;
+    if (d->mode != MODE_NONE && !more)
         goto bad;
-    if (sscanf(line, "%15s %d %d %159s", mode, &a, &b, addr) == 4 && strcmp(mode, "idle") == 0) {
+    if ((nf = sscanf(line, "%15s %d %d %159s %d", mode, &a, &b, addr, &src)) >= 4 &&
+        strcmp(mode, "idle") == 0) {
+        if (src < 0 || src > 250)
+            goto bad;
         d->mode = MODE_IDLE;
-        d->target = a;
+        d->target += a;
         d->max_inflight = b;
+        d->n_src = src;
+    } else if (more) {
+        goto bad;
     } else if (sscanf(line, "%15s %d %159s", mode, &a, addr) == 3 && strcmp(mode, "recv") == 0) {
         d->mode = MODE_RECV;
         d->target = d->max_inflight = a;
@@ -379,6 +398,7 @@ static void drv_command(driver *d, char *line)
     } else {
         goto bad;
     }
+    (void)nf;
     if (a <= 0 || d->max_inflight <= 0 || tm2_netaddr_parse(addr, 0, &d->hub) != 0 ||
         !tm2_netaddr_is_loopback(&d->hub))
         goto bad;

@@ -8,11 +8,18 @@
  * the Go reference alike. It takes one command per line on its input and
  * answers on its output:
  *
- *   idle N INFLIGHT ADDR   dial ADDR N times, at most INFLIGHT at once, each
+ *   idle N INFLIGHT ADDR [SRCS]
+ *                          dial ADDR N times, at most INFLIGHT at once, each
  *                          with its own node key, then run an MConnection
  *                          with the node's channel set that stays idle
  *                          (pings every 60 s); answers
- *                          CONNECTED ok=.. failed=.. secs=..
+ *                          CONNECTED ok=.. failed=.. secs=.. (ok and failed
+ *                          over every batch, secs of this one). With SRCS,
+ *                          dials leave in turn from 127.0.0.2 ..
+ *                          127.0.0.(1+SRCS) (bound before connect: each
+ *                          source has its own ephemeral ports). Once a
+ *                          batch has settled, another idle command adds
+ *                          its peers to them
  *   recv N ADDR            the same with N peers at once and rate limits
  *                          off, counting every message received
  *   loop CONC ADDR         handshakes back to back: CONC dials in flight,

@@ -69,6 +69,29 @@ static void schedule(tm2__mcs *c)
 
 /* ---- loop helper ------------------------------------------------------------------- */
 
+/* A turn drives scheduled connections for at most about this long (a
+ * broadcast to thousands of peers schedules them all at once); the rest go
+ * back to the front of the list for the next turn, so timers and reads of
+ * the loop run in between. */
+#define WAKE_TURN_NS 2000000u
+#define WAKE_CHECK_EVERY 32u
+
+/* Puts list (still flagged scheduled) back in front of the loop's list and
+ * wakes the loop for it. */
+static void requeue_front(tm2__mcs_loop *l, tm2__mcs *list)
+{
+    tm2__mcs *last = list;
+    while (last->next_pending)
+        last = last->next_pending;
+    uv_mutex_lock(&l->lock);
+    last->next_pending = l->pending;
+    if (!l->pending)
+        l->pending_tail = &last->next_pending;
+    l->pending = list;
+    uv_mutex_unlock(&l->lock);
+    uv_async_send(&l->wake);
+}
+
 static void wake_cb(uv_async_t *h)
 {
     tm2__mcs_loop *l = h->data;
@@ -79,11 +102,16 @@ static void wake_cb(uv_async_t *h)
     uv_mutex_unlock(&l->lock);
     /* Closing handles complete in a later loop phase, so no connection on
      * this private list can be released while it is walked. */
-    while (list) {
+    uint64_t t0 = uv_hrtime();
+    for (unsigned k = 1; list; k++) {
         tm2__mcs *c = list;
         list = c->next_pending;
         c->next_pending = NULL;
         pass(c, NULL, 0, true);
+        if (list && k % WAKE_CHECK_EVERY == 0 && uv_hrtime() - t0 >= WAKE_TURN_NS) {
+            requeue_front(l, list);
+            return;
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 #include "net/transport.h"
+#include "net/addr_set.h"
 
 #include "common/log.h"
 
@@ -64,12 +65,7 @@ typedef struct hs {
     size_t ni_len;              /* length of the sized NodeInfo at the front of rx */
 } hs;
 
-/* An entry of the duplicate set: at most one per ip:port. */
-typedef struct addr_key {
-    uint8_t ip[16];
-    uint16_t port;
-    bool active;                /* handed over (else: in flight) */
-} addr_key;
+typedef tm2__addr_key addr_key;
 
 struct tcpt {
     tm2__transport base;
@@ -100,8 +96,7 @@ struct tcpt {
     hs *pending;
     /* Written on the loop, read by t_stats from any thread. */
     atomic_size_t pending_in, pending_out, active;
-    addr_key *keys;
-    size_t n_keys, cap_keys;
+    tm2__addr_set keys;         /* the duplicate set: one entry per ip:port */
 
     struct {
         atomic_uint_fast64_t accepted, dropped, upgraded, rejected, refused;
@@ -164,38 +159,22 @@ static const char *stage_name(int stage)
 }
 
 /* ---- duplicate set ------------------------------------------------------------ *
- * Linear: it holds the upgrades in flight (capped inbound, bounded by the
- * switch outbound) and the connections handed over (bounded by the peer
- * limits), and is only searched once per new connection. */
+ * The upgrades in flight and the connections handed over, one per ip:port
+ * (net/addr_set.h: hashed, so a hub of many peers pays O(1) per connection). */
 
 static addr_key *key_find(tcpt *t, const tm2_netaddr *a)
 {
-    for (size_t i = 0; i < t->n_keys; i++)
-        if (t->keys[i].port == a->port && memcmp(t->keys[i].ip, a->ip, 16) == 0)
-            return &t->keys[i];
-    return NULL;
+    return tm2__addr_set_find(&t->keys, a->ip, a->port);
 }
 
 static int key_add(tcpt *t, const tm2_netaddr *a)
 {
-    if (t->n_keys == t->cap_keys) {
-        size_t cap = t->cap_keys ? t->cap_keys * 2 : 16;
-        addr_key *k = realloc(t->keys, cap * sizeof *k);
-        if (!k)
-            return TM2_ENOMEM;
-        t->keys = k;
-        t->cap_keys = cap;
-    }
-    addr_key *k = &t->keys[t->n_keys++];
-    memcpy(k->ip, a->ip, 16);
-    k->port = a->port;
-    k->active = false;
-    return 0;
+    return tm2__addr_set_add(&t->keys, a->ip, a->port);
 }
 
 static void key_del(tcpt *t, addr_key *k)
 {
-    *k = t->keys[--t->n_keys];
+    tm2__addr_set_del(&t->keys, k);
 }
 
 /* ---- teardown ----------------------------------------------------------------- */
@@ -208,7 +187,7 @@ static void maybe_finish(tcpt *t)
         t->on_closed(&t->base);
     tm2_node_info_free(t->ni);
     free(t->ni_bytes);
-    free(t->keys);
+    tm2__addr_set_free(&t->keys);
     tm2_node_key_wipe(&t->key);
     free(t);
 }
@@ -983,6 +962,10 @@ int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *c
     tcpt *t = calloc(1, sizeof *t);
     if (!t)
         return TM2_ENOMEM;
+    if ((r = tm2__addr_set_init(&t->keys)) != 0) {
+        free(t);
+        return r;
+    }
     t->base.ops = &tcp_ops;
     t->base.cbs = *cbs;
     t->base.data = data;
