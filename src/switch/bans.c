@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,9 +249,14 @@ int tm2_ban_file_save(const char *path, const tm2_ban *b, size_t n, int64_t now_
             oom = true;
             break;
         }
+        /* Times as integer literals: cJSON prints numbers with 15
+         * significant digits, which loses ms beyond 10^15. */
+        char created[24], expires[24];
+        snprintf(created, sizeof created, "%" PRId64, b[i].created_unix_ms);
+        snprintf(expires, sizeof expires, "%" PRId64, b[i].expires_unix_ms);
         oom = !cJSON_AddStringToObject(e, "target", t) ||
-              !cJSON_AddNumberToObject(e, "created", (double)b[i].created_unix_ms) ||
-              !cJSON_AddNumberToObject(e, "expires", (double)b[i].expires_unix_ms) ||
+              !cJSON_AddRawToObject(e, "created", created) ||
+              !cJSON_AddRawToObject(e, "expires", expires) ||
               !cJSON_AddStringToObject(e, "reason", reason);
     }
     char *text = oom ? NULL : cJSON_Print(root);
