@@ -85,7 +85,10 @@ cc -std=c11 -Wall -Wextra -Werror -o "$work/consumer_pc" "$work/consumer.c" \
     $(pkg-config --cflags --libs tm2p2p)
 "$work/consumer_pc" > "$work/got_pc"
 cmp -s "$work/want" "$work/got_pc" || fail "pkg-config consumer reports $(cat "$work/got_pc")"
-ldd "$work/consumer_pc" | grep -Eq 'libtm2p2p\.so\.0 => /(usr/)?lib/' || fail "consumer_pc does not load the installed libtm2p2p.so.0"
+# ldd's output is read whole first: grep -q stops at the first match, and
+# under pipefail the SIGPIPE that leaves ldd would fail the check.
+deps=$(ldd "$work/consumer_pc")
+grep -Eq 'libtm2p2p\.so\.0 => /(usr/)?lib/' <<<"$deps" || fail "consumer_pc does not load the installed libtm2p2p.so.0"
 echo "check_deb: pkg-config consumer ok"
 
 # CMake package: the shared and the static library
@@ -105,7 +108,8 @@ for v in shared static; do
     "$work/cm/build/consumer_$v" > "$work/got_$v"
     cmp -s "$work/want" "$work/got_$v" || fail "CMake $v consumer reports $(cat "$work/got_$v")"
 done
-ldd "$work/cm/build/consumer_static" | grep -q libtm2p2p && fail "static consumer loads libtm2p2p.so"
+deps=$(ldd "$work/cm/build/consumer_static")
+grep -q libtm2p2p <<<"$deps" && fail "static consumer loads libtm2p2p.so"
 echo "check_deb: CMake package consumers (shared, static) ok"
 
 # The units
@@ -135,5 +139,6 @@ fi
 for f in /usr/bin/tm2p2p /usr/include/tm2p2p.h "${units[@]}"; do
     [ ! -e "$f" ] || fail "$f left after purge"
 done
-ldconfig -p | grep -q libtm2p2p && fail "libtm2p2p still in the linker cache"
+cache=$(ldconfig -p)
+grep -q libtm2p2p <<<"$cache" && fail "libtm2p2p still in the linker cache"
 echo "check_deb: installed, checked and purged $(basename "$deb") ($src)"
