@@ -208,19 +208,7 @@ int main(void)
         DIE("sodium_init");
     signal(SIGPIPE, SIG_IGN);
     bench_raise_nofile(2 * PEERS + 200);
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-        DIE("socketpair");
-    fflush(stdout);
-    pid_t child = fork();
-    if (child < 0)
-        DIE("fork");
-    if (child == 0) {
-        close(fds[1]);
-        peer_driver_main(fds[0], fds[0]);
-    }
-    close(fds[0]);
-    bench_child drv = {.pid = child, .in = fds[1], .out = fds[1]};
+    bench_child drv = peer_driver_fork();
 
     cli_log lg;
     cli_log_init(&lg, TM2_LOG_ERROR, CLI_LOG_LOGFMT, "hub");

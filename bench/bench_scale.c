@@ -289,19 +289,7 @@ int main(void)
     /* Raised before the fork: the driver inherits it. */
     bench_raise_nofile(PEERS + 512);
 
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-        DIE("socketpair");
-    fflush(stdout);
-    pid_t child = fork();
-    if (child < 0)
-        DIE("fork");
-    if (child == 0) {
-        close(fds[1]);
-        peer_driver_main(fds[0], fds[0]);
-    }
-    close(fds[0]);
-    bench_child drv = {.pid = child, .in = fds[1], .out = fds[1]};
+    bench_child drv = peer_driver_fork();
 
     /* The hub: a node's channels and the probe's. */
     tm2_channel_desc hub_ch[BENCH_N_NODE_CHANS + 1];

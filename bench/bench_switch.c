@@ -367,19 +367,8 @@ int main(void)
 
     /* The dialling process is forked first, while this one has no threads
      * and its heap is still small; one socket carries its commands. */
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-        DIE("socketpair");
-    fflush(stdout);
-    pid_t child = fork();
-    if (child < 0)
-        DIE("fork");
-    if (child == 0) {
-        close(fds[1]);
-        peer_driver_main(fds[0], fds[0]);
-    }
-    close(fds[0]);
-    idle_run(child, fds[1]);
+    bench_child drv = peer_driver_fork();
+    idle_run(drv.pid, drv.in);
 
     bc_result one = {0}, many = {0};
     for (int round = 0; round < BC_ROUNDS; round++) {

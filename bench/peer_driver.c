@@ -461,3 +461,20 @@ _Noreturn void peer_driver_main(int in_fd, int out_fd)
     uv_run(&d->loop, UV_RUN_DEFAULT);
     _exit(1);
 }
+
+bench_child peer_driver_fork(void)
+{
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        DIE("socketpair");
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0)
+        DIE("fork");
+    if (child == 0) {
+        close(fds[1]);
+        peer_driver_main(fds[0], fds[0]);
+    }
+    close(fds[0]);
+    return (bench_child){.pid = child, .in = fds[1], .out = fds[1]};
+}

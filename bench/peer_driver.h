@@ -98,4 +98,9 @@ typedef struct peer_count {
 
 peer_count peer_driver_count(bench_child *d);
 
+/* Forks a driver speaking over one socket pair: call it before this process
+ * starts threads (and while its heap is small), after raising the
+ * descriptor limit the driver inherits. */
+bench_child peer_driver_fork(void);
+
 #endif
