@@ -16,6 +16,7 @@
 int cli_keys(int argc, char **argv);
 int cli_run_node(int argc, char **argv);
 int cli_run_testnet(int argc, char **argv);
+int cli_run_sim(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_run_crawl(int argc, char **argv);
 int cli_run_seed(int argc, char **argv);

@@ -12,6 +12,7 @@ static const struct {
 } commands[] = {
     {"node", cli_run_node, "run a p2p node until SIGINT/SIGTERM"},
     {"testnet", cli_run_testnet, "run a local test network on loopback and measure it"},
+    {"sim", cli_run_sim, "simulate a whole network of nodes in virtual time, reproducibly"},
     {"keys", cli_keys, "generate or show the node key (node_key.json)"},
     {"version", cli_version, "print the version, the commit and the libraries' versions"},
     {"crawl", cli_run_crawl, "map a TM2 network into SQLite; 'crawl report' prints and exports it"},
