@@ -464,6 +464,15 @@ void tm2__simnet_host_crash(tm2__engine *e)
     sim_link_crash(h->w, h);
 }
 
+int tm2__simnet_host_revive(tm2__engine *e)
+{
+    sim_host *h = sim_host_of(e);
+    if (!h->crashed || h->handles || h->socks || h->listeners)
+        return TM2_ESTATE;
+    h->crashed = false;
+    return 0;
+}
+
 void tm2__simnet_host_free(tm2__engine *e)
 {
     if (!e)

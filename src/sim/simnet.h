@@ -78,6 +78,12 @@ tm2__engine *tm2__simnet_host_new(tm2__simnet *w, const tm2_netaddr *ip);
 /* The host dies abruptly (see Crash above). Idempotent. */
 void tm2__simnet_host_crash(tm2__engine *e);
 
+/* Brings a crashed host back, with the same address and index and an empty
+ * state, once every socket, listener and waker of it is closed (their
+ * close callbacks ran) and its timers are closed: 0, or TM2_ESTATE when it
+ * is not crashed or something is still open. */
+int tm2__simnet_host_revive(tm2__engine *e);
+
 /* Frees a host whose sockets, listeners and wakers are all closed (their
  * close callbacks ran) and whose timers are closed. */
 void tm2__simnet_host_free(tm2__engine *e);

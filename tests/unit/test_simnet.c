@@ -52,11 +52,22 @@ static void on_timer(tm2__timer *t)
     g_order[g_norder++] = tt->id;
 }
 
+static uint64_t g_hook_calls;
+
+static void count_hook(void *user, tm2__simnet *w)
+{
+    (void)user;
+    g_hook_calls++;
+    assert_int_equal(g_hook_calls, tm2__simnet_events(w));
+}
+
 static void timers_fire_in_order(void **state)
 {
     (void)state;
     tm2__simnet *w = tm2__simnet_new(NULL);
     assert_non_null(w);
+    g_hook_calls = 0;
+    tm2__simnet_set_hook(w, count_hook, NULL);
     tm2_netaddr a = host_ip(1, 0);
     tm2__engine *e = tm2__simnet_host_new(w, &a);
     assert_non_null(e);
@@ -92,6 +103,12 @@ static void timers_fire_in_order(void **state)
     assert_true(tm2__simnet_step(w));
     assert_int_equal(g_norder, 1);
     assert_int_equal(g_at[0], 100);
+    assert_int_equal(g_hook_calls, 6);
+    /* Idle, the clock still moves to where it is asked. */
+    assert_false(tm2__simnet_step(w));
+    tm2__simnet_run_until(w, 12345);
+    assert_int_equal(tm2__simnet_now(w), 12345);
+    assert_int_equal(tm2__engine_wall_ms(e), TM2__SIMNET_EPOCH_MS + 12345);
     for (int i = 0; i < 6; i++)
         CALL(tm2__timer_close(&t[i].t));
     tm2__simnet_host_free(e);
@@ -690,10 +707,30 @@ static void crash_resets_and_silences(void **state)
     CALL(tm2__sock_close(&c.s));
     CALL(tm2__timer_close(&t.t));
     CALL(tm2__waker_close(&wk, on_waker_close));
+    int rr = tm2__simnet_host_revive(p.a);
+    assert_int_equal(rr, TM2_ESTATE);   /* its socket's close has not come yet */
     run_idle(p.w);
     assert_true(c.closed);
     assert_true(d.closed);
     assert_int_equal(g_waker_closed, 1);
+    /* Revived, it answers again. */
+    assert_int_equal(tm2__simnet_host_revive(p.a), 0);
+    tlisten tl2 = {.echo = true};
+    tl2.l.data = &tl2;
+    tl2.l.on_conn = tl_conn;
+    CALLR(rc, tm2__listen(p.a, &tl2.l, &aaddr, NULL));
+    assert_int_equal(rc, 0);
+    tconn f;
+    dial(p.b, &f, &aaddr);
+    run_idle(p.w);
+    assert_int_equal(f.conn_err, 0);
+    assert_int_equal(tl2.n, 1);
+    CALL(tm2__sock_close(&f.s));
+    CALL(tm2__sock_close(&tl2.accepted[0]->s));
+    CALL(tm2__listener_close(&tl2.l, tl_closed));
+    run_idle(p.w);
+    assert_true(tl2.closed);
+    tl_free(&tl2);
     pair_close(&p, NULL);
 }
 
