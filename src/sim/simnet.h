@@ -8,8 +8,10 @@
  *
  * Links: each ordered pair of hosts has a latency drawn from the configured
  * range. A connection is two byte streams; writes are cut into segments of
- * at most 64 KiB that leave the sender at the link's bandwidth (the
- * sender's queued bytes) and arrive one latency later, in order. A lost
+ * at most 64 KiB that leave the sender at the configured bandwidth, FIFO
+ * per connection and direction (until then they are the sender's queued
+ * bytes, and a close drops them), and arrive one latency later, in order.
+ * With unlimited bandwidth a write leaves at once: nothing is queued. A lost
  * segment is not lost data: it arrives one retransmission timeout late
  * (max(200 ms, 2 x latency), doubling when lost again) and holds back what
  * follows it. Loopback addresses (127/8) reach the host itself.
@@ -49,7 +51,7 @@ typedef struct tm2__simnet_config {
     uint32_t latency_min_ms;   /* one-way latency per ordered host pair */
     uint32_t latency_max_ms;   /* < min is taken as min */
     double loss;               /* probability a segment is retransmitted, [0, 1) */
-    uint64_t bandwidth;        /* bytes/s per link direction; 0 = unlimited */
+    uint64_t bandwidth;        /* bytes/s of each connection's each direction; 0 = unlimited */
     int64_t epoch_ms;          /* wall_ms at virtual time 0; 0 = TM2__SIMNET_EPOCH_MS */
 } tm2__simnet_config;
 
