@@ -262,11 +262,10 @@ int tm2__sim_run(const tm2__sim_config *cfg, tm2__sim_report *rep, char *err, si
     crypto_generichash_init(&r->trace, NULL, 0, 32);
     uint64_t wall0 = wall_ms(), rss0 = rss_bytes(), rss_peak = rss0;
 
-    tm2__simnet_config wc;
-    tm2__simnet_config_default(&wc);
+    tm2__simnet_config wc = {0};
     wc.seed = cfg->seed;
-    wc.lat_min_ms = cfg->lat_min_ms;
-    wc.lat_max_ms = cfg->lat_max_ms;
+    wc.latency_min_ms = cfg->lat_min_ms;
+    wc.latency_max_ms = cfg->lat_max_ms;
     wc.loss = cfg->loss;
     wc.bandwidth = cfg->bandwidth;
     if (!(r->world = tm2__simnet_new(&wc))) {
