@@ -15,19 +15,13 @@
  * Needs root and iproute2 (`ip`); without them, or where namespaces cannot be
  * made, it exits with the CTest skip code 77 and says why. */
 #include <cjson/cJSON.h>
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "netns.h"
 #include "refnode.h"
 #include "tv.h"
 
@@ -35,7 +29,6 @@
 #error "TM2P2P_PATH must be defined by the build"
 #endif
 
-#define SKIP_CODE   77
 #define NREF        6
 #define NT          6
 #define NNODES      (NREF + NT)
@@ -43,92 +36,6 @@
 #define CONVERGE_MS 60000
 #define WAIT_MS     20000
 #define NS_PREFIX   "tm2i"
-
-extern char **environ;
-
-/* ---- namespaces ------------------------------------------------------------- */
-
-static char ns_bridge[32];
-static char ns_node[NNODES][32];
-static volatile sig_atomic_t ns_made;      /* how many of ns_node exist (bridge first) */
-static volatile sig_atomic_t bridge_made;
-
-/* Runs argv (NULL-terminated) to completion, with stdout and stderr on
- * /dev/null if quiet; returns its exit status or -1. The signal handler's
- * cleanup passes quiet == false (no file actions to allocate). */
-static int run_argv(const char *const *argv, bool quiet)
-{
-    pid_t pid;
-    int r;
-    if (quiet) {
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-        r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
-    } else {
-        r = posix_spawnp(&pid, argv[0], NULL, NULL, (char *const *)argv, environ);
-    }
-    if (r != 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* `ip` with printf-formatted, space-separated arguments (none contain spaces). */
-static int ip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int ip(const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    const char *argv[32] = {"ip"};
-    size_t n = 1;
-    char *save = NULL;
-    for (char *w = strtok_r(buf, " ", &save); w && n < 31; w = strtok_r(NULL, " ", &save))
-        argv[n++] = w;
-    argv[n] = NULL;
-    return run_argv(argv, false);
-}
-
-static void ns_delete_all(void)
-{
-    for (int i = (int)ns_made - 1; i >= 0; i--) {
-        const char *argv[] = {"ip", "netns", "delete", ns_node[i], NULL};
-        run_argv(argv, false);
-    }
-    ns_made = 0;
-    if (bridge_made) {
-        const char *argv[] = {"ip", "netns", "delete", ns_bridge, NULL};
-        run_argv(argv, false);
-        bridge_made = false;
-    }
-}
-
-/* Namespaces named by an earlier run of this test whose process is gone. */
-static void sweep_stale(void)
-{
-    DIR *d = opendir("/run/netns");
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, NS_PREFIX, strlen(NS_PREFIX)) != 0)
-            continue;
-        long pid = strtol(e->d_name + strlen(NS_PREFIX), NULL, 10);
-        if (pid <= 0 || pid == (long)getpid() || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
-            const char *argv[] = {"ip", "netns", "delete", e->d_name, NULL};
-            run_argv(argv, true);
-        }
-    }
-    closedir(d);
-}
 
 /* ---- nodes ------------------------------------------------------------------------ */
 
@@ -153,27 +60,21 @@ static void nodes_stop(void)
             refproc_stop(&nodes[i].t);
         if (nodes[i].home[0]) {
             const char *argv[] = {"rm", "-rf", nodes[i].home, NULL};
-            run_argv(argv, true);
+            netns_run(argv, true);
             nodes[i].home[0] = '\0';
         }
     }
 }
 
-static void on_exit_cleanup(void)
+/* Before the namespaces go (netns.h runs it from its exit and signal
+ * handlers). */
+static void kill_nodes(void)
 {
     for (int i = 0; i < NNODES; i++) {
         pid_t p = nodes[i].ref ? nodes[i].r.p.pid : nodes[i].t.pid;
         if (p > 0)
             kill(p, SIGKILL);
     }
-    ns_delete_all();
-}
-
-static void on_signal(int sig)
-{
-    on_exit_cleanup();
-    signal(sig, SIG_DFL);
-    raise(sig);
 }
 
 static const char *node_ip(int i, char *buf, size_t cap)
@@ -190,7 +91,7 @@ static void start_ref_at(int i, int ns, const char *port, const char *flag, cons
     n->ref = true;
     char ipb[32], listen[48];
     snprintf(listen, sizeof listen, "%s:%s", node_ip(ns, ipb, sizeof ipb), port);
-    const char *prefix[] = {"ip", "netns", "exec", ns_node[ns], NULL};
+    const char *prefix[] = {"ip", "netns", "exec", netns_host(ns), NULL};
     const char *args[] = {"--listen", listen, "--allow-duplicate-ip=false", flag, value, NULL};
     rnode_start_in(&n->r, prefix, (uint8_t)(0xa0 + i), args);
     n->id = n->r.id;
@@ -214,7 +115,7 @@ static void start_tm2p2p_at(int i, int ns, const char *port, const char *flag,
              (int)getpid(), i);
     char ipb[32], laddr[64];
     snprintf(laddr, sizeof laddr, "tcp://%s:%s", node_ip(ns, ipb, sizeof ipb), port);
-    const char *argv[] = {"ip", "netns", "exec", ns_node[ns], TM2P2P_PATH, "node",
+    const char *argv[] = {"ip", "netns", "exec", netns_host(ns), TM2P2P_PATH, "node",
                           "--home", n->home, "--laddr", laddr, "--chain-id", SN_CHAIN,
                           "--pex-interval", "500", "--status-file", n->status,
                           "--status-interval", "200", "--log-level", "warn",
@@ -466,60 +367,27 @@ static void from_tm2p2p_seed(void **state)
 
 static const char *make_namespaces(void)
 {
-    snprintf(ns_bridge, sizeof ns_bridge, NS_PREFIX "%d-br", (int)getpid());
-    if (ip("netns add %s", ns_bridge) != 0)
-        return "cannot create a network namespace (ip netns add failed)";
-    bridge_made = true;
-    if (ip("-n %s link set lo up", ns_bridge) || ip("-n %s link add br0 type bridge", ns_bridge) ||
-        ip("-n %s link set br0 up", ns_bridge))
-        return "cannot create a bridge in a namespace";
-    for (int i = 0; i < NNODES; i++) {
-        snprintf(ns_node[i], sizeof ns_node[i], NS_PREFIX "%d-%d", (int)getpid(), i);
-        if (ip("netns add %s", ns_node[i]) != 0)
-            return "cannot create a network namespace";
-        ns_made = i + 1;
-        char ipb[32];
-        /* The veth pair is made inside the node's namespace with its other
-         * end moved straight into the bridge's, so no interface ever
-         * appears in the host's namespace. */
-        if (ip("-n %s link set lo up", ns_node[i]) ||
-            ip("-n %s link add eth0 type veth peer name v%d netns %s", ns_node[i], i, ns_bridge) ||
-            ip("-n %s link set v%d master br0 up", ns_bridge, i) ||
-            ip("-n %s addr add %s/24 dev eth0", ns_node[i], node_ip(i, ipb, sizeof ipb)) ||
-            ip("-n %s link set eth0 up", ns_node[i]))
-            return "cannot wire a namespace to the bridge (veth)";
+    const char *why = netns_begin(NS_PREFIX, 1, kill_nodes);
+    for (int i = 0; !why && i < NNODES; i++) {
+        char ipb[32], cidr[40];
+        snprintf(cidr, sizeof cidr, "%s/24", node_ip(i, ipb, sizeof ipb));
+        why = netns_add_host(cidr);
     }
-    return NULL;
-}
-
-static bool have_ip(void)
-{
-    const char *argv[] = {"ip", "-V", NULL};
-    return run_argv(argv, true) == 0;
+    return why;
 }
 
 int main(void)
 {
-    if (geteuid() != 0) {
-        fprintf(stderr, "test_interop_netns: skipped: needs root to create network namespaces\n");
-        return SKIP_CODE;
-    }
-    if (!have_ip()) {
-        fprintf(stderr, "test_interop_netns: skipped: iproute2 (`ip`) not found\n");
-        return SKIP_CODE;
-    }
-    sweep_stale();
-    atexit(on_exit_cleanup);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    const char *why = make_namespaces();
+    const char *why = netns_unavailable(false);
     if (why) {
-        ns_delete_all();
         fprintf(stderr, "test_interop_netns: skipped: %s\n", why);
-        return SKIP_CODE;
+        return NETNS_SKIP;
+    }
+    why = make_namespaces();
+    if (why) {
+        netns_end();
+        fprintf(stderr, "test_interop_netns: skipped: %s\n", why);
+        return NETNS_SKIP;
     }
 
     const struct CMUnitTest tests[] = {
@@ -529,6 +397,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(from_tm2p2p_seed, setup, teardown),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
-    ns_delete_all();
+    netns_end();
     return r;
 }

@@ -29,16 +29,13 @@
  * (exit 77) with the reason otherwise. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "netns.h"
 #include "nodeproc.h"
 #include "tm2p2p/netaddr.h"
 #include "tv.h"
@@ -47,7 +44,6 @@
 #error "TM2P2P_PATH must be defined by the build"
 #endif
 
-#define SKIP_CODE 77
 #define N 6
 #define HALF 3
 #define NS_PREFIX "tm2n"
@@ -56,74 +52,10 @@
 #define HOLD_MS 5000
 #define HEAL_MS 60000
 
-extern char **environ;
-
-static char ns_bridge[32];
-static char ns_node[N][32];
-static volatile sig_atomic_t ns_made, bridge_made;
 static nodeproc procs[N];
 static char homes[N][96], status[N][128], logs[N][128];
 static tm2_id ids[N];
 static char addrs[N][TM2_NETADDR_STRLEN];
-
-/* ---- running commands ---------------------------------------------------------------- */
-
-static int run_argv(const char *const *argv, bool quiet)
-{
-    pid_t pid;
-    int r;
-    if (quiet) {
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-        r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
-    } else {
-        r = posix_spawnp(&pid, argv[0], NULL, NULL, (char *const *)argv, environ);
-    }
-    if (r != 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* A command of space-separated words (none contains a space). */
-static int cmd(bool quiet, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int cmd(bool quiet, const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    const char *argv[40];
-    size_t n = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(buf, " ", &save); w && n < 39; w = strtok_r(NULL, " ", &save))
-        argv[n++] = w;
-    argv[n] = NULL;
-    return run_argv(argv, quiet);
-}
-
-/* ---- namespaces ------------------------------------------------------------------------ */
-
-static void ns_delete_all(void)
-{
-    for (int i = (int)ns_made - 1; i >= 0; i--) {
-        const char *argv[] = {"ip", "netns", "delete", ns_node[i], NULL};
-        run_argv(argv, true);
-    }
-    ns_made = 0;
-    if (bridge_made) {
-        const char *argv[] = {"ip", "netns", "delete", ns_bridge, NULL};
-        run_argv(argv, true);
-        bridge_made = 0;
-    }
-}
 
 /* Homes of earlier runs whose process is gone (a signal ends a run
  * without removing them: the handler does only what is safe there). */
@@ -147,84 +79,37 @@ static void sweep_stale_homes(void)
     closedir(d);
 }
 
-/* Namespaces of earlier runs of this test whose process is gone. */
-static void sweep_stale(void)
-{
-    sweep_stale_homes();
-    DIR *d = opendir("/run/netns");
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, NS_PREFIX, strlen(NS_PREFIX)) != 0)
-            continue;
-        long pid = strtol(e->d_name + strlen(NS_PREFIX), NULL, 10);
-        if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
-            const char *argv[] = {"ip", "netns", "delete", e->d_name, NULL};
-            run_argv(argv, true);
-        }
-    }
-    closedir(d);
-}
-
-static void node_ip(int i, char *buf, size_t cap) { snprintf(buf, cap, "198.18.1.%d", i + 1); }
-
-static const char *make_namespaces(void)
-{
-    snprintf(ns_bridge, sizeof ns_bridge, NS_PREFIX "%d-br", (int)getpid());
-    if (cmd(true, "ip netns add %s", ns_bridge) != 0)
-        return "cannot create a network namespace (ip netns add failed)";
-    bridge_made = 1;
-    if (cmd(false, "ip -n %s link set lo up", ns_bridge) ||
-        cmd(false, "ip -n %s link add br0 type bridge", ns_bridge) ||
-        cmd(false, "ip -n %s link add br1 type bridge", ns_bridge) ||
-        cmd(false, "ip -n %s link set br0 up", ns_bridge) ||
-        cmd(false, "ip -n %s link set br1 up", ns_bridge))
-        return "cannot create bridges in a namespace";
-    for (int i = 0; i < N; i++) {
-        snprintf(ns_node[i], sizeof ns_node[i], NS_PREFIX "%d-%d", (int)getpid(), i);
-        if (cmd(false, "ip netns add %s", ns_node[i]) != 0)
-            return "cannot create a network namespace";
-        ns_made = i + 1;
-        char ipb[32];
-        node_ip(i, ipb, sizeof ipb);
-        /* The veth pair is made inside the node's namespace with its peer
-         * moved straight into the bridge's: no interface ever appears in
-         * the host's namespace. */
-        if (cmd(false, "ip -n %s link set lo up", ns_node[i]) ||
-            cmd(false, "ip -n %s link add eth0 type veth peer name v%d netns %s", ns_node[i], i,
-                ns_bridge) ||
-            cmd(false, "ip -n %s link set v%d master br0 up", ns_bridge, i) ||
-            cmd(false, "ip -n %s addr add %s/24 dev eth0", ns_node[i], ipb) ||
-            cmd(false, "ip -n %s link set eth0 up", ns_node[i]))
-            return "cannot wire a namespace to the bridge (veth)";
-    }
-    return NULL;
-}
-
 /* ---- cleanup ------------------------------------------------------------------------------ */
 
+/* Before the namespaces go (netns.h runs it from its exit and signal
+ * handlers). */
 static void kill_nodes(void)
 {
     for (int i = 0; i < N; i++)
         np_kill(&procs[i]);
 }
 
-static void on_exit_cleanup(void)
+/* After them: atexit handlers run in reverse order, and this one is
+ * registered before netns_begin registers its own. */
+static void remove_homes(void)
 {
-    kill_nodes();
-    ns_delete_all();
     for (int i = 0; i < N; i++)
         if (homes[i][0])
             np_rmtree(homes[i]);
 }
 
-static void on_signal(int sig)
+static void node_ip(int i, char *buf, size_t cap) { snprintf(buf, cap, "198.18.1.%d", i + 1); }
+
+static const char *make_namespaces(void)
 {
-    kill_nodes();
-    ns_delete_all();
-    signal(sig, SIG_DFL);
-    raise(sig);
+    const char *why = netns_begin(NS_PREFIX, 2, kill_nodes);
+    for (int i = 0; !why && i < N; i++) {
+        char ipb[32], cidr[40];
+        node_ip(i, ipb, sizeof ipb);
+        snprintf(cidr, sizeof cidr, "%s/24", ipb);
+        why = netns_add_host(cidr);
+    }
+    return why;
 }
 
 /* ---- the network --------------------------------------------------------------------------- */
@@ -367,7 +252,7 @@ static void start_node(int i)
     char nip[32];
     node_ip(next, nip, sizeof nip);
     snprintf(persistent, sizeof persistent, "%s@%s:26656", ids[next].s, nip);
-    const char *argv[] = {"ip", "netns", "exec", ns_node[i], TM2P2P_PATH, "node",
+    const char *argv[] = {"ip", "netns", "exec", netns_host(i), TM2P2P_PATH, "node",
                           "--home", homes[i], "--laddr", laddr, "--chain-id", "netns-split",
                           "--moniker", "host", "--persistent-peers", persistent,
                           "--pex-interval", "300", "--redial-base", "300", "--redial-max", "2000",
@@ -390,14 +275,14 @@ static void start_node(int i)
 static void move_half(const char *br)
 {
     for (int i = HALF; i < N; i++)
-        if (cmd(false, "ip -n %s link set v%d master %s", ns_bridge, i, br) != 0)
+        if (netns_cmd(false, "ip -n %s link set v%d master %s", netns_bridge(), i, br) != 0)
             fail_msg("cannot move v%d to %s", i, br);
 }
 
 /* Resets every TCP connection of node i with the other half. */
 static void reset_across(int i)
 {
-    const char *argv[40] = {"ip", "netns", "exec", ns_node[i], "ss", "-K", "-t", "("};
+    const char *argv[40] = {"ip", "netns", "exec", netns_host(i), "ss", "-K", "-t", "("};
     size_t n = 8;
     char ips[N][32];
     for (int j = 0; j < N; j++) {
@@ -411,8 +296,8 @@ static void reset_across(int i)
     }
     argv[n++] = ")";
     argv[n] = NULL;
-    if (run_argv(argv, true) != 0)
-        fail_msg("ss -K failed in namespace %s", ns_node[i]);
+    if (netns_run(argv, true) != 0)
+        fail_msg("ss -K failed in namespace %s", netns_host(i));
 }
 
 static void partition_and_heal(void **state)
@@ -489,35 +374,25 @@ static int teardown(void **state)
 
 int main(void)
 {
-    if (geteuid() != 0) {
-        fprintf(stderr, "test_netns_partition: skipped: needs root to create network namespaces\n");
-        return SKIP_CODE;
-    }
-    const char *v[] = {"ip", "-V", NULL};
-    const char *ssv[] = {"ss", "-V", NULL};
-    if (run_argv(v, true) != 0 || run_argv(ssv, true) != 0) {
-        fprintf(stderr, "test_netns_partition: skipped: iproute2 (`ip`, `ss`) not found\n");
-        return SKIP_CODE;
+    const char *why = netns_unavailable(true);
+    if (why) {
+        fprintf(stderr, "test_netns_partition: skipped: %s\n", why);
+        return NETNS_SKIP;
     }
     for (int i = 0; i < N; i++)
         np_init(&procs[i]);
-    sweep_stale();
-    atexit(on_exit_cleanup);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    const char *why = make_namespaces();
+    sweep_stale_homes();
+    atexit(remove_homes);
+    why = make_namespaces();
     if (why) {
-        ns_delete_all();
+        netns_end();
         fprintf(stderr, "test_netns_partition: skipped: %s\n", why);
-        return SKIP_CODE;
+        return NETNS_SKIP;
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(partition_and_heal, teardown),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
-    ns_delete_all();
+    netns_end();
     return r;
 }
