@@ -1,14 +1,16 @@
 /* The inbound eviction choice (switch/evict.h) on peer sets read from the
  * input: up to 64 inbound peers, each with a network group from a small
  * pool (public IPv4 /16s, IPv6 /32s, the local group), a connection order,
- * a last-message time (often 0: never) and the persistent / unconditional /
- * leaving flags (each makes a peer no candidate), and the protection
- * parameters (groups, active peers, oldest percent, out-of-range percents
- * too). Connection orders are distinct, as the switch's are.
+ * a last-message time (often 0: never), a minimum round trip (often 0: not
+ * measured; ties and values near UINT32_MAX too) and the persistent /
+ * unconditional / leaving flags (each makes a peer no candidate), and the
+ * protection parameters (groups, nearest peers, active peers, oldest
+ * percent, out-of-range percents too). Connection orders are distinct, as
+ * the switch's are.
  *
  * Checked: the victim, if any, is an index into the set naming an original
  * candidate (never persistent, unconditional or leaving); it is not
- * protected by any of the three rules, as a plain model of them computes;
+ * protected by any of the four rules, as a plain model of them computes;
  * its group has the most inbound peers (every peer counted) of the groups
  * that still have an unprotected candidate, and it is its group's youngest
  * unprotected candidate; -1 exactly when the model leaves no candidate;
@@ -108,7 +110,22 @@ static void model(const desc *d, size_t n, const tm2__evict_params *par, bool *p
     for (size_t i = 0; i < n; i++)
         if (prot[i])
             cand[i] = false;
-    /* 2: the protect_active most recent messages (never 0), ties to the older. */
+    /* 2: the protect_latency smallest round trips (never 0), ties to the older. */
+    for (uint32_t a = 0; a < par->protect_latency; a++) {
+        long best = -1;
+        for (size_t i = 0; i < n; i++) {
+            if (!cand[i] || !d[i].p.min_rtt_ms)
+                continue;
+            if (best < 0 || d[i].p.min_rtt_ms < d[best].p.min_rtt_ms ||
+                (d[i].p.min_rtt_ms == d[best].p.min_rtt_ms && d[i].p.seq < d[best].p.seq))
+                best = (long)i;
+        }
+        if (best < 0)
+            break;
+        cand[best] = false;
+        prot[best] = true;
+    }
+    /* 3: the protect_active most recent messages (never 0), ties to the older. */
     for (uint32_t a = 0; a < par->protect_active; a++) {
         long best = -1;
         for (size_t i = 0; i < n; i++) {
@@ -123,7 +140,7 @@ static void model(const desc *d, size_t n, const tm2__evict_params *par, bool *p
         cand[best] = false;
         prot[best] = true;
     }
-    /* 3: the oldest pct percent of the rest. */
+    /* 4: the oldest pct percent of the rest. */
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         k += cand[i];
@@ -163,6 +180,7 @@ static long run(const desc *d, size_t n, const tm2__evict_params *par, bool reve
         seen[p[i].user] = true;
         const tm2__evict_peer *o = &d[p[i].user].p;
         CHECK(p[i].seq == o->seq && p[i].last_msg_ms == o->last_msg_ms &&
+              p[i].min_rtt_ms == o->min_rtt_ms &&
               p[i].group_rank == o->group_rank && tm2__group_eq(&p[i].group, &o->group));
         CHECK(!p[i].candidate || o->candidate);
     }
@@ -177,9 +195,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 1024)
         return 0;
     reader r = {data, size};
-    uint8_t g0 = take(&r), g1 = take(&r), g2 = take(&r), g3 = take(&r);
+    uint8_t g0 = take(&r), g1 = take(&r), g2 = take(&r), g3 = take(&r), g4 = take(&r);
     tm2__evict_params par = {
         .protect_groups = g0 & 7,
+        .protect_latency = g4 & 15,
         .protect_active = g1 & 15,
         .protect_oldest_pct = (g2 & 0x80) ? g2 : g2 % 101,
     };
@@ -187,6 +206,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         par.protect_groups = UINT32_MAX;
     if (g1 & 0x80)
         par.protect_active = UINT32_MAX;
+    if (g4 & 0x80)
+        par.protect_latency = UINT32_MAX;
     /* Group ranks: a keyed hash in the switch; here from g3 (rank ties too). */
     uint64_t rank_of[N_GROUPS];
     for (unsigned g = 0; g < N_GROUPS; g++)
@@ -196,7 +217,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     desc d[MAX_PEERS];
     size_t n = 0;
     while (r.n > 0 && n < MAX_PEERS) {
-        uint8_t a = take(&r), b = take(&r), c = take(&r);
+        uint8_t a = take(&r), b = take(&r), c = take(&r), e = take(&r);
         desc *x = &d[n];
         memset(x, 0, sizeof *x);
         unsigned g = a % N_GROUPS;
@@ -205,6 +226,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         x->p.group_rank = rank_of[g];
         x->p.seq = ((uint64_t)b << 8) | n;        /* distinct, in any order */
         x->p.last_msg_ms = (c & 0x80) ? 0 : (uint64_t)(c & 0x1f) * 1000;
+        /* 0 (not measured) from a quarter of the inputs and from e & 15 == 0;
+         * small values tie often; a quarter sit at the top of the range. */
+        x->p.min_rtt_ms = (e & 0xc0) == 0 ? 0
+                          : (e & 0xc0) == 0xc0 ? UINT32_MAX - (e & 3u) : (uint32_t)(e & 15);
         x->persistent = (c & 0x60) == 0x20;
         x->uncond = (c & 0x60) == 0x40;
         x->leaving = (a & 0x70) == 0x70;

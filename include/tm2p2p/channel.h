@@ -86,6 +86,12 @@ typedef struct tm2_mconn_status {
     tm2_flow_status recv;
     size_t n_channels;             /* entries used in channels[], registration order */
     tm2_channel_status channels[TM2_MCONN_MAX_CHANNELS];
+    /* Round trip of our keepalive Ping to the first Pong after it: the last
+     * one and the smallest seen (under 1 ms reads 1). 0: none yet, no
+     * keepalive, or the peer sent a Pong we had not asked for, after which
+     * it is never measured (a Pong carries no nonce: one sent ahead of our
+     * Ping would fake a short trip). */
+    uint32_t rtt_ms, min_rtt_ms;
 } tm2_mconn_status;
 
 #ifdef __cplusplus

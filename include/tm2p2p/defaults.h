@@ -62,6 +62,7 @@
 #define TM2_DEFAULT_OUTBOUND_DIVERSITY      1             /* one outbound peer per /16 (/32) */
 #define TM2_DEFAULT_EVICT_INBOUND           1
 #define TM2_DEFAULT_EVICT_PROTECT_GROUPS    4u
+#define TM2_DEFAULT_EVICT_PROTECT_LATENCY   8u
 #define TM2_DEFAULT_EVICT_PROTECT_ACTIVE    4u
 #define TM2_DEFAULT_EVICT_PROTECT_OLDEST_PCT 50u
 #define TM2_DEFAULT_BAN_DURATION_MS         3600000u      /* 1 h; 0: no bans for misbehaviour */

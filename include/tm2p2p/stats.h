@@ -114,10 +114,16 @@ typedef struct tm2_peer_counters {
     size_t n_channels;                   /* ours, registration order */
     tm2_channel_counts channels[TM2_MCONN_MAX_CHANNELS];
     size_t queue_size[TM2_MCONN_MAX_CHANNELS];   /* messages waiting, per channel */
+    /* Round trip of the keepalive Ping (every ping_interval_ms) to the
+     * first Pong after it: the last and the smallest; 0 = not measured yet
+     * (or never will be: see tm2_mconn_status). Inbound eviction protects
+     * the smallest (tm2_switch_config.evict_protect_latency). */
+    uint32_t rtt_ms, min_rtt_ms;
 } tm2_peer_counters;
 
 /* Fills *out for a peer held by a reference. After the peer is gone the
- * message counts stay readable; uptime, wire bytes and queues read 0.
+ * message counts stay readable; uptime, wire bytes, queues and round trips
+ * read 0.
  * Returns 0 or TM2_EINVAL. */
 TM2_API int tm2_peer_stats(tm2_peer *p, tm2_peer_counters *out);
 

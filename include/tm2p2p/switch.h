@@ -148,10 +148,14 @@ typedef struct tm2_switch_config {
      * TM2_EEVICTED). Without a victim the newcomer is refused (a persistent
      * peer is then admitted over the cap). */
     bool evict_inbound;
-    /* Protected from eviction: the oldest peer of each of up to this many
-     * network groups (4), the peers that most recently delivered a reactor
-     * message (4), and this percentage of the rest connected longest (50). */
+    /* Protected from eviction, in this order: the oldest peer of each of up
+     * to this many network groups (4), the peers with the smallest round
+     * trip (the minimum over their keepalive Pings, tm2_peer_counters; 8;
+     * peers not measured yet are not protected by it), the peers that most
+     * recently delivered a reactor message (4), and this percentage of the
+     * rest connected longest (50). */
     uint32_t evict_protect_groups;
+    uint32_t evict_protect_latency;
     uint32_t evict_protect_active;
     uint32_t evict_protect_oldest_pct;   /* <= 100 */
     /* Misbehaviour (a protocol violation, a malformed message, an unknown

@@ -394,6 +394,13 @@ static void write_peers(const cli_metrics_snap *s, tm2__buf *b)
     for (size_t p = 0; p < s->n_peers; p++)
         sample_s(b, "tm2p2p_peer_uptime_seconds", &(label){"peer_id", s->peers[p].id.s}, 1,
                  s->peers[p].c.uptime_ms);
+    /* Only measured peers: 0 would read as an instant round trip. */
+    family(b, "tm2p2p_peer_rtt_seconds", "gauge",
+           "Round trip of the last keepalive Ping to the peer; absent until measured.");
+    for (size_t p = 0; p < s->n_peers; p++)
+        if (s->peers[p].c.rtt_ms)
+            sample_s(b, "tm2p2p_peer_rtt_seconds", &(label){"peer_id", s->peers[p].id.s}, 1,
+                     s->peers[p].c.rtt_ms);
     for (size_t f = 0; f < sizeof chan_families / sizeof chan_families[0]; f++) {
         const char *name = chan_families[f].peer;
         family(b, name, "counter", chan_families[f].help);
@@ -543,6 +550,10 @@ static cJSON *peer_json(const cli_metrics_peer *x)
     cJSON_AddBoolToObject(o, "unconditional", x->unconditional);
     cJSON_AddStringToObject(o, "moniker", x->moniker);
     add_secs(o, "uptime_seconds", x->c.uptime_ms);
+    if (x->c.rtt_ms) {   /* absent until measured */
+        add_secs(o, "rtt_seconds", x->c.rtt_ms);
+        add_secs(o, "min_rtt_seconds", x->c.min_rtt_ms);
+    }
     add_u64(o, "wire_sent_bytes", x->c.wire_bytes_sent);
     add_u64(o, "wire_received_bytes", x->c.wire_bytes_recv);
     cJSON *chs = cJSON_AddArrayToObject(o, "channels");

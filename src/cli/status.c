@@ -90,26 +90,29 @@ static void print_status(const cJSON *st)
 static void print_peers(const cJSON *pj)
 {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(pj, "peers");
-    printf("\n%-40s  %-8s  %10s  %-7s  %12s  %12s  %5s  %s\n", "PEER", "DIR", "UPTIME_S", "CHANNEL", "SENT_BYTES",
-           "RECV_BYTES", "QUEUE", "ADDRESS");
+    printf("\n%-40s  %-8s  %10s  %6s  %-7s  %12s  %12s  %5s  %s\n", "PEER", "DIR", "UPTIME_S", "RTT_MS",
+           "CHANNEL", "SENT_BYTES", "RECV_BYTES", "QUEUE", "ADDRESS");
     const cJSON *p;
     cJSON_ArrayForEach(p, arr)
     {
         const char *addr = str(p, "address"), *at = strchr(addr, '@');
         const cJSON *chs = cJSON_GetObjectItemCaseSensitive(p, "channels"), *ch;
         bool first = true;
-        char up[32];
+        char up[32], rtt[32] = "-";
         snprintf(up, sizeof up, "%.1f", num(p, "uptime_seconds"));
+        if (cJSON_GetObjectItemCaseSensitive(p, "rtt_seconds"))   /* absent until measured */
+            snprintf(rtt, sizeof rtt, "%.0f", num(p, "rtt_seconds") * 1000);
         cJSON_ArrayForEach(ch, chs)
         {
-            printf("%-40s  %-8s  %10s  %-7s  %12.0f  %12.0f  %5.0f  %s\n", first ? str(p, "id") : "",
-                   first ? str(p, "direction") : "", first ? up : "", str(ch, "id"), num(ch, "sent_bytes"),
-                   num(ch, "received_bytes"), num(ch, "send_queue"), first ? (at ? at + 1 : addr) : "");
+            printf("%-40s  %-8s  %10s  %6s  %-7s  %12.0f  %12.0f  %5.0f  %s\n", first ? str(p, "id") : "",
+                   first ? str(p, "direction") : "", first ? up : "", first ? rtt : "", str(ch, "id"),
+                   num(ch, "sent_bytes"), num(ch, "received_bytes"), num(ch, "send_queue"),
+                   first ? (at ? at + 1 : addr) : "");
             first = false;
         }
         if (first)
-            printf("%-40s  %-8s  %10s  %-7s  %12s  %12s  %5s  %s\n", str(p, "id"), str(p, "direction"), up, "-",
-                   "-", "-", "-", at ? at + 1 : addr);
+            printf("%-40s  %-8s  %10s  %6s  %-7s  %12s  %12s  %5s  %s\n", str(p, "id"), str(p, "direction"), up,
+                   rtt, "-", "-", "-", "-", at ? at + 1 : addr);
     }
     if (!cJSON_GetArraySize(arr))
         printf("(no peers)\n");

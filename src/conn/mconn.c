@@ -119,6 +119,16 @@ struct tm2__mconn {
     /* keepalive */
     uint64_t next_ping, pong_deadline;
     bool ping_owed, pong_owed, pong_armed;
+    /* Round trips: a Pong carries nothing, so the first one after a Ping
+     * closes it. pings_out counts Pings written and not answered (a peer
+     * may answer several with one Pong); ping_sent is the low 32 bits of
+     * when the earliest of them was written, while rtt_open. A Pong with
+     * none out was never asked for: its sender could be timing Pongs to
+     * look near, so it gets no measurement again (rtt_off). */
+    bool rtt_open, rtt_off;
+    uint8_t pings_out;
+    uint32_t ping_sent;
+    uint32_t rtt_ms, min_rtt_ms;   /* 0: none yet */
     /* flush throttle */
     bool unflushed, flush_now;
     uint64_t unflushed_since;
@@ -470,6 +480,40 @@ static size_t put_control(tm2__mconn *c, uint8_t *out, size_t room, bool pong, u
     return (size_t)n;
 }
 
+/* Timed from when the Ping is written, not when it was owed: a write held
+ * back by a full socket queue is our delay, not the path's. */
+static void ping_written(tm2__mconn *c, uint64_t now)
+{
+    if (c->pings_out < UINT8_MAX)
+        c->pings_out++;
+    if (!c->rtt_open) {
+        c->rtt_open = true;
+        c->ping_sent = (uint32_t)now;
+    }
+}
+
+static void pong_received(tm2__mconn *c)
+{
+    if (c->rtt_off)
+        return;
+    if (!c->pings_out) {
+        c->rtt_off = true;
+        c->rtt_open = false;
+        c->rtt_ms = c->min_rtt_ms = 0;
+        return;
+    }
+    c->pings_out--;
+    if (!c->rtt_open)
+        return;   /* a later Ping's answer: its time was not kept */
+    c->rtt_open = false;
+    /* Modulo 2^32: exact for any round trip under 49 days. Under 1 ms reads
+     * as 1, so 0 keeps meaning "none". */
+    uint32_t rtt = (uint32_t)c->feed_now - c->ping_sent;
+    c->rtt_ms = rtt ? rtt : 1;
+    if (!c->min_rtt_ms || c->rtt_ms < c->min_rtt_ms)
+        c->min_rtt_ms = c->rtt_ms;
+}
+
 int tm2__mconn_produce(tm2__mconn *c, uint8_t *out, size_t cap, uint64_t now)
 {
     if (c->in_cb)
@@ -495,6 +539,7 @@ int tm2__mconn_produce(tm2__mconn *c, uint8_t *out, size_t cap, uint64_t now)
             return (int)off;
         off += n;
         c->ping_owed = false;
+        ping_written(c, now);
     }
     size_t max_payload = c->cfg.max_packet_payload;
     while (tm2__flow_blocked_until(&c->send_flow, now) == 0) {
@@ -655,7 +700,8 @@ static void on_packet(tm2__mconn *c, const tm2__packet *p)
         c->pong_owed = true;   /* pings arriving before it is sent share one pong */
         break;
     case TM2__PKT_PONG:
-        c->pong_armed = false; /* an unsolicited pong changes nothing */
+        c->pong_armed = false; /* any pong stops the timer */
+        pong_received(c);
         break;
     default:
         on_msg(c, p);
@@ -884,4 +930,8 @@ void tm2__mconn_status(tm2__mconn *c, uint64_t now, tm2_mconn_status *st)
         cs->send_queue_size = ch->q_count + (ch->sending ? 1u : 0u);
         cs->recently_sent = ch->recently_sent;
     }
+    st->rtt_ms = c->rtt_ms;
+    st->min_rtt_ms = c->min_rtt_ms;
 }
+
+uint32_t tm2__mconn_min_rtt(const tm2__mconn *c) { return c->min_rtt_ms; }

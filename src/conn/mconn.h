@@ -172,7 +172,8 @@ void tm2__mconn_flushed(tm2__mconn *c);
 
 /* Consumes len decrypted stream bytes, in pieces of any size (one byte at a
  * time works). Whole messages go to on_receive, Pings owe a Pong (at most one
- * pending), Pongs stop the pong timer. All bytes are consumed even when the
+ * pending), Pongs stop the pong timer and close a round trip (see
+ * tm2_mconn_status.rtt_ms). All bytes are consumed even when the
  * receive rate is exceeded; see recv_paused_until. Returns 0 or the sticky
  * error (TM2_ECHANNEL, TM2_EMSGSIZE for a channel's capacity or the receive
  * budget, TM2_ETIMEDOUT for an assembly deadline, TM2_ETOOBIG, a packet
@@ -208,6 +209,10 @@ int tm2__mconn_error(const tm2__mconn *c, const char **reason);
 
 /* Status snapshot at now. */
 void tm2__mconn_status(tm2__mconn *c, uint64_t now, tm2_mconn_status *st);
+
+/* The smallest round trip measured so far (tm2_mconn_status.min_rtt_ms), 0
+ * if none. */
+uint32_t tm2__mconn_min_rtt(const tm2__mconn *c);
 
 /* The receiver's packet size limit this core applies (1056 for 1024). */
 size_t tm2__mconn_max_packet_size(const tm2__mconn *c);

@@ -703,6 +703,15 @@ int tm2__mcs_status(tm2__mcs *c, tm2_mconn_status *st)
     return r;
 }
 
+uint32_t tm2__mcs_min_rtt(tm2__mcs *c)
+{
+    bool took = lock_c(c);
+    uint32_t v = !c->closed && c->core ? tm2__mconn_min_rtt(c->core) : 0;
+    if (took)
+        uv_mutex_unlock(&c->lock);
+    return v;
+}
+
 void tm2__mcs_close(tm2__mcs *c)
 {
     if (tm2__mcs_loop_on_thread(c->lp)) {

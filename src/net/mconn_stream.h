@@ -235,6 +235,10 @@ int tm2__mcs_send(tm2__mcs *c, uint8_t ch, tm2__msg *m, uint32_t timeout_ms);
  * Any thread. */
 int tm2__mcs_status(tm2__mcs *c, tm2_mconn_status *st);
 
+/* The core's smallest round trip (tm2__mconn_min_rtt); 0 when none, not
+ * started or closed. Any thread. */
+uint32_t tm2__mcs_min_rtt(tm2__mcs *c);
+
 /* Closes the connection: queued data is dropped, waiting senders return
  * TM2_ECLOSED at once, no callback but on_close follows (on a later loop
  * turn). Idempotent; valid in every phase after init. On the loop thread the

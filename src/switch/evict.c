@@ -15,6 +15,18 @@ static int by_rank_then_age(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+/* Smallest round trip first, unmeasured (0) last; ties to the older. */
+static int by_min_rtt(const void *a, const void *b)
+{
+    const tm2__evict_peer *x = a, *y = b;
+    if (x->min_rtt_ms != y->min_rtt_ms) {
+        if (!x->min_rtt_ms || !y->min_rtt_ms)
+            return x->min_rtt_ms ? -1 : 1;
+        return x->min_rtt_ms < y->min_rtt_ms ? -1 : 1;
+    }
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 static int by_recent_msg(const void *a, const void *b)
 {
     const tm2__evict_peer *x = a, *y = b;
@@ -71,13 +83,19 @@ long tm2__evict_select(tm2__evict_peer *p, size_t n, const tm2__evict_params *pa
     }
     k = candidates_first(p, k);
 
-    /* 2. The most recently active. */
+    /* 2. The nearest. */
+    qsort(p, k, sizeof *p, by_min_rtt);
+    for (size_t i = 0; i < k && i < params->protect_latency && p[i].min_rtt_ms; i++)
+        p[i].candidate = false;
+    k = candidates_first(p, k);
+
+    /* 3. The most recently active. */
     qsort(p, k, sizeof *p, by_recent_msg);
     for (size_t i = 0; i < k && i < params->protect_active && p[i].last_msg_ms; i++)
         p[i].candidate = false;
     k = candidates_first(p, k);
 
-    /* 3. The longest connected share of the rest. */
+    /* 4. The longest connected share of the rest. */
     qsort(p, k, sizeof *p, by_age);
     uint32_t pct = params->protect_oldest_pct > 100 ? 100 : params->protect_oldest_pct;
     size_t keep = k * pct / 100;
@@ -87,7 +105,7 @@ long tm2__evict_select(tm2__evict_peer *p, size_t n, const tm2__evict_params *pa
     if (!k)
         return -1;
 
-    /* 4. The youngest candidate of the group with the most connections:
+    /* 5. The youngest candidate of the group with the most connections:
      * every peer sorted by group, one pass over the runs. */
     qsort(p, n, sizeof *p, by_group_then_age);
     long best = -1;

@@ -130,6 +130,8 @@ int tm2_peer_stats(tm2_peer *p, tm2_peer_counters *out)
     out->uptime_ms = st.duration_ms;
     out->wire_bytes_sent = st.send.bytes;
     out->wire_bytes_recv = st.recv.bytes;
+    out->rtt_ms = st.rtt_ms;
+    out->min_rtt_ms = st.min_rtt_ms;
     for (size_t i = 0; i < st.n_channels && i < TM2_MCONN_MAX_CHANNELS; i++) {
         int k = sw->ch_index[st.channels[i].id];
         if (k >= 0)

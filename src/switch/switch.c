@@ -394,6 +394,7 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
     sw->evict_inbound = cfg->evict_inbound;
     sw->limit_local = cfg->limit_local_addrs;
     sw->evict = (tm2__evict_params){.protect_groups = cfg->evict_protect_groups,
+                                    .protect_latency = cfg->evict_protect_latency,
                                     .protect_active = cfg->evict_protect_active,
                                     .protect_oldest_pct = cfg->evict_protect_oldest_pct};
     sw->ban_duration_ms = cfg->ban_duration_ms;

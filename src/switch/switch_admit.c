@@ -127,6 +127,7 @@ static tm2_peer *pick_victim(tm2_switch *sw)
         e->group_rank = group_rank(sw, &e->group);
         e->seq = p->seq;
         e->last_msg_ms = p->last_msg_ms;
+        e->min_rtt_ms = tm2__mcs_min_rtt(&p->conn->mcs);
         e->candidate = !p->persistent;
         e->user = i;
     }

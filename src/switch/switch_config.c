@@ -34,6 +34,7 @@ void tm2_switch_config_default(tm2_switch_config *cfg)
     cfg->outbound_diversity = TM2_DEFAULT_OUTBOUND_DIVERSITY;
     cfg->evict_inbound = TM2_DEFAULT_EVICT_INBOUND;
     cfg->evict_protect_groups = TM2_DEFAULT_EVICT_PROTECT_GROUPS;
+    cfg->evict_protect_latency = TM2_DEFAULT_EVICT_PROTECT_LATENCY;
     cfg->evict_protect_active = TM2_DEFAULT_EVICT_PROTECT_ACTIVE;
     cfg->evict_protect_oldest_pct = TM2_DEFAULT_EVICT_PROTECT_OLDEST_PCT;
     cfg->ban_duration_ms = TM2_DEFAULT_BAN_DURATION_MS;

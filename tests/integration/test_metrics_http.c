@@ -236,6 +236,8 @@ static void status_and_peers(void **state)
                             tm2_peer_is_outbound(ps[i]) ? "outbound" : "inbound");
         double up = cJSON_GetObjectItem(x, "uptime_seconds")->valuedouble;
         assert_true(up * 1000 >= (double)before[i].uptime_ms - 1 && up * 1000 <= (double)after[i].uptime_ms + 1);
+        if (!after[i].rtt_ms)   /* absent until measured */
+            assert_null(cJSON_GetObjectItem(x, "rtt_seconds"));
         cJSON *chs = cJSON_GetObjectItem(x, "channels");
         assert_int_equal(cJSON_GetArraySize(chs), before[i].n_channels);
         for (size_t c = 0; c < before[i].n_channels; c++) {
@@ -265,6 +267,7 @@ static void status_command_table(void **state)
     assert_non_null(strstr(out, tm2_switch_id(tsw(w->hub))->s));
     assert_non_null(strstr(out, "peers       3 (inbound 2, outbound 1; persistent 1, unconditional 0, private 1)"));
     assert_non_null(strstr(out, "PEER "));
+    assert_non_null(strstr(out, " RTT_MS "));
     for (int i = 0; i < 3; i++)
         assert_non_null(strstr(out, tm2_switch_id(tsw(w->p[i]))->s));
     assert_non_null(strstr(out, "0x70"));

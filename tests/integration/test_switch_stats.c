@@ -1,7 +1,8 @@
 /* Switch and peer counters (tm2_switch_stats, tm2_peer_stats) and event
  * timestamps, on loopback: messages and bytes per channel both ways, peers
  * by direction, disconnects, failed dials and rejections by reason,
- * handshake failures by stage, and counts that outlive their peer. */
+ * handshake failures by stage, counts that outlive their peer, and the
+ * keepalive round trip. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -178,11 +179,79 @@ static void test_failures(void **state)
     node_free(b);
 }
 
+/* Keepalive every 500 ms (the harness turns it off), the pong timeout as
+ * long as it may be: a loaded sanitizer run must not lose the peer. */
+static void fast_ping(tm2_switch_config *c, void *arg)
+{
+    (void)arg;
+    c->mconn.ping_interval_ms = 500;
+    c->mconn.pong_timeout_ms = 499;
+}
+
+typedef struct rtt_arg {
+    tm2_peer *p;
+    tm2_peer_counters pc;
+    uint32_t min0;
+    uint64_t until_ms;             /* peer uptime to reach */
+} rtt_arg;
+
+static bool pred_measured(node *n, void *arg)
+{
+    (void)n;
+    rtt_arg *r = arg;
+    assert_int_equal(tm2_peer_stats(r->p, &r->pc), 0);
+    return r->pc.min_rtt_ms > 0;
+}
+
+static bool pred_later(node *n, void *arg)
+{
+    rtt_arg *r = arg;
+    assert_true(pred_measured(n, arg));
+    assert_true(r->pc.min_rtt_ms <= r->min0 && r->pc.min_rtt_ms <= r->pc.rtt_ms);
+    return r->pc.uptime_ms >= r->until_ms;
+}
+
+/* a pings b every 500 ms: a's counters for b carry a round trip (at least
+ * 1 ms, loopback being faster), the minimum no larger than the last. b,
+ * without keepalive, answers but measures nothing. */
+static void test_round_trip(void **state)
+{
+    (void)state;
+    node *a = node_new(1, &(node_opts){.tweak = fast_ping});
+    node *b = node_new(2, NULL);
+    dial(a, b);
+    wait_peers(a, 1, 20000);
+    wait_peers(b, 1, 20000);
+    rtt_arg r = {.p = peer_of(a, &b->addr.id)};
+    assert_non_null(r.p);
+    assert_true(wait_node(a, 10000, pred_measured, &r));
+    assert_true(r.pc.rtt_ms >= 1 && r.pc.min_rtt_ms <= r.pc.rtt_ms);
+    /* Two more trips: the minimum never grows, nor passes the last. */
+    r.min0 = r.pc.min_rtt_ms;
+    r.until_ms = r.pc.uptime_ms + 1000;
+    assert_true(wait_node(a, 10000, pred_later, &r));
+    tm2_peer *pa = peer_of(b, &a->addr.id);
+    assert_non_null(pa);
+    tm2_peer_counters pc;
+    assert_int_equal(tm2_peer_stats(pa, &pc), 0);
+    assert_int_equal(pc.rtt_ms, 0);
+    assert_int_equal(pc.min_rtt_ms, 0);
+    tm2_peer_unref(pa);
+    /* Gone: reads 0. */
+    node_free(b);
+    wait_peers(a, 0, 10000);
+    assert_int_equal(tm2_peer_stats(r.p, &pc), 0);
+    assert_int_equal(pc.min_rtt_ms, 0);
+    tm2_peer_unref(r.p);
+    node_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_traffic_and_peers),
         cmocka_unit_test(test_failures),
+        cmocka_unit_test(test_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

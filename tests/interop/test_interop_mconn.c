@@ -569,8 +569,14 @@ static void idle(fixture *f)
                      TM2__PACKET_PING_SIZE * (f->tap_out.pings - out0.pings + f->tap_out.pongs - out0.pongs));
     assert_int_equal(f->tap_in.bytes - in0.bytes,
                      TM2__PACKET_PING_SIZE * (f->tap_in.pings - in0.pings + f->tap_in.pongs - in0.pongs));
-    print_message("idle %" PRIu64 " ms: %" PRIu64 " Pings each way answered\n", tv_now_ms() - t0,
-                  f->tap_out.pings - out0.pings);
+    /* The core timed its Pings: the reference sent no Pong it was not asked
+     * for (that would have ended the measuring). */
+    tm2_mconn_status st;
+    tm2__mconn_status(f->mc, tv_now_ms(), &st);
+    assert_true(st.min_rtt_ms >= 1 && st.min_rtt_ms <= st.rtt_ms && st.rtt_ms <= PONG_MS);
+    print_message("idle %" PRIu64 " ms: %" PRIu64 " Pings each way answered; round trip %" PRIu32
+                  " ms, smallest %" PRIu32 " ms\n",
+                  tv_now_ms() - t0, f->tap_out.pings - out0.pings, st.rtt_ms, st.min_rtt_ms);
 }
 
 /* Phase 4: everything written, then our end of the stream; the reference

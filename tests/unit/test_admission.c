@@ -13,6 +13,7 @@
 #include "switch/evict.h"
 #include "common/netgroup.h"
 #include "switch/ratelimit.h"
+#include "tm2p2p/defaults.h"
 #include "tm2p2p/switch.h"
 #include "tv.h"
 
@@ -146,7 +147,8 @@ static tm2__evict_peer ep(const char *addr, uint64_t seq, uint64_t last_msg, boo
 
 static long victim(tm2__evict_peer *p, size_t n, uint32_t groups, uint32_t active, uint32_t pct)
 {
-    tm2__evict_params par = {groups, active, pct};
+    tm2__evict_params par = {.protect_groups = groups, .protect_active = active,
+                             .protect_oldest_pct = pct};
     long v = tm2__evict_select(p, n, &par);
     return v < 0 ? -1 : (long)p[v].user;
 }
@@ -217,6 +219,79 @@ static void eviction_choice(void **state)
     }
     long v = victim(big, n, 4, 4, 50);
     assert_true(v >= 100);
+}
+
+/* One /16 and the other rules off unless asked: the victim is the youngest
+ * peer the latency rule (and the rules named) left. */
+static tm2__evict_peer ep_rtt(uint64_t seq, uint32_t min_rtt, uint64_t last_msg)
+{
+    char s[32];
+    snprintf(s, sizeof s, "20.2.0.%u", (unsigned)seq);
+    tm2__evict_peer e = ep(s, seq, last_msg, true);
+    e.min_rtt_ms = min_rtt;
+    return e;
+}
+
+/* The victim among a fresh copy of set[0..n) (selection marks and reorders). */
+static long victim_rtt(const tm2__evict_peer *set, size_t n, uint32_t groups, uint32_t latency,
+                       uint32_t active)
+{
+    tm2__evict_peer p[8];
+    memcpy(p, set, n * sizeof *p);
+    tm2__evict_params par = {.protect_groups = groups, .protect_latency = latency,
+                             .protect_active = active};
+    long v = tm2__evict_select(p, n, &par);
+    return v < 0 ? -1 : (long)p[v].user;
+}
+
+static void eviction_by_latency(void **state)
+{
+    (void)state;
+    /* The two smallest round trips (2, 4) are protected, not the youngest (5). */
+    const tm2__evict_peer a[] = {ep_rtt(1, 50, 0), ep_rtt(2, 10, 0), ep_rtt(3, 0, 0),
+                                 ep_rtt(4, 20, 0), ep_rtt(5, 30, 0)};
+    assert_int_equal(victim_rtt(a, 5, 0, 2, 0), 5);
+    assert_int_equal(victim_rtt(a, 5, 0, 3, 0), 3);
+    /* Not measured yet is not near: 3 goes however many are protected. */
+    assert_int_equal(victim_rtt(a, 5, 0, 10, 0), 3);
+    assert_int_equal(victim_rtt(a, 5, 0, UINT32_MAX, 0), 3);
+    assert_int_equal(victim_rtt(a, 5, 0, 0, 0), 5);
+    /* Equal round trips: the older are protected, in any input order. */
+    const tm2__evict_peer b[] = {ep_rtt(3, 10, 0), ep_rtt(1, 10, 0), ep_rtt(2, 10, 0)};
+    assert_int_equal(victim_rtt(b, 3, 0, 2, 0), 3);
+    /* After the group rule: 1, the group's oldest, does not take one of
+     * the two latency places (2 and 5 get them), so 4 goes. */
+    const tm2__evict_peer c[] = {ep_rtt(1, 5, 0), ep_rtt(2, 10, 0), ep_rtt(3, 40, 0),
+                                 ep_rtt(4, 50, 0), ep_rtt(5, 30, 0)};
+    assert_int_equal(victim_rtt(c, 5, 1, 2, 0), 4);
+    assert_int_equal(victim_rtt(c, 5, 0, 2, 0), 5);   /* 1 and 2 near, 5 youngest */
+    /* Before the activity rule: 4 is protected as near, so the one
+     * activity place goes to 5, and 3 is left youngest. */
+    const tm2__evict_peer d[] = {ep_rtt(1, 0, 0), ep_rtt(2, 0, 0), ep_rtt(3, 0, 0),
+                                 ep_rtt(4, 10, 200), ep_rtt(5, 0, 100)};
+    assert_int_equal(victim_rtt(d, 5, 0, 1, 1), 3);
+    assert_int_equal(victim_rtt(d, 5, 0, 0, 1), 5);
+    /* A flood that answers Pings fastest holds the latency places but
+     * still pays for a newcomer: eight near flooders in one /16 among
+     * twenty, five honest peers in five groups; default protections. */
+    tm2__evict_peer big[25];
+    size_t n = 0;
+    char s[32];
+    for (int i = 0; i < 5; i++) {
+        snprintf(s, sizeof s, "30.%d.0.1", i + 1);
+        big[n] = ep(s, (uint64_t)i + 1, 0, true);
+        big[n++].min_rtt_ms = 80;
+    }
+    for (int i = 0; i < 20; i++) {
+        snprintf(s, sizeof s, "66.6.0.%d", i + 1);
+        big[n] = ep(s, (uint64_t)i + 100, 0, true);
+        big[n++].min_rtt_ms = i < 8 ? 1 : 0;
+    }
+    tm2__evict_params def = {TM2_DEFAULT_EVICT_PROTECT_GROUPS, TM2_DEFAULT_EVICT_PROTECT_LATENCY,
+                             TM2_DEFAULT_EVICT_PROTECT_ACTIVE,
+                             TM2_DEFAULT_EVICT_PROTECT_OLDEST_PCT};
+    long v = tm2__evict_select(big, n, &def);
+    assert_true(v >= 0 && big[v].seq >= 108);
 }
 
 static tm2_ban ban_of(const char *target, int64_t expires, const char *reason)
@@ -380,6 +455,7 @@ int main(void)
         cmocka_unit_test(groups),
         cmocka_unit_test(token_buckets),
         cmocka_unit_test(eviction_choice),
+        cmocka_unit_test(eviction_by_latency),
         cmocka_unit_test(ban_targets),
         cmocka_unit_test(ban_list),
         cmocka_unit_test(ban_file),

@@ -623,6 +623,123 @@ static void pings_share_one_pong(void **state)
     side_close(&b);
 }
 
+/* ---- round trips -------------------------------------------------------------- */
+
+/* a's ping interval passes at t and produce writes the Ping at w (>= t). */
+static void ping_out(side *a, uint64_t t, uint64_t w)
+{
+    uint8_t buf[64];
+    assert_int_equal(tm2__mconn_handle_expiry(a->c, t), 0);
+    assert_int_equal(tm2__mconn_produce(a->c, buf, sizeof buf, w), TM2__PACKET_PING_SIZE);
+    tm2__mconn_flushed(a->c);
+}
+
+static void pong_in(side *a, uint64_t t)
+{
+    uint8_t pong[TM2__PACKET_PING_SIZE];
+    tm2__packet_encode_pong(pong, sizeof pong);
+    assert_int_equal(tm2__mconn_feed(a->c, pong, sizeof pong, t), 0);
+}
+
+static void assert_rtt(side *a, uint64_t now, uint32_t rtt, uint32_t min)
+{
+    tm2_mconn_status st;
+    tm2__mconn_status(a->c, now, &st);
+    assert_int_equal(st.rtt_ms, rtt);
+    assert_int_equal(st.min_rtt_ms, min);
+    assert_int_equal(tm2__mconn_min_rtt(a->c), min);
+}
+
+static void round_trip_times(void **state)
+{
+    (void)state;
+    tm2_channel_desc d = {.id = 0x50, .priority = 1};
+    tm2_mconn_config cfg = keepalive_config();   /* ping every 1 s, pong within 500 ms */
+    side a;
+    side_open(&a, &cfg, &d, 1, 0);
+    assert_rtt(&a, 0, 0, 0);
+    /* Sent at 1000, answered at 1037. */
+    ping_out(&a, 1000, 1000);
+    assert_rtt(&a, 1036, 0, 0);
+    pong_in(&a, 1037);
+    assert_rtt(&a, 1037, 37, 37);
+    /* The minimum stays while later trips are longer, follows shorter ones. */
+    ping_out(&a, 2000, 2000);
+    pong_in(&a, 2090);
+    assert_rtt(&a, 2090, 90, 37);
+    ping_out(&a, 3000, 3000);
+    pong_in(&a, 3012);
+    assert_rtt(&a, 3012, 12, 12);
+    /* Timed from the write, not from when the Ping fell due. */
+    ping_out(&a, 4000, 4030);
+    pong_in(&a, 4050);
+    assert_rtt(&a, 4050, 20, 12);
+    /* A second Pong to one Ping is not a second trip... */
+    ping_out(&a, 5000, 5000);
+    pong_in(&a, 5010);
+    assert_rtt(&a, 5010, 10, 10);
+    pong_in(&a, 5011);
+    assert_rtt(&a, 5011, 0, 0);
+    /* ... it was never asked for: no trip is measured again. */
+    ping_out(&a, 6000, 6000);
+    pong_in(&a, 6005);
+    assert_rtt(&a, 6005, 0, 0);
+    assert_int_equal(tm2__mconn_error(a.c, NULL), 0);
+    side_close(&a);
+
+    /* A Pong before any Ping produces nothing, now or later. */
+    side_open(&a, &cfg, &d, 1, 0);
+    pong_in(&a, 500);
+    assert_rtt(&a, 500, 0, 0);
+    ping_out(&a, 1000, 1000);
+    pong_in(&a, 1037);
+    assert_rtt(&a, 1037, 0, 0);
+    side_close(&a);
+
+    /* Under a millisecond reads 1: 0 means none. */
+    side_open(&a, &cfg, &d, 1, 0);
+    ping_out(&a, 1000, 1000);
+    pong_in(&a, 1000);
+    assert_rtt(&a, 1000, 1, 1);
+    side_close(&a);
+
+    /* Without keepalive nothing is measured. */
+    tm2_mconn_config plain = plain_config();
+    side_open(&a, &plain, &d, 1, 0);
+    assert_int_equal(tm2__mconn_handle_expiry(a.c, 5000), 0);
+    assert_false(tm2__mconn_want_produce(a.c, 5000));
+    assert_rtt(&a, 5000, 0, 0);
+    side_close(&a);
+}
+
+/* Two Pings out at once (stalls credited to the pong deadline): the trip is
+ * timed from the earlier one, whether the peer answers each or both with one
+ * Pong, and the answer to the later one is not taken for unasked. */
+static void round_trip_two_pings_out(void **state)
+{
+    (void)state;
+    tm2_channel_desc d = {.id = 0x50, .priority = 1};
+    tm2_mconn_config cfg = keepalive_config();
+    side a;
+    for (int shared = 0; shared < 2; shared++) {
+        side_open(&a, &cfg, &d, 1, 0);
+        ping_out(&a, 1000, 1000);
+        tm2__mconn_credit_stall(a.c, 1200);
+        ping_out(&a, 2000, 2000);
+        pong_in(&a, 2030);
+        assert_rtt(&a, 2030, 1030, 1030);
+        if (!shared) {
+            pong_in(&a, 2031);
+            assert_rtt(&a, 2031, 1030, 1030);
+        }
+        ping_out(&a, 3000, 3000);
+        pong_in(&a, 3020);
+        assert_rtt(&a, 3020, 20, 20);
+        assert_int_equal(tm2__mconn_error(a.c, NULL), 0);
+        side_close(&a);
+    }
+}
+
 /* ---- flush throttle -------------------------------------------------------------- */
 
 static void flush_throttle(void **state)
@@ -1441,6 +1558,8 @@ int main(void)
         cmocka_unit_test(ping_pong_and_idle),
         cmocka_unit_test(pong_timeout_closes),
         cmocka_unit_test(pings_share_one_pong),
+        cmocka_unit_test(round_trip_times),
+        cmocka_unit_test(round_trip_two_pings_out),
         cmocka_unit_test(flush_throttle),
         cmocka_unit_test(queue_full),
         cmocka_unit_test(unknown_channel_error),

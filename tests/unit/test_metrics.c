@@ -311,6 +311,8 @@ static cli_metrics_snap full_snap(tm2_node_info *ni, size_t n_peers)
         p->is_private = i == 1;
         p->unconditional = i == 2;
         p->c.uptime_ms = 1000 * i + 5;
+        p->c.rtt_ms = i ? 30 * (uint32_t)i + 7 : 0;   /* peer 0 not measured */
+        p->c.min_rtt_ms = i ? 20 * (uint32_t)i + 1 : 0;
         p->c.n_channels = 2;
         p->c.channels[0] = (tm2_channel_counts){0x50, i, 10 * i, i + 1, 10 * i + 1};
         p->c.channels[1] = (tm2_channel_counts){0x70, 2 * i, 20 * i, 2 * i + 1, 20 * i + 1};
@@ -428,6 +430,11 @@ static void every_line_parses(void **state)
         assert_string_equal(label(x, "unconditional"), sp->unconditional ? "true" : "false");
     }
     assert_true(value(&p, "tm2p2p_peer_uptime_seconds", "peer_id", s.peers[2].id.s) == 2.005);
+    assert_int_equal(count(&p, "tm2p2p_peer_rtt_seconds"), 2);
+    assert_true(value(&p, "tm2p2p_peer_rtt_seconds", "peer_id", s.peers[2].id.s) == 0.067);
+    for (size_t i = 0; i < p.n; i++)   /* peer 0, not measured, has none */
+        if (!strcmp(p.s[i].name, "tm2p2p_peer_rtt_seconds"))
+            assert_string_not_equal(label(&p.s[i], "peer_id"), s.peers[0].id.s);
     assert_int_equal(value(&p, "tm2p2p_peer_received_bytes_total", "peer_id", s.peers[2].id.s), 21);
     free(p.s);
     free(text);
@@ -451,8 +458,9 @@ static void bounded_series(void **state)
     size_t with_peer_id = 0;
     for (size_t i = 0; i < p1.n; i++)
         with_peer_id += label(&p1.s[i], "peer_id") != NULL;
-    /* info, uptime, 4 counters and a queue per channel (2) */
-    assert_int_equal(with_peer_id, 500 * (2 + 5 * 2));
+    /* info, uptime, 4 counters and a queue per channel (2); a round trip
+     * for all but peer 0 */
+    assert_int_equal(with_peer_id, 500 * (2 + 5 * 2) + 499);
     for (size_t i = 0; i < p2.n; i++) {
         assert_null(label(&p2.s[i], "peer_id"));
         assert_true(strncmp(p2.s[i].name, "tm2p2p_discovery_", 17) && strncmp(p2.s[i].name, "tm2p2p_addrbook_", 16));
@@ -530,6 +538,11 @@ static void status_and_peers_json(void **state)
     assert_string_equal(cJSON_GetObjectItem(p1, "direction")->valuestring, "inbound");
     assert_false(cJSON_IsTrue(cJSON_GetObjectItem(p1, "unconditional")));
     assert_true(cJSON_GetObjectItem(p1, "uptime_seconds")->valuedouble == 1.005);
+    assert_true(cJSON_GetObjectItem(p1, "rtt_seconds")->valuedouble == 0.037);
+    assert_true(cJSON_GetObjectItem(p1, "min_rtt_seconds")->valuedouble == 0.021);
+    cJSON *p0 = cJSON_GetArrayItem(peers, 0);
+    assert_null(cJSON_GetObjectItem(p0, "rtt_seconds"));   /* not measured */
+    assert_null(cJSON_GetObjectItem(p0, "min_rtt_seconds"));
     cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(p1, "channels"), 1);
     assert_string_equal(cJSON_GetObjectItem(ch, "id")->valuestring, "0x70");
     assert_int_equal(cJSON_GetObjectItem(ch, "sent_bytes")->valueint, 20);
