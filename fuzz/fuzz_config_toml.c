@@ -46,6 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(c.max_packet_msg_payload_size >= 1 && c.max_packet_msg_payload_size <= TM2_MAX_PACKET_PAYLOAD);
     CHECK(c.max_recv_buffer_bytes == 0 || c.max_recv_buffer_bytes >= TM2_MIN_BUFFER_BYTES);
     CHECK(c.max_send_buffer_bytes == 0 || c.max_send_buffer_bytes >= TM2_MIN_BUFFER_BYTES);
+    CHECK(c.evict_protect_groups <= 10000 && c.evict_protect_latency <= 10000 &&
+          c.evict_protect_active <= 10000 && c.evict_protect_oldest_pct <= 100);
     cli_config_free(&c);
 
     int64_t ns = 0;

@@ -10,7 +10,9 @@
  * and ban settings (`max_pending_inbound_per_ip`, `accept_ip_rate`,
  * `accept_ip_burst`, `accept_subnet_rate`, `accept_subnet_burst`,
  * `max_inbound_per_ip`, `max_inbound_per_subnet`, `outbound_diversity`,
- * `evict_inbound`, `limit_local_addrs`, `ban_duration`, `ban_file`); in
+ * `evict_inbound`, `evict_protect_groups`, `evict_protect_latency`,
+ * `evict_protect_active`, `evict_protect_oldest_pct`, `limit_local_addrs`,
+ * `ban_duration`, `ban_file`); in
  * [instrumentation] CometBFT's `prometheus` and
  * `prometheus_listen_addr` (the node's HTTP endpoints). A key with the wrong type, a value the
  * reference's ValidateBasic refuses (negative rates, timeouts and buffer
@@ -56,6 +58,10 @@ typedef struct cli_config {
     uint64_t max_inbound_per_subnet;       /* 8 */
     bool outbound_diversity;               /* true */
     bool evict_inbound;                    /* true */
+    uint64_t evict_protect_groups;         /* 4; 0..10000 */
+    uint64_t evict_protect_latency;        /* 8; 0..10000 */
+    uint64_t evict_protect_active;         /* 4; 0..10000 */
+    uint64_t evict_protect_oldest_pct;     /* 50; 0..100 */
     bool limit_local_addrs;                /* false */
     int64_t ban_duration_ns;               /* 1 h; 0: no bans for misbehaviour */
     char *ban_file;                        /* "data/bans.json", relative to the home */

@@ -83,6 +83,10 @@ static void defaults(void **state)
     assert_int_equal(c.max_inbound_per_subnet, 8);
     assert_true(c.outbound_diversity);
     assert_true(c.evict_inbound);
+    assert_int_equal(c.evict_protect_groups, 4);
+    assert_int_equal(c.evict_protect_latency, 8);
+    assert_int_equal(c.evict_protect_active, 4);
+    assert_int_equal(c.evict_protect_oldest_pct, 50);
     assert_false(c.limit_local_addrs);
     assert_int_equal(c.ban_duration_ns, 3600000000000LL);
     assert_string_equal(c.ban_file, "data/bans.json");
@@ -102,6 +106,8 @@ static void admission_keys(void **state)
                            "accept_subnet_rate = 100\naccept_subnet_burst = 200\n"
                            "max_inbound_per_ip = 1\nmax_inbound_per_subnet = 0\n"
                            "outbound_diversity = false\nevict_inbound = false\nlimit_local_addrs = true\n"
+                           "evict_protect_groups = 0\nevict_protect_latency = 10000\n"
+                           "evict_protect_active = 2\nevict_protect_oldest_pct = 100\n"
                            "ban_duration = \"24h\"\nban_file = \"/var/lib/bans.json\"\n",
                            err, sizeof err, &w),
                      0);
@@ -116,6 +122,10 @@ static void admission_keys(void **state)
     assert_int_equal(c.max_inbound_per_subnet, 0);
     assert_false(c.outbound_diversity);
     assert_false(c.evict_inbound);
+    assert_int_equal(c.evict_protect_groups, 0);
+    assert_int_equal(c.evict_protect_latency, 10000);
+    assert_int_equal(c.evict_protect_active, 2);
+    assert_int_equal(c.evict_protect_oldest_pct, 100);
     assert_true(c.limit_local_addrs);
     assert_int_equal(c.ban_duration_ns, 24 * 3600000000000LL);
     assert_string_equal(c.ban_file, "/var/lib/bans.json");
@@ -125,6 +135,11 @@ static void admission_keys(void **state)
     expect_error("[p2p]\nban_duration = \"-1h\"\n", "p2p.ban_duration", "negative");
     expect_error("[p2p]\nban_file = \"\"\n", "p2p.ban_file", "empty");
     expect_error("[p2p]\nlimit_local_addrs = \"no\"\n", "p2p.limit_local_addrs", "boolean");
+    expect_error("[p2p]\nevict_protect_groups = 10001\n", "p2p.evict_protect_groups", "from 0 to 10000");
+    expect_error("[p2p]\nevict_protect_latency = -1\n", "p2p.evict_protect_latency", "negative");
+    expect_error("[p2p]\nevict_protect_active = 10001\n", "p2p.evict_protect_active", "from 0 to 10000");
+    expect_error("[p2p]\nevict_protect_oldest_pct = 101\n", "p2p.evict_protect_oldest_pct", "from 0 to 100");
+    expect_error("[p2p]\nevict_protect_oldest_pct = \"50\"\n", "p2p.evict_protect_oldest_pct", "integer");
 }
 
 /* An empty file and a file of comments leave every default in place. */
