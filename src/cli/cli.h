@@ -49,6 +49,8 @@ typedef struct cli_node_defences {
     uint32_t accept_subnet_rate, accept_subnet_burst;
     uint32_t max_inbound_per_ip, max_inbound_per_subnet;
     bool outbound_diversity, evict_inbound, limit_local_addrs;
+    uint32_t evict_protect_groups, evict_protect_latency, evict_protect_active;
+    uint32_t evict_protect_oldest_pct;
     uint64_t ban_duration_ms;
     const char *ban_file;                      /* NULL: bans in memory only */
 } cli_node_defences;

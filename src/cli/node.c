@@ -251,6 +251,10 @@ void cli_node_switch_config(const cli_node_opts *o, tm2_switch_config *sc)
         sc->max_inbound_per_subnet = d->max_inbound_per_subnet;
         sc->outbound_diversity = d->outbound_diversity;
         sc->evict_inbound = d->evict_inbound;
+        sc->evict_protect_groups = d->evict_protect_groups;
+        sc->evict_protect_latency = d->evict_protect_latency;
+        sc->evict_protect_active = d->evict_protect_active;
+        sc->evict_protect_oldest_pct = d->evict_protect_oldest_pct;
         sc->limit_local_addrs = d->limit_local_addrs;
         sc->ban_duration_ms = d->ban_duration_ms;
         sc->ban_file = d->ban_file;
@@ -612,6 +616,14 @@ static const char node_usage[] =
     "  --outbound-diversity[=BOOL]  one outbound peer per /16 (IPv6 /32) [p2p.outbound_diversity, true]\n"
     "  --evict-inbound[=BOOL]       when full, evict for a newcomer from a fresh /16\n"
     "                               [p2p.evict_inbound, true]\n"
+    "  --evict-protect-groups N     kept from eviction: the oldest peer of each of N network groups\n"
+    "                               [p2p.evict_protect_groups, 4]\n"
+    "  --evict-protect-latency N    then the N peers with the smallest round trip\n"
+    "                               [p2p.evict_protect_latency, 8]\n"
+    "  --evict-protect-active N     then the N peers that most recently delivered a message\n"
+    "                               [p2p.evict_protect_active, 4]\n"
+    "  --evict-protect-oldest-pct P  then P% of the rest, those connected longest\n"
+    "                               [p2p.evict_protect_oldest_pct, 50]\n"
     "  --limit-local-addrs[=BOOL]   apply the per-IP and per-subnet rules to loopback and private\n"
     "                               addresses too [p2p.limit_local_addrs, false]\n"
     "  --ban-duration DUR           ban for misbehaviour, e.g. 1h; 0: no such bans\n"
@@ -644,6 +656,7 @@ typedef struct node_flags {
     const char *status_file, *status_interval, *log_node;
     const char *uncond, *pending_ip, *ip_rate, *ip_burst, *net_rate, *net_burst, *in_ip, *in_net;
     const char *diversity, *evict, *limit_local, *ban_duration, *ban_file;
+    const char *protect_groups, *protect_latency, *protect_active, *protect_oldest;
     bool help;
 } node_flags;
 
@@ -694,6 +707,10 @@ static const struct flag_def {
     {"--max-inbound-per-subnet", offsetof(node_flags, in_net), NULL},
     {"--outbound-diversity", offsetof(node_flags, diversity), "true"},
     {"--evict-inbound", offsetof(node_flags, evict), "true"},
+    {"--evict-protect-groups", offsetof(node_flags, protect_groups), NULL},
+    {"--evict-protect-latency", offsetof(node_flags, protect_latency), NULL},
+    {"--evict-protect-active", offsetof(node_flags, protect_active), NULL},
+    {"--evict-protect-oldest-pct", offsetof(node_flags, protect_oldest), NULL},
     {"--limit-local-addrs", offsetof(node_flags, limit_local), "true"},
     {"--ban-duration", offsetof(node_flags, ban_duration), NULL},
     {"--ban-file", offsetof(node_flags, ban_file), NULL},
@@ -927,6 +944,14 @@ static int resolve_defences(const node_flags *f, node_settings *s, const char *h
         pick_bool(s, f->diversity, "--outbound-diversity", c->outbound_diversity,
                   &d->outbound_diversity) ||
         pick_bool(s, f->evict, "--evict-inbound", c->evict_inbound, &d->evict_inbound) ||
+        pick_u32(s, f->protect_groups, "--evict-protect-groups", c->evict_protect_groups,
+                 "evict_protect_groups", 10000, &d->evict_protect_groups) ||
+        pick_u32(s, f->protect_latency, "--evict-protect-latency", c->evict_protect_latency,
+                 "evict_protect_latency", 10000, &d->evict_protect_latency) ||
+        pick_u32(s, f->protect_active, "--evict-protect-active", c->evict_protect_active,
+                 "evict_protect_active", 10000, &d->evict_protect_active) ||
+        pick_u32(s, f->protect_oldest, "--evict-protect-oldest-pct", c->evict_protect_oldest_pct,
+                 "evict_protect_oldest_pct", 100, &d->evict_protect_oldest_pct) ||
         pick_bool(s, f->limit_local, "--limit-local-addrs", c->limit_local_addrs,
                   &d->limit_local_addrs))
         return 2;

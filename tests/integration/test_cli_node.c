@@ -16,7 +16,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/http.h"
+#include "tm2p2p/defaults.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/peer.h"
 #include "tm2p2p/switch.h"
@@ -252,6 +254,8 @@ static void bad_config_exit2(void **state)
         {"[p2p]\nunconditional_peer_ids = \"g1x\"\n", "p2p.unconditional_peer_ids in"},
         {"[p2p]\nmax_inbound_per_subnet = 100001\n", "p2p.max_inbound_per_subnet: must be from 0 to 100000"},
         {"[p2p]\nevict_inbound = 1\n", "p2p.evict_inbound: expected a boolean"},
+        {"[p2p]\nevict_protect_oldest_pct = 101\n", "p2p.evict_protect_oldest_pct: must be from 0 to 100"},
+        {"[p2p]\nevict_protect_latency = 10001\n", "p2p.evict_protect_latency: must be from 0 to 10000"},
         {"[[p2p]]\n", "p2p: expected a table"},
         {"moniker = \"\"\n", "moniker: must not be empty"},
         {"[p2p\n", "config.toml:1:"},
@@ -292,6 +296,41 @@ static void config_file_is_read(void **state)
     assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
     assert_true(file_exists(path_in(h, "d/book.json")));
     release(&p);
+}
+
+/* The eviction protection counts: accepted from the file and the flags, and
+ * carried by the defences into the switch's config. */
+static void eviction_protection_settings(void **state)
+{
+    home *h = *state;
+    const char *hd = path_in(h, "e");
+    write_file(path_in(h, "e/config/config.toml"),
+               "[p2p]\nevict_protect_groups = 0\nevict_protect_latency = 10000\n"
+               "evict_protect_active = 1\nevict_protect_oldest_pct = 100\n");
+    proc p;
+    int st = RUN(&p, "node", "--home", hd, "--check-config", "--evict-protect-oldest-pct", "0");
+    if (st != 0 || !strstr(p.out, "config ok"))
+        fail_msg("exit %d\nstdout:\n%s\nstderr:\n%s", st, p.out, p.err);
+    release(&p);
+
+    cli_node_defences d = {.evict_inbound = true, .evict_protect_groups = 3, .evict_protect_latency = 0,
+                           .evict_protect_active = 9, .evict_protect_oldest_pct = 25};
+    cli_node_opts o = {.listen_addr = "tcp://127.0.0.1:0", .network = "t", .moniker = "m",
+                       .defences = &d};
+    tm2_switch_config sc;
+    cli_node_switch_config(&o, &sc);
+    assert_true(sc.evict_inbound);
+    assert_int_equal(sc.evict_protect_groups, 3);
+    assert_int_equal(sc.evict_protect_latency, 0);
+    assert_int_equal(sc.evict_protect_active, 9);
+    assert_int_equal(sc.evict_protect_oldest_pct, 25);
+    /* without defences, the library's defaults */
+    o.defences = NULL;
+    cli_node_switch_config(&o, &sc);
+    assert_int_equal(sc.evict_protect_groups, TM2_DEFAULT_EVICT_PROTECT_GROUPS);
+    assert_int_equal(sc.evict_protect_latency, TM2_DEFAULT_EVICT_PROTECT_LATENCY);
+    assert_int_equal(sc.evict_protect_active, TM2_DEFAULT_EVICT_PROTECT_ACTIVE);
+    assert_int_equal(sc.evict_protect_oldest_pct, TM2_DEFAULT_EVICT_PROTECT_OLDEST_PCT);
 }
 
 static void help_texts(void **state)
@@ -566,6 +605,9 @@ static void ban_command(void **state)
                 "--unconditional-peer-ids", "nope");
     USAGE_ERROR(h, "--accept-ip-rate: 'fast'", "node", "--home", hd, "--accept-ip-rate", "fast");
     USAGE_ERROR(h, "--evict-inbound: 'maybe'", "node", "--home", hd, "--evict-inbound=maybe");
+    USAGE_ERROR(h, "--evict-protect-oldest-pct: '101' is not a whole number from 0 to 100", "node",
+                "--home", hd, "--evict-protect-oldest-pct", "101");
+    USAGE_ERROR(h, "--evict-protect-groups: 'all'", "node", "--home", hd, "--evict-protect-groups", "all");
     USAGE_ERROR(h, "p2p.accept_ip_burst (at least 1", "node", "--home", hd, "--accept-ip-burst", "0");
 }
 
@@ -700,6 +742,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_flags_exit2, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_config_exit2, setup, teardown),
         cmocka_unit_test_setup_teardown(config_file_is_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(eviction_protection_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(help_texts, setup, teardown),
         cmocka_unit_test_setup_teardown(two_nodes_persistent, setup, teardown),
         cmocka_unit_test_setup_teardown(prometheus_endpoints, setup, teardown),
