@@ -51,7 +51,8 @@
 #define TM2_DEFAULT_SEED_INTERVAL_MS        30000u        /* seed dial rounds */
 
 /* Admission, limits, eviction and bans (tm2p2p/switch.h says what each
- * does; the config.toml keys carry the same names). */
+ * does). Each is also a [p2p] key of the program's config.toml named like
+ * the switch field (ban_duration without _ms, a duration such as "1h"). */
 #define TM2_DEFAULT_MAX_PENDING_INBOUND_PER_IP 4u         /* handshakes in flight from one IP */
 #define TM2_DEFAULT_ACCEPT_IP_RATE          12u           /* sockets a minute from one IP */
 #define TM2_DEFAULT_ACCEPT_IP_BURST         12u
