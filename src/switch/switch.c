@@ -150,6 +150,13 @@ void tm2__sw_update_counts(tm2_switch *sw)
 
 void tm2__sw_wake(tm2_switch *sw)
 {
+    /* On the network thread a task of its own: a waker alone need not keep
+     * a loop running (the libuv engine's do not), a queued task does. */
+    if (tm2__mcs_loop_on_thread(&sw->ml)) {
+        if (!sw->finished)
+            tm2__defer(sw->e, &sw->wake_task);
+        return;
+    }
     tm2__waker_send(&sw->wake);
 }
 
@@ -407,6 +414,7 @@ static int load_bans(tm2_switch *sw)
 }
 
 static void stop_fn(tm2__task *k);
+static void wake_fn(tm2__task *k);
 
 static int switch_new(const tm2_switch_config *cfg, tm2__engine *e, tm2_switch **out)
 {
@@ -434,6 +442,8 @@ static int switch_new(const tm2_switch_config *cfg, tm2__engine *e, tm2_switch *
     }
     sw->stop_task.fn = stop_fn;
     sw->stop_task.data = sw;
+    sw->wake_task.fn = wake_fn;
+    sw->wake_task.data = sw;
     sw->key = cfg->key;
     tm2_node_key_id(&sw->key, &sw->id);
     sw->log = cfg->log;
@@ -959,6 +969,7 @@ static void maybe_finish(tm2_switch *sw)
         return;
     tm2__sw_release_peers(sw);
     sw->finished = true;
+    tm2__undefer(sw->e, &sw->wake_task);
     tm2__sw_dial_clear(sw);
     tm2__timer_close(&sw->dial_timer);
     tm2__timer_close(&sw->redial_timer);
@@ -1096,6 +1107,12 @@ static void wake_cb(tm2__waker *w)
     if (!sw->stopping)
         tm2__sw_arm_dial_timer(sw);
     maybe_finish(sw);
+}
+
+static void wake_fn(tm2__task *k)
+{
+    tm2_switch *sw = k->data;
+    wake_cb(&sw->wake);
 }
 
 static void start_done(tm2_switch *sw, int err)

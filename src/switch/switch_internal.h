@@ -259,6 +259,7 @@ struct tm2_switch {
     void (*stop_done)(tm2_switch *sw, void *user);
     void *stop_done_user;
     tm2__task stop_task;            /* stop_done's own turn */
+    tm2__task wake_task;            /* tm2__sw_wake on the network thread */
 
     /* life */
     uv_mutex_t life_lock;
@@ -331,7 +332,8 @@ void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
 void tm2__sw_count_event(tm2_switch *sw, const tm2_event *ev);
 /* Refreshes the counts other threads read. Loop thread. */
 void tm2__sw_update_counts(tm2_switch *sw);
-/* Wakes the loop for the release list / commands. Any thread. */
+/* Wakes the loop for the release list / commands (a later turn). Any
+ * thread. */
 void tm2__sw_wake(tm2_switch *sw);
 bool tm2__sw_is_persistent_id(const tm2_switch *sw, const tm2_id *id, size_t *idx);
 /* The configured entry of a persistent peer or a seed with this ID, or NULL. */
