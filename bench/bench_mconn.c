@@ -29,7 +29,9 @@
 #include <uv.h>
 
 #include "bench_util.h"
+#include "net/engine_uv.h"
 #include "net/mconn_stream.h"
+#include "net/sc_stream_uv.h"
 
 #define ROUND_SEC 1.2
 #define SC_WRITE (1024u * 1024u)
@@ -44,6 +46,7 @@ typedef struct side {
     run *r;
     bool tx;
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__mcs_loop ml;
     tm2__mcs c;                 /* mconn runs */
     tm2__sc_stream s;           /* bare runs */
@@ -160,6 +163,7 @@ static void m_close(tm2__mcs *c)
 {
     side *sd = c->data;
     tm2__mcs_loop_close(&sd->ml);
+    tm2__uv_engine_close(&sd->ue);
 }
 
 static void m_handshake(tm2__sc_stream *s, int err)
@@ -245,6 +249,7 @@ static void b_close(tm2__sc_stream *s)
 {
     side *sd = s->data;
     tm2__mcs_loop_close(&sd->ml);
+    tm2__uv_engine_close(&sd->ue);
 }
 
 /* ---- running one configuration ---------------------------------------------------------- */
@@ -254,7 +259,7 @@ static tm2__sc_stream *side_stream(side *sd) { return sd->r->bare ? &sd->s : tm2
 static void on_accept(uv_stream_t *server, int status)
 {
     side *sd = server->data;
-    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(side_stream(sd))) ||
+    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(side_stream(sd))) ||
         tm2__sc_stream_start(side_stream(sd), &sd->key, NULL))
         DIE("accept");
     uv_close((uv_handle_t *)&sd->listener, NULL);
@@ -289,11 +294,11 @@ static void side_init(side *sd, run *r, bool tx)
     sd->r = r;
     sd->tx = tx;
     tm2_node_key_generate(&sd->key);
-    if (uv_loop_init(&sd->loop) || tm2__mcs_loop_init(&sd->ml, &sd->loop))
+    if (uv_loop_init(&sd->loop) || tm2__uv_engine_init(&sd->ue, &sd->loop) ||
+        tm2__mcs_loop_init(&sd->ml, &sd->ue.e))
         DIE("loop setup");
     if (r->bare) {
-        if (tm2__sc_stream_init(&sd->s, &sd->ml.sc, NULL, &b_cbs))
-            DIE("stream init");
+        tm2__sc_stream_init(&sd->s, &sd->ml.sc, NULL, &b_cbs);
         sd->s.data = sd;
     } else {
         if (tm2__mcs_init(&sd->c, &sd->ml, NULL, &m_pre, &m_cbs))
@@ -339,7 +344,7 @@ static result run_one(bool bare, size_t msg_size, int nch, const uint8_t *src, b
     int alen = sizeof a;
     uv_tcp_getsockname(&r->rx.listener, (struct sockaddr *)&a, &alen);
     r->tx.creq.data = &r->tx;
-    if (uv_tcp_connect(&r->tx.creq, tm2__sc_stream_tcp(side_stream(&r->tx)),
+    if (uv_tcp_connect(&r->tx.creq, tm2__sc_stream_uv_tcp(side_stream(&r->tx)),
                        (const struct sockaddr *)&a, on_connected))
         DIE("connect");
 
@@ -431,8 +436,9 @@ static double idle_conn_bytes(void)
 {
     static const tm2__sc_stream_cbs pre = {.on_handshake = idle_handshake};
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__mcs_loop ml;
-    if (uv_loop_init(&loop) || tm2__mcs_loop_init(&ml, &loop))
+    if (uv_loop_init(&loop) || tm2__uv_engine_init(&ue, &loop) || tm2__mcs_loop_init(&ml, &ue.e))
         DIE("idle loop");
     idle_pair *pairs = calloc(IDLE_PAIRS, sizeof *pairs);
     if (!pairs)
@@ -451,7 +457,7 @@ static double idle_conn_bytes(void)
             if (tm2__mcs_init(cs[k], &ml, NULL, &pre, NULL))
                 DIE("idle init");
             cs[k]->data = p;
-            if (uv_tcp_open(tm2__sc_stream_tcp(tm2__mcs_stream(cs[k])), fds[k]) ||
+            if (uv_tcp_open(tm2__sc_stream_uv_tcp(tm2__mcs_stream(cs[k])), fds[k]) ||
                 tm2__sc_stream_start(tm2__mcs_stream(cs[k]), &key, NULL))
                 DIE("idle open");
         }
@@ -479,6 +485,7 @@ static double idle_conn_bytes(void)
         tm2__mcs_destroy(&pairs[i].b);
     }
     tm2__mcs_loop_close(&ml);
+    tm2__uv_engine_close(&ue);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop))
         DIE("idle loop close");

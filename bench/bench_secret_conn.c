@@ -44,7 +44,9 @@
 #include <stdatomic.h>
 
 #include "conn/secret_conn.h"
+#include "net/engine_uv.h"
 #include "net/sc_stream.h"
+#include "net/sc_stream_uv.h"
 #include "net/workpool.h"
 
 #define FRAME TM2__SC_FRAME_SIZE
@@ -294,6 +296,7 @@ static double pk_round(double secs)
 
 typedef struct side {
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__sc_loop lp;
     tm2__sc_stream s;
     tm2_node_key key;
@@ -319,6 +322,7 @@ static void lb_on_close(tm2__sc_stream *s)
 {
     side *sd = s->data;
     tm2__sc_loop_close(&sd->lp);
+    tm2__uv_engine_close(&sd->ue);
 }
 
 static void lb_rx_handshake(tm2__sc_stream *s, int err)
@@ -371,7 +375,7 @@ static void lb_tx_writable(tm2__sc_stream *s) { lb_pump(s->data); }
 static void lb_accept(uv_stream_t *server, int status)
 {
     side *sd = server->data;
-    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(&sd->s)) ||
+    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(&sd->s)) ||
         tm2__sc_stream_start(&sd->s, &sd->key, NULL))
         DIE("accept");
     uv_close((uv_handle_t *)&sd->listener, NULL);
@@ -408,9 +412,10 @@ static void loopback(void)
     side *sides[2] = {&rx_side, &tx_side};
     for (int i = 0; i < 2; i++) {
         side *sd = sides[i];
-        if (uv_loop_init(&sd->loop) || tm2__sc_loop_init(&sd->lp, &sd->loop) ||
-            tm2__sc_stream_init(&sd->s, &sd->lp, NULL, i ? &tx_cbs : &rx_cbs))
+        if (uv_loop_init(&sd->loop) || tm2__uv_engine_init(&sd->ue, &sd->loop) ||
+            tm2__sc_loop_init(&sd->lp, &sd->ue.e))
             DIE("loop setup");
+        tm2__sc_stream_init(&sd->s, &sd->lp, NULL, i ? &tx_cbs : &rx_cbs);
         sd->s.data = sd;
         sd->src = src;
         tm2_node_key_generate(&sd->key);
@@ -425,7 +430,7 @@ static void loopback(void)
     int alen = sizeof a;
     uv_tcp_getsockname(&rx_side.listener, (struct sockaddr *)&a, &alen);
     tx_side.creq.data = &tx_side;
-    if (uv_tcp_connect(&tx_side.creq, tm2__sc_stream_tcp(&tx_side.s), (const struct sockaddr *)&a,
+    if (uv_tcp_connect(&tx_side.creq, tm2__sc_stream_uv_tcp(&tx_side.s), (const struct sockaddr *)&a,
                        lb_connected))
         DIE("connect");
 
@@ -462,6 +467,7 @@ static void loopback(void)
 
 typedef struct storm_side {
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__sc_loop lp;
     tm2__sc_stream *s;          /* STORM streams */
     tm2_node_key key;
@@ -527,6 +533,7 @@ static void st_on_close(tm2__sc_stream *s)
     storm_side *sd = s->data;
     if (++sd->closed == STORM) {
         tm2__sc_loop_close(&sd->lp);
+        tm2__uv_engine_close(&sd->ue);
         uv_close((uv_handle_t *)&sd->go, st_async_closed);
         uv_close((uv_handle_t *)&sd->finish, st_async_closed);
         uv_close((uv_handle_t *)&sd->prep, NULL);
@@ -555,7 +562,7 @@ static void st_finish(uv_async_t *a)
 static void st_accept(uv_stream_t *server, int status)
 {
     storm_side *sd = server->data;
-    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(&sd->s[sd->accepted])))
+    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(&sd->s[sd->accepted])))
         DIE("storm accept");
     if (++sd->accepted == STORM)
         uv_close((uv_handle_t *)&sd->listener, NULL);
@@ -598,7 +605,8 @@ static double storm(int workers, double *stall_ms)
         sd->s = streams;
         sd->key = key;
         sd->server = i == 0;
-        if (!sd->s || uv_loop_init(&sd->loop) || tm2__sc_loop_init(&sd->lp, &sd->loop))
+        if (!sd->s || uv_loop_init(&sd->loop) || tm2__uv_engine_init(&sd->ue, &sd->loop) ||
+            tm2__sc_loop_init(&sd->lp, &sd->ue.e))
             DIE("storm setup");
         uv_loop_configure(&sd->loop, UV_METRICS_IDLE_TIME);
         uv_async_init(&sd->loop, &sd->go, st_go);
@@ -607,8 +615,7 @@ static double storm(int workers, double *stall_ms)
         sd->go.data = sd->finish.data = sd->prep.data = sd;
         uv_prepare_start(&sd->prep, st_prep);
         for (int k = 0; k < STORM; k++) {
-            if (tm2__sc_stream_init(&sd->s[k], &sd->lp, &cfg, &cbs))
-                DIE("storm stream");
+            tm2__sc_stream_init(&sd->s[k], &sd->lp, &cfg, &cbs);
             sd->s[k].data = sd;
         }
     }
@@ -624,7 +631,7 @@ static double storm(int workers, double *stall_ms)
     int alen = sizeof a;
     uv_tcp_getsockname(&st_srv.listener, (struct sockaddr *)&a, &alen);
     for (int k = 0; k < STORM; k++)
-        if (uv_tcp_connect(&st_creq[k], tm2__sc_stream_tcp(&st_cli.s[k]),
+        if (uv_tcp_connect(&st_creq[k], tm2__sc_stream_uv_tcp(&st_cli.s[k]),
                            (const struct sockaddr *)&a, st_connected))
             DIE("storm connect");
     pthread_t th[2];

@@ -62,7 +62,9 @@
 #include <uv.h>
 
 #include "bench_util.h"
+#include "net/engine_uv.h"
 #include "net/mconn_stream.h"
+#include "net/sc_stream_uv.h"
 #include "peer_driver.h"
 
 #ifndef TM2REF_PATH
@@ -94,6 +96,7 @@ typedef struct side {
     const uint8_t *src;         /* bare: size bytes */
     tm2__msg *msg;              /* mconn: the one message every send queues */
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__mcs_loop ml;
     tm2__mcs c;
     tm2__sc_stream s;
@@ -179,6 +182,7 @@ static void m_close(tm2__mcs *c)
 {
     side *sd = c->data;
     tm2__mcs_loop_close(&sd->ml);
+    tm2__uv_engine_close(&sd->ue);
 }
 
 static void m_handshake(tm2__sc_stream *s, int err)
@@ -250,6 +254,7 @@ static void b_close(tm2__sc_stream *s)
 {
     side *sd = s->data;
     tm2__mcs_loop_close(&sd->ml);
+    tm2__uv_engine_close(&sd->ue);
 }
 
 static tm2__sc_stream *side_stream(side *sd) { return sd->bare ? &sd->s : tm2__mcs_stream(&sd->c); }
@@ -257,7 +262,7 @@ static tm2__sc_stream *side_stream(side *sd) { return sd->bare ? &sd->s : tm2__m
 static void on_accept(uv_stream_t *server, int status)
 {
     side *sd = server->data;
-    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(side_stream(sd))) ||
+    if (status || uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(side_stream(sd))) ||
         tm2__sc_stream_start(side_stream(sd), &sd->key, NULL))
         DIE("accept");
     uv_close((uv_handle_t *)&sd->listener, NULL);
@@ -299,11 +304,11 @@ static side *side_new(bool bare, bool tx, uint64_t count, size_t size, const uin
     sd->size = size;
     sd->src = src;
     tm2_node_key_generate(&sd->key);
-    if (uv_loop_init(&sd->loop) || tm2__mcs_loop_init(&sd->ml, &sd->loop))
+    if (uv_loop_init(&sd->loop) || tm2__uv_engine_init(&sd->ue, &sd->loop) ||
+        tm2__mcs_loop_init(&sd->ml, &sd->ue.e))
         DIE("loop setup");
     if (bare) {
-        if (tm2__sc_stream_init(&sd->s, &sd->ml.sc, NULL, &b_cbs))
-            DIE("stream init");
+        tm2__sc_stream_init(&sd->s, &sd->ml.sc, NULL, &b_cbs);
         sd->s.data = sd;
     } else {
         if (tm2__mcs_init(&sd->c, &sd->ml, NULL, &m_pre, &m_cbs))
@@ -320,7 +325,7 @@ static side *side_new(bool bare, bool tx, uint64_t count, size_t size, const uin
     uv_ip4_addr("127.0.0.1", tx ? *port : 0, &a);
     if (tx) {
         sd->creq.data = sd;
-        if (uv_tcp_connect(&sd->creq, tm2__sc_stream_tcp(side_stream(sd)), (const struct sockaddr *)&a,
+        if (uv_tcp_connect(&sd->creq, tm2__sc_stream_uv_tcp(side_stream(sd)), (const struct sockaddr *)&a,
                            on_connected))
             DIE("connect");
         return sd;

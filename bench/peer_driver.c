@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "bench_util.h"
+#include "net/engine_uv.h"
 #include "net/transport.h"
 
 extern char **environ;
@@ -205,6 +206,7 @@ enum { MODE_NONE, MODE_IDLE, MODE_RECV, MODE_LOOP };
 
 typedef struct driver {
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__mcs_loop ml;
     uv_poll_t ctl;
     uv_timer_t watchdog;
@@ -449,7 +451,8 @@ _Noreturn void peer_driver_main(int in_fd, int out_fd)
     d->in_fd = in_fd;
     d->out_fd = out_fd;
     tm2_mconn_config_default(&d->mconn);
-    if (uv_loop_init(&d->loop) || tm2__mcs_loop_init(&d->ml, &d->loop))
+    if (uv_loop_init(&d->loop) || tm2__uv_engine_init(&d->ue, &d->loop) ||
+        tm2__mcs_loop_init(&d->ml, &d->ue.e))
         DIE("peer driver: loop");
     d->ctl.data = d;
     if (uv_poll_init(&d->loop, &d->ctl, in_fd) ||

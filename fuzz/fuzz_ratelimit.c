@@ -174,7 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (g2 & 0x80)
         burst = UINT32_MAX >> (g2 & 7);     /* huge bursts: no overflow */
     tm2__rate_table t;
-    CHECK(tm2__rate_init(&t, entries) == 0);
+    CHECK(tm2__rate_init(&t, entries, NULL) == 0);
     model m[N_KEYS];
     size_t nm = 0;
     uint64_t now = (uint64_t)take(&r) << 20;     /* the loop clock starts anywhere */

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "tm2p2p/channel.h"
+#include "tm2p2p/netaddr.h"
 #include "tm2p2p/peer.h"
 
 #ifdef __cplusplus
@@ -44,6 +45,11 @@ typedef struct tm2_reactor {
     /* A whole message arrived on one of this reactor's channels. msg is valid
      * only during the call. */
     void (*receive)(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, void *user);
+    /* A dial failed (the TM2_EVENT_DIAL_FAILED event, published at the same
+     * moment): addr is the address dialled (with its ID), err the TM2_E*
+     * reason. Valid during the call; on the network thread, between start
+     * and stop. Discovery marks the address's attempt here. */
+    void (*on_dial_failed)(tm2_switch *sw, const tm2_netaddr *addr, int err, void *user);
 } tm2_reactor;
 
 #ifdef __cplusplus

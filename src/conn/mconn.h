@@ -4,7 +4,7 @@
  * stream. It owns no socket, clock, thread or global: the glue hands it the
  * bytes it read (feed), asks it for bytes to write (produce), and passes the
  * current time to every call that needs one. All times are milliseconds of a
- * monotonic clock chosen by the caller (uv_now() in the libuv glue); they must
+ * monotonic clock chosen by the caller (the engine's now_ms in the glue); they must
  * never go backwards.
  *
  * Single-threaded: every call on one core must come from one thread at a

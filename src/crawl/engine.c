@@ -17,6 +17,7 @@
 #include "conn/mconn.h"
 #include "crawl/select.h"
 #include "discovery/pex_msg.h"
+#include "net/engine_uv.h"
 #include "net/mconn_stream.h"
 #include "net/transport.h"
 #include "tm2p2p/channel.h"
@@ -151,6 +152,7 @@ struct crawl_engine {
 
     /* Loop. */
     uv_loop_t loop;
+    tm2__uv_engine ue;          /* the transport's and the connections' engine */
     tm2__mcs_loop ml;
     bool loop_init;
     uv_thread_t thread;
@@ -1254,6 +1256,7 @@ static void maybe_finish_stop(crawl_engine *e)
     uv_close((uv_handle_t *)&e->wake, handle_closed);
     uv_mutex_unlock(&e->mu);
     tm2__mcs_loop_close(&e->ml);
+    tm2__uv_engine_close(&e->ue);
 }
 
 static void begin_stop(crawl_engine *e)
@@ -1547,7 +1550,11 @@ int crawl_engine_start(crawl_engine *e, char *err, size_t err_len)
         snprintf(err, err_len, "cannot create the event loop");
         return TM2_EIO;
     }
-    int r = tm2__mcs_loop_init(&e->ml, &e->loop);
+    int r = tm2__uv_engine_init(&e->ue, &e->loop);
+    if (!r && (r = tm2__mcs_loop_init(&e->ml, &e->ue.e)) != 0) {
+        tm2__uv_engine_close(&e->ue);
+        uv_run(&e->loop, UV_RUN_DEFAULT);
+    }
     if (r) {
         uv_loop_close(&e->loop);
         snprintf(err, err_len, "cannot set up the connection loop: %s", tm2_strerror(r));
@@ -1566,6 +1573,7 @@ int crawl_engine_start(crawl_engine *e, char *err, size_t err_len)
         uv_close((uv_handle_t *)&e->pump_timer, handle_closed);
         uv_close((uv_handle_t *)&e->wake, handle_closed);
         tm2__mcs_loop_close(&e->ml);
+        tm2__uv_engine_close(&e->ue);
         uv_run(&e->loop, UV_RUN_DEFAULT);
         uv_loop_close(&e->loop);
         e->loop_init = false;

@@ -520,22 +520,15 @@ int tm2__addrbook_new(const tm2_id *self, const tm2__addrbook_config *cfg, tm2__
         return TM2_EINVAL;
     if (self && self->s[0] && memchr(self->s, 0, sizeof self->s) == NULL)
         return TM2_EINVAL;
-    if (sodium_init() < 0)
-        return TM2_ENOMEM;
-
     tm2__addrbook *b = calloc(1, sizeof *b);
     if (!b)
         return TM2_ENOMEM;
-    uint8_t key[TM2__ADDRBOOK_KEY_LEN];
+    uint8_t key[TM2__ADDRBOOK_KEY_LEN] = {0};
     if (c.key)
         memcpy(key, c.key, sizeof key);
-    else
-        randombytes_buf(key, sizeof key);
     set_key(b, key);
     sodium_memzero(key, sizeof key);
-    b->rng = c.seed;
-    if (!b->rng)
-        randombytes_buf(&b->rng, sizeof b->rng);
+    b->rng = c.seed ? c.seed : 0x746d32626f6f6bu;
     c.key = NULL;
     b->cfg = c;
     if (self)

@@ -165,11 +165,12 @@ typedef struct tm2__addrbook_config {
     uint32_t new_buckets;      /* at most TM2__ADDRBOOK_BUCKETS_MAX */
     uint32_t tried_buckets;    /* at most TM2__ADDRBOOK_BUCKETS_MAX */
     uint32_t bucket_size;      /* at most TM2__ADDRBOOK_BUCKET_MAX */
-    /* The placement key (TM2__ADDRBOOK_KEY_LEN bytes, copied); NULL: random.
-     * A key in a loaded file replaces it. */
+    /* The placement key (TM2__ADDRBOOK_KEY_LEN bytes, copied; the owner
+     * draws it from its randomness, pex_core from its random op); NULL: all
+     * zero (tests). A key in a loaded file replaces it. */
     const uint8_t *key;
     /* Seeds the book's own random choices (selection, samples, extra new
-     * buckets); 0: random. */
+     * buckets); 0: a fixed seed (tests). */
     uint64_t seed;
     /* Group loopback and private addresses by network (/16, /32) like
      * public ones, instead of each address on its own (tests on 127/8). */

@@ -63,6 +63,7 @@ struct tm2__pex {
     tm2_discovery_config cfg;   /* addrbook_path points into this object */
     char *path;
     tm2__pex_ops ops;
+    uint64_t rng;               /* picks without ops.random (tests) */
     tm2__addrbook *book;
     tm2_id self;
     pex_peer **peers;
@@ -95,10 +96,30 @@ static void bump(tm2__pex *x, int i, uint64_t by)
 
 static bool id_eq(const tm2_id *a, const tm2_id *b) { return strcmp(a->s, b->s) == 0; }
 
-static void shuffle(tm2_netaddr *a, size_t n)
+/* Uniform in [0, n) (n >= 1) without modulo bias, from ops->random or,
+ * without one, a fixed splitmix64 sequence. */
+static uint32_t uniform(tm2__pex *x, uint32_t n)
+{
+    uint32_t floor = (uint32_t)(-n) % n;
+    for (;;) {
+        uint32_t r;
+        if (x->ops.random) {
+            x->ops.random(x->ops.user, &r, sizeof r);
+        } else {
+            uint64_t z = (x->rng += 0x9e3779b97f4a7c15u);
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+            r = (uint32_t)((z ^ (z >> 31)) >> 32);
+        }
+        if (r >= floor)
+            return r % n;
+    }
+}
+
+static void shuffle(tm2__pex *x, tm2_netaddr *a, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
-        size_t j = randombytes_uniform((uint32_t)i);
+        size_t j = uniform(x, (uint32_t)i);
         tm2_netaddr t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;
@@ -393,6 +414,7 @@ static void send_request(tm2__pex *x, pex_peer *p, tm2__pex_time t)
 
 /* Reservoir of at most max addresses, uniformly drawn from what is offered. */
 typedef struct pick {
+    tm2__pex *x;
     tm2_netaddr *out;
     size_t max, n, seen;
 } pick;
@@ -403,7 +425,7 @@ static void offer(pick *k, const tm2_netaddr *a)
         k->out[k->n++] = *a;
     } else {
         /* seen is bounded by the book and the peer set, far below 2^32. */
-        uint32_t j = randombytes_uniform((uint32_t)(k->seen + 1));
+        uint32_t j = uniform(k->x, (uint32_t)(k->seen + 1));
         if (j < k->max)
             k->out[j] = *a;
     }
@@ -435,7 +457,7 @@ static bool skip_for_share(const tm2__addrbook_entry *e, void *user)
 
 static size_t select_answer(tm2__pex *x, const pex_peer *asker, int64_t now, tm2_netaddr *out)
 {
-    pick k = {.out = out, .max = x->cfg.max_addrs};
+    pick k = {.x = x, .out = out, .max = x->cfg.max_addrs};
     for (size_t i = 0; i < x->n_peers; i++)
         if (shareable_peer(x, asker, x->peers[i]))
             offer(&k, &x->peers[i]->info.addr);
@@ -450,7 +472,7 @@ static size_t select_answer(tm2__pex *x, const pex_peer *asker, int64_t now, tm2
         for (size_t i = 0; i < n; i++)
             offer(&k, &from_book[i]);
     }
-    shuffle(out, k.n);
+    shuffle(x, out, k.n);
     return k.n;
 }
 
@@ -680,7 +702,7 @@ static void request_random(tm2__pex *x, tm2__pex_time t)
         n += askable(x, x->peers[i], t);
     if (n == 0)
         return;
-    size_t pickno = randombytes_uniform((uint32_t)n);
+    size_t pickno = uniform(x, (uint32_t)n);
     for (size_t i = 0; i < x->n_peers; i++) {
         pex_peer *p = x->peers[i];
         if (!askable(x, p, t))
@@ -812,8 +834,6 @@ int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64
     int n_save = !!ops->save_submit + !!ops->save_collect + !!ops->save_drain;
     if (n_save != 0 && n_save != 3)
         return TM2_EINVAL;
-    if (sodium_init() < 0)
-        return TM2_EIO;
     tm2__pex *x = calloc(1, sizeof *x);
     if (!x)
         return TM2_ENOMEM;
@@ -833,13 +853,22 @@ int tm2__pex_new(const tm2_discovery_config *cfg, const tm2__pex_ops *ops, int64
      * soonest (doubling per failure): 30 s at the reference's 3 s interval,
      * proportionally less on a faster test network. */
     int64_t retry = (int64_t)x->cfg.interval_ms * 10 / 1000;
+    uint8_t key[TM2__ADDRBOOK_KEY_LEN] = {0};
+    uint64_t seed = 0;
+    if (ops->random) {
+        ops->random(ops->user, key, sizeof key);
+        ops->random(ops->user, &seed, sizeof seed);
+    }
     tm2__addrbook_config bc = {
+        .key = key,
+        .seed = seed,
         .max_entries = x->cfg.addrbook_max,
         .retry_base = retry < 1 ? 1 : retry > TM2__ADDRBOOK_RETRY_BASE ? TM2__ADDRBOOK_RETRY_BASE
                                                                       : retry,
         .group_local = x->cfg.limit_local_addrs,
     };
     rc = tm2__addrbook_new(NULL, &bc, &x->book);
+    sodium_memzero(key, sizeof key);
     if (rc < 0)
         goto fail;
     if (x->path) {

@@ -93,6 +93,10 @@ typedef struct tm2__pex_ops {
     int (*save_submit)(void *user, char *text, size_t len, uint64_t gen);
     void (*save_collect)(void *user, tm2__pex_save_result *out);
     void (*save_drain)(void *user);
+    /* len random bytes (the switch's engine: reproducible in the
+     * simulator): the book's key and seed at tm2__pex_new, every random
+     * pick after. NULL: a fixed sequence (tests, fuzzing). */
+    void (*random)(void *user, void *buf, size_t len);
 } tm2__pex_ops;
 
 typedef struct tm2__pex tm2__pex;

@@ -1,25 +1,23 @@
 /* The discovery reactor bound to a switch (see tm2p2p/discovery.h): the
- * logic is pex_core.c; this file turns reactor callbacks, the switch's
- * periodic tick and its dial-failed events into core calls, and core
- * operations into switch and peer calls. Book writes go to a book_writer
- * thread (created with the object when a book path is set, joined at stop
- * or free), so the network thread never waits on the disk but at stop. */
+ * logic is pex_core.c; this file turns reactor callbacks (dial failures
+ * included), the switch's periodic tick and its dial-failed events into core
+ * calls, and core operations into switch and peer calls. Clocks and
+ * randomness are the switch's engine's (net/engine.h). Book writes go to a
+ * book_writer thread (created with the object when a book path is set,
+ * joined at stop or free), so the network thread never waits on the disk
+ * but at stop. */
 #include "tm2p2p/discovery.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <uv.h>
+#include <sodium.h>
 
 #include "discovery/book_writer.h"
+#include "discovery/discovery_engine.h"
 #include "discovery/pex_core.h"
-
-/* Dial failures are read from a subscription on each tick. A full queue
- * drops events, which only delays the back-off of a few addresses (an
- * attempt already holds them back for a while). */
-#define DIAL_EVENTS_QUEUE    512
-#define DIAL_EVENTS_PER_TICK 1024
+#include "switch/switch_engine.h"
 
 #define RECV_MESSAGE_CAPACITY 5242880
 #define SEND_QUEUE_CAPACITY   20
@@ -30,13 +28,14 @@ struct tm2_discovery {
     tm2_reactor reactor;
     tm2_channel_desc channel;
     tm2_switch *sw;
-    tm2_subscription *sub;
+    tm2__engine *e;             /* the switch's, from start (or given) */
     bool started;
 };
 
-static tm2__pex_time now(void)
+static tm2__pex_time now(tm2_discovery *d)
 {
-    return (tm2__pex_time){.ms = uv_hrtime() / 1000000, .unix_s = (int64_t)time(NULL)};
+    return (tm2__pex_time){.ms = tm2__engine_now_ms(d->e),
+                           .unix_s = tm2__engine_wall_ms(d->e) / 1000};
 }
 
 static void dlog(tm2_discovery *d, tm2_log_level lv, const char *msg)
@@ -119,6 +118,17 @@ static void op_save_drain(void *user)
     tm2__book_writer_drain(d->writer);
 }
 
+/* Before the switch's engine is known (tm2_discovery_new making the book:
+ * its placement key and seed), the process's randomness. */
+static void op_random(void *user, void *buf, size_t len)
+{
+    tm2_discovery *d = user;
+    if (d->e)
+        tm2__engine_random(d->e, buf, len);
+    else
+        randombytes_buf(buf, len);
+}
+
 /* ---- reactor callbacks --------------------------------------------------------- */
 
 /* Failures that say nothing about the address (our own limits, a queue,
@@ -143,15 +153,15 @@ static void on_tick(tm2_switch *sw, void *user)
 {
     (void)sw;
     tm2_discovery *d = user;
-    tm2__pex_time t = now();
-    for (int i = 0; d->sub && i < DIAL_EVENTS_PER_TICK; i++) {
-        tm2_event ev;
-        if (tm2_subscription_next(d->sub, &ev, 0) != 0)
-            break;
-        if (ev.type == TM2_EVENT_DIAL_FAILED && ev.peer_id.s[0] && address_failed(ev.reason))
-            tm2__pex_dial_failed(d->core, &ev.peer_id, t);
-    }
-    tm2__pex_tick(d->core, t);
+    tm2__pex_tick(d->core, now(d));
+}
+
+static void r_dial_failed(tm2_switch *sw, const tm2_netaddr *addr, int err, void *user)
+{
+    (void)sw;
+    tm2_discovery *d = user;
+    if (d->started && addr->id.s[0] && address_failed(err))
+        tm2__pex_dial_failed(d->core, &addr->id, now(d));
 }
 
 static int r_start(tm2_switch *sw, void *user)
@@ -161,15 +171,12 @@ static int r_start(tm2_switch *sw, void *user)
         return TM2_ESTATE;
     d->started = true;
     d->sw = sw;
-    /* Without dial-failed events the book only loses its failure counts. */
-    if (tm2_switch_subscribe(sw, TM2_EVENT_DIAL_FAILED, NULL, DIAL_EVENTS_QUEUE, &d->sub) < 0) {
-        d->sub = NULL;
-        dlog(d, TM2_LOG_WARN, "discovery cannot watch dial failures");
-    }
+    if (!d->e)
+        d->e = tm2__switch_engine(sw);
     int rc = tm2_switch_every(sw, tm2__pex_config(d->core)->interval_ms, on_tick, d);
     if (rc < 0)
         return rc;
-    tm2__pex_start(d->core, tm2_switch_id(sw), now());
+    tm2__pex_start(d->core, tm2_switch_id(sw), now(d));
     return 0;
 }
 
@@ -179,11 +186,7 @@ static void r_stop(tm2_switch *sw, void *user)
     tm2_discovery *d = user;
     if (!d->started)
         return;
-    if (d->sub) {
-        tm2_unsubscribe(d->sub);
-        d->sub = NULL;
-    }
-    tm2__pex_stop(d->core, now());
+    tm2__pex_stop(d->core, now(d));
     /* The final book is written (the core drained the writer). */
     tm2__book_writer_free(d->writer);
     d->writer = NULL;
@@ -211,7 +214,7 @@ static void r_add_peer(tm2_peer *p, void *user)
     if (info.outbound)
         info.dialled = info.remote;
     tm2_peer_ref(p);
-    if (tm2__pex_add_peer(d->core, p, &info, now()) < 0) {
+    if (tm2__pex_add_peer(d->core, p, &info, now(d)) < 0) {
         tm2_peer_unref(p);
         dlog(d, TM2_LOG_ERROR, "discovery cannot track a peer: out of memory");
     }
@@ -229,12 +232,12 @@ static void r_receive(tm2_peer *p, uint8_t ch, const uint8_t *msg, size_t len, v
 {
     tm2_discovery *d = user;
     if (ch == TM2_DISCOVERY_CHANNEL)
-        tm2__pex_receive(d->core, p, msg, len, now());
+        tm2__pex_receive(d->core, p, msg, len, now(d));
 }
 
 /* ---- public API -------------------------------------------------------------- */
 
-int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
+int tm2__discovery_new_on(const tm2_discovery_config *cfg, tm2__engine *e, tm2_discovery **out)
 {
     if (!cfg || !out)
         return TM2_EINVAL;
@@ -242,6 +245,7 @@ int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
     tm2_discovery *d = calloc(1, sizeof *d);
     if (!d)
         return TM2_ENOMEM;
+    d->e = e;
     tm2__pex_ops ops = {
         .user = d,
         .send = op_send,
@@ -255,8 +259,12 @@ int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
         .save_submit = op_save_submit,
         .save_collect = op_save_collect,
         .save_drain = op_save_drain,
+        .random = op_random,
     };
-    int rc = tm2__pex_new(cfg, &ops, (int64_t)time(NULL), &d->core);
+    /* The book's times are checked against this (no engine yet: the
+     * system's clock). */
+    int64_t unix_now = e ? tm2__engine_wall_ms(e) / 1000 : (int64_t)time(NULL);
+    int rc = tm2__pex_new(cfg, &ops, unix_now, &d->core);
     if (rc < 0) {
         free(d);
         return rc;
@@ -286,9 +294,15 @@ int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
         .add_peer = r_add_peer,
         .remove_peer = r_remove_peer,
         .receive = r_receive,
+        .on_dial_failed = r_dial_failed,
     };
     *out = d;
     return 0;
+}
+
+int tm2_discovery_new(const tm2_discovery_config *cfg, tm2_discovery **out)
+{
+    return tm2__discovery_new_on(cfg, NULL, out);
 }
 
 const tm2_reactor *tm2_discovery_reactor(tm2_discovery *d) { return d ? &d->reactor : NULL; }
@@ -304,8 +318,6 @@ void tm2_discovery_free(tm2_discovery *d)
 {
     if (!d)
         return;
-    if (d->sub)
-        tm2_unsubscribe(d->sub);
     tm2__book_writer_free(d->writer);
     tm2__pex_free(d->core);
     free(d);

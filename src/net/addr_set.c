@@ -21,12 +21,11 @@ static size_t home(const tm2__addr_set *s, const uint8_t ip[16], uint16_t port)
     return (size_t)h & s->mask;
 }
 
-int tm2__addr_set_init(tm2__addr_set *s)
+int tm2__addr_set_init(tm2__addr_set *s, const uint8_t key[16])
 {
     memset(s, 0, sizeof *s);
-    if (sodium_init() < 0)
-        return TM2_EIO;
-    randombytes_buf(s->key, sizeof s->key);
+    if (key)
+        memcpy(s->key, key, sizeof s->key);
     return 0;
 }
 

@@ -28,8 +28,11 @@ typedef struct tm2__addr_set {
     uint8_t key[16];
 } tm2__addr_set;
 
-/* An empty set (allocates nothing). Returns 0 or TM2_EIO (libsodium). */
-int tm2__addr_set_init(tm2__addr_set *s);
+/* An empty set (allocates nothing).
+ * key: the 16-byte key of the keyed hash (from the engine's randomness, so
+ * that peers cannot choose colliding IDs; NULL: all zero, for tests). 
+ * Returns 0. */
+int tm2__addr_set_init(tm2__addr_set *s, const uint8_t key[16]);
 void tm2__addr_set_free(tm2__addr_set *s);
 
 /* The entry for ip:port, or NULL. Valid until the next add or delete. */

@@ -1,21 +1,22 @@
-/* The backend-independent helpers of net/engine.h. */
+/* The parts of every engine that do not depend on its backend (engine.h). */
 #include "net/engine.h"
 
 #include <stdlib.h>
 
-#include "conn/secret_conn.h"
-#include "net/sc_stream.h"
+#include "net/mconn_stream.h"
 #include "tm2p2p/error.h"
 
-/* SEAL holds TM2__SC_SEAL_FRAMES sealed frames plus room for a length
- * prefix per frame; PRODUCE a generous bound on one mconn produce pass. */
 size_t tm2__engine_scratch_size(enum tm2__scratch which)
 {
     switch (which) {
-    case TM2__SCRATCH_PLAIN: return 64u * 1024u;
-    case TM2__SCRATCH_SEAL: return (size_t)TM2__SC_SEAL_FRAMES * 1070u;
-    case TM2__SCRATCH_PRODUCE: return 2u * 1024u * 1024u;
-    default: return 0;
+    case TM2__SCRATCH_PLAIN:
+        return TM2__SC_PLAIN_BUF;
+    case TM2__SCRATCH_SEAL:
+        return TM2__SC_SEAL_BUF;
+    case TM2__SCRATCH_PRODUCE:
+        return TM2__MCS_SCRATCH;
+    default:
+        return 0;
     }
 }
 
@@ -39,11 +40,12 @@ void tm2__engine_free_scratch(tm2__engine *e)
     }
 }
 
-/* Rejection sampling: draws below 2^32 mod n are redrawn. */
 uint32_t tm2__engine_uniform(tm2__engine *e, uint32_t n)
 {
-    if (n == 0)
+    if (n < 2)
         return 0;
+    /* Rejects the top (2^32 mod n) values so that every residue is equally
+     * likely: at most half of the draws are rejected, for n just above 2^31. */
     uint32_t floor = (uint32_t)(-n) % n;
     for (;;) {
         uint32_t r;

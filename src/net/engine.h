@@ -42,12 +42,15 @@
 typedef struct tm2__engine tm2__engine;
 typedef struct tm2__engine_ops tm2__engine_ops;
 
-/* Backend storage inside each handle. The libuv backend static-asserts that
- * its handles fit (uv_tcp_t is the largest). */
-#define TM2__ENGINE_SLOT_TIMER 160u
-#define TM2__ENGINE_SLOT_WAKER 136u
+/* Backend storage inside each handle, as small as the backends allow (a
+ * connection embeds a socket and a timer: memory per idle peer). The libuv
+ * backend static-asserts that its state fits: a uv_tcp_t and a flag for
+ * sockets and listeners, a uv_async_t, a uv_work_t, and for a timer only
+ * its place in the engine's heap (its timers share one uv_timer_t). */
+#define TM2__ENGINE_SLOT_TIMER 32u
+#define TM2__ENGINE_SLOT_WAKER 128u
 #define TM2__ENGINE_SLOT_SOCK 256u
-#define TM2__ENGINE_SLOT_WORK 104u
+#define TM2__ENGINE_SLOT_WORK 128u
 
 #define TM2__SLOT(n) _Alignas(16) unsigned char slot[n]
 

@@ -35,20 +35,20 @@ static bool lock_c(tm2__mcs *c)
     return true;
 }
 
-/* Milliseconds of the monotonic clock libuv's timers use. Readings are made
- * under c's lock and clamped, so the core never sees time go backwards even
- * when other threads read it too. */
+/* The engine's clock. Readings are made under c's lock and clamped, so the
+ * core never sees time go backwards even when other threads read it too
+ * (tm2__mcs_status; the libuv engine's clock is safe there). */
 static uint64_t clock_now(tm2__mcs *c)
 {
-    uint64_t t = uv_hrtime() / 1000000u;
+    uint64_t t = tm2__engine_now_ms(c->lp->sc.e);
     if (t < c->last_now)
         t = c->last_now;
     c->last_now = t;
     return t;
 }
 
-/* Puts c on the loop's list for the next turn; one async send per batch of
- * listings (libuv coalesces the rest anyway). */
+/* Puts c on the loop's list for the next turn; one wake-up per batch of
+ * listings (the engine coalesces the rest anyway). */
 static void schedule(tm2__mcs *c)
 {
     if (atomic_exchange_explicit(&c->scheduled, true, memory_order_acq_rel))
@@ -64,7 +64,7 @@ static void schedule(tm2__mcs *c)
     }
     uv_mutex_unlock(&l->lock);
     if (wake)
-        uv_async_send(&l->wake);
+        tm2__waker_send(&l->wake);
 }
 
 /* ---- loop helper ------------------------------------------------------------------- */
@@ -73,7 +73,7 @@ static void schedule(tm2__mcs *c)
  * broadcast to thousands of peers schedules them all at once); the rest go
  * back to the front of the list for the next turn, so timers and reads of
  * the loop run in between. */
-#define WAKE_TURN_NS 2000000u
+#define WAKE_TURN_MS 2u
 #define WAKE_CHECK_EVERY 32u
 
 /* Puts list (still flagged scheduled) back in front of the loop's list and
@@ -89,57 +89,50 @@ static void requeue_front(tm2__mcs_loop *l, tm2__mcs *list)
         l->pending_tail = &last->next_pending;
     l->pending = list;
     uv_mutex_unlock(&l->lock);
-    uv_async_send(&l->wake);
+    tm2__waker_send(&l->wake);
 }
 
-static void wake_cb(uv_async_t *h)
+static void wake_cb(tm2__waker *w)
 {
-    tm2__mcs_loop *l = h->data;
+    tm2__mcs_loop *l = w->data;
     uv_mutex_lock(&l->lock);
     tm2__mcs *list = l->pending;
     l->pending = NULL;
     l->pending_tail = &l->pending;
     uv_mutex_unlock(&l->lock);
-    /* Closing handles complete in a later loop phase, so no connection on
-     * this private list can be released while it is walked. */
-    uint64_t t0 = uv_hrtime();
+    /* Closes complete on a later turn, so no connection on this private
+     * list can be released while it is walked. */
+    tm2__engine *e = l->sc.e;
+    uint64_t t0 = tm2__engine_now_ms(e);
     for (unsigned k = 1; list; k++) {
         tm2__mcs *c = list;
         list = c->next_pending;
         c->next_pending = NULL;
         pass(c, NULL, 0, true);
-        if (list && k % WAKE_CHECK_EVERY == 0 && uv_hrtime() - t0 >= WAKE_TURN_NS) {
+        if (list && k % WAKE_CHECK_EVERY == 0 && tm2__engine_now_ms(e) - t0 >= WAKE_TURN_MS) {
             requeue_front(l, list);
             return;
         }
     }
 }
 
-int tm2__mcs_loop_init(tm2__mcs_loop *l, uv_loop_t *loop)
+int tm2__mcs_loop_init(tm2__mcs_loop *l, tm2__engine *e)
 {
     memset(l, 0, sizeof *l);
-    l->scratch = malloc(TM2__MCS_SCRATCH);
-    if (!l->scratch)
-        return TM2_ENOMEM;
-    int e = tm2__sc_loop_init(&l->sc, loop);
-    if (e) {
-        free(l->scratch);
-        return e;
-    }
+    int r = tm2__sc_loop_init(&l->sc, e);
+    if (r)
+        return r;
     if (uv_mutex_init(&l->lock) != 0) {
         tm2__sc_loop_close(&l->sc);
-        free(l->scratch);
         return TM2_EIO;
     }
-    if (uv_async_init(loop, &l->wake, wake_cb) != 0) {
+    if (tm2__waker_init(e, &l->wake, wake_cb) != 0) {
         uv_mutex_destroy(&l->lock);
         tm2__sc_loop_close(&l->sc);
-        free(l->scratch);
         return TM2_EIO;
     }
     l->wake.data = l;
-    /* Connections keep the loop running; the wake-up alone must not. */
-    uv_unref((uv_handle_t *)&l->wake);
+    l->scratch = tm2__engine_scratch(e, TM2__SCRATCH_PRODUCE);
     l->pending_tail = &l->pending;
     l->owner = uv_thread_self();
     l->live = true;
@@ -153,10 +146,9 @@ void tm2__mcs_loop_close(tm2__mcs_loop *l)
     if (!l->live)
         return;
     l->live = false;
-    uv_close((uv_handle_t *)&l->wake, NULL);
+    tm2__waker_close(&l->wake, NULL);
     uv_mutex_destroy(&l->lock);
     tm2__sc_loop_close(&l->sc);
-    free(l->scratch);
     l->scratch = NULL;
 }
 
@@ -389,21 +381,17 @@ static int write_out(tm2__mcs *c, uint64_t now)
     return 0;
 }
 
-static void timer_cb(uv_timer_t *t)
+static void timer_cb(tm2__timer *t)
 {
-    tm2__mcs *c = tm2__mcs_of_stream(tm2__sc_stream_of_timer(t));
-    c->timer_due = 0;
-    pass(c, NULL, 0, false);
+    pass(tm2__mcs_of_stream(tm2__sc_stream_of_timer(t)), NULL, 0, false);
 }
 
 static void arm_timer(tm2__mcs *c, uint64_t now)
 {
     uint64_t d = tm2__mconn_next_deadline(c->core, now);
+    tm2__timer *t = &c->s.timer;
     if (d == UINT64_MAX) {
-        if (c->timer_due) {
-            uv_timer_stop(&c->s.timer);
-            c->timer_due = 0;
-        }
+        tm2__timer_stop(t);
         return;
     }
     if (d <= now && c->blocked) {
@@ -414,13 +402,10 @@ static void arm_timer(tm2__mcs *c, uint64_t now)
     } else if (d <= now) {
         d = now + 1;
     }
-    if (d == c->timer_due)
+    if (d == t->due)
         return;
-    /* Relative to the loop's cached time, which trails the clock: the timer
-     * cannot fire before d. */
-    uint64_t ln = uv_now(c->lp->sc.loop);
-    uv_timer_start(&c->s.timer, timer_cb, d > ln ? d - ln : 0, 0);
-    c->timer_due = d;
+    t->cb = timer_cb;
+    tm2__timer_start(t, d);
 }
 
 /* One turn of the glue loop for c: feed what was read, run the timers,
@@ -479,7 +464,7 @@ static void pass(tm2__mcs *c, const uint8_t *in, size_t len, bool from_list)
      * the loop was read meanwhile. Every connection's next pass credits it,
      * this one's too. It can only push deadlines back, so the timer armed
      * below may fire early; the pass then re-arms. */
-    uint64_t took = uv_hrtime() / 1000000u - now;
+    uint64_t took = tm2__engine_now_ms(c->lp->sc.e) - now;
     if (took >= TM2__MCS_STALL_GRACE_MS && took < UINT64_MAX / 2)
         c->lp->stalled_ms += took;
     if (!e && c->phase == TM2__MCS_RUNNING && !closed)
@@ -508,6 +493,49 @@ static void st_on_error(tm2__sc_stream *s, int err)
 
 static void st_on_writable(tm2__sc_stream *s) { pass(tm2__mcs_of_stream(s), NULL, 0, false); }
 
+/* ---- stream callbacks before start: the caller's, through c->pre_cbs ---------------------- */
+
+#define PRE(s) (tm2__mcs_of_stream(s)->pre_cbs)
+
+static void pre_on_connect(tm2__sc_stream *s, int err)
+{
+    if (PRE(s) && PRE(s)->on_connect)
+        PRE(s)->on_connect(s, err);
+}
+
+static void pre_on_handshake(tm2__sc_stream *s, int err)
+{
+    if (PRE(s) && PRE(s)->on_handshake)
+        PRE(s)->on_handshake(s, err);
+}
+
+static void pre_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len)
+{
+    if (PRE(s) && PRE(s)->on_read)
+        PRE(s)->on_read(s, data, len);
+}
+
+static void pre_on_error(tm2__sc_stream *s, int err)
+{
+    if (PRE(s) && PRE(s)->on_error)
+        PRE(s)->on_error(s, err);
+}
+
+static void pre_on_writable(tm2__sc_stream *s)
+{
+    if (PRE(s) && PRE(s)->on_writable)
+        PRE(s)->on_writable(s);
+}
+
+static const tm2__sc_stream_cbs pre_cbs_fwd = {
+    .on_connect = pre_on_connect,
+    .on_handshake = pre_on_handshake,
+    .on_read = pre_on_read,
+    .on_error = pre_on_error,
+    .on_writable = pre_on_writable,
+    .on_close = st_on_close,
+};
+
 /* ---- connections -------------------------------------------------------------------------- */
 
 int tm2__mcs_init(tm2__mcs *c, tm2__mcs_loop *l, const tm2__sc_stream_config *scfg,
@@ -517,22 +545,14 @@ int tm2__mcs_init(tm2__mcs *c, tm2__mcs_loop *l, const tm2__sc_stream_config *sc
     c->lp = l;
     if (cbs)
         c->cbs = *cbs;
-    if (pre_cbs)
-        c->pre_cbs = *pre_cbs;
-    tm2__sc_stream_cbs sc = c->pre_cbs;
-    sc.on_close = st_on_close;
+    c->pre_cbs = pre_cbs;
     if (uv_mutex_init(&c->lock) != 0)
         return TM2_EIO;
     if (uv_cond_init(&c->room) != 0) {
         uv_mutex_destroy(&c->lock);
         return TM2_EIO;
     }
-    int e = tm2__sc_stream_init(&c->s, &l->sc, scfg, &sc);
-    if (e) {
-        uv_cond_destroy(&c->room);
-        uv_mutex_destroy(&c->lock);
-        return e;
-    }
+    tm2__sc_stream_init(&c->s, &l->sc, scfg, &pre_cbs_fwd);
     atomic_init(&c->scheduled, false);
     c->phase = TM2__MCS_INIT;
     return 0;
@@ -594,7 +614,8 @@ int tm2__mcs_start(tm2__mcs *c, const tm2_mconn_config *cfg, const tm2_channel_d
         .on_writable = st_on_writable,
         .on_close = st_on_close,
     };
-    c->s.cbs = run_cbs;
+    c->pre_cbs = NULL;
+    tm2__sc_stream_set_cbs(&c->s, &run_cbs);
     c->phase = TM2__MCS_RUNNING;
     schedule(c);
     return 0;
@@ -655,6 +676,9 @@ static int do_send(tm2__mcs *c, uint8_t ch, tm2__msg *m, uint32_t timeout_ms)
         r = wait ? send_step(c, ch, m, &reserved) : send_result(tm2__mconn_try_send(c->core, ch, m));
         if (r != TM2_EFULL || !wait)
             break;
+        /* A sender on another thread blocks on a condition variable: its
+         * deadline is on the real clock the wait uses, not the engine's
+         * (which only the engine's thread may read in general). */
         uint64_t t = uv_hrtime();
         if (!deadline)
             deadline = t + (uint64_t)timeout_ms * 1000000u;

@@ -1,12 +1,12 @@
 /* Internal: the MConnection core (conn/mconn.h) driven over a secret
- * connection on libuv (net/sc_stream.h).
+ * connection on an engine (net/sc_stream.h, net/engine.h).
  *
  * A tm2__mcs owns one tm2__sc_stream and, once started, one tm2__mconn. The
  * transport runs the handshake and the NodeInfo exchange on the stream
  * (tm2__mcs_stream) with its own callbacks, then hands the open stream over
  * with tm2__mcs_start, passing any plaintext it read past the NodeInfo. From
  * then on the glue runs the loop described in mconn.h: what the stream reads
- * is fed to the core; the core produces into a per-loop scratch buffer;
+ * is fed to the core; the core produces into the engine's scratch buffer;
  * whole 1024-byte frames go to the stream at once and only the tail of a
  * partial frame (< 1 KiB) waits in the connection until the flush throttle
  * says it is due. Production stops while the stream's write queue has no room
@@ -14,12 +14,13 @@
  * timer, idle once its handshake is over, follows the core's next deadline;
  * a receive rate pause stops the stream's reads until it ends.
  *
- * Threads: one loop thread runs every connection of a tm2__mcs_loop. Only
+ * Threads: the engine's thread (the "loop thread" below) runs every
+ * connection of a tm2__mcs_loop. Only
  * tm2__mcs_send, tm2__mcs_try_send, tm2__mcs_close and tm2__mcs_status may be
  * called from other threads (and tm2__mcs_destroy as documented). A send from
  * another thread queues the message under the connection's mutex and puts
- * the connection on the loop's "needs writing" list; one uv_async_t per loop
- * wakes it. Sends made in one loop turn are written together on the next.
+ * the connection on the loop's "needs writing" list; one tm2__waker per
+ * loop wakes it. Sends made in one loop turn are written together on the next.
  * Callbacks run on the loop thread, never with a lock a caller could need:
  * inside any callback every function of this file may be called on any
  * connection of the loop.
@@ -27,7 +28,7 @@
  * Memory: tm2__mcs_loop and tm2__mcs are caller-allocated. An idle
  * connection costs its struct (stream included) and the core's allocation;
  * the partial-frame tail is allocated only while one waits for its flush,
- * and scratch and read buffers are per loop. Messages are
+ * and scratch and read buffers are the engine's. Messages are
  * tm2__msg (reference-counted): one broadcast buffer is shared by every
  * queue it waits in.
  *
@@ -43,7 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uv.h>
+#include <uv.h>   /* uv_mutex_t, uv_cond_t, uv_thread_t: thread primitives */
 
 #include "conn/mconn.h"
 #include "net/sc_stream.h"
@@ -80,12 +81,12 @@ typedef struct tm2__mcs tm2__mcs;
 
 typedef struct tm2__mcs_loop {
     tm2__sc_loop sc;            /* streams of this loop use &sc */
-    uv_async_t wake;            /* the only cross-thread wake-up */
+    tm2__waker wake;            /* the only cross-thread wake-up */
     uv_mutex_t lock;            /* guards pending, pending_tail and each
                                  * connection's next_pending / detached */
     tm2__mcs *pending;          /* connections to drive on the next turn */
     tm2__mcs **pending_tail;
-    uint8_t *scratch;           /* TM2__MCS_SCRATCH bytes of produce output */
+    uint8_t *scratch;           /* the engine's produce scratch (TM2__MCS_SCRATCH) */
     uint64_t stalled_ms;        /* total of passes over TM2__MCS_STALL_GRACE_MS */
     /* Any thread reads these: */
     atomic_uint_fast64_t recv_stalls;   /* reads paused for a receive rate */
@@ -95,11 +96,11 @@ typedef struct tm2__mcs_loop {
     bool live;
 } tm2__mcs_loop;
 
-/* Initialises the helper (and its tm2__sc_loop) on loop. The calling thread
+/* Initialises the helper (and its tm2__sc_loop) on e. The calling thread
  * is taken as the loop thread; if another thread will run the loop, call
  * tm2__mcs_loop_bind_thread from it before any connection is started.
  * 0 or TM2_ENOMEM / TM2_EIO; on failure nothing needs closing. */
-int tm2__mcs_loop_init(tm2__mcs_loop *l, uv_loop_t *loop);
+int tm2__mcs_loop_init(tm2__mcs_loop *l, tm2__engine *e);
 
 
 /* Makes the calling thread the loop thread. */
@@ -111,7 +112,7 @@ bool tm2__mcs_loop_on_thread(const tm2__mcs_loop *l);
 /* Closes the helper's handles and frees its buffers. Every connection must
  * have reported on_close first, and no other thread may still be inside a
  * call on one of them (a send wakes the loop through l). l must stay valid
- * until the loop has run once more. Loop thread. */
+ * until the engine has run one more turn. Loop thread. */
 void tm2__mcs_loop_close(tm2__mcs_loop *l);
 
 /* ---- connections -------------------------------------------------------------- */
@@ -153,7 +154,8 @@ struct tm2__mcs {
     tm2__sc_stream s;           /* its data field is the caller's too */
     tm2__mcs_loop *lp;
     tm2__mcs_cbs cbs;
-    tm2__sc_stream_cbs pre_cbs; /* the caller's stream callbacks until start */
+    const tm2__sc_stream_cbs *pre_cbs;  /* the caller's stream callbacks until
+                                         * start (NULL: none); not copied */
 
     /* Shared with other threads, under lock. */
     uv_mutex_t lock;
@@ -170,7 +172,6 @@ struct tm2__mcs {
     bool rpaused;               /* reads paused for the receive rate */
     bool blocked;               /* waiting for on_writable */
     bool room_signal;           /* a queue gained room during produce */
-    uint64_t timer_due;         /* deadline the timer is armed for, 0 = none */
     uint64_t stall_seen;        /* lp->stalled_ms already credited to the core */
     uint8_t *pre;               /* plaintext read before start, not yet fed */
     size_t pre_len;
@@ -187,15 +188,16 @@ struct tm2__mcs {
 };
 
 /* Prepares c on loop l: the stream is initialised (tm2__sc_stream_init) with
- * scfg and the caller's stream callbacks pre_cbs, used until start, except
- * on_close: closing is always through tm2__mcs_close and ends with
- * cbs->on_close. cbs and scfg may be NULL. 0 or TM2_EIO; after a failure c
- * needs neither close nor destroy. Loop thread. */
+ * scfg and the caller's stream callbacks pre_cbs (used in place until start,
+ * or until the caller sets c->pre_cbs to NULL), except on_close: closing is
+ * always through tm2__mcs_close and ends with cbs->on_close. cbs, pre_cbs
+ * and scfg may be NULL. 0 or TM2_EIO; after a failure c needs neither close
+ * nor destroy. Loop thread. */
 int tm2__mcs_init(tm2__mcs *c, tm2__mcs_loop *l, const tm2__sc_stream_config *scfg,
                   const tm2__sc_stream_cbs *pre_cbs, const tm2__mcs_cbs *cbs);
 
 /* The stream, for the caller's handshake and NodeInfo exchange
- * (tm2__sc_stream_tcp, _start, _write, _pause, _remote_id ...). */
+ * (tm2__sc_stream_accept, _connect, _start, _write, _pause, _remote_id ...). */
 tm2__sc_stream *tm2__mcs_stream(tm2__mcs *c);
 
 /* The connection that owns stream s (in the caller's stream callbacks). */

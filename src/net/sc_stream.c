@@ -3,45 +3,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PBUF_SIZE (64u * 1024u)
-#define SBUF_SIZE (TM2__SC_SEAL_FRAMES * TM2__SC_FRAME_SIZE)
+#include <sodium.h>
 
 #define STREAM_OF(p, member) ((tm2__sc_stream *)((char *)(p) - offsetof(tm2__sc_stream, member)))
 
-/* One uv_write of sealed bytes, data inline: one allocation per queued write. */
-typedef struct wreq {
-    uv_write_t req;
-    tm2__sc_stream *s;
-    size_t len;
-    uint8_t data[];
-} wreq;
-
-/* A handshake job out with the pool. s is NULL once the stream let go of it
- * (failed or closed): the completion then only wipes and frees it. s is read
- * and written on the loop thread only; workers touch job alone. */
+/* A handshake job out with the pool, with the input that followed the
+ * message that started it. s is NULL once the stream let go of it (failed
+ * or closed): the completion then only wipes and frees it. s and the stash
+ * are read and written on the engine's thread only; workers touch job alone. */
 struct sc_hs_job {
     tm2__wpool_job pj;
     tm2__sc_stream *s;
+    uint8_t *stash;
+    size_t stash_len;
     tm2__sc_job job;
 };
 
 /* ---- loop helper ------------------------------------------------------------- */
 
-static void tick_cb(uv_prepare_t *h)
-{
-    tm2__sc_loop *l = h->data;
-    l->epoch++;
-}
-
 static int read_start(tm2__sc_stream *s);
 static void fail_stream(tm2__sc_stream *s, int err, bool notify);
 
-static void resume_cb(uv_idle_t *h)
+static void resume_fn(tm2__task *k)
 {
-    tm2__sc_loop *l = h->data;
+    tm2__sc_loop *l = k->data;
     tm2__sc_stream *list = l->deferred;
     l->deferred = NULL;
-    uv_idle_stop(&l->resume);
     while (list) {
         tm2__sc_stream *s = list;
         list = s->next_deferred;
@@ -52,54 +39,25 @@ static void resume_cb(uv_idle_t *h)
     }
 }
 
-static void loop_handle_closed(uv_handle_t *h)
-{
-    tm2__sc_loop *l = h->data;
-    l->open_handles--;
-}
-
-int tm2__sc_loop_init(tm2__sc_loop *l, uv_loop_t *loop)
+int tm2__sc_loop_init(tm2__sc_loop *l, tm2__engine *e)
 {
     memset(l, 0, sizeof *l);
-    l->loop = loop;
-    l->rbuf = malloc(TM2__SC_READ_BUF);
-    l->pbuf = malloc(PBUF_SIZE);
-    l->sbuf = malloc(SBUF_SIZE);
-    if (!l->rbuf || !l->pbuf || !l->sbuf) {
-        free(l->rbuf);
-        free(l->pbuf);
-        free(l->sbuf);
-        return TM2_ENOMEM;
-    }
-    if (tm2__wpool_sink_init(&l->sink, loop) != 0) {
-        free(l->rbuf);
-        free(l->pbuf);
-        free(l->sbuf);
-        return TM2_EIO;
-    }
-    uv_prepare_init(loop, &l->tick);
-    uv_idle_init(loop, &l->resume);
-    l->tick.data = l;
+    l->e = e;
+    l->resume.fn = resume_fn;
     l->resume.data = l;
-    l->sink.async.data = l;
-    l->open_handles = 3;
-    uv_prepare_start(&l->tick, tick_cb);
-    /* The tick only counts iterations; it must not keep the loop running. */
-    uv_unref((uv_handle_t *)&l->tick);
+    if (tm2__wpool_sink_init(&l->sink, e) != 0)
+        return TM2_EIO;
+    l->live = true;
     return 0;
 }
 
 void tm2__sc_loop_close(tm2__sc_loop *l)
 {
-    if (!l->rbuf)
+    if (!l->live)
         return;
-    uv_close((uv_handle_t *)&l->tick, loop_handle_closed);
-    uv_close((uv_handle_t *)&l->resume, loop_handle_closed);
-    tm2__wpool_sink_close(&l->sink, loop_handle_closed);
-    free(l->rbuf);
-    free(l->pbuf);
-    free(l->sbuf);
-    l->rbuf = l->pbuf = l->sbuf = NULL;
+    l->live = false;
+    tm2__undefer(l->e, &l->resume);
+    tm2__wpool_sink_close(&l->sink, NULL);
     l->deferred = NULL;
 }
 
@@ -113,7 +71,7 @@ static bool live(const tm2__sc_stream *s)
 static void read_stop(tm2__sc_stream *s)
 {
     if (s->reading) {
-        uv_read_stop((uv_stream_t *)&s->tcp);
+        (void)tm2__sock_read(&s->sock, false);
         s->reading = false;
     }
 }
@@ -131,16 +89,17 @@ static void undefer(tm2__sc_stream *s)
     s->next_deferred = NULL;
     s->deferred = false;
     if (!s->lp->deferred)
-        uv_idle_stop(&s->lp->resume);
+        tm2__undefer(s->lp->e, &s->lp->resume);
 }
 
 static void job_free(struct sc_hs_job *j)
 {
     tm2__sc_job_wipe(&j->job);
+    free(j->stash);
     free(j);
 }
 
-/* Lets go of the job in flight and of the input kept for after it. */
+/* Lets go of the job in flight (and of the input kept for after it). */
 static void drop_job(tm2__sc_stream *s)
 {
     if (s->job) {
@@ -150,9 +109,6 @@ static void drop_job(tm2__sc_stream *s)
             s->job->s = NULL;           /* its completion frees it */
         s->job = NULL;
     }
-    free(s->stash);
-    s->stash = NULL;
-    s->stash_len = 0;
 }
 
 /* Ends the session and reports err through the callback of the phase it
@@ -168,88 +124,44 @@ static void fail_stream(tm2__sc_stream *s, int err, bool notify)
     read_stop(s);
     undefer(s);
     drop_job(s);
-    uv_timer_stop(&s->timer);
+    tm2__timer_stop(&s->timer);
     tm2__sc_close(&s->sc);
-    if (!notify)
+    if (!notify || !s->cbs)
         return;
     if (was == TM2__SCS_HANDSHAKE) {
-        if (s->cbs.on_handshake)
-            s->cbs.on_handshake(s, err);
-    } else if (s->cbs.on_error) {
-        s->cbs.on_error(s, err);
+        if (s->cbs->on_handshake)
+            s->cbs->on_handshake(s, err);
+    } else if (s->cbs->on_error) {
+        s->cbs->on_error(s, err);
     }
 }
 
-static void write_cb(uv_write_t *req, int status)
-{
-    wreq *w = (wreq *)req;
-    tm2__sc_stream *s = w->s;
-    s->queued -= w->len;
-    free(w);
-    if (status < 0) {
-        if (status != UV_ECANCELED)
-            fail_stream(s, TM2_EIO, true);
-        return;
-    }
-    if (s->want_writable && s->phase == TM2__SCS_OPEN && s->queued <= s->cfg.max_queued / 2) {
-        s->want_writable = false;
-        if (s->cbs.on_writable)
-            s->cbs.on_writable(s);
-    }
-}
-
-static int submit(tm2__sc_stream *s, wreq *w)
-{
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
-    w->s = s;
-    if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, write_cb) != 0) {
-        free(w);
-        return TM2_EIO;
-    }
-    s->queued += w->len;
-    return 0;
-}
-
-/* Queues what the handshake wants sent. */
+/* Writes what the handshake wants sent. */
 static int flush_hs(tm2__sc_stream *s)
 {
     size_t n = tm2__sc_hs_pending(&s->sc);
     if (!n)
         return 0;
-    wreq *w = malloc(sizeof *w + n);
-    if (!w)
-        return TM2_ENOMEM;
-    w->len = tm2__sc_hs_output(&s->sc, w->data, n);
-    return submit(s, w);
+    uint8_t *b = tm2__engine_scratch(s->lp->e, TM2__SCRATCH_SEAL);
+    if (n > TM2__SC_SEAL_BUF)
+        return TM2_EIO;                 /* handshake messages are far smaller */
+    n = tm2__sc_hs_output(&s->sc, b, n);
+    return tm2__sock_write(&s->sock, b, n);
 }
 
-static void timeout_cb(uv_timer_t *t)
+static void timeout_cb(tm2__timer *t)
 {
-    tm2__sc_stream *s = t->data;
+    tm2__sc_stream *s = STREAM_OF(t, timer);
     if (s->phase == TM2__SCS_HANDSHAKE)
         fail_stream(s, TM2_ETIMEDOUT, true);
 }
 
-static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    (void)suggested;
-    tm2__sc_loop *l = STREAM_OF(h, tcp)->lp;
-    /* Reads of one loop are serial, so one buffer serves every stream;
-     * busy only guards against an unexpected nested read. */
-    if (l->rbuf_busy) {
-        *buf = uv_buf_init(NULL, 0);
-        return;
-    }
-    l->rbuf_busy = true;
-    *buf = uv_buf_init((char *)l->rbuf, TM2__SC_READ_BUF);
-}
-
-static int submit_job(tm2__sc_stream *s);
+static int submit_job(tm2__sc_stream *s, const uint8_t *rest, size_t rest_len);
 
 /* Runs received bytes through the core and hands out the plaintext. */
 static void process(tm2__sc_stream *s, const uint8_t *in, size_t n)
 {
-    tm2__sc_loop *l = s->lp;
+    tm2__engine *e = s->lp->e;
     size_t off = 0;
     int r;
     if (s->phase == TM2__SCS_HANDSHAKE) {
@@ -258,84 +170,113 @@ static void process(tm2__sc_stream *s, const uint8_t *in, size_t n)
             fail_stream(s, r, true);
             return;
         }
-        int e = flush_hs(s);
-        if (!e && r == TM2__SC_JOB) {
-            /* Whatever follows the message waits for the job's result. */
-            if (off < n) {
-                if (!(s->stash = malloc(n - off)))
-                    e = TM2_ENOMEM;
-                else {
-                    memcpy(s->stash, in + off, n - off);
-                    s->stash_len = n - off;
-                }
-            }
-            if (!e)
-                e = submit_job(s);
-        }
-        if (e) {
-            fail_stream(s, e, true);
+        int err = flush_hs(s);
+        /* Whatever follows the message waits for the job's result. */
+        if (!err && r == TM2__SC_JOB)
+            err = submit_job(s, in + off, n - off);
+        if (err) {
+            fail_stream(s, err, true);
             return;
         }
         if (r == TM2_EAGAIN || r == TM2__SC_JOB)
             return;
-        uv_timer_stop(&s->timer);
+        tm2__timer_stop(&s->timer);
         s->phase = TM2__SCS_OPEN;
-        if (s->cbs.on_handshake)
-            s->cbs.on_handshake(s, 0);
+        if (s->cbs && s->cbs->on_handshake)
+            s->cbs->on_handshake(s, 0);
     }
+    uint8_t *pbuf = tm2__engine_scratch(e, TM2__SCRATCH_PLAIN);
     /* Plaintext may be pending from the auth frame even when no byte follows. */
     while (s->phase == TM2__SCS_OPEN && (off < n || tm2__sc_open_pending(&s->sc))) {
         size_t used;
-        r = tm2__sc_open(&s->sc, in + off, n - off, &used, l->pbuf, PBUF_SIZE);
+        r = tm2__sc_open(&s->sc, in + off, n - off, &used, pbuf, TM2__SC_PLAIN_BUF);
         if (r < 0) {
             fail_stream(s, r, true);
             return;
         }
         off += used;
-        if (r > 0 && s->cbs.on_read)
-            s->cbs.on_read(s, l->pbuf, (size_t)r);
+        if (r > 0 && s->cbs && s->cbs->on_read)
+            s->cbs->on_read(s, pbuf, (size_t)r);
         else if (r == 0 && used == 0)
             break;
     }
 }
 
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    tm2__sc_stream *s = STREAM_OF(st, tcp);
-    tm2__sc_loop *l = s->lp;
-    if (buf->base == (char *)l->rbuf && nread <= 0)
-        l->rbuf_busy = false;
-    if (nread == 0)
-        return;
-    if (nread < 0) {
-        if (nread == UV_EOF) {
-            int e = tm2__sc_eof(&s->sc);
-            fail_stream(s, e ? e : TM2_ECLOSED, true);
-        } else {
-            fail_stream(s, TM2_EIO, true);
-        }
-        return;
-    }
-    process(s, l->rbuf, (size_t)nread);
-    l->rbuf_busy = false;
+/* ---- socket callbacks ------------------------------------------------------------- */
 
-    /* Fairness: after read_budget bytes in this loop iteration, step aside
-     * until the next one (libuv alone would read up to 32 times). */
+static void sock_on_connect(tm2__sock *k, int err)
+{
+    tm2__sc_stream *s = STREAM_OF(k, sock);
+    if (s->phase == TM2__SCS_IDLE && s->cbs && s->cbs->on_connect)
+        s->cbs->on_connect(s, err);
+}
+
+static void sock_on_read(tm2__sock *k, const uint8_t *data, size_t n)
+{
+    tm2__sc_stream *s = STREAM_OF(k, sock);
+    tm2__sc_loop *l = s->lp;
+    process(s, data, n);
+
+    /* Fairness: after read_budget bytes in this turn, step aside until the
+     * next one (libuv alone would read up to 32 times). */
     if (!s->reading)
         return;
-    if (s->epoch != l->epoch) {
-        s->epoch = l->epoch;
-        s->epoch_bytes = 0;
+    uint64_t turn = tm2__engine_turn(l->e);
+    if (s->turn != turn) {
+        s->turn = turn;
+        s->turn_bytes = 0;
     }
-    s->epoch_bytes += (size_t)nread;
-    if (s->epoch_bytes >= s->cfg.read_budget) {
+    s->turn_bytes += n;
+    if (s->turn_bytes >= s->cfg.read_budget) {
         read_stop(s);
         s->deferred = true;
         s->next_deferred = l->deferred;
         l->deferred = s;
-        uv_idle_start(&l->resume, resume_cb);
+        tm2__defer(l->e, &l->resume);
     }
 }
+
+static void sock_on_end(tm2__sock *k, int err)
+{
+    tm2__sc_stream *s = STREAM_OF(k, sock);
+    s->reading = false;
+    if (err == TM2_ECLOSED) {
+        int e = tm2__sc_eof(&s->sc);
+        fail_stream(s, e ? e : TM2_ECLOSED, true);
+    } else {
+        fail_stream(s, TM2_EIO, true);
+    }
+}
+
+static void sock_on_sent(tm2__sock *k)
+{
+    tm2__sc_stream *s = STREAM_OF(k, sock);
+    if (s->want_writable && s->phase == TM2__SCS_OPEN &&
+        tm2__sock_queued(&s->sock) <= s->cfg.max_queued / 2) {
+        s->want_writable = false;
+        if (s->cbs && s->cbs->on_writable)
+            s->cbs->on_writable(s);
+    }
+}
+
+static void closed(tm2__sc_stream *s)
+{
+    if (s->cbs && s->cbs->on_close)
+        s->cbs->on_close(s);
+}
+
+static void sock_on_close(tm2__sock *k) { closed(STREAM_OF(k, sock)); }
+
+/* A stream closed before it had a socket: on_close still comes a turn later. */
+static void late_close_cb(tm2__timer *t) { closed(STREAM_OF(t, timer)); }
+
+static const tm2__sock_cbs sock_cbs = {
+    .on_connect = sock_on_connect,
+    .on_read = sock_on_read,
+    .on_end = sock_on_end,
+    .on_sent = sock_on_sent,
+    .on_close = sock_on_close,
+};
 
 /* Starts reading unless paused, out of budget or not live. 0 or TM2_EIO;
  * the caller decides whether the failure is reported through a callback. */
@@ -343,11 +284,13 @@ static int read_start(tm2__sc_stream *s)
 {
     if (s->reading || s->paused || s->deferred || s->job || !live(s))
         return 0;
-    if (uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb) != 0)
+    if (tm2__sock_read(&s->sock, true) != 0)
         return TM2_EIO;
     s->reading = true;
     return 0;
 }
+
+/* ---- handshake jobs ---------------------------------------------------------------- */
 
 /* Worker thread. */
 static void job_run(tm2__wpool_job *pj)
@@ -355,7 +298,7 @@ static void job_run(tm2__wpool_job *pj)
     tm2__sc_job_run(&((struct sc_hs_job *)pj)->job);
 }
 
-/* Loop thread: the job's result resumes the handshake where it stopped. */
+/* Engine thread: the job's result resumes the handshake where it stopped. */
 static void job_done(tm2__wpool_job *pj, bool ran)
 {
     struct sc_hs_job *j = (struct sc_hs_job *)pj;
@@ -371,17 +314,16 @@ static void job_done(tm2__wpool_job *pj, bool ran)
         return;
     }
     int e = tm2__sc_job_finish(&s->sc, &j->job);
+    uint8_t *in = j->stash;
+    size_t n = j->stash_len;
     free(j);                            /* finish wiped it */
     if (!e)
         e = flush_hs(s);
     if (e) {
+        free(in);
         fail_stream(s, e, true);
         return;
     }
-    uint8_t *in = s->stash;
-    size_t n = s->stash_len;
-    s->stash = NULL;
-    s->stash_len = 0;
     if (n || tm2__sc_established(&s->sc))
         process(s, in ? in : (const uint8_t *)"", n);
     free(in);
@@ -389,17 +331,25 @@ static void job_done(tm2__wpool_job *pj, bool ran)
         fail_stream(s, TM2_EIO, true);
 }
 
-/* Hands the core's pending job to the pool (or, with no workers, runs it
- * here and resumes at once). Stops reading until the result is back. */
-static int submit_job(tm2__sc_stream *s)
+/* Hands the core's pending job to the pool with the input that followed
+ * (rest, copied). Stops reading until the result is back. */
+static int submit_job(tm2__sc_stream *s, const uint8_t *rest, size_t rest_len)
 {
-    struct sc_hs_job *j = malloc(sizeof *j);
+    struct sc_hs_job *j = calloc(1, sizeof *j);
     if (!j)
         return TM2_ENOMEM;
-    memset(&j->pj, 0, sizeof j->pj);
+    if (rest_len) {
+        if (!(j->stash = malloc(rest_len))) {
+            free(j);
+            return TM2_ENOMEM;
+        }
+        memcpy(j->stash, rest, rest_len);
+        j->stash_len = rest_len;
+    }
     j->s = s;
     int e = tm2__sc_job_take(&s->sc, &j->job);
     if (e) {
+        free(j->stash);
         free(j);
         return e;
     }
@@ -412,32 +362,10 @@ static int submit_job(tm2__sc_stream *s)
     return 0;
 }
 
-/* Seals data behind pre (already sealed bytes) into one queued write. */
-static int queue_sealed(tm2__sc_stream *s, const uint8_t *pre, size_t pre_len,
-                        const uint8_t *data, size_t len)
-{
-    size_t sealed = tm2__sc_sealed_size(len);
-    wreq *w = malloc(sizeof *w + pre_len + sealed);
-    if (!w)
-        return TM2_ENOMEM;
-    if (pre_len)
-        memcpy(w->data, pre, pre_len);
-    w->len = pre_len + sealed;
-    if (len) {
-        size_t used;
-        int r = tm2__sc_seal(&s->sc, data, len, &used, w->data + pre_len, sealed);
-        if (r < 0) {
-            free(w);
-            return r;
-        }
-    }
-    return submit(s, w);
-}
-
 /* ---- public ------------------------------------------------------------------ */
 
-int tm2__sc_stream_init(tm2__sc_stream *s, tm2__sc_loop *l, const tm2__sc_stream_config *cfg,
-                        const tm2__sc_stream_cbs *cbs)
+void tm2__sc_stream_init(tm2__sc_stream *s, tm2__sc_loop *l, const tm2__sc_stream_config *cfg,
+                         const tm2__sc_stream_cbs *cbs)
 {
     memset(s, 0, sizeof *s);
     s->lp = l;
@@ -449,35 +377,58 @@ int tm2__sc_stream_init(tm2__sc_stream *s, tm2__sc_loop *l, const tm2__sc_stream
         s->cfg.max_queued = 1024u * 1024u;
     if (!s->cfg.read_budget)
         s->cfg.read_budget = 64u * 1024u;
-    if (cbs)
-        s->cbs = *cbs;
-    if (uv_tcp_init(l->loop, &s->tcp) != 0)
-        return TM2_EIO;
-    uv_timer_init(l->loop, &s->timer);
-    s->timer.data = s;
-    s->open_handles = 2;
+    s->cbs = cbs;
+    tm2__timer_init(l->e, &s->timer, timeout_cb);
     s->phase = TM2__SCS_IDLE;
+}
+
+int tm2__sc_stream_open(tm2__sc_stream *s)
+{
+    if (s->sock_open || s->phase != TM2__SCS_IDLE)
+        return TM2_ESTATE;
+    if (tm2__sock_init(s->lp->e, &s->sock, &sock_cbs) != 0)
+        return TM2_EIO;
+    s->sock_open = true;
     return 0;
 }
 
-uv_tcp_t *tm2__sc_stream_tcp(tm2__sc_stream *s) { return &s->tcp; }
+int tm2__sc_stream_accept(tm2__sc_stream *s, tm2__listener *l, tm2_netaddr *remote)
+{
+    if (s->sock_open || s->phase != TM2__SCS_IDLE)
+        return TM2_ESTATE;
+    int e = tm2__listener_accept(l, &s->sock, &sock_cbs, remote);
+    if (e)
+        return e;
+    s->sock_open = true;
+    return 0;
+}
+
+int tm2__sc_stream_connect(tm2__sc_stream *s, const tm2_netaddr *to, const tm2_netaddr *from)
+{
+    int e = tm2__sc_stream_open(s);
+    if (e)
+        return e;
+    return tm2__sock_connect(&s->sock, to, from);
+}
 
 int tm2__sc_stream_start(tm2__sc_stream *s, const tm2_node_key *key, const uint8_t eph_priv[32])
 {
-    if (s->phase != TM2__SCS_IDLE)
+    if (s->phase != TM2__SCS_IDLE || !s->sock_open)
         return TM2_ESTATE;
+    uint8_t eph[32];
+    if (!eph_priv) {
+        tm2__engine_random(s->lp->e, eph, sizeof eph);
+        eph_priv = eph;
+    }
     int e = tm2__sc_init_ex(&s->sc, key, eph_priv, !s->lp->sink.inline_only);
+    sodium_memzero(eph, sizeof eph);
     if (e)
         return e;
     s->phase = TM2__SCS_HANDSHAKE;
-    /* Frames are whole writes already; the mconn above does its own
-     * coalescing, and the reference's sockets run without Nagle too. */
-    uv_tcp_nodelay(&s->tcp, 1);
-    if ((e = flush_hs(s)) == 0 &&
-        uv_timer_start(&s->timer, timeout_cb, s->cfg.handshake_timeout_ms, 0) != 0)
-        e = TM2_EIO;
+    if ((e = flush_hs(s)) == 0)
+        tm2__timer_start(&s->timer, tm2__engine_now_ms(s->lp->e) + s->cfg.handshake_timeout_ms);
     if (!e && tm2__sc_job_pending(&s->sc))
-        e = submit_job(s);              /* our key pair first; reading waits */
+        e = submit_job(s, NULL, 0);     /* our key pair first; reading waits */
     if (e) {
         fail_stream(s, e, false);
         return e;
@@ -502,41 +453,26 @@ int tm2__sc_stream_write(tm2__sc_stream *s, const uint8_t *data, size_t len)
     if (len > TM2__SC_STREAM_MAX_WRITE)
         return TM2_EINVAL;
     size_t need = tm2__sc_sealed_size(len);
-    if (s->queued && (s->queued >= s->cfg.max_queued || need > s->cfg.max_queued - s->queued)) {
+    size_t q = tm2__sock_queued(&s->sock);
+    if (q && (q >= s->cfg.max_queued || need > s->cfg.max_queued - q)) {
         s->want_writable = true;
         return TM2_EFULL;
     }
-
+    /* Sealed through the shared scratch, a pass at a time: the socket takes
+     * what it can at once and copies only the rest. */
+    uint8_t *sb = tm2__engine_scratch(s->lp->e, TM2__SCRATCH_SEAL);
+    size_t off = 0;
     int e = 0;
-    if (s->queued == 0) {
-        /* Nothing in flight: seal through the shared scratch and try the
-         * socket directly; only what it does not take is copied to a queued
-         * write. */
-        uint8_t *sb = s->lp->sbuf;
-        size_t off = 0;
-        while (off < len) {
-            size_t used;
-            int w = tm2__sc_seal(&s->sc, data + off, len - off, &used, sb, SBUF_SIZE);
-            if (w < 0) {
-                e = w;
-                break;
-            }
-            off += used;
-            uv_buf_t b = uv_buf_init((char *)sb, (unsigned)w);
-            int t = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-            if (t == w)
-                continue;
-            if (t < 0 && t != UV_EAGAIN) {
-                e = TM2_EIO;
-                break;
-            }
-            if (t < 0)
-                t = 0;
-            e = queue_sealed(s, sb + t, (size_t)(w - t), data + off, len - off);
+    while (off < len) {
+        size_t used;
+        int w = tm2__sc_seal(&s->sc, data + off, len - off, &used, sb, TM2__SC_SEAL_BUF);
+        if (w < 0) {
+            e = w;
             break;
         }
-    } else {
-        e = queue_sealed(s, NULL, 0, data, len);
+        off += used;
+        if ((e = tm2__sock_write(&s->sock, sb, (size_t)w)) != 0)
+            break;
     }
     if (e) {
         /* Part of the data may be on the wire with nonces spent: the
@@ -547,7 +483,10 @@ int tm2__sc_stream_write(tm2__sc_stream *s, const uint8_t *data, size_t len)
     return 0;
 }
 
-size_t tm2__sc_stream_queued(const tm2__sc_stream *s) { return s->queued; }
+size_t tm2__sc_stream_queued(const tm2__sc_stream *s)
+{
+    return s->sock_open ? tm2__sock_queued(&s->sock) : 0;
+}
 
 int tm2__sc_stream_pause(tm2__sc_stream *s, bool paused)
 {
@@ -572,16 +511,6 @@ const tm2_id *tm2__sc_stream_remote_id(const tm2__sc_stream *s)
     return tm2__sc_remote_id(&s->sc);
 }
 
-static void stream_handle_closed(tm2__sc_stream *s)
-{
-    if (--s->open_handles == 0 && s->cbs.on_close)
-        s->cbs.on_close(s);
-}
-
-static void tcp_closed(uv_handle_t *h) { stream_handle_closed(STREAM_OF(h, tcp)); }
-
-static void timer_closed(uv_handle_t *h) { stream_handle_closed(h->data); }
-
 void tm2__sc_stream_close(tm2__sc_stream *s)
 {
     if (s->phase == TM2__SCS_CLOSING)
@@ -591,6 +520,11 @@ void tm2__sc_stream_close(tm2__sc_stream *s)
     drop_job(s);
     s->reading = false;
     tm2__sc_close(&s->sc);
-    uv_close((uv_handle_t *)&s->timer, timer_closed);
-    uv_close((uv_handle_t *)&s->tcp, tcp_closed);
+    tm2__timer_close(&s->timer);
+    if (s->sock_open) {
+        tm2__sock_close(&s->sock);
+        return;
+    }
+    tm2__timer_init(s->lp->e, &s->timer, late_close_cb);
+    tm2__timer_start(&s->timer, tm2__engine_now_ms(s->lp->e));
 }

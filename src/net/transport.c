@@ -10,17 +10,17 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define DEFAULT_TIMEOUT_MS          3000u
 #define DEFAULT_MAX_PENDING_INBOUND 64u
-#define LISTEN_BACKLOG              511
 #define WHY_LEN                     256
 #define RX_INITIAL                  512u
 /* Plaintext kept after the NodeInfo. Once the NodeInfo is complete the
  * stream is paused, and a pause still lets the rest of the current socket
- * read through (at most TM2__SC_READ_BUF of wire bytes): anything beyond
- * twice that is a bug, not traffic. */
-#define LEFTOVER_MAX (2u * TM2__SC_READ_BUF)
+ * read through (at most one socket read of wire bytes, 64 KiB on libuv):
+ * anything beyond twice that is a bug, not traffic. */
+#define LEFTOVER_MAX (2u * 64u * 1024u)
 /* Events a flood can repeat (drops over the cap, accept errors) are logged
  * at most this often, with a count of what was not logged. */
 #define FLOOD_LOG_INTERVAL_MS 1000u
@@ -44,22 +44,21 @@ typedef struct ratelimit {
     uint64_t unlogged;          /* events since the last line, this one included */
 } ratelimit;
 
-/* One upgrade in flight. Separate from the conn because its timer may still
- * be closing when the owner frees a conn handed over to it. Until the
- * handover, both the stream's data and the mcs's data point here. */
+/* One upgrade in flight. Separate from the conn so that the conn handed
+ * over carries nothing of the upgrade. Until the handover, both the
+ * stream's data and the mcs's data point here. */
 typedef struct hs {
     tcpt *t;
     tm2__transport_conn *c;
     struct hs *prev, *next;     /* t->pending */
-    uv_timer_t timer;           /* connect deadline, NodeInfo deadline, handover turn */
-    uv_connect_t creq;
+    tm2__timer timer;           /* connect deadline, NodeInfo deadline */
+    tm2__task handover;         /* the handover turn */
     int phase;
     bool outbound;
     bool authed;                /* secret connection up: c->id is known */
     bool keyed;                 /* c->socket_addr's ip:port is in t->keys (in flight) */
     bool handed_over;
     bool conn_closed;           /* the mcs reported on_close */
-    bool timer_closed;
     uint8_t *rx;                /* NodeInfo bytes, then what followed them */
     size_t rx_len, rx_cap;
     size_t ni_len;              /* length of the sized NodeInfo at the front of rx */
@@ -70,7 +69,7 @@ typedef tm2__addr_key addr_key;
 struct tcpt {
     tm2__transport base;
     tm2__mcs_loop *ml;
-    uv_loop_t *loop;
+    tm2__engine *e;
     tm2_node_key key;
     tm2_id self_id;
     tm2_node_info *ni;          /* ours, owned */
@@ -85,11 +84,12 @@ struct tcpt {
     void *log_user;
     tm2_log_level log_level;
 
-    uv_tcp_t listener;
+    tm2__listener listener;
     int lstate;
     tm2_netaddr laddr;
-    uv_timer_t anchor;          /* always open until close: completion is never synchronous */
-    uv_tcp_t spare;             /* drops an over-cap socket when malloc fails */
+    tm2__task anchor;           /* open until the turn after close: completion is
+                                 * never synchronous */
+    tm2__sock spare;            /* drops an over-cap socket when malloc fails */
     bool spare_busy;
     bool accept_stalled;        /* a socket waits for the spare to be dropped */
 
@@ -130,7 +130,7 @@ static void tlog(tcpt *t, tm2_log_level lv, const char *msg, const char *fmt, ..
  * says how many it stands for; reset it after logging). */
 static bool rl_tick(const tcpt *t, ratelimit *rl)
 {
-    uint64_t now = uv_now(t->loop);
+    uint64_t now = tm2__engine_now_ms(t->e);
     rl->unlogged++;
     if (rl->started && now - rl->last_ms < FLOOD_LOG_INTERVAL_MS)
         return false;
@@ -211,7 +211,7 @@ static tm2__sc_stream *stream_of(tm2__transport_conn *c) { return tm2__mcs_strea
 
 static void hs_maybe_free(hs *h)
 {
-    if (!h->timer_closed || (!h->handed_over && !h->conn_closed))
+    if (!h->handed_over && !h->conn_closed)
         return;
     tcpt *t = h->t;
     if (!h->handed_over)
@@ -220,13 +220,6 @@ static void hs_maybe_free(hs *h)
     free(h);
     t->open--;
     maybe_finish(t);
-}
-
-static void hs_timer_closed(uv_handle_t *hd)
-{
-    hs *h = hd->data;
-    h->timer_closed = true;
-    hs_maybe_free(h);
 }
 
 static void hs_unlink(hs *h)
@@ -259,8 +252,9 @@ static void hs_abort(hs *h)
             key_del(t, k);
         h->keyed = false;
     }
+    tm2__timer_close(&h->timer);
+    tm2__undefer(t->e, &h->handover);
     tm2__mcs_close(&h->c->mcs);
-    uv_close((uv_handle_t *)&h->timer, hs_timer_closed);
 }
 
 static void hs_fail(hs *h, int stage, int err, const char *fmt, ...)
@@ -305,6 +299,7 @@ static void hs_fail(hs *h, int stage, int err, const char *fmt, ...)
 
 /* ---- the upgrade -------------------------------------------------------------- */
 
+static void s_on_connect(tm2__sc_stream *s, int err);
 static void s_on_handshake(tm2__sc_stream *s, int err);
 static void s_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len);
 static void s_on_error(tm2__sc_stream *s, int err);
@@ -312,6 +307,7 @@ static void c_on_close(tm2__mcs *m);
 
 /* The mcs keeps its own stream on_close. */
 static const tm2__sc_stream_cbs hs_stream_cbs = {
+    .on_connect = s_on_connect,
     .on_handshake = s_on_handshake,
     .on_read = s_on_read,
     .on_error = s_on_error,
@@ -322,15 +318,8 @@ static const tm2__mcs_cbs hs_conn_cbs = {
     .on_close = c_on_close,
 };
 
-static int map_uv(int uverr)
-{
-    switch (uverr) {
-    case UV_ECONNREFUSED: return TM2_ECONNREFUSED;
-    case UV_ETIMEDOUT:    return TM2_ETIMEDOUT;
-    case UV_ENOMEM:       return TM2_ENOMEM;
-    default:              return TM2_EIO;
-    }
-}
+static void hs_timer_cb(tm2__timer *tm);
+static void hs_handover_fn(tm2__task *k);
 
 static hs *hs_new(tcpt *t, bool outbound)
 {
@@ -354,9 +343,10 @@ static hs *hs_new(tcpt *t, bool outbound)
     h->t = t;
     h->c = c;
     h->outbound = outbound;
-    uv_timer_init(t->loop, &h->timer);
+    tm2__timer_init(t->e, &h->timer, hs_timer_cb);
     h->timer.data = h;
-    h->creq.data = h;
+    h->handover.fn = hs_handover_fn;
+    h->handover.data = h;
     h->next = t->pending;
     if (t->pending)
         t->pending->prev = h;
@@ -469,24 +459,30 @@ static void hs_handover(hs *h)
     /* Nothing may call back into h from here: the stream keeps only the
      * glue's on_close (tm2__mcs_start installs the rest), the mcs gets the
      * owner's callbacks. */
-    tm2__sc_stream *s = stream_of(c);
-    s->cbs.on_handshake = NULL;
-    s->cbs.on_read = NULL;
-    s->cbs.on_error = NULL;
-    s->cbs.on_writable = NULL;
-    s->data = NULL;
+    stream_of(c)->data = NULL;
+    c->mcs.pre_cbs = NULL;
     c->mcs.cbs = t->conn_cbs;
     c->mcs.data = NULL;
-    uv_close((uv_handle_t *)&h->timer, hs_timer_closed);
+    tm2__timer_close(&h->timer);
     if (log_on(t, TM2_LOG_DEBUG)) {
         char a[TM2_NETADDR_STRLEN + 1];
         tlog(t, TM2_LOG_DEBUG, "connection upgraded", "peer=%s addr=%s outbound=%s", c->id.s,
              addr_str(&c->socket_addr, a, sizeof a), c->outbound ? "true" : "false");
     }
+    /* h goes first: the owner may close the transport from on_conn, whose
+     * completion still waits for the anchor's turn. */
+    hs_maybe_free(h);
     t->base.cbs.on_conn(&t->base, c);
 }
 
-static void hs_timer_cb(uv_timer_t *tm)
+static void hs_handover_fn(tm2__task *k)
+{
+    hs *h = k->data;
+    if (h->phase == HS_HANDOVER)
+        hs_handover(h);
+}
+
+static void hs_timer_cb(tm2__timer *tm)
 {
     hs *h = tm->data;
     switch (h->phase) {
@@ -497,9 +493,6 @@ static void hs_timer_cb(uv_timer_t *tm)
     case HS_NODEINFO:
         hs_fail(h, TM2__TSTAGE_NODEINFO, TM2_ETIMEDOUT,
                 "node info exchange timed out after %" PRIu32 " ms", h->t->hs_timeout_ms);
-        break;
-    case HS_HANDOVER:
-        hs_handover(h);
         break;
     default:
         break;
@@ -526,8 +519,7 @@ static void s_on_handshake(tm2__sc_stream *s, int err)
         hs_fail(h, TM2__TSTAGE_NODEINFO, e, "sending our node info failed: %s", tm2_strerror(e));
         return;
     }
-    if (uv_timer_start(&h->timer, hs_timer_cb, t->hs_timeout_ms, 0) != 0)
-        hs_fail(h, TM2__TSTAGE_NODEINFO, TM2_EIO, "cannot arm the node info deadline");
+    tm2__timer_start(&h->timer, tm2__engine_now_ms(t->e) + t->hs_timeout_ms);
 }
 
 static void s_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len)
@@ -569,11 +561,10 @@ static void s_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len)
         return;
     /* Hand over on a later turn, once this read is fully delivered: what
      * follows the NodeInfo is collected as leftover meanwhile. */
-    uv_timer_stop(&h->timer);
+    tm2__timer_stop(&h->timer);
     h->phase = HS_HANDOVER;
     (void)tm2__sc_stream_pause(s, true);
-    if (uv_timer_start(&h->timer, hs_timer_cb, 0, 0) != 0)
-        hs_fail(h, TM2__TSTAGE_NODEINFO, TM2_EIO, "cannot schedule the handover");
+    tm2__defer(h->t->e, &h->handover);
 }
 
 static void s_on_error(tm2__sc_stream *s, int err)
@@ -592,31 +583,33 @@ static void c_on_close(tm2__mcs *m)
 
 /* ---- accept ------------------------------------------------------------------- */
 
-static void drop_closed(uv_handle_t *hd) { free(hd); }
+static void drop_closed(tm2__sock *k) { free(k); }
 
-static void drop_conn(tcpt *t, uv_stream_t *server);
+static void drop_conn(tcpt *t);
 
-static void spare_closed(uv_handle_t *hd)
+static void spare_closed(tm2__sock *k)
 {
-    tcpt *t = hd->data;
+    tcpt *t = k->data;
     t->spare_busy = false;
     t->open--;
-    /* libuv accepts nothing more until the waiting socket is taken. */
+    /* The listener accepts nothing more until the waiting socket is taken. */
     if (t->accept_stalled && !t->closing) {
         t->accept_stalled = false;
-        drop_conn(t, (uv_stream_t *)&t->listener);
+        drop_conn(t);
     }
     maybe_finish(t);
 }
 
-/* Over the cap: the socket must still be accepted (libuv stops accepting
- * until it is), then it is closed at once; its descriptor goes now, its
- * handle on the next turn. */
-static void drop_conn(tcpt *t, uv_stream_t *server)
+static const tm2__sock_cbs drop_cbs = {.on_close = drop_closed};
+static const tm2__sock_cbs spare_cbs = {.on_close = spare_closed};
+
+/* Over the cap: the socket must still be accepted (the listener stops
+ * accepting until it is), then it is closed at once. */
+static void drop_conn(tcpt *t)
 {
-    uv_tcp_t *tcp = malloc(sizeof *tcp);
-    uv_close_cb cb = drop_closed;
-    if (!tcp) {
+    tm2__sock *k = malloc(sizeof *k);
+    const tm2__sock_cbs *cbs = &drop_cbs;
+    if (!k) {
         if (t->spare_busy) {
             /* Taken when the spare comes back (spare_closed), so the
              * listener does not stop for good. */
@@ -624,23 +617,21 @@ static void drop_conn(tcpt *t, uv_stream_t *server)
             t->accept_stalled = true;
             return;
         }
-        tcp = &t->spare;
-        t->spare_busy = true;
-        t->open++;
-        cb = spare_closed;
+        k = &t->spare;
+        cbs = &spare_cbs;
     }
-    if (uv_tcp_init(t->loop, tcp) != 0) {
-        if (cb == spare_closed) {
-            t->spare_busy = false;
-            t->open--;
-        } else {
-            free(tcp);
-        }
+    tm2_netaddr remote;
+    if (tm2__listener_accept(&t->listener, k, cbs, &remote) != 0) {
+        if (k != &t->spare)
+            free(k);
         return;
     }
-    tcp->data = t;
-    (void)uv_accept(server, (uv_stream_t *)tcp);
-    uv_close((uv_handle_t *)tcp, cb);
+    k->data = t;
+    if (k == &t->spare) {
+        t->spare_busy = true;
+        t->open++;
+    }
+    tm2__sock_close(k);
     t->st.dropped++;
     if (rl_tick(t, &t->drop_log)) {
         tlog(t, TM2_LOG_WARN,
@@ -652,46 +643,38 @@ static void drop_conn(tcpt *t, uv_stream_t *server)
     }
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static void on_connection(tm2__listener *l, int err)
 {
-    tcpt *t = server->data;
-    if (status < 0) {
-        /* Out of descriptors, typically: libuv sheds the socket itself. */
+    tcpt *t = l->data;
+    if (err) {
+        /* Out of descriptors, typically: the engine sheds the socket. */
         if (rl_tick(t, &t->accept_err_log)) {
             tlog(t, TM2_LOG_WARN, "accept failed", "err=%s count=%" PRIu64,
-                 uv_strerror(status), t->accept_err_log.unlogged);
+                 tm2_strerror(err), t->accept_err_log.unlogged);
             t->accept_err_log.unlogged = 0;
         }
         return;
     }
     if (t->pending_in >= t->max_pending_in) {
-        drop_conn(t, server);
+        drop_conn(t);
         return;
     }
     hs *h = hs_new(t, false);
     if (!h) {
         tlog(t, TM2_LOG_ERROR, "out of memory accepting a connection", "");
-        drop_conn(t, server);
+        drop_conn(t);
         return;
     }
     tm2__transport_conn *c = h->c;
     h->phase = HS_SECRET;
-    uv_tcp_t *tcp = tm2__sc_stream_tcp(stream_of(c));
-    int r = uv_accept(server, (uv_stream_t *)tcp);
+    int r = tm2__sc_stream_accept(stream_of(c), l, &c->socket_addr);
     if (r) {
-        hs_fail(h, TM2__TSTAGE_ACCEPT, map_uv(r), "accept failed: %s", uv_strerror(r));
+        hs_fail(h, TM2__TSTAGE_ACCEPT, r, "accept failed: %s", tm2_strerror(r));
         return;
     }
-    struct sockaddr_storage ss;
-    int len = (int)sizeof ss;
-    if ((r = uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len)) != 0) {
+    if (c->socket_addr.port == 0) {
         t->st.accepted++;
-        hs_fail(h, TM2__TSTAGE_ACCEPT, TM2_EIO, "remote address unknown: %s", uv_strerror(r));
-        return;
-    }
-    if ((r = tm2_netaddr_from_sockaddr((const struct sockaddr *)&ss, NULL, &c->socket_addr))) {
-        t->st.accepted++;
-        hs_fail(h, TM2__TSTAGE_ACCEPT, r, "remote address unusable: %s", tm2_strerror(r));
+        hs_fail(h, TM2__TSTAGE_ACCEPT, TM2_EIO, "remote address unknown");
         return;
     }
     if (t->base.cbs.admit) {
@@ -726,9 +709,9 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- operations --------------------------------------------------------------- */
 
-static void listener_closed(uv_handle_t *hd)
+static void listener_closed(tm2__listener *l)
 {
-    tcpt *t = hd->data;
+    tcpt *t = l->data;
     t->lstate = LST_NONE;
     t->open--;
     maybe_finish(t);
@@ -745,34 +728,14 @@ static int t_listen(tm2__transport *base, const char *addr)
     int r = tm2_netaddr_parse(addr, TM2_NETADDR_NO_ID, &a);
     if (r)
         return r;
-    struct sockaddr_storage ss;
-    if ((r = tm2_netaddr_to_sockaddr(&a, (struct sockaddr *)&ss, sizeof ss)))
-        return r;
-    if (uv_tcp_init(t->loop, &t->listener) != 0)
-        return TM2_EIO;
+    t->listener.on_conn = on_connection;
     t->listener.data = t;
+    if ((r = tm2__listen(t->e, &t->listener, &a, &t->laddr)) != 0) {
+        tlog(t, TM2_LOG_ERROR, "cannot listen", "addr=%s err=%s", addr, tm2_strerror(r));
+        return TM2_EIO;
+    }
     t->lstate = LST_OPEN;
     t->open++;
-    const char *what = "bind";
-    int u = uv_tcp_bind(&t->listener, (const struct sockaddr *)&ss, 0);
-    if (!u) {
-        what = "listen";
-        u = uv_listen((uv_stream_t *)&t->listener, LISTEN_BACKLOG, on_connection);
-    }
-    int len = (int)sizeof ss;
-    if (!u) {
-        what = "getsockname";
-        u = uv_tcp_getsockname(&t->listener, (struct sockaddr *)&ss, &len);
-    }
-    if (!u && tm2_netaddr_from_sockaddr((const struct sockaddr *)&ss, NULL, &t->laddr) != 0)
-        u = UV_EINVAL;
-    if (u) {
-        tlog(t, TM2_LOG_ERROR, "cannot listen", "addr=%s op=%s err=%s", addr, what,
-             uv_strerror(u));
-        t->lstate = LST_CLOSING;
-        uv_close((uv_handle_t *)&t->listener, listener_closed);
-        return TM2_EIO;
-    }
     t->laddr.id = t->self_id;
     if (log_on(t, TM2_LOG_INFO)) {
         char b[TM2_NETADDR_STRLEN + 1];
@@ -829,16 +792,16 @@ static int t_set_node_info(tm2__transport *base, const tm2_node_info *ni)
     return 0;
 }
 
-static void connect_cb(uv_connect_t *req, int status)
+static void s_on_connect(tm2__sc_stream *s, int err)
 {
-    hs *h = req->data;
+    hs *h = s->data;
     if (h->phase != HS_CONNECT)
-        return;   /* timed out or aborted: status is UV_ECANCELED */
-    if (status < 0) {
-        hs_fail(h, TM2__TSTAGE_CONNECT, map_uv(status), "dial failed: %s", uv_strerror(status));
+        return;
+    if (err) {
+        hs_fail(h, TM2__TSTAGE_CONNECT, err, "dial failed: %s", tm2_strerror(err));
         return;
     }
-    uv_timer_stop(&h->timer);
+    tm2__timer_stop(&h->timer);
     h->phase = HS_SECRET;
     int r = tm2__sc_stream_start(stream_of(h->c), &h->t->key, NULL);
     if (r)
@@ -870,25 +833,12 @@ static int t_dial(tm2__transport *base, const tm2_netaddr *addr, void *dial_user
         return r;
     }
     h->keyed = true;
-    int u = 0;
-    if (t->has_dial_source) {
-        struct sockaddr_storage src;
-        tm2_netaddr from = t->dial_source;
-        from.port = 0;
-        if (tm2_netaddr_to_sockaddr(&from, (struct sockaddr *)&src, sizeof src) != 0)
-            u = UV_EINVAL;
-        else
-            u = uv_tcp_bind(tm2__sc_stream_tcp(stream_of(c)), (const struct sockaddr *)&src, 0);
-    }
-    if (!u)
-        u = uv_tcp_connect(&h->creq, tm2__sc_stream_tcp(stream_of(c)),
-                           (const struct sockaddr *)&ss, connect_cb);
-    if (!u)
-        u = uv_timer_start(&h->timer, hs_timer_cb, t->dial_timeout_ms, 0);
-    if (u) {
+    if ((r = tm2__sc_stream_connect(stream_of(c), addr,
+                                    t->has_dial_source ? &t->dial_source : NULL)) != 0) {
         hs_abort(h);
-        return map_uv(u);
+        return r;
     }
+    tm2__timer_start(&h->timer, tm2__engine_now_ms(t->e) + t->dial_timeout_ms);
     return 0;
 }
 
@@ -917,9 +867,9 @@ static void t_stats(const tm2__transport *base, tm2__transport_stats *st)
     st->active = t->active;
 }
 
-static void anchor_closed(uv_handle_t *hd)
+static void anchor_fn(tm2__task *k)
 {
-    tcpt *t = hd->data;
+    tcpt *t = k->data;
     t->open--;
     maybe_finish(t);
 }
@@ -933,11 +883,11 @@ static void t_close(tm2__transport *base, void (*on_closed)(tm2__transport *t))
     t->on_closed = on_closed;
     if (t->lstate == LST_OPEN) {
         t->lstate = LST_CLOSING;
-        uv_close((uv_handle_t *)&t->listener, listener_closed);
+        tm2__listener_close(&t->listener, listener_closed);
     }
     while (t->pending)
         hs_abort(t->pending);
-    uv_close((uv_handle_t *)&t->anchor, anchor_closed);
+    tm2__defer(t->e, &t->anchor);
 }
 
 static const tm2__transport_ops tcp_ops = {
@@ -962,7 +912,9 @@ int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *c
     tcpt *t = calloc(1, sizeof *t);
     if (!t)
         return TM2_ENOMEM;
-    if ((r = tm2__addr_set_init(&t->keys)) != 0) {
+    uint8_t hkey[16];
+    tm2__engine_random(ml->sc.e, hkey, sizeof hkey);
+    if ((r = tm2__addr_set_init(&t->keys, hkey)) != 0) {
         free(t);
         return r;
     }
@@ -970,7 +922,7 @@ int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *c
     t->base.cbs = *cbs;
     t->base.data = data;
     t->ml = ml;
-    t->loop = ml->sc.loop;
+    t->e = ml->sc.e;
     t->key = cfg->key;
     tm2_node_key_id(&t->key, &t->self_id);
     t->hs_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_TIMEOUT_MS;
@@ -989,7 +941,7 @@ int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *c
         free(t);
         return r;
     }
-    uv_timer_init(t->loop, &t->anchor);
+    t->anchor.fn = anchor_fn;
     t->anchor.data = t;
     t->open = 1;
     *out = &t->base;

@@ -8,11 +8,12 @@
  * The seam is a small vtable (tm2__transport_ops) so that tests and a
  * simulator can plug their own transport under the switch; the switch only
  * calls the tm2__transport_* wrappers below. tm2__tcp_transport_new() builds
- * the real one on libuv.
+ * the real one on the engine of a tm2__mcs_loop (net/engine.h: libuv or the
+ * simulator).
  *
  * Threads: everything here, callbacks included, runs on the thread of the
- * loop the transport was created on. No call is thread-safe; other threads
- * hop onto the loop first (uv_async_t).
+ * engine the transport was created on. No call is thread-safe; other threads
+ * hop onto the engine first (tm2__waker).
  *
  * Re-entrancy: callbacks may call any function here on any transport,
  * including tm2__transport_close() on their own; nothing is freed inside one
@@ -273,11 +274,11 @@ typedef struct tm2__tcp_transport_config {
     tm2_log_level log_level;
 } tm2__tcp_transport_config;
 
-/* Builds a TCP transport on ml's loop (ml must outlive it and every
+/* Builds a TCP transport on ml's engine (ml must outlive it and every
  * connection it hands over). cbs->on_conn is required. data goes to
  * (*out)->data. Returns 0, TM2_EINVAL, TM2_EKEY, TM2_ENOMEM, or a
  * set_node_info error. The transport is released only through
- * tm2__transport_close, and the loop must run for that. */
+ * tm2__transport_close, and the engine must run for that. */
 int tm2__tcp_transport_new(tm2__mcs_loop *ml, const tm2__tcp_transport_config *cfg,
                            const tm2__transport_cbs *cbs, void *data, tm2__transport **out);
 

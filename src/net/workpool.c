@@ -4,6 +4,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
+#include <uv.h>   /* uv_available_parallelism: the CPUs, not world I/O */
+
 #include "tm2p2p/error.h"
 
 #define MAX_THREADS 64
@@ -72,8 +74,8 @@ static void *worker_main(void *arg)
             k->done_head = j;
         k->done_tail = j;
         /* Sent under mu: a sink is closed only after its running count fell
-         * to zero under mu, so the handle is still open here. */
-        uv_async_send(&k->async);
+         * to zero under mu, so the waker is still open here. */
+        tm2__waker_send(&k->waker);
         if (--k->running == 0 && k->closing)
             pthread_cond_broadcast(&idle_cv);
     }
@@ -81,10 +83,10 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Loop thread: delivers finished jobs. */
-static void deliver(uv_async_t *a)
+/* Engine thread: delivers finished jobs. */
+static void deliver(tm2__waker *w)
 {
-    tm2__wpool_sink *k = (tm2__wpool_sink *)((char *)a - offsetof(tm2__wpool_sink, async));
+    tm2__wpool_sink *k = (tm2__wpool_sink *)((char *)w - offsetof(tm2__wpool_sink, waker));
     pthread_mutex_lock(&mu);
     tm2__wpool_job *list = k->done_head;
     k->done_head = k->done_tail = NULL;
@@ -114,10 +116,15 @@ static void stop_threads(void)
     pthread_mutex_unlock(&mu);
 }
 
-int tm2__wpool_sink_init(tm2__wpool_sink *k, uv_loop_t *loop)
+int tm2__wpool_sink_init(tm2__wpool_sink *k, tm2__engine *e)
 {
     *k = (tm2__wpool_sink){0};
-    if (uv_async_init(loop, &k->async, deliver) != 0)
+    if (!tm2__engine_workers(e)) {
+        k->inline_only = true;
+        k->local = true;
+        return 0;
+    }
+    if (tm2__waker_init(e, &k->waker, deliver) != 0)
         return TM2_EIO;
     pthread_mutex_lock(&life);
     if (users++ == 0) {
@@ -131,15 +138,13 @@ int tm2__wpool_sink_init(tm2__wpool_sink *k, uv_loop_t *loop)
     }
     k->inline_only = n_workers == 0;
     pthread_mutex_unlock(&life);
-    /* The handle only wakes the loop for completions: it must not keep it
-     * alive, as a stream with a job in flight does not either (the stream's
-     * own handles do). */
-    uv_unref((uv_handle_t *)&k->async);
     return 0;
 }
 
-void tm2__wpool_sink_close(tm2__wpool_sink *k, uv_close_cb close_cb)
+void tm2__wpool_sink_close(tm2__wpool_sink *k, void (*on_close)(tm2__waker *w))
 {
+    if (k->local)
+        return;
     tm2__wpool_job *drop = NULL;
     pthread_mutex_lock(&mu);
     k->closing = true;
@@ -172,7 +177,7 @@ void tm2__wpool_sink_close(tm2__wpool_sink *k, uv_close_cb close_cb)
         j->next = NULL;
         j->done(j, true);
     }
-    uv_close((uv_handle_t *)&k->async, close_cb);
+    tm2__waker_close(&k->waker, on_close);
 
     pthread_mutex_lock(&life);
     if (--users == 0 && n_workers)

@@ -2,7 +2,7 @@
  *
  * A job is a pure computation (its inputs copied in, its outputs copied
  * back) run on a worker thread; its completion comes back on the thread of
- * the libuv loop that submitted it, through that loop's sink (a uv_async_t).
+ * the engine that submitted it, through that engine's sink (a tm2__waker).
  * The secret connection streams (net/sc_stream.h) hand out their handshake's
  * public-key work this way, so that a storm of new connections uses every
  * core and the network thread keeps serving established peers.
@@ -14,7 +14,7 @@
  * is also process-wide but has 4 threads by default whatever the machine,
  * is sized only through UV_THREADPOOL_SIZE before its first use, and serves
  * name resolution (the switch resolves configured host names with
- * uv_getaddrinfo/uv_queue_work) and file work: a storm of a thousand queued
+ * tm2__work, uv_queue_work on libuv) and file work: a storm of a thousand queued
  * handshakes would delay every dial to a named peer behind it, and a slow
  * resolver would hold handshake threads.
  *
@@ -22,8 +22,11 @@
  * closes. Their number is tm2__wpool_configure's (default: the CPUs libuv
  * reports, uv_available_parallelism), read when the threads start.
  *
+ * An engine without workers (tm2__engine_workers false: the simulator) gets
+ * an inline_only sink that joins no pool: its streams compute on its thread.
+ *
  * Threads: tm2__wpool_configure and tm2__wpool_threads from any thread. A
- * sink and its jobs belong to the thread of its loop: every other call is
+ * sink and its jobs belong to the thread of its engine: every other call is
  * made there, and done callbacks run there. A job's run callback runs on a
  * worker and must touch nothing but the job's own copied data. */
 #ifndef TM2_NET_WORKPOOL_H
@@ -32,7 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <uv.h>
+#include "net/engine.h"
 
 typedef struct tm2__wpool_job tm2__wpool_job;
 typedef struct tm2__wpool_sink tm2__wpool_sink;
@@ -51,8 +54,9 @@ struct tm2__wpool_job {
 };
 
 struct tm2__wpool_sink {
-    uv_async_t async;       /* its data field is the caller's (close callback) */
+    tm2__waker waker;       /* its data field is the caller's (close callback) */
     bool inline_only;       /* no workers: the caller must compute on the loop */
+    bool local;             /* the engine has no workers: no waker, no pool */
     bool closing;
     unsigned running;       /* jobs of this sink on a worker */
     tm2__wpool_job *done_head, *done_tail;
@@ -67,18 +71,18 @@ void tm2__wpool_configure(int threads);
 /* Threads running now (0 when no sink is open). */
 unsigned tm2__wpool_threads(void);
 
-/* Opens a sink on loop (starting the threads if it is the first). 0 or
- * TM2_EIO. When no thread could be started, or the pool is configured with
- * none, the sink is still opened with inline_only set: jobs must not be
- * submitted to it. On failure nothing needs closing. */
-int tm2__wpool_sink_init(tm2__wpool_sink *k, uv_loop_t *loop);
+/* Opens a sink on e (starting the threads if it is the first). 0 or
+ * TM2_EIO. When e has no workers, no thread could be started, or the pool
+ * is configured with none, the sink is still opened with inline_only set:
+ * jobs must not be submitted to it. On failure nothing needs closing. */
+int tm2__wpool_sink_init(tm2__wpool_sink *k, tm2__engine *e);
 
 /* Closes the sink: queued jobs are dropped (done(j, false)), jobs running on
  * a worker are waited for (one job's computation at most), finished ones are
- * delivered (done(j, true)); then its async handle is closed with close_cb
- * (k must stay valid until then) and the threads are joined if it was the
- * last sink. No done callback runs after this returns. */
-void tm2__wpool_sink_close(tm2__wpool_sink *k, uv_close_cb close_cb);
+ * delivered (done(j, true)); then its waker is closed with on_close (may be
+ * NULL; k must stay valid until the engine's next turn) and the threads are
+ * joined if it was the last sink. No done callback runs after this returns. */
+void tm2__wpool_sink_close(tm2__wpool_sink *k, void (*on_close)(tm2__waker *w));
 
 /* Queues j (run and done set) for a worker. The sink must be open and not
  * inline_only. */

@@ -40,6 +40,7 @@ typedef struct sim_ev {
     uint64_t seq;
     uint32_t idx;      /* position in the heap, SIM_NONE when not in it */
     uint32_t host;     /* the host it runs for (trace digest) */
+    uint32_t ordinal;  /* timers: their number on the host (trace digest) */
     uint8_t kind;
     uint8_t sub;       /* EV_RX / EV_TX: the direction */
 } sim_ev;

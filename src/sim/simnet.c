@@ -96,9 +96,9 @@ static void ev_init(sim_ev *ev)
 
 /* ---- handle slots ---------------------------------------------------------------- */
 
+/* The ordinal lives in the event (its padding): a timer slot is 32 bytes. */
 typedef struct sim_timer {
     sim_ev ev;
-    uint32_t ordinal;
 } sim_timer;
 
 typedef struct sim_waker {
@@ -172,7 +172,7 @@ static void op_timer_init(tm2__engine *e, tm2__timer *t)
 {
     sim_timer *st = SLOT_OF(t, sim_timer);
     ev_init(&st->ev);
-    st->ordinal = sim_host_of(e)->next_timer++;
+    st->ev.ordinal = sim_host_of(e)->next_timer++;
 }
 
 static void op_timer_arm(tm2__timer *t)
@@ -513,7 +513,7 @@ static void run_timer(tm2__simnet *w, sim_ev *ev)
 {
     sim_timer *st = (sim_timer *)(void *)ev;
     tm2__timer *t = OWNER_OF(st, tm2__timer);
-    w->cur_a = st->ordinal;
+    w->cur_a = st->ev.ordinal;
     if (sim_host_of(t->e)->crashed)
         return;
     t->due = 0;

@@ -18,13 +18,6 @@
 
 #define BAN_FILE_MAX (4u << 20)
 
-int64_t tm2__unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- targets ------------------------------------------------------------------ */
 
 int tm2_ban_target_parse(const char *s, tm2_ban *out)

@@ -52,7 +52,5 @@ size_t tm2__bans_copy(tm2__bans *b, int64_t now, tm2_ban *out, size_t cap);
 /* The change counter (a save is due while it differs from the saved one). */
 uint64_t tm2__bans_gen(tm2__bans *b);
 
-/* Wall-clock now in ms. */
-int64_t tm2__unix_ms(void);
 
 #endif

@@ -25,7 +25,7 @@ static bool id_ok(const tm2_id *id)
     return id && id->s[0] != '\0' && memchr(id->s, '\0', sizeof id->s) != NULL;
 }
 
-int tm2__dialq_init(tm2__dialq *q, size_t cap)
+int tm2__dialq_init(tm2__dialq *q, size_t cap, const uint8_t key[16])
 {
     memset(q, 0, sizeof *q);
     if (cap == 0 || cap > TM2__DIALQ_MAX_CAP)
@@ -35,7 +35,7 @@ int tm2__dialq_init(tm2__dialq *q, size_t cap)
     q->free_list = calloc(cap, sizeof *q->free_list);
     int r = TM2_ENOMEM;
     if (q->nodes && q->heap && q->free_list)
-        r = tm2__idmap_init(&q->index, cap, q, node_id_at);
+        r = tm2__idmap_init(&q->index, cap, q, node_id_at, key);
     if (r < 0) {
         free(q->nodes);
         free(q->heap);

@@ -47,9 +47,9 @@ typedef struct tm2__dialq {
 
 #define TM2__DIALQ_MAX_CAP ((size_t)1 << 24)
 
-/* cap: most items queued at once, 1..TM2__DIALQ_MAX_CAP.
- * Returns 0, TM2_EINVAL, TM2_ENOMEM, TM2_EIO (no randomness for the index). */
-int tm2__dialq_init(tm2__dialq *q, size_t cap);
+/* cap: most items queued at once, 1..TM2__DIALQ_MAX_CAP; key: the index's
+ * hash key (tm2__idmap_init). Returns 0, TM2_EINVAL, TM2_ENOMEM. */
+int tm2__dialq_init(tm2__dialq *q, size_t cap, const uint8_t key[16]);
 void tm2__dialq_free(tm2__dialq *q);
 
 /* Queues a dial of addr at due_ms. If addr's ID is already queued, nothing

@@ -324,15 +324,14 @@ size_t tm2__events_count(tm2__events *r)
     return n;
 }
 
-void tm2__event_fill(tm2_event *ev, tm2_event_type type, const tm2_id *peer_id,
-                     const tm2_netaddr *addr, bool outbound, int reason, const char *text)
+void tm2__event_fill(tm2_event *ev, uint64_t mono_ms, int64_t unix_ms, tm2_event_type type,
+                     const tm2_id *peer_id, const tm2_netaddr *addr, bool outbound, int reason,
+                     const char *text)
 {
     memset(ev, 0, sizeof *ev);
     ev->type = type;
-    ev->mono_ms = uv_hrtime() / 1000000u;
-    uv_timeval64_t tv;
-    if (uv_gettimeofday(&tv) == 0)
-        ev->unix_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    ev->mono_ms = mono_ms;
+    ev->unix_ms = unix_ms;
     if (peer_id)
         snprintf(ev->peer_id.s, sizeof ev->peer_id.s, "%s", peer_id->s);
     if (addr)
@@ -353,6 +352,8 @@ int tm2_subscription_next(tm2_subscription *s, tm2_event *ev, int timeout_ms)
     /* A reader's own reference lets tm2_unsubscribe from another thread
      * wake it without freeing the memory under it. */
     sub_ref(s);
+    /* The reader is another thread blocked on a condition variable: its
+     * deadline is on the real clock the wait uses, not on an engine's. */
     uint64_t deadline = timeout_ms > 0 ? uv_hrtime() + (uint64_t)timeout_ms * 1000000u : 0;
     int rc;
     uv_mutex_lock(&s->mu);

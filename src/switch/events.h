@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "tm2p2p/events.h"
 
@@ -51,11 +52,12 @@ void tm2__events_publish(tm2__events *r, const tm2_event *ev);
 /* Number of subscriptions listed (not yet unsubscribed or closed). */
 size_t tm2__events_count(tm2__events *r);
 
-/* Fills an event: peer_id and addr may be NULL (left empty); text NULL
- * means the name of reason (tm2_strerror), or "" for reason 0. Text is
- * truncated to fit. */
-void tm2__event_fill(tm2_event *ev, tm2_event_type type, const tm2_id *peer_id,
-                     const tm2_netaddr *addr, bool outbound, int reason, const char *text);
+/* Fills an event stamped mono_ms / unix_ms (the publisher's engine clocks):
+ * peer_id and addr may be NULL (left empty); text NULL means the name of
+ * reason (tm2_strerror), or "" for reason 0. Text is truncated to fit. */
+void tm2__event_fill(tm2_event *ev, uint64_t mono_ms, int64_t unix_ms, tm2_event_type type,
+                     const tm2_id *peer_id, const tm2_netaddr *addr, bool outbound, int reason,
+                     const char *text);
 
 /* True while a reader is blocked in tm2_subscription_next (for tests that
  * must publish only once the reader waits). */

@@ -34,13 +34,12 @@ static size_t slots_for(size_t expected)
     return s;
 }
 
-int tm2__idmap_init(tm2__idmap *m, size_t expected, const void *owner, tm2__idmap_id_at_fn id_at)
+int tm2__idmap_init(tm2__idmap *m, size_t expected, const void *owner, tm2__idmap_id_at_fn id_at,
+                    const uint8_t key[16])
 {
     memset(m, 0, sizeof *m);
     if (expected > IDMAP_MAX_EXPECTED || !id_at)
         return TM2_EINVAL;
-    if (sodium_init() < 0)
-        return TM2_EIO;
     size_t s = slots_for(expected);
     m->slots = calloc(s, sizeof *m->slots);
     if (!m->slots)
@@ -48,7 +47,10 @@ int tm2__idmap_init(tm2__idmap *m, size_t expected, const void *owner, tm2__idma
     m->mask = s - 1;
     m->owner = owner;
     m->id_at = id_at;
-    randombytes_buf(m->key, sizeof m->key);
+    if (key)
+        memcpy(m->key, key, sizeof m->key);
+    else
+        memset(m->key, 0, sizeof m->key);
     return 0;
 }
 
@@ -164,14 +166,14 @@ static const char *peer_id_at(const void *owner, uint32_t v)
     return ps->items[v].id.s;
 }
 
-int tm2__peer_set_init(tm2__peer_set *ps)
+int tm2__peer_set_init(tm2__peer_set *ps, const uint8_t key[16])
 {
     memset(ps, 0, sizeof *ps);
     ps->items = calloc(PEER_SET_INITIAL, sizeof *ps->items);
     if (!ps->items)
         return TM2_ENOMEM;
     ps->cap = PEER_SET_INITIAL;
-    int r = tm2__idmap_init(&ps->index, PEER_SET_INITIAL, ps, peer_id_at);
+    int r = tm2__idmap_init(&ps->index, PEER_SET_INITIAL, ps, peer_id_at, key);
     if (r < 0) {
         free(ps->items);
         ps->items = NULL;

@@ -35,8 +35,11 @@ typedef struct tm2__idmap {
 } tm2__idmap;
 
 /* Sizes the index for expected entries (it grows beyond that on insert).
+ * key: the 16-byte key of the keyed hash (from the engine's randomness, so
+ * that peers cannot choose colliding IDs; NULL: all zero, for tests). 
  * Returns 0, TM2_ENOMEM or TM2_EINVAL (expected over 2^30). */
-int tm2__idmap_init(tm2__idmap *m, size_t expected, const void *owner, tm2__idmap_id_at_fn id_at);
+int tm2__idmap_init(tm2__idmap *m, size_t expected, const void *owner, tm2__idmap_id_at_fn id_at,
+                    const uint8_t key[16]);
 void tm2__idmap_free(tm2__idmap *m);
 
 /* The value stored for id, or -1. */
@@ -72,8 +75,8 @@ typedef struct tm2__peer_set {
     tm2__idmap index;
 } tm2__peer_set;
 
-/* Returns 0 or TM2_ENOMEM. */
-int tm2__peer_set_init(tm2__peer_set *ps);
+/* key: the index's hash key (tm2__idmap_init). Returns 0 or TM2_ENOMEM. */
+int tm2__peer_set_init(tm2__peer_set *ps, const uint8_t key[16]);
 /* Frees the set's memory; the stored peer pointers are left alone. */
 void tm2__peer_set_free(tm2__peer_set *ps);
 

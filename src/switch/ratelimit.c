@@ -8,7 +8,7 @@
 
 #include "tm2p2p/error.h"
 
-int tm2__rate_init(tm2__rate_table *t, size_t entries)
+int tm2__rate_init(tm2__rate_table *t, size_t entries, const uint8_t key[16])
 {
     memset(t, 0, sizeof *t);
     if (!entries || entries > ((size_t)1 << 30))
@@ -20,7 +20,8 @@ int tm2__rate_init(tm2__rate_table *t, size_t entries)
     if (!t->e)
         return TM2_ENOMEM;
     t->n_sets = sets;
-    randombytes_buf(t->key, sizeof t->key);
+    if (key)
+        memcpy(t->key, key, sizeof t->key);
     return 0;
 }
 

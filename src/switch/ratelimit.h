@@ -43,8 +43,11 @@ typedef struct tm2__rate_table {
 } tm2__rate_table;
 
 /* Room for about `entries` groups (rounded up to a power of two sets of
- * TM2__RATE_WAYS). 0, TM2_EINVAL (0 entries) or TM2_ENOMEM. */
-int tm2__rate_init(tm2__rate_table *t, size_t entries);
+ * TM2__RATE_WAYS).
+ * key: the 16-byte key of the keyed hash (from the engine's randomness, so
+ * that peers cannot choose colliding IDs; NULL: all zero, for tests). 
+ * 0, TM2_EINVAL (0 entries) or TM2_ENOMEM. */
+int tm2__rate_init(tm2__rate_table *t, size_t entries, const uint8_t key[16]);
 void tm2__rate_free(tm2__rate_table *t);
 
 /* Takes a token from key's bucket at now_ms: true if there was one. A

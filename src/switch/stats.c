@@ -82,7 +82,7 @@ int tm2_switch_stats(tm2_switch *sw, tm2_switch_counters *out)
 
     uint64_t t0 = atomic_load(&sw->started_ms);
     if (t0) {
-        uint64_t now = uv_hrtime() / 1000000u;
+        uint64_t now = tm2__sw_now(sw);
         out->uptime_ms = now > t0 ? now - t0 : 0;
     }
     out->handshakes_inbound = (uint32_t)tp.pending_inbound;
@@ -106,7 +106,7 @@ int tm2_switch_stats(tm2_switch *sw, tm2_switch_counters *out)
     for (size_t i = 0; i < TM2_EVICTIONS; i++)
         out->evicted[i] = ld(&sw->ctr.evicted[i]);
     out->bans_total = ld(&sw->bans.total);
-    size_t active = tm2__bans_copy(&sw->bans, tm2__unix_ms(), NULL, 0);
+    size_t active = tm2__bans_copy(&sw->bans, tm2__sw_wall(sw), NULL, 0);
     out->bans_active = active > UINT32_MAX ? UINT32_MAX : (uint32_t)active;
     out->recv_rate_stalls = atomic_load_explicit(&sw->ml.recv_stalls, memory_order_relaxed);
     out->wire_bytes_sent = atomic_load_explicit(&sw->ml.wire_sent, memory_order_relaxed);

@@ -1,5 +1,7 @@
 /* The switch: lifecycle, the network thread, commands from other threads,
- * broadcast and the snapshot other threads read (see switch.h). */
+ * broadcast and the snapshot other threads read (see switch.h). The network
+ * thread is its engine's: a libuv engine and a thread of its own, or a
+ * given engine (switch/switch_engine.h). */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -9,7 +11,15 @@
 
 #include <sodium.h>
 
+#include "switch/switch_engine.h"
 #include "switch/switch_internal.h"
+
+/* The libuv engine and thread of a switch made without an engine. */
+struct tm2__sw_own {
+    uv_loop_t loop;
+    tm2__uv_engine ue;
+    uv_thread_t thread;
+};
 
 /* Dial requests queued at once beyond the persistent peers and seeds. */
 #define DIALQ_EXTRA           1024u
@@ -40,22 +50,34 @@ void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
                      const tm2_netaddr *addr, bool outbound, int reason, const char *text)
 {
     tm2_event ev;
-    tm2__event_fill(&ev, type, id, addr, outbound, reason, text);
+    tm2__event_fill(&ev, tm2__sw_now(sw), tm2__sw_wall(sw), type, id, addr, outbound, reason,
+                    text);
     tm2__sw_count_event(sw, &ev);
     tm2__events_publish(sw->events, &ev);
+    if (sw->event_hook)
+        sw->event_hook(sw->event_hook_user, &ev);
+    /* Published on the network thread only: discovery hears of failed
+     * dials without polling a subscription. */
+    if (type == TM2_EVENT_DIAL_FAILED && addr) {
+        for (size_t i = 0; i < sw->n_reactors; i++) {
+            tm2__reactor_slot *s = &sw->reactors[i];
+            if (s->started && s->r.on_dial_failed)
+                s->r.on_dial_failed(sw, addr, reason, s->r.user);
+        }
+    }
 }
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
-uint64_t tm2__sw_now(tm2_switch *sw)
-{
-    uv_update_time(&sw->loop);
-    return uv_now(&sw->loop);
-}
+uint64_t tm2__sw_now(tm2_switch *sw) { return tm2__engine_now_ms(sw->e); }
 
-double tm2__sw_rand01(void)
+int64_t tm2__sw_wall(tm2_switch *sw) { return tm2__engine_wall_ms(sw->e); }
+
+double tm2__sw_rand01(tm2_switch *sw)
 {
-    return (double)randombytes_random() / 4294967296.0;
+    uint32_t r;
+    tm2__engine_random(sw->e, &r, sizeof r);
+    return (double)r / 4294967296.0;
 }
 
 static tm2__configured *find_configured(tm2__configured *list, size_t n, const tm2_id *id,
@@ -128,7 +150,50 @@ void tm2__sw_update_counts(tm2_switch *sw)
 
 void tm2__sw_wake(tm2_switch *sw)
 {
-    uv_async_send(&sw->wake);
+    /* On the network thread a task of its own: a waker alone need not keep
+     * a loop running (the libuv engine's do not), a queued task does. */
+    if (tm2__mcs_loop_on_thread(&sw->ml)) {
+        if (!sw->finished)
+            tm2__defer(sw->e, &sw->wake_task);
+        return;
+    }
+    tm2__waker_send(&sw->wake);
+}
+
+/* ---- the own engine ------------------------------------------------------------------ */
+
+static int own_new(tm2_switch *sw)
+{
+    struct tm2__sw_own *o = calloc(1, sizeof *o);
+    if (!o)
+        return TM2_ENOMEM;
+    if (uv_loop_init(&o->loop) != 0) {
+        free(o);
+        return TM2_EIO;
+    }
+    int r = tm2__uv_engine_init(&o->ue, &o->loop);
+    if (r) {
+        uv_loop_close(&o->loop);
+        free(o);
+        return r;
+    }
+    sw->own = o;
+    sw->e = &o->ue.e;
+    return 0;
+}
+
+/* After the network thread ended (or never ran). */
+static void own_free(tm2_switch *sw)
+{
+    struct tm2__sw_own *o = sw->own;
+    if (!o)
+        return;
+    tm2__uv_engine_close(&o->ue);
+    uv_run(&o->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&o->loop) != 0)
+        tm2__sw_log(sw, TM2_LOG_ERROR, "switch loop closed with handles open", "");
+    free(o);
+    sw->own = NULL;
 }
 
 /* ---- tm2_switch_new ----------------------------------------------------------------- */
@@ -339,16 +404,19 @@ static int load_bans(tm2_switch *sw)
                     sw->ban_file, why);
         return r == TM2_ENOMEM ? r : TM2_EIO;
     }
-    r = tm2__bans_replace(&sw->bans, b, n, tm2__unix_ms());
+    r = tm2__bans_replace(&sw->bans, b, n, tm2__sw_wall(sw));
     free(b);
     if (!r)
         sw->bans_saved_gen = tm2__bans_gen(&sw->bans);
     tm2__sw_log(sw, TM2_LOG_INFO, "bans loaded", "file=%s count=%zu", sw->ban_file,
-                tm2__bans_copy(&sw->bans, tm2__unix_ms(), NULL, 0));
+                tm2__bans_copy(&sw->bans, tm2__sw_wall(sw), NULL, 0));
     return r;
 }
 
-int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
+static void stop_fn(tm2__task *k);
+static void wake_fn(tm2__task *k);
+
+static int switch_new(const tm2_switch_config *cfg, tm2__engine *e, tm2_switch **out)
 {
     if (!cfg || !out)
         return TM2_EINVAL;
@@ -364,6 +432,18 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
     tm2_switch *sw = calloc(1, sizeof *sw);
     if (!sw)
         return TM2_ENOMEM;
+    sw->e = e;
+    if (!e) {
+        int r = own_new(sw);
+        if (r) {
+            free(sw);
+            return r;
+        }
+    }
+    sw->stop_task.fn = stop_fn;
+    sw->stop_task.data = sw;
+    sw->wake_task.fn = wake_fn;
+    sw->wake_task.data = sw;
     sw->key = cfg->key;
     tm2_node_key_id(&sw->key, &sw->id);
     sw->log = cfg->log;
@@ -398,7 +478,9 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
                                     .protect_active = cfg->evict_protect_active,
                                     .protect_oldest_pct = cfg->evict_protect_oldest_pct};
     sw->ban_duration_ms = cfg->ban_duration_ms;
-    randombytes_buf(sw->group_hash_key, sizeof sw->group_hash_key);
+    tm2__engine_random(sw->e, sw->group_hash_key, sizeof sw->group_hash_key);
+    uint8_t hk[5][16];              /* hash keys of the tables */
+    tm2__engine_random(sw->e, hk, sizeof hk);
     bool bans_init = false;
 
     int r = 0;
@@ -444,9 +526,9 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
         sw->n_uncond = cfg->n_unconditional_peer_ids;
     }
     if ((sw->accept_ip_rate &&
-         (r = tm2__rate_init(&sw->rate_ip, TM2_ACCEPT_TABLE_ENTRIES)) != 0) ||
+         (r = tm2__rate_init(&sw->rate_ip, TM2_ACCEPT_TABLE_ENTRIES, hk[0])) != 0) ||
         (sw->accept_subnet_rate &&
-         (r = tm2__rate_init(&sw->rate_subnet, TM2_ACCEPT_TABLE_ENTRIES)) != 0))
+         (r = tm2__rate_init(&sw->rate_subnet, TM2_ACCEPT_TABLE_ENTRIES, hk[1])) != 0))
         goto fail;
     if ((r = tm2__bans_init(&sw->bans)) != 0)
         goto fail;
@@ -481,13 +563,14 @@ int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
         goto fail_life;
     }
     sw->cmds_tail = &sw->cmds;
-    if ((r = tm2__peer_set_init(&sw->peers)) != 0)
+    if ((r = tm2__peer_set_init(&sw->peers, hk[2])) != 0)
         goto fail_locks;
-    if ((r = tm2__peer_set_init(&sw->inflight)) != 0) {
+    if ((r = tm2__peer_set_init(&sw->inflight, hk[3])) != 0) {
         tm2__peer_set_free(&sw->peers);
         goto fail_locks;
     }
-    if ((r = tm2__dialq_init(&sw->dialq, DIALQ_EXTRA + sw->n_persistent + sw->n_seeds)) != 0) {
+    if ((r = tm2__dialq_init(&sw->dialq, DIALQ_EXTRA + sw->n_persistent + sw->n_seeds, hk[4])) !=
+        0) {
         tm2__peer_set_free(&sw->inflight);
         tm2__peer_set_free(&sw->peers);
         goto fail_locks;
@@ -508,8 +591,30 @@ fail:
         tm2__events_free(sw->events);
     free_config_copies(sw);
     tm2_node_key_wipe(&sw->key);
+    own_free(sw);
     free(sw);
     return r;
+}
+
+int tm2_switch_new(const tm2_switch_config *cfg, tm2_switch **out)
+{
+    return switch_new(cfg, NULL, out);
+}
+
+int tm2__switch_new_on(const tm2_switch_config *cfg, tm2__engine *e, tm2_switch **out)
+{
+    if (!e)
+        return TM2_EINVAL;
+    return switch_new(cfg, e, out);
+}
+
+tm2__engine *tm2__switch_engine(tm2_switch *sw) { return sw->e; }
+
+void tm2__switch_set_event_hook(tm2_switch *sw, void (*fn)(void *user, const tm2_event *ev),
+                                void *user)
+{
+    sw->event_hook = fn;
+    sw->event_hook_user = user;
 }
 
 /* ---- accessors ---------------------------------------------------------------------- */
@@ -595,7 +700,8 @@ int tm2_switch_broadcast(tm2_switch *sw, uint8_t ch, const void *data, size_t le
 /* ---- commands ------------------------------------------------------------------------- */
 
 /* Queues c for the loop; false (c not taken) once the loop takes no more.
- * The wake-up is sent under cmd_lock: the loop closes its async handle only
+ * On a given engine as on libuv, commands run on a later turn.
+ * The wake-up is sent under cmd_lock: the loop closes its waker only
  * after closing the list under the same lock, so no send can hit a closed
  * handle. */
 static bool post(tm2_switch *sw, tm2__cmd *c)
@@ -607,7 +713,7 @@ static bool post(tm2_switch *sw, tm2__cmd *c)
         *sw->cmds_tail = c;
         sw->cmds_tail = &c->next;
         if (sw->cmd_live)
-            uv_async_send(&sw->wake);
+            tm2__waker_send(&sw->wake);
     }
     uv_mutex_unlock(&sw->cmd_lock);
     return ok;
@@ -768,7 +874,7 @@ int tm2_switch_ban(tm2_switch *sw, const char *target, uint64_t duration_ms, con
         duration_ms = sw->ban_duration_ms;
     if (!duration_ms)
         return TM2_EINVAL;
-    int64_t now = tm2__unix_ms();
+    int64_t now = tm2__sw_wall(sw);
     b.created_unix_ms = now;
     b.expires_unix_ms = duration_ms == TM2_BAN_FOREVER || duration_ms > (uint64_t)(INT64_MAX - now)
                             ? 0
@@ -811,7 +917,7 @@ size_t tm2_switch_bans(tm2_switch *sw, tm2_ban *out, size_t cap)
 {
     if (!sw)
         return 0;
-    return tm2__bans_copy(&sw->bans, tm2__unix_ms(), out, cap);
+    return tm2__bans_copy(&sw->bans, tm2__sw_wall(sw), out, cap);
 }
 
 int tm2__switch_set_dial_source(tm2_switch *sw, const char *ip)
@@ -834,8 +940,6 @@ int tm2__switch_set_dial_source(tm2_switch *sw, const char *ip)
 
 /* ---- the network thread ----------------------------------------------------------------- */
 
-static void handle_closed(uv_handle_t *h) { (void)h; }
-
 static void transport_closed(tm2__transport *t)
 {
     tm2_switch *sw = t->data;
@@ -847,9 +951,18 @@ static void transport_closed(tm2__transport *t)
     tm2__sw_wake(sw);
 }
 
+static void wake_closed(tm2__waker *w)
+{
+    tm2_switch *sw = w->data;
+    /* On a given engine the stop ends a turn later, when the mcs loop's
+     * waker (closed on the same turn) is gone too. */
+    if (!sw->own)
+        tm2__defer(sw->e, &sw->stop_task);
+}
+
 /* Everything is closed once the transport is gone and every connection
- * reported on_close; the remaining handles close here, on a turn of their
- * own, and uv_run then returns. */
+ * reported on_close; the remaining handles close here, and the engine then
+ * has nothing of ours left (uv_run returns on the own thread). */
 static void maybe_finish(tm2_switch *sw)
 {
     if (!sw->stopping || sw->finished || sw->transport || sw->open_conns || sw->n_resolving ||
@@ -857,30 +970,53 @@ static void maybe_finish(tm2_switch *sw)
         return;
     tm2__sw_release_peers(sw);
     sw->finished = true;
+    tm2__undefer(sw->e, &sw->wake_task);
     tm2__sw_dial_clear(sw);
-    uv_close((uv_handle_t *)&sw->dial_timer, handle_closed);
-    uv_close((uv_handle_t *)&sw->redial_timer, handle_closed);
-    uv_close((uv_handle_t *)&sw->seed_timer, handle_closed);
-    uv_close((uv_handle_t *)&sw->wake, handle_closed);
+    tm2__timer_close(&sw->dial_timer);
+    tm2__timer_close(&sw->redial_timer);
+    tm2__timer_close(&sw->seed_timer);
     tm2__mcs_loop_close(&sw->ml);
+    tm2__waker_close(&sw->wake, wake_closed);
+    if (sw->own)
+        tm2__uv_engine_hold(&sw->own->ue, false);
 }
 
-static void every_cb(uv_timer_t *t)
+static void every_cb(tm2__timer *t)
 {
     tm2__every *e = t->data;
-    if (!e->sw->stopping)
-        e->fn(e->sw, e->user);
+    tm2_switch *sw = e->sw;
+    if (sw->stopping)
+        return;
+    tm2__timer_start(t, tm2__sw_now(sw) + e->interval_ms);
+    /* e may be gone when fn returns (fn may stop the switch). */
+    e->fn(sw, e->user);
 }
-
-static void every_closed(uv_handle_t *h) { free(h->data); }
 
 static void every_start(tm2_switch *sw, tm2__every *e)
 {
-    uv_timer_init(&sw->loop, &e->timer);
+    tm2__timer_init(sw->e, &e->timer, every_cb);
     e->timer.data = e;
     e->next = sw->everys;
     sw->everys = e;
-    uv_timer_start(&e->timer, every_cb, e->interval_ms, e->interval_ms);
+    tm2__timer_start(&e->timer, tm2__sw_now(sw) + e->interval_ms);
+}
+
+static void redial_tick(tm2__timer *t)
+{
+    tm2_switch *sw = t->data;
+    if (sw->stopping)
+        return;
+    tm2__timer_start(t, tm2__sw_now(sw) + sw->redial_scan_ms);
+    tm2__sw_redial_scan(sw);
+}
+
+static void seed_tick(tm2__timer *t)
+{
+    tm2_switch *sw = t->data;
+    if (sw->stopping)
+        return;
+    tm2__timer_start(t, tm2__sw_now(sw) + sw->seed_interval_ms);
+    tm2__sw_seed_round(sw);
 }
 
 /* Stop on the loop: transport, peers, reactors, then the handles. */
@@ -904,13 +1040,14 @@ static void begin_stop(tm2_switch *sw)
         if (e)
             tm2__sw_peer_remove(sw, e->peer, 0, NULL);
     }
-    uv_timer_stop(&sw->dial_timer);
-    uv_timer_stop(&sw->redial_timer);
-    uv_timer_stop(&sw->seed_timer);
+    tm2__timer_stop(&sw->dial_timer);
+    tm2__timer_stop(&sw->redial_timer);
+    tm2__timer_stop(&sw->seed_timer);
     while (sw->everys) {
         tm2__every *e = sw->everys;
         sw->everys = e->next;
-        uv_close((uv_handle_t *)&e->timer, every_closed);
+        tm2__timer_close(&e->timer);
+        free(e);
     }
     for (size_t i = sw->n_reactors; i-- > 0;) {
         tm2__reactor_slot *s = &sw->reactors[i];
@@ -961,9 +1098,9 @@ static void run_commands(tm2_switch *sw)
         begin_stop(sw);
 }
 
-static void wake_cb(uv_async_t *a)
+static void wake_cb(tm2__waker *w)
 {
-    tm2_switch *sw = a->data;
+    tm2_switch *sw = w->data;
     if (sw->finished)
         return;
     run_commands(sw);
@@ -971,6 +1108,12 @@ static void wake_cb(uv_async_t *a)
     if (!sw->stopping)
         tm2__sw_arm_dial_timer(sw);
     maybe_finish(sw);
+}
+
+static void wake_fn(tm2__task *k)
+{
+    tm2_switch *sw = k->data;
+    wake_cb(&sw->wake);
 }
 
 static void start_done(tm2_switch *sw, int err)
@@ -1004,10 +1147,9 @@ static int bind_listener(tm2_switch *sw)
     return tm2__transport_set_node_info(sw->transport, &sw->ni);
 }
 
-static void thread_main(void *arg)
+/* The first steps on the network thread: reactors, then the listener. */
+static int start_reactors(tm2_switch *sw)
 {
-    tm2_switch *sw = arg;
-    tm2__mcs_loop_bind_thread(&sw->ml);
     int err = 0;
     for (size_t i = 0; i < sw->n_reactors && !err; i++) {
         tm2__reactor_slot *s = &sw->reactors[i];
@@ -1020,45 +1162,50 @@ static void thread_main(void *arg)
         }
         s->started = true;
     }
-    if (!err)
-        err = bind_listener(sw);
-    start_done(sw, err);
-    if (err) {
-        begin_stop(sw);
-    } else {
-        atomic_store(&sw->started_ms, tm2__sw_now(sw));
-        for (size_t i = 0; i < sw->n_persistent; i++)
-            tm2__sw_redial(sw, i);
-        uv_timer_start(&sw->redial_timer, tm2__sw_redial_scan_cb, sw->redial_scan_ms,
-                       sw->redial_scan_ms);
-        tm2__sw_seed_timer_cb(&sw->seed_timer);
-        uv_timer_start(&sw->seed_timer, tm2__sw_seed_timer_cb, sw->seed_interval_ms,
-                       sw->seed_interval_ms);
-        if (tm2__sw_log_on(sw, TM2_LOG_INFO)) {
-            char b[TM2_NETADDR_STRLEN + 1];
-            tm2__sw_log(sw, TM2_LOG_INFO, "switch started", "id=%s addr=%s", sw->id.s,
-                        tm2__sw_addr_str(&sw->ni.net_address, b, sizeof b));
-        }
-        run_commands(sw);
-        tm2__sw_bans_changed(sw);
-        tm2__sw_arm_dial_timer(sw);
-    }
-    uv_run(&sw->loop, UV_RUN_DEFAULT);
-    /* Close callbacks queued by the last turn. */
-    uv_run(&sw->loop, UV_RUN_NOWAIT);
-    if (uv_loop_close(&sw->loop) != 0)
-        tm2__sw_log(sw, TM2_LOG_ERROR, "switch loop closed with handles open", "");
+    return err ? err : bind_listener(sw);
 }
 
-static int init_loop(tm2_switch *sw)
+/* Started: the services run. */
+static void start_services(tm2_switch *sw)
 {
-    if (uv_loop_init(&sw->loop) != 0)
-        return TM2_EIO;
-    int r = tm2__mcs_loop_init(&sw->ml, &sw->loop);
-    if (r) {
-        uv_loop_close(&sw->loop);
-        return r;
+    atomic_store(&sw->started_ms, tm2__sw_now(sw));
+    for (size_t i = 0; i < sw->n_persistent; i++)
+        tm2__sw_redial(sw, i);
+    tm2__timer_start(&sw->redial_timer, tm2__sw_now(sw) + sw->redial_scan_ms);
+    tm2__sw_seed_round(sw);
+    tm2__timer_start(&sw->seed_timer, tm2__sw_now(sw) + sw->seed_interval_ms);
+    if (tm2__sw_log_on(sw, TM2_LOG_INFO)) {
+        char b[TM2_NETADDR_STRLEN + 1];
+        tm2__sw_log(sw, TM2_LOG_INFO, "switch started", "id=%s addr=%s", sw->id.s,
+                    tm2__sw_addr_str(&sw->ni.net_address, b, sizeof b));
     }
+    run_commands(sw);
+    tm2__sw_bans_changed(sw);
+    tm2__sw_arm_dial_timer(sw);
+}
+
+static void thread_main(void *arg)
+{
+    tm2_switch *sw = arg;
+    tm2__mcs_loop_bind_thread(&sw->ml);
+    int err = start_reactors(sw);
+    start_done(sw, err);
+    if (err)
+        begin_stop(sw);
+    else
+        start_services(sw);
+    uv_run(&sw->own->loop, UV_RUN_DEFAULT);
+    /* Close callbacks queued by the last turn. */
+    uv_run(&sw->own->loop, UV_RUN_NOWAIT);
+}
+
+/* The mcs loop, the transport, the waker and the timers on sw->e. On
+ * failure nothing is left open but what closes on the engine's next turn. */
+static int init_net(tm2_switch *sw)
+{
+    int r = tm2__mcs_loop_init(&sw->ml, sw->e);
+    if (r)
+        return r;
     tm2__tcp_transport_config tc;
     memset(&tc, 0, sizeof tc);
     tc.key = sw->key;
@@ -1074,25 +1221,27 @@ static int init_loop(tm2_switch *sw)
     tc.log_level = sw->log_level;
     r = tm2__tcp_transport_new(&sw->ml, &tc, &tm2__sw_transport_cbs, sw, &sw->transport);
     tm2_node_key_wipe(&tc.key);
+    if (!r) {
+        sw->wake.data = sw;
+        if (tm2__waker_init(sw->e, &sw->wake, wake_cb) != 0) {
+            tm2__transport_close(sw->transport, NULL);
+            sw->transport = NULL;
+            r = TM2_EIO;
+        }
+    }
     uv_mutex_lock(&sw->snap_lock);
     sw->snap_tp = sw->transport;
     uv_mutex_unlock(&sw->snap_lock);
     if (r) {
         tm2__mcs_loop_close(&sw->ml);
-        uv_run(&sw->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&sw->loop);
         return r;
     }
-    uv_async_init(&sw->loop, &sw->wake, wake_cb);
-    sw->wake.data = sw;
-    uv_timer_init(&sw->loop, &sw->dial_timer);
+    tm2__timer_init(sw->e, &sw->dial_timer, tm2__sw_dial_timer_cb);
     sw->dial_timer.data = sw;
-    uv_timer_init(&sw->loop, &sw->redial_timer);
+    tm2__timer_init(sw->e, &sw->redial_timer, redial_tick);
     sw->redial_timer.data = sw;
-    uv_unref((uv_handle_t *)&sw->redial_timer);
-    uv_timer_init(&sw->loop, &sw->seed_timer);
+    tm2__timer_init(sw->e, &sw->seed_timer, seed_tick);
     sw->seed_timer.data = sw;
-    uv_unref((uv_handle_t *)&sw->seed_timer);
     return 0;
 }
 
@@ -1140,31 +1289,97 @@ static void drain_commands(tm2_switch *sw)
     }
 }
 
-int tm2_switch_start(tm2_switch *sw)
+/* The network side is gone (thread joined, or the engine closed our last
+ * handle): what is left of the stop. */
+static void stopped(tm2_switch *sw)
 {
-    if (!sw)
-        return TM2_EINVAL;
-    /* Check and claim in one step: a second starter gets TM2_ESTATE. */
+    drain_commands(sw);
+    tm2__sw_bans_save_sync(sw);
+    uv_mutex_lock(&sw->snap_lock);
+    sw->n_snap = 0;
+    sw->snap_in = sw->snap_out = sw->snap_dialing = 0;
+    uv_mutex_unlock(&sw->snap_lock);
+    tm2__events_close(sw->events);
+    set_state(sw, SW_STOPPED);
+}
+
+static void stop_fn(tm2__task *k)
+{
+    tm2_switch *sw = k->data;
+    uv_mutex_lock(&sw->life_lock);
+    bool done = sw->state == SW_STOPPED;
+    uv_mutex_unlock(&sw->life_lock);
+    if (!done)
+        stopped(sw);
+    void (*fn)(tm2_switch *, void *) = sw->stop_done;
+    sw->stop_done = NULL;
+    /* Last: fn may free sw. */
+    if (fn)
+        fn(sw, sw->stop_done_user);
+}
+
+/* Claims NEW -> STARTING: a second starter gets false. */
+static bool claim_start(tm2_switch *sw)
+{
     uv_mutex_lock(&sw->life_lock);
     bool fresh = sw->state == SW_NEW;
     if (fresh)
         sw->state = SW_STARTING;
     uv_mutex_unlock(&sw->life_lock);
-    if (!fresh)
-        return TM2_ESTATE;
-    ignore_sigpipe();
-    int r = init_loop(sw);
-    if (r) {
-        set_state(sw, SW_NEW);
-        return r;
-    }
+    return fresh;
+}
+
+static void net_live(tm2_switch *sw)
+{
     uv_mutex_lock(&sw->life_lock);
     sw->handles_init = true;
     uv_mutex_unlock(&sw->life_lock);
     uv_mutex_lock(&sw->cmd_lock);
     sw->cmd_live = true;
     uv_mutex_unlock(&sw->cmd_lock);
-    if (uv_thread_create(&sw->thread, thread_main, sw) != 0) {
+}
+
+/* On a given engine: everything inline, on the caller's (the engine's)
+ * thread. A failure leaves the stop under way on later turns. */
+static int start_on_engine(tm2_switch *sw)
+{
+    int r = init_net(sw);
+    if (r) {
+        set_state(sw, SW_NEW);
+        return r;
+    }
+    net_live(sw);
+    if ((r = start_reactors(sw)) != 0) {
+        set_state(sw, SW_STOPPING);
+        begin_stop(sw);
+        return r;
+    }
+    uv_mutex_lock(&sw->life_lock);
+    sw->state = SW_RUNNING;
+    uv_cond_broadcast(&sw->life_cond);
+    uv_mutex_unlock(&sw->life_lock);
+    start_services(sw);
+    return 0;
+}
+
+int tm2_switch_start(tm2_switch *sw)
+{
+    if (!sw)
+        return TM2_EINVAL;
+    if (!claim_start(sw))
+        return TM2_ESTATE;
+    ignore_sigpipe();
+    if (!sw->own)
+        return start_on_engine(sw);
+    int r = init_net(sw);
+    if (r) {
+        uv_run(&sw->own->loop, UV_RUN_DEFAULT);
+        set_state(sw, SW_NEW);
+        return r;
+    }
+    net_live(sw);
+    tm2__uv_engine_hold(&sw->own->ue, true);
+    if (uv_thread_create(&sw->own->thread, thread_main, sw) != 0) {
         /* Nothing ran on the loop yet: tear it down here. */
         sw->stopping = true;
         uv_mutex_lock(&sw->cmd_lock);
@@ -1172,13 +1387,13 @@ int tm2_switch_start(tm2_switch *sw)
         sw->cmd_closed = true;
         uv_mutex_unlock(&sw->cmd_lock);
         tm2__transport_close(sw->transport, transport_closed);
-        uv_close((uv_handle_t *)&sw->dial_timer, handle_closed);
-        uv_close((uv_handle_t *)&sw->redial_timer, handle_closed);
-        uv_close((uv_handle_t *)&sw->seed_timer, handle_closed);
-        uv_close((uv_handle_t *)&sw->wake, handle_closed);
+        tm2__timer_close(&sw->dial_timer);
+        tm2__timer_close(&sw->redial_timer);
+        tm2__timer_close(&sw->seed_timer);
+        tm2__waker_close(&sw->wake, NULL);
         tm2__mcs_loop_close(&sw->ml);
-        uv_run(&sw->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&sw->loop);
+        tm2__uv_engine_hold(&sw->own->ue, false);
+        uv_run(&sw->own->loop, UV_RUN_DEFAULT);
         drain_commands(sw);
         set_state(sw, SW_STOPPED);
         tm2__events_close(sw->events);
@@ -1194,12 +1409,32 @@ int tm2_switch_start(tm2_switch *sw)
     }
     uv_mutex_unlock(&sw->life_lock);
     if (r) {
-        uv_thread_join(&sw->thread);
+        uv_thread_join(&sw->own->thread);
         drain_commands(sw);
         set_state(sw, SW_STOPPED);
         tm2__events_close(sw->events);
     }
     return r;
+}
+
+void tm2__switch_stop_async(tm2_switch *sw, void (*done)(tm2_switch *sw, void *user), void *user)
+{
+    if (sw->own) {
+        tm2__sw_log(sw, TM2_LOG_ERROR, "tm2__switch_stop_async on a switch with its own thread", "");
+        return;
+    }
+    sw->stop_done = done;
+    sw->stop_done_user = user;
+    uv_mutex_lock(&sw->life_lock);
+    int state = sw->state;
+    if (state == SW_RUNNING)
+        sw->state = SW_STOPPING;
+    uv_mutex_unlock(&sw->life_lock);
+    if (state == SW_RUNNING)
+        begin_stop(sw);
+    else if (state != SW_STOPPING)
+        tm2__defer(sw->e, &sw->stop_task);   /* never started, or stopped */
+    /* STOPPING: the stop under way (a failed start) calls done. */
 }
 
 void tm2_switch_stop(tm2_switch *sw)
@@ -1208,6 +1443,12 @@ void tm2_switch_stop(tm2_switch *sw)
         return;
     /* One stopper joins the thread; any other waits until it is done. */
     uv_mutex_lock(&sw->life_lock);
+    if (!sw->own && sw->state != SW_NEW && sw->state != SW_STOPPED) {
+        uv_mutex_unlock(&sw->life_lock);
+        tm2__sw_log(sw, TM2_LOG_ERROR, "tm2_switch_stop on an engine's switch: use "
+                    "tm2__switch_stop_async", "");
+        return;
+    }
     if ((sw->state == SW_STARTING || sw->state == SW_RUNNING) && sw->handles_init &&
         tm2__mcs_loop_on_thread(&sw->ml)) {
         uv_mutex_unlock(&sw->life_lock);
@@ -1230,18 +1471,11 @@ void tm2_switch_stop(tm2_switch *sw)
         uv_mutex_lock(&sw->cmd_lock);
         sw->stop_requested = true;
         if (sw->cmd_live)
-            uv_async_send(&sw->wake);
+            tm2__waker_send(&sw->wake);
         uv_mutex_unlock(&sw->cmd_lock);
-        uv_thread_join(&sw->thread);
+        uv_thread_join(&sw->own->thread);
     }
-    drain_commands(sw);
-    tm2__sw_bans_save_sync(sw);
-    uv_mutex_lock(&sw->snap_lock);
-    sw->n_snap = 0;
-    sw->snap_in = sw->snap_out = sw->snap_dialing = 0;
-    uv_mutex_unlock(&sw->snap_lock);
-    tm2__events_close(sw->events);
-    set_state(sw, SW_STOPPED);
+    stopped(sw);
 }
 
 void tm2_switch_free(tm2_switch *sw)
@@ -1250,12 +1484,13 @@ void tm2_switch_free(tm2_switch *sw)
         return;
     tm2_switch_stop(sw);
     uv_mutex_lock(&sw->life_lock);
-    bool stopped = sw->state == SW_STOPPED;
+    bool stopped_now = sw->state == SW_STOPPED;
     uv_mutex_unlock(&sw->life_lock);
-    if (!stopped)
-        return;   /* called on the network thread: refused */
+    if (!stopped_now)
+        return;   /* called on the network thread, or an engine's switch still running: refused */
     drain_commands(sw);
     tm2__sw_bans_save_sync(sw);   /* bans made after stop */
+    own_free(sw);
     tm2__events_free(sw->events);
     tm2__bans_free(&sw->bans);
     tm2__dialq_free(&sw->dialq);

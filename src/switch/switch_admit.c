@@ -163,7 +163,7 @@ static void refusal_log(tm2_switch *sw, bool flush)
         total += sw->refused_unlogged[i];
     if (!total)
         return;
-    uint64_t now = uv_now(&sw->loop);
+    uint64_t now = tm2__sw_now(sw);
     if (sw->refused_log_started && now - sw->refused_log_ms < REFUSAL_LOG_INTERVAL_MS)
         return;
     if (flush && !sw->refused_log_started)
@@ -225,7 +225,7 @@ int tm2__sw_admit(tm2__transport *t, const tm2_netaddr *remote, size_t pending_f
         tm2__group_key ip, net;
         tm2__group_key_of(remote, TM2__BY_IP, true, &ip);
         tm2__group_key_of(remote, TM2__BY_SUBNET, true, &net);
-        uint64_t now = uv_now(&sw->loop);
+        uint64_t now = tm2__sw_now(sw);
         if (sw->rate_ip.e && !tm2__rate_peek(&sw->rate_ip, &ip, now, sw->accept_ip_rate,
                                              sw->accept_ip_burst))
             return refuse(sw, TM2_REFUSED_RATE_IP);
@@ -243,13 +243,13 @@ int tm2__sw_admit(tm2__transport *t, const tm2_netaddr *remote, size_t pending_f
 
 /* ---- admission after the handshake ------------------------------------------------------------ */
 
-static void ban_until_text(const tm2_ban *b, char *out, size_t cap)
+static void ban_until_text(const tm2_ban *b, int64_t now, char *out, size_t cap)
 {
     if (!b->expires_unix_ms) {
         snprintf(out, cap, "for good");
         return;
     }
-    int64_t left = b->expires_unix_ms - tm2__unix_ms();
+    int64_t left = b->expires_unix_ms - now;
     snprintf(out, cap, "for %" PRId64 " s more", left > 0 ? (left + 999) / 1000 : 0);
 }
 
@@ -258,9 +258,9 @@ int tm2__sw_admit_verified(tm2_switch *sw, const tm2__transport_conn *c, char *w
 {
     *victim = NULL;
     tm2_ban hit;
-    if (tm2__bans_has_id(&sw->bans, &c->id, tm2__unix_ms(), &hit)) {
+    if (tm2__bans_has_id(&sw->bans, &c->id, tm2__sw_wall(sw), &hit)) {
         char until[48];
-        ban_until_text(&hit, until, sizeof until);
+        ban_until_text(&hit, tm2__sw_wall(sw), until, sizeof until);
         snprintf(why, why_len, "peer ID banned %s", until);
         return TM2_EBANNED;
     }
@@ -334,12 +334,12 @@ bool tm2__sw_group_taken(tm2_switch *sw, const tm2_netaddr *addr)
 
 bool tm2__sw_banned_id(tm2_switch *sw, const tm2_id *id)
 {
-    return tm2__bans_has_id(&sw->bans, id, tm2__unix_ms(), NULL);
+    return tm2__bans_has_id(&sw->bans, id, tm2__sw_wall(sw), NULL);
 }
 
 bool tm2__sw_banned_ip(tm2_switch *sw, const tm2_netaddr *a)
 {
-    return tm2__bans_has_ip(&sw->bans, a->ip, tm2__unix_ms(), NULL);
+    return tm2__bans_has_ip(&sw->bans, a->ip, tm2__sw_wall(sw), NULL);
 }
 
 /* Errors that only a peer breaking the protocol causes. A frame that fails
@@ -385,7 +385,7 @@ void tm2__sw_ban_misbehaving(tm2_switch *sw, tm2_peer *p, int reason, const char
     if (!sw->ban_duration_ms || !misbehaviour(reason) || p->persistent || p->uncond ||
         p->replaced || sw->stopping)
         return;
-    int64_t now = tm2__unix_ms();
+    int64_t now = tm2__sw_wall(sw);
     tm2_ban b;
     memset(&b, 0, sizeof b);
     b.created_unix_ms = now;
@@ -417,35 +417,36 @@ void tm2__sw_ban_misbehaving(tm2_switch *sw, tm2_peer *p, int reason, const char
     tm2__sw_bans_changed(sw);
 }
 
-/* A write of the ban file on the thread pool. */
+/* A write of the ban file as engine work (libuv's thread pool). */
 typedef struct tm2__ban_save {
-    uv_work_t work;
+    tm2__work work;
     tm2_switch *sw;
     tm2_ban *b;
     size_t n;
     uint64_t gen;
+    int64_t now;                    /* the wall clock when the copy was taken */
     int rc;
     char why[512];
 } tm2__ban_save;
 
-static void save_work(uv_work_t *w)
+static void save_work(tm2__work *w)
 {
     tm2__ban_save *s = w->data;
-    s->rc = tm2_ban_file_save(s->sw->ban_file, s->b, s->n, tm2__unix_ms(), s->why, sizeof s->why);
+    s->rc = tm2_ban_file_save(s->sw->ban_file, s->b, s->n, s->now, s->why, sizeof s->why);
 }
 
 static void save_start(tm2_switch *sw);
 
-static void save_done(uv_work_t *w, int status)
+static void save_done(tm2__work *w, bool cancelled)
 {
     tm2__ban_save *s = w->data;
     tm2_switch *sw = s->sw;
     sw->ban_save = NULL;
-    if (status == 0 && s->rc == 0)
+    if (!cancelled && s->rc == 0)
         sw->bans_saved_gen = s->gen;
     else
         tm2__sw_log(sw, TM2_LOG_ERROR, "cannot save the ban file", "file=%s reason=%s",
-                    sw->ban_file, status ? uv_strerror(status) : s->why);
+                    sw->ban_file, cancelled ? "cancelled" : s->why);
     free(s->b);
     free(s);
     if (!sw->stopping)
@@ -463,7 +464,7 @@ static void save_start(tm2_switch *sw)
     tm2__ban_save *s = calloc(1, sizeof *s);
     if (!s)
         return;
-    int64_t now = tm2__unix_ms();
+    int64_t now = tm2__sw_wall(sw);
     size_t n = tm2__bans_copy(&sw->bans, now, NULL, 0);
     s->b = n ? calloc(n, sizeof *s->b) : NULL;
     if (n && !s->b) {
@@ -475,8 +476,11 @@ static void save_start(tm2_switch *sw)
         s->n = n;
     s->gen = gen;
     s->sw = sw;
+    s->now = now;
     s->work.data = s;
-    if (uv_queue_work(&sw->loop, &s->work, save_work, save_done) != 0) {
+    s->work.run = save_work;
+    s->work.done = save_done;
+    if (tm2__work_submit(sw->e, &s->work) != 0) {
         free(s->b);
         free(s);
         return;
@@ -493,7 +497,7 @@ void tm2__sw_bans_changed(tm2_switch *sw)
 {
     if (sw->stopping)
         return;
-    int64_t now = tm2__unix_ms();
+    int64_t now = tm2__sw_wall(sw);
     for (size_t i = tm2__peer_set_count(&sw->peers); i-- > 0;) {
         const tm2__peer_entry *e = tm2__peer_set_at(&sw->peers, i);
         if (!e)
@@ -515,7 +519,7 @@ void tm2__sw_bans_save_sync(tm2_switch *sw)
     uint64_t gen = tm2__bans_gen(&sw->bans);
     if (gen == sw->bans_saved_gen)
         return;
-    int64_t now = tm2__unix_ms();
+    int64_t now = tm2__sw_wall(sw);
     size_t n = tm2__bans_copy(&sw->bans, now, NULL, 0);
     tm2_ban *b = n ? calloc(n, sizeof *b) : NULL;
     if (n && !b) {

@@ -8,8 +8,8 @@
  *   drops is redialled at once; a connect drops any dial still queued;
  * - one seed, picked at random, is dialled at start and every seed interval
  *   while the outbound count is below its cap and no other dial is due;
- * - configured host names are resolved before every dial, on the libuv
- *   thread pool, never on the network thread.
+ * - configured host names are resolved before every dial, as engine work
+ *   (libuv's thread pool), never on the network thread.
  *
  * Unlike the reference, the outbound cap is checked again when a queued
  * dial runs, counting the dials already in flight, so it is never
@@ -49,17 +49,11 @@ void tm2__sw_arm_dial_timer(tm2_switch *sw)
         return;
     uint64_t due;
     if (!tm2__dialq_next_due(&sw->dialq, &due)) {
-        if (sw->dial_timer_due) {
-            uv_timer_stop(&sw->dial_timer);
-            sw->dial_timer_due = 0;
-        }
+        tm2__timer_stop(&sw->dial_timer);
         return;
     }
-    if (sw->dial_timer_due == due && uv_is_active((uv_handle_t *)&sw->dial_timer))
-        return;
-    uint64_t now = uv_now(&sw->loop);
-    uv_timer_start(&sw->dial_timer, tm2__sw_dial_timer_cb, due > now ? due - now : 0, 0);
-    sw->dial_timer_due = due;
+    if (sw->dial_timer.due != due)
+        tm2__timer_start(&sw->dial_timer, due);
 }
 
 static void push(tm2_switch *sw, uint64_t due, const tm2_netaddr *addr, unsigned flags)
@@ -150,8 +144,9 @@ static int system_resolve(const char *host, uint16_t port, tm2_netaddr *out, siz
     return n ? (int)n : TM2_ERESOLVE;
 }
 
-/* The thread pool: may block. Touches only ctx and the immutable resolver. */
-static void resolve_work(uv_work_t *w)
+/* Off the network thread: may block. Touches only ctx and the immutable
+ * resolver. */
+static void resolve_work(tm2__work *w)
 {
     tm2__dial_ctx *ctx = w->data;
     tm2_netaddr out[RESOLVE_MAX];
@@ -167,7 +162,7 @@ static void resolve_work(uv_work_t *w)
         ctx->resolved = out[0];
 }
 
-static void resolve_done(uv_work_t *w, int status)
+static void resolve_done(tm2__work *w, bool cancelled)
 {
     tm2__dial_ctx *ctx = w->data;
     tm2_switch *sw = ctx->sw;
@@ -175,7 +170,7 @@ static void resolve_done(uv_work_t *w, int status)
     sw->n_resolving--;
     /* Dropped by a stop (dial_clear left it to us) or cancelled. */
     if (tm2__peer_set_find(&sw->inflight, &ctx->addr.id) != ctx || sw->stopping ||
-        status == UV_ECANCELED) {
+        cancelled) {
         if (tm2__peer_set_find(&sw->inflight, &ctx->addr.id) == ctx)
             tm2__sw_dial_done(sw, ctx);
         else
@@ -248,7 +243,9 @@ static void run_dial(tm2_switch *sw, const tm2__dial_item *it)
     snprintf(ctx->host, sizeof ctx->host, "%s", c->host);
     ctx->addr.port = c->port;
     ctx->work.data = ctx;
-    if (uv_queue_work(&sw->loop, &ctx->work, resolve_work, resolve_done) != 0) {
+    ctx->work.run = resolve_work;
+    ctx->work.done = resolve_done;
+    if (tm2__work_submit(sw->e, &ctx->work) != 0) {
         tm2_netaddr copy = ctx->addr;
         tm2__sw_dial_done(sw, ctx);
         dial_failed(sw, &copy, TM2_EIO, "resolver unavailable");
@@ -259,10 +256,9 @@ static void run_dial(tm2_switch *sw, const tm2__dial_item *it)
     sw->n_resolving++;
 }
 
-void tm2__sw_dial_timer_cb(uv_timer_t *t)
+void tm2__sw_dial_timer_cb(tm2__timer *t)
 {
     tm2_switch *sw = t->data;
-    sw->dial_timer_due = 0;
     if (sw->stopping)
         return;
     uint64_t now = tm2__sw_now(sw);
@@ -294,7 +290,7 @@ void tm2__sw_redial(tm2_switch *sw, size_t idx)
     int64_t delay = 0;
     if (e->attempted) {
         delay = tm2_backoff_ms(e->attempts, sw->redial_base_ms, sw->redial_max_ms,
-                               tm2__sw_rand01());
+                               tm2__sw_rand01(sw));
         if (delay < 0)
             delay = 0;
         if (e->attempts < 63)
@@ -334,9 +330,8 @@ void tm2__sw_persistent_down(tm2_switch *sw, size_t idx)
 
 /* The redial service's tick: persistent peers neither connected, queued nor
  * being dialled (a redial that found the queue full) are queued again. */
-void tm2__sw_redial_scan_cb(uv_timer_t *t)
+void tm2__sw_redial_scan(tm2_switch *sw)
 {
-    tm2_switch *sw = t->data;
     tm2__sw_refusal_log_flush(sw);
     for (size_t i = 0; i < sw->n_persistent && !sw->stopping; i++)
         tm2__sw_redial(sw, i);
@@ -344,9 +339,8 @@ void tm2__sw_redial_scan_cb(uv_timer_t *t)
 
 /* ---- seeds ------------------------------------------------------------------------------------- */
 
-void tm2__sw_seed_timer_cb(uv_timer_t *t)
+void tm2__sw_seed_round(tm2_switch *sw)
 {
-    tm2_switch *sw = t->data;
     if (sw->stopping || !sw->n_seeds || sw->n_out - sw->n_uncond_out >= sw->max_outbound)
         return;
     /* Seeds refill discovery: not needed while a discovered peer is due. */
@@ -361,7 +355,7 @@ void tm2__sw_seed_timer_cb(uv_timer_t *t)
             (s->literal && tm2__sw_is_self(sw, &s->addr)))
             continue;
         /* Reservoir sampling: a uniform pick in one pass. */
-        if (tm2__sw_rand01() * (double)++n < 1.0)
+        if (tm2__engine_uniform(sw->e, (uint32_t)++n) == 0)
             pick = i;
     }
     if (!n)
@@ -387,7 +381,7 @@ void tm2__sw_dial_clear(tm2_switch *sw)
         /* A resolution in progress owns its ctx until resolve_done,
          * cancelled or not. */
         if (ctx && ctx->resolving)
-            (void)uv_cancel((uv_req_t *)&ctx->work);
+            (void)tm2__work_cancel(&ctx->work);
         else
             free(ctx);
     }

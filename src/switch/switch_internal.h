@@ -2,6 +2,10 @@
  * broadcast), switch_peer.c (transport callbacks, peer lifecycle),
  * switch_dial.c (dial and redial services) and peer.c (the tm2_peer API).
  *
+ * The network thread is the thread of the switch's engine (net/engine.h):
+ * its own libuv thread, or the caller's for a switch made on a given engine
+ * (switch/switch_engine.h).
+ *
  * Threads: fields marked "loop" are touched only on the network thread;
  * "snap" fields are under snap_lock, "cmd" fields under cmd_lock, "life"
  * fields under life_lock. A peer's "lock" fields are under its own mutex. */
@@ -13,9 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uv.h>
+#include <uv.h>   /* uv_mutex_t, uv_cond_t, uv_thread_t: thread primitives */
 
 #include "common/log.h"
+#include "net/engine_uv.h"
 #include "net/mconn_stream.h"
 #include "net/transport.h"
 #include "switch/bans.h"
@@ -113,7 +118,7 @@ enum tm2__cmd_type { CMD_DIAL = 1, CMD_STOP_PEER, CMD_EVERY, CMD_BANS };
 
 /* Periodic work of tm2_switch_every. */
 typedef struct tm2__every {
-    uv_timer_t timer;
+    tm2__timer timer;
     uint32_t interval_ms;
     void (*fn)(tm2_switch *sw, void *user);
     void *user;
@@ -157,7 +162,7 @@ typedef struct tm2__dial_ctx {
     tm2_netaddr addr;
     unsigned flags;
     tm2_switch *sw;
-    uv_work_t work;                 /* resolving a configured host name */
+    tm2__work work;                 /* resolving a configured host name */
     char host[TM2__HOST_MAX];
     bool resolving;                 /* on the thread pool: resolve_done frees it */
     int resolve_err;                /* written by the pool, read after it */
@@ -239,14 +244,22 @@ struct tm2_switch {
     atomic_uint_fast64_t started_ms; /* tm2__sw_now at start; 0 before */
 
     /* The network thread. */
-    uv_loop_t loop;
+    tm2__engine *e;                 /* the engine everything runs on */
+    struct tm2__sw_own *own;        /* its own libuv engine and thread; NULL
+                                     * on a given engine */
     tm2__mcs_loop ml;
-    uv_thread_t thread;
-    uv_async_t wake;
-    uv_timer_t dial_timer;
-    uv_timer_t redial_timer;
-    uv_timer_t seed_timer;
+    tm2__waker wake;
+    tm2__timer dial_timer;
+    tm2__timer redial_timer;
+    tm2__timer seed_timer;
     bool handles_init;
+    /* On a given engine (loop): observers of tm2__switch_new_on. */
+    void (*event_hook)(void *user, const tm2_event *ev);
+    void *event_hook_user;
+    void (*stop_done)(tm2_switch *sw, void *user);
+    void *stop_done_user;
+    tm2__task stop_task;            /* stop_done's own turn */
+    tm2__task wake_task;            /* tm2__sw_wake on the network thread */
 
     /* life */
     uv_mutex_t life_lock;
@@ -300,7 +313,6 @@ struct tm2_switch {
     } lost[8];
     size_t n_lost;
     tm2__dialq dialq;
-    uint64_t dial_timer_due;        /* 0: not armed */
     size_t open_conns;              /* peers whose mcs has not reported on_close */
     tm2_peer *release;              /* peers whose switch reference goes next turn */
     tm2__every *everys;             /* running periodic timers */
@@ -320,15 +332,21 @@ void tm2__sw_publish(tm2_switch *sw, tm2_event_type type, const tm2_id *id,
 void tm2__sw_count_event(tm2_switch *sw, const tm2_event *ev);
 /* Refreshes the counts other threads read. Loop thread. */
 void tm2__sw_update_counts(tm2_switch *sw);
-/* Wakes the loop for the release list / commands. Any thread. */
+/* Wakes the loop for the release list / commands (a later turn). Any
+ * thread. */
 void tm2__sw_wake(tm2_switch *sw);
 bool tm2__sw_is_persistent_id(const tm2_switch *sw, const tm2_id *id, size_t *idx);
 /* The configured entry of a persistent peer or a seed with this ID, or NULL. */
 tm2__configured *tm2__sw_configured(tm2_switch *sw, const tm2_id *id);
+/* The engine's clocks: monotonic ms (network thread) and Unix ms (any
+ * thread on libuv; the public calls that read it on a given engine are made
+ * on its thread). */
 uint64_t tm2__sw_now(tm2_switch *sw);
+int64_t tm2__sw_wall(tm2_switch *sw);
 /* Ourselves: our ID, or our bound or advertised dial address. */
 bool tm2__sw_is_self(tm2_switch *sw, const tm2_netaddr *a);
-double tm2__sw_rand01(void);
+/* Uniform in [0, 1), from the engine's randomness. */
+double tm2__sw_rand01(tm2_switch *sw);
 
 /* Tests: dials leave from this IP (before tm2_switch_start). 0, TM2_EINVAL
  * or TM2_ESTATE. */
@@ -388,11 +406,13 @@ void tm2__sw_redial(tm2_switch *sw, size_t idx);
 /* The persistent peer idx connected / was lost (not replaced). */
 void tm2__sw_persistent_up(tm2_switch *sw, size_t idx);
 void tm2__sw_persistent_down(tm2_switch *sw, size_t idx);
-void tm2__sw_seed_timer_cb(uv_timer_t *t);
+/* One seed round (the seed timer's tick). */
+void tm2__sw_seed_round(tm2_switch *sw);
 /* Re-arms the dial timer at the queue's next due time. */
 void tm2__sw_arm_dial_timer(tm2_switch *sw);
-void tm2__sw_dial_timer_cb(uv_timer_t *t);
-void tm2__sw_redial_scan_cb(uv_timer_t *t);
+void tm2__sw_dial_timer_cb(tm2__timer *t);
+/* The redial service's tick. */
+void tm2__sw_redial_scan(tm2_switch *sw);
 /* A dial handed to the transport ended (ctx freed). */
 void tm2__sw_dial_done(tm2_switch *sw, tm2__dial_ctx *ctx);
 /* Drops every queued and in-flight dial (stop). */

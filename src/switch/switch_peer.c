@@ -169,7 +169,7 @@ static int c_on_receive(tm2__mcs *m, uint8_t ch, const uint8_t *data, size_t len
         return TM2_ECHANNEL;   /* the core knows only our channels: not reached */
     tm2__reactor_slot *s = &sw->reactors[o];
     tm2__peer_count(p, ch, len, false);
-    p->last_msg_ms = uv_now(&sw->loop) | 1u;
+    p->last_msg_ms = tm2__sw_now(sw) | 1u;
     if (s->r.receive)
         s->r.receive(p, ch, data, len, s->r.user);
     return 0;

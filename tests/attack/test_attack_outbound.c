@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "attack_support.h"
+#include "net/engine_uv.h"
 #include "net/transport.h"
 
 #define SYBILS 200
@@ -28,6 +29,7 @@
 typedef struct sybil {
     pthread_t thr;
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__mcs_loop ml;
     uv_async_t quit;
     tm2__transport *t[SYBILS];
@@ -104,7 +106,8 @@ static void *sy_main(void *arg)
         {"p2p", TM2_PROTOCOL_VERSION, false},
     };
     static const uint8_t chans[] = {CH_A, TM2_DISCOVERY_CHANNEL};
-    int err = uv_loop_init(&s->loop) || tm2__mcs_loop_init(&s->ml, &s->loop) ||
+    int err = uv_loop_init(&s->loop) || tm2__uv_engine_init(&s->ue, &s->loop) ||
+              tm2__mcs_loop_init(&s->ml, &s->ue.e) ||
               uv_async_init(&s->loop, &s->quit, sy_quit);
     s->quit.data = s;
     for (int i = 0; i < SYBILS && !err; i++) {
@@ -143,6 +146,7 @@ static void *sy_main(void *arg)
     pthread_mutex_unlock(&s->mu);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     tm2__mcs_loop_close(&s->ml);
+    tm2__uv_engine_close(&s->ue);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
     return NULL;

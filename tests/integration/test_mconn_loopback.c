@@ -17,7 +17,9 @@
 #include <uv.h>
 
 #include "conn/packet.h"
+#include "net/engine_uv.h"
 #include "net/mconn_stream.h"
+#include "net/sc_stream_uv.h"
 #include "tm2p2p/defaults.h"
 #include "tv.h"
 
@@ -30,6 +32,7 @@ typedef struct raw raw;
 
 typedef struct fixture {
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__mcs_loop ml;
     uv_tcp_t listener;
     uv_timer_t watchdog;
@@ -81,7 +84,8 @@ static void fixture_init(fixture *f, uint64_t watchdog_ms)
 {
     memset(f, 0, sizeof *f);
     assert_int_equal(uv_loop_init(&f->loop), 0);
-    assert_int_equal(tm2__mcs_loop_init(&f->ml, &f->loop), 0);
+    assert_int_equal(tm2__uv_engine_init(&f->ue, &f->loop), 0);
+    assert_int_equal(tm2__mcs_loop_init(&f->ml, &f->ue.e), 0);
     assert_true(tm2__mcs_loop_on_thread(&f->ml));
     assert_int_equal(uv_tcp_init(&f->loop, &f->listener), 0);
     f->listener.data = f;
@@ -127,6 +131,7 @@ static void fixture_close(fixture *f)
     close_listener(f);
     uv_close((uv_handle_t *)&f->watchdog, NULL);
     tm2__mcs_loop_close(&f->ml);
+    tm2__uv_engine_close(&f->ue);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     uv_walk(&f->loop, close_walk, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -281,7 +286,7 @@ static void on_connection(uv_stream_t *server, int status)
     assert_non_null(e);
     f->server = NULL;   /* one connection per test */
     ep_init(e);
-    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(tm2__mcs_stream(&e->c))), 0);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(tm2__mcs_stream(&e->c))), 0);
     assert_int_equal(tm2__sc_stream_start(tm2__mcs_stream(&e->c), &e->key, NULL), 0);
 }
 
@@ -298,7 +303,7 @@ static void pair_connect(fixture *f, ep *a, ep *b)
     f->server = b;
     ep_init(a);
     a->creq.data = a;
-    connect_to(f, tm2__sc_stream_tcp(tm2__mcs_stream(&a->c)), &a->creq, ep_connected);
+    connect_to(f, tm2__sc_stream_uv_tcp(tm2__mcs_stream(&a->c)), &a->creq, ep_connected);
 }
 
 static void pair_close(ep *a, ep *b)
@@ -765,13 +770,13 @@ static void raw_connect(fixture *f, raw *r, ep *e)
     memset(seed, 9, sizeof seed);
     tm2_node_key_from_seed(&r->key, seed);
     r->f = f;
-    assert_int_equal(tm2__sc_stream_init(&r->s, &f->ml.sc, NULL, &raw_cbs), 0);
+    tm2__sc_stream_init(&r->s, &f->ml.sc, NULL, &raw_cbs);
     r->s.data = r;
     uv_timer_init(&f->loop, &r->ping);
     r->ping.data = r;
     f->server = e;
     r->creq.data = r;
-    connect_to(f, tm2__sc_stream_tcp(&r->s), &r->creq, raw_connected);
+    connect_to(f, tm2__sc_stream_uv_tcp(&r->s), &r->creq, raw_connected);
 }
 
 static void raw_close(raw *r)
@@ -885,7 +890,7 @@ typedef struct stall {
 static void stall_small_buffers(ep *e)
 {
     int v = STALL_BUF;
-    uv_handle_t *h = (uv_handle_t *)tm2__sc_stream_tcp(tm2__mcs_stream(&e->c));
+    uv_handle_t *h = (uv_handle_t *)tm2__sc_stream_uv_tcp(tm2__mcs_stream(&e->c));
     assert_int_equal(uv_send_buffer_size(h, &v), 0);
     v = STALL_BUF;
     assert_int_equal(uv_recv_buffer_size(h, &v), 0);
@@ -1979,7 +1984,7 @@ static void bs_b_started(ep *e)
 
 static void bs_send_buffer(ep *e, int size)
 {
-    uv_handle_t *h = (uv_handle_t *)tm2__sc_stream_tcp(tm2__mcs_stream(&e->c));
+    uv_handle_t *h = (uv_handle_t *)tm2__sc_stream_uv_tcp(tm2__mcs_stream(&e->c));
     assert_int_equal(uv_send_buffer_size(h, &size), 0);
 }
 

@@ -11,7 +11,9 @@
 #include <sodium.h>
 #include <uv.h>
 
+#include "net/engine_uv.h"
 #include "net/sc_stream.h"
+#include "net/sc_stream_uv.h"
 #include "tv.h"
 
 #define MiB (1024u * 1024u)
@@ -22,6 +24,7 @@ typedef struct endpoint endpoint;
 
 typedef struct fixture {
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__sc_loop lp;
     uv_tcp_t listener;
     uv_timer_t watchdog;
@@ -73,7 +76,8 @@ static void fixture_init(fixture *f, uint64_t watchdog_ms)
 {
     memset(f, 0, sizeof *f);
     assert_int_equal(uv_loop_init(&f->loop), 0);
-    assert_int_equal(tm2__sc_loop_init(&f->lp, &f->loop), 0);
+    assert_int_equal(tm2__uv_engine_init(&f->ue, &f->loop), 0);
+    assert_int_equal(tm2__sc_loop_init(&f->lp, &f->ue.e), 0);
     assert_int_equal(uv_tcp_init(&f->loop, &f->listener), 0);
     f->listener.data = f;
     struct sockaddr_in a;
@@ -110,6 +114,7 @@ static void fixture_close(fixture *f)
         uv_close((uv_handle_t *)&f->listener, NULL);
     uv_close((uv_handle_t *)&f->watchdog, NULL);
     tm2__sc_loop_close(&f->lp);
+    tm2__uv_engine_close(&f->ue);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     uv_walk(&f->loop, close_walk, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -243,7 +248,7 @@ static void endpoint_setup(endpoint *e, fixture *f, uint8_t seed_byte, uint8_t p
     e->rng |= 1;
     crypto_hash_sha256_init(&e->tx_hash);
     crypto_hash_sha256_init(&e->rx_hash);
-    assert_int_equal(tm2__sc_stream_init(&e->s, &f->lp, cfg, cbs), 0);
+    tm2__sc_stream_init(&e->s, &f->lp, cfg, cbs);
     e->s.data = e;
     e->t_start = tv_now_ms();
 }
@@ -251,7 +256,7 @@ static void endpoint_setup(endpoint *e, fixture *f, uint8_t seed_byte, uint8_t p
 static void bulk_accept(fixture *f, uv_stream_t *server)
 {
     bulk *b = f->user;
-    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(&b->srv.s)), 0);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(&b->srv.s)), 0);
     assert_int_equal(tm2__sc_stream_start(&b->srv.s, &b->srv.key, NULL), 0);
 }
 
@@ -277,7 +282,7 @@ static void bulk_64mib_both_ways(void **state)
     endpoint_setup(&b->cli, &f, 1, 2, pool, 64 * MiB, NULL, &bulk_cbs);
     endpoint_setup(&b->srv, &f, 2, 1, pool, 64 * MiB, NULL, &bulk_cbs);
     b->creq.data = b;
-    connect_to(&f, tm2__sc_stream_tcp(&b->cli.s), &b->creq, bulk_connected);
+    connect_to(&f, tm2__sc_stream_uv_tcp(&b->cli.s), &b->creq, bulk_connected);
     fixture_run(&f);
 
     for (int i = 0; i < 2; i++) {
@@ -409,7 +414,7 @@ static const tm2__sc_stream_cbs hs_cbs = {
 static void hs_accept(fixture *f, uv_stream_t *server)
 {
     hs_case *c = f->user;
-    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(&c->srv.s)), 0);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(&c->srv.s)), 0);
     c->srv.t_start = tv_now_ms();
     assert_int_equal(tm2__sc_stream_start(&c->srv.s, &c->srv.key, NULL), 0);
     uv_close((uv_handle_t *)&f->listener, NULL);
@@ -547,7 +552,7 @@ static void dialer_sees_close(void **state)
     tm2__sc_stream_config cfg = {.handshake_timeout_ms = 20000};
     endpoint_setup(&d.cli, &f, 1, 2, NULL, 0, &cfg, &hs_cbs);
     d.creq.data = &d;
-    connect_to(&f, tm2__sc_stream_tcp(&d.cli.s), &d.creq, dial_connected);
+    connect_to(&f, tm2__sc_stream_uv_tcp(&d.cli.s), &d.creq, dial_connected);
     fixture_run(&f);
     assert_true(d.cli.hs_done);
     /* Reset or orderly close, depending on timing: never a hang. */
@@ -576,8 +581,8 @@ static void flow_on_read(tm2__sc_stream *s, const uint8_t *data, size_t len)
     crypto_hash_sha256_update(&e->rx_hash, data, len);
     e->received += len;
     e->reads++;
-    if (fl->epoch != e->f->lp.epoch) {
-        fl->epoch = e->f->lp.epoch;
+    if (fl->epoch != e->f->ue.turn) {
+        fl->epoch = e->f->ue.turn;
         fl->epoch_bytes = 0;
     }
     fl->epoch_bytes += len;
@@ -656,7 +661,7 @@ static const tm2__sc_stream_cbs flow_cli_cbs = {
 static void flow_accept(fixture *f, uv_stream_t *server)
 {
     flow *fl = f->user;
-    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(&fl->srv.s)), 0);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(&fl->srv.s)), 0);
     assert_int_equal(tm2__sc_stream_start(&fl->srv.s, &fl->srv.key, NULL), 0);
 }
 
@@ -683,7 +688,7 @@ static void run_flow(flow *fl, size_t budget)
     uv_timer_init(&f.loop, &fl->timer);
     fl->timer.data = fl;
     fl->creq.data = fl;
-    connect_to(&f, tm2__sc_stream_tcp(&fl->cli.s), &fl->creq, flow_connected);
+    connect_to(&f, tm2__sc_stream_uv_tcp(&fl->cli.s), &fl->creq, flow_connected);
     fixture_run(&f);
     assert_true(fl->srv.closed);
     assert_true(fl->cli.closed);
@@ -706,8 +711,8 @@ static void pause_and_read_bound(void **state)
     assert_memory_equal(h1, h2, 32);
     /* One stream never takes more than its budget plus one socket read of
      * plaintext in a single loop iteration. */
-    assert_true(fl->max_epoch_bytes <= 8192 + TM2__SC_READ_BUF);
-    assert_true(fl->srv.reads >= 4 * MiB / TM2__SC_READ_BUF);
+    assert_true(fl->max_epoch_bytes <= 8192 + TM2__UV_READ_BUF);
+    assert_true(fl->srv.reads >= 4 * MiB / TM2__UV_READ_BUF);
     free(fl);
 }
 
@@ -787,7 +792,7 @@ static void storm_accept(fixture *f, uv_stream_t *server)
 {
     storm *st = f->user;
     tm2__sc_stream *s = &st->srv[st->accepted++];
-    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(s)), 0);
+    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(s)), 0);
     assert_int_equal(tm2__sc_stream_start(s, &st->ks, NULL), 0);
 }
 
@@ -796,7 +801,7 @@ static void storm_connected(uv_connect_t *req, int status)
     storm *st = req->data;
     int k = (int)(req - st->creq);
     tm2__sc_stream *s = &st->cli[k];
-    if (status || uv_is_closing((uv_handle_t *)tm2__sc_stream_tcp(s)))
+    if (status || uv_is_closing((uv_handle_t *)tm2__sc_stream_uv_tcp(s)))
         return;                     /* closed by a server callback first */
     assert_int_equal(tm2__sc_stream_start(s, &st->kc, NULL), 0);
     /* Our key pair is being made on a worker: close at once. */
@@ -821,11 +826,11 @@ static void close_with_jobs_in_flight(void **state)
     static const tm2__sc_stream_cbs scbs = {.on_handshake = storm_srv_hs,
                                             .on_close = storm_on_close};
     for (int k = 0; k < STORM_N; k++) {
-        assert_int_equal(tm2__sc_stream_init(&st->cli[k], &f.lp, NULL, &ccbs), 0);
-        assert_int_equal(tm2__sc_stream_init(&st->srv[k], &f.lp, NULL, &scbs), 0);
+        tm2__sc_stream_init(&st->cli[k], &f.lp, NULL, &ccbs);
+        tm2__sc_stream_init(&st->srv[k], &f.lp, NULL, &scbs);
         st->cli[k].data = st->srv[k].data = st;
         st->creq[k].data = st;
-        connect_to(&f, tm2__sc_stream_tcp(&st->cli[k]), &st->creq[k], storm_connected);
+        connect_to(&f, tm2__sc_stream_uv_tcp(&st->cli[k]), &st->creq[k], storm_connected);
     }
     /* Server streams that no connection reached are closed at the end. */
     fixture_run(&f);

@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "conn/packet.h"
+#include "net/engine_uv.h"
+#include "net/sc_stream_uv.h"
 #include "net/sc_stream.h"
 #include "test_switch_support.h"
 
@@ -550,6 +552,7 @@ static void test_unconditional(void **state)
  * connection, a NodeInfo, then whatever the test writes. */
 typedef struct mpeer {
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__sc_loop scl;
     tm2__sc_stream s;
     uv_connect_t creq;
@@ -633,14 +636,15 @@ static void mp_start(mpeer *m, int seed, const char *src_ip, const tm2_netaddr *
 {
     memset(m, 0, sizeof *m);
     assert_int_equal(uv_loop_init(&m->loop), 0);
-    assert_int_equal(tm2__sc_loop_init(&m->scl, &m->loop), 0);
+    assert_int_equal(tm2__uv_engine_init(&m->ue, &m->loop), 0);
+    assert_int_equal(tm2__sc_loop_init(&m->scl, &m->ue.e), 0);
     uv_timer_init(&m->loop, &m->tick);
     node_key(seed, &m->key);
     tm2_node_key_id(&m->key, &m->id);
     tm2__sc_stream_config cfg = {.handshake_timeout_ms = 10000};
-    assert_int_equal(tm2__sc_stream_init(&m->s, &m->scl, &cfg, &mp_cbs), 0);
+    tm2__sc_stream_init(&m->s, &m->scl, &cfg, &mp_cbs);
     m->s.data = m;
-    uv_tcp_t *tcp = tm2__sc_stream_tcp(&m->s);
+    uv_tcp_t *tcp = tm2__sc_stream_uv_tcp(&m->s);
     struct sockaddr_in src = {.sin_family = AF_INET};
     assert_int_equal(inet_pton(AF_INET, src_ip, &src.sin_addr), 1);
     assert_int_equal(uv_tcp_bind(tcp, (const struct sockaddr *)&src, 0), 0);
@@ -681,6 +685,7 @@ static void mp_finish(mpeer *m)
         uv_run(&m->loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&m->tick, NULL);
     tm2__sc_loop_close(&m->scl);
+    tm2__uv_engine_close(&m->ue);
     uv_run(&m->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&m->loop), 0);
     tm2_node_key_wipe(&m->key);

@@ -16,6 +16,8 @@
 #include <uv.h>
 
 #include "conn/packet.h"
+#include "net/engine_uv.h"
+#include "net/sc_stream_uv.h"
 #include "net/transport.h"
 #include "tv.h"
 
@@ -23,6 +25,7 @@
 
 typedef struct world {
     uv_loop_t loop;
+    tm2__uv_engine ue;
     tm2__mcs_loop ml;
     uv_timer_t watchdog;
     bool timed_out;
@@ -38,7 +41,8 @@ static void world_init(world *w)
 {
     memset(w, 0, sizeof *w);
     assert_int_equal(uv_loop_init(&w->loop), 0);
-    assert_int_equal(tm2__mcs_loop_init(&w->ml, &w->loop), 0);
+    assert_int_equal(tm2__uv_engine_init(&w->ue, &w->loop), 0);
+    assert_int_equal(tm2__mcs_loop_init(&w->ml, &w->ue.e), 0);
     uv_timer_init(&w->loop, &w->watchdog);
     w->watchdog.data = w;
 }
@@ -68,6 +72,7 @@ static void world_finish(world *w)
 {
     uv_close((uv_handle_t *)&w->watchdog, NULL);
     tm2__mcs_loop_close(&w->ml);
+    tm2__uv_engine_close(&w->ue);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     int open = 0;
     uv_walk(&w->loop, count_walk, &open);
@@ -294,9 +299,8 @@ static void n_on_conn(tm2__transport *t, tm2__transport_conn *c)
     assert_int_equal(s->phase, TM2__SCS_OPEN);
     assert_true(s->paused);
     assert_null(s->data);
-    assert_null(s->cbs.on_read);
-    assert_null(s->cbs.on_handshake);
-    assert_non_null(s->cbs.on_close);
+    assert_null(c->mcs.pre_cbs);
+    assert_non_null(s->cbs->on_close);
     assert_null(c->mcs.data);
     assert_ptr_equal(c->mcs.cbs.on_receive, own_on_receive);
     assert_string_equal(tm2__sc_stream_remote_id(s)->s, c->id.s);
@@ -565,9 +569,9 @@ static void mp_connect(mpeer *m, world *w, uint8_t seed, const tm2_netaddr *to, 
     m->w = w;
     key_from_byte(&m->key, &m->id, seed);
     tm2__sc_stream_config cfg = {.handshake_timeout_ms = 10000};
-    assert_int_equal(tm2__sc_stream_init(&m->s, &w->ml.sc, &cfg, &mp_cbs), 0);
+    tm2__sc_stream_init(&m->s, &w->ml.sc, &cfg, &mp_cbs);
     m->s.data = m;
-    uv_tcp_t *tcp = tm2__sc_stream_tcp(&m->s);
+    uv_tcp_t *tcp = tm2__sc_stream_uv_tcp(&m->s);
     if (src_port >= 0) {
         struct sockaddr_in a;
         uv_ip4_addr("127.0.0.1", src_port, &a);
@@ -1417,7 +1421,7 @@ static void drop_without_memory(void **state)
 
     /* Every excess socket waits in the backlog, so one accept pass meets
      * them all while the spare is taken by the first. */
-    malloc_refuse_size = sizeof(uv_tcp_t);
+    malloc_refuse_size = sizeof(tm2__sock);
     malloc_refused = 0;
     for (size_t i = 1; i <= OOM_FLOOD; i++)
         raw_connect(&r[i], &w, &n->laddr);
@@ -1483,7 +1487,7 @@ static void duplicate_dial(void **state)
 static void mp_reset(mpeer *m)
 {
     uv_os_fd_t fd;
-    assert_int_equal(uv_fileno((uv_handle_t *)tm2__sc_stream_tcp(&m->s), &fd), 0);
+    assert_int_equal(uv_fileno((uv_handle_t *)tm2__sc_stream_uv_tcp(&m->s), &fd), 0);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     tm2__sc_stream_close(&m->s);

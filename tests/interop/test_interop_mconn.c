@@ -37,7 +37,9 @@
 #include "conn/mconn.h"
 #include "conn/packet.h"
 #include "conn/secret_conn.h"
+#include "net/engine_uv.h"
 #include "net/mconn_stream.h"
+#include "net/sc_stream_uv.h"
 #include "polltcp.h"
 #include "refproc.h"
 #include "tm2p2p/channel.h"
@@ -814,6 +816,7 @@ struct glue {
     fixture *f;
     uv_loop_t loop;
     bool loop_ok;
+    tm2__uv_engine ue;
     tm2__mcs_loop l;
     bool l_ok;
     tm2__mcs c;
@@ -962,6 +965,7 @@ static void glue_on_close(tm2__mcs *c)
     }
     if (g->l_ok) {
         tm2__mcs_loop_close(&g->l);
+        tm2__uv_engine_close(&g->ue);
         g->l_ok = false;
     }
 }
@@ -1029,7 +1033,7 @@ static void glue_on_connection(uv_stream_t *server, int status)
 {
     glue *g = server->data;
     if (status != 0 ||
-        uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(tm2__mcs_stream(&g->c))) != 0) {
+        uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(tm2__mcs_stream(&g->c))) != 0) {
         glue_fail(g, TM2_EIO, "accept");
         return;
     }
@@ -1050,11 +1054,12 @@ static glue *glue_new(fixture *f)
     g->phase = G_HANDSHAKE;
     assert_int_equal(uv_loop_init(&g->loop), 0);
     g->loop_ok = true;
-    assert_int_equal(tm2__mcs_loop_init(&g->l, &g->loop), 0);
+    assert_int_equal(tm2__uv_engine_init(&g->ue, &g->loop), 0);
+    assert_int_equal(tm2__mcs_loop_init(&g->l, &g->ue.e), 0);
     g->l_ok = true;
 
     tm2__sc_stream_config scfg = {.handshake_timeout_ms = HANDSHAKE_MS};
-    tm2__sc_stream_cbs pre = {
+    static const tm2__sc_stream_cbs pre = {
         .on_handshake = glue_on_handshake,
         .on_read = glue_on_pre_read,
         .on_error = glue_on_pre_error,
@@ -1099,6 +1104,7 @@ static void glue_release(glue *g)
     }
     if (g->l_ok) {
         tm2__mcs_loop_close(&g->l);
+        tm2__uv_engine_close(&g->ue);
         g->l_ok = false;
     }
     uv_walk(&g->loop, glue_walk_close, NULL);
@@ -1177,7 +1183,7 @@ static void glue_dials_reference(void **state)
     struct sockaddr_in a;
     assert_int_equal(uv_ip4_addr("127.0.0.1", port, &a), 0);
     g->creq.data = g;
-    assert_int_equal(uv_tcp_connect(&g->creq, tm2__sc_stream_tcp(tm2__mcs_stream(&g->c)),
+    assert_int_equal(uv_tcp_connect(&g->creq, tm2__sc_stream_uv_tcp(tm2__mcs_stream(&g->c)),
                                     (struct sockaddr *)&a, glue_on_connect), 0);
     glue_run(g);
     glue_check(g, ref_pub, ref_id);

@@ -22,7 +22,9 @@
 #include <uv.h>
 
 #include "conn/secret_conn.h"
+#include "net/engine_uv.h"
 #include "net/sc_stream.h"
+#include "net/sc_stream_uv.h"
 #include "polltcp.h"
 #include "refproc.h"
 #include "tm2p2p/key.h"
@@ -349,6 +351,7 @@ struct glue {
     fixture *f;
     uv_loop_t loop;
     bool loop_ok;
+    tm2__uv_engine ue;
     tm2__sc_loop l;
     bool l_ok;
     tm2__sc_stream s;
@@ -464,6 +467,7 @@ static void glue_on_close(tm2__sc_stream *s)
         uv_close((uv_handle_t *)&g->deadline, glue_handle_closed);
     if (g->l_ok) {
         tm2__sc_loop_close(&g->l);
+        tm2__uv_engine_close(&g->ue);
         g->l_ok = false;
     }
 }
@@ -494,7 +498,7 @@ static void glue_on_connect(uv_connect_t *req, int status)
 static void glue_on_connection(uv_stream_t *server, int status)
 {
     glue *g = server->data;
-    if (status != 0 || uv_accept(server, (uv_stream_t *)tm2__sc_stream_tcp(&g->s)) != 0) {
+    if (status != 0 || uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(&g->s)) != 0) {
         glue_fail(g, "accept", TM2_EIO);
         return;
     }
@@ -515,18 +519,19 @@ static glue *glue_new(fixture *f)
     crypto_hash_sha256_init(&g->h);
     assert_int_equal(uv_loop_init(&g->loop), 0);
     g->loop_ok = true;
-    assert_int_equal(tm2__sc_loop_init(&g->l, &g->loop), 0);
+    assert_int_equal(tm2__uv_engine_init(&g->ue, &g->loop), 0);
+    assert_int_equal(tm2__sc_loop_init(&g->l, &g->ue.e), 0);
     g->l_ok = true;
 
     tm2__sc_stream_config cfg = {.handshake_timeout_ms = HANDSHAKE_MS};
-    tm2__sc_stream_cbs cbs = {
+    static const tm2__sc_stream_cbs cbs = {
         .on_handshake = glue_on_handshake,
         .on_read = glue_on_read,
         .on_error = glue_on_error,
         .on_writable = glue_on_writable,
         .on_close = glue_on_close,
     };
-    assert_int_equal(tm2__sc_stream_init(&g->s, &g->l, &cfg, &cbs), 0);
+    tm2__sc_stream_init(&g->s, &g->l, &cfg, &cbs);
     g->s.data = g;
     g->s_ok = true;
 
@@ -555,6 +560,7 @@ static void glue_release(glue *g)
     uv_run(&g->loop, UV_RUN_DEFAULT);
     if (g->l_ok) {
         tm2__sc_loop_close(&g->l);
+        tm2__uv_engine_close(&g->ue);
         g->l_ok = false;
     }
     uv_walk(&g->loop, glue_walk_close, NULL);
@@ -609,7 +615,7 @@ static void glue_dials_reference(void **state)
     struct sockaddr_in a;
     assert_int_equal(uv_ip4_addr("127.0.0.1", port, &a), 0);
     g->creq.data = g;
-    assert_int_equal(uv_tcp_connect(&g->creq, tm2__sc_stream_tcp(&g->s), (struct sockaddr *)&a,
+    assert_int_equal(uv_tcp_connect(&g->creq, tm2__sc_stream_uv_tcp(&g->s), (struct sockaddr *)&a,
                                     glue_on_connect), 0);
     glue_run(g);
     glue_check(g, ref_pub, ref_id);

@@ -88,8 +88,8 @@ static void token_buckets(void **state)
 {
     (void)state;
     tm2__rate_table t;
-    assert_int_equal(tm2__rate_init(&t, 0), TM2_EINVAL);
-    assert_int_equal(tm2__rate_init(&t, 64), 0);
+    assert_int_equal(tm2__rate_init(&t, 0, NULL), TM2_EINVAL);
+    assert_int_equal(tm2__rate_init(&t, 64, NULL), 0);
     tm2__group_key a = key_of("8.8.8.8"), b = key_of("9.9.9.9");
     /* Bursts of 3, then one token per 6 s (10 a minute). */
     uint64_t now = 1000000;
@@ -114,7 +114,7 @@ static void token_buckets(void **state)
 
     /* Fixed size: a flood of new groups costs no memory; the stalest
      * entries go, the busy one (used last) stays. */
-    assert_int_equal(tm2__rate_init(&t, 8), 0);
+    assert_int_equal(tm2__rate_init(&t, 8, NULL), 0);
     assert_int_equal(t.n_sets, 1);
     now = 5000;
     for (int i = 0; i < 3; i++)

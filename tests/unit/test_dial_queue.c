@@ -36,7 +36,7 @@ static void orders_by_due_time(void **state)
 {
     (void)state;
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, 16), 0);
+    assert_int_equal(tm2__dialq_init(&q, 16, NULL), 0);
     const uint64_t due[] = {50, 10, 40, 30, 20, 0, 60};
     for (uint32_t i = 0; i < 7; i++) {
         tm2_netaddr a = addr_of(i, (uint16_t)(1000 + i));
@@ -64,7 +64,7 @@ static void pops_only_due_items(void **state)
 {
     (void)state;
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, 4), 0);
+    assert_int_equal(tm2__dialq_init(&q, 4, NULL), 0);
     tm2_netaddr a = addr_of(1, 1), b = addr_of(2, 2);
     assert_int_equal(tm2__dialq_push(&q, 100, &a, 0), 0);
     assert_int_equal(tm2__dialq_push(&q, 200, &b, 0), 0);
@@ -86,7 +86,7 @@ static void equal_times_are_fifo(void **state)
 {
     (void)state;
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, 64), 0);
+    assert_int_equal(tm2__dialq_init(&q, 64, NULL), 0);
     /* Three due times, pushed interleaved: within each time, push order. */
     for (uint32_t i = 0; i < 48; i++) {
         tm2_netaddr a = addr_of(i, (uint16_t)i);
@@ -107,7 +107,7 @@ static void dedupe_keeps_earlier_time(void **state)
 {
     (void)state;
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, 8), 0);
+    assert_int_equal(tm2__dialq_init(&q, 8, NULL), 0);
     tm2_netaddr a1 = addr_of(1, 1111), a2 = addr_of(1, 2222), a3 = addr_of(1, 3333);
     tm2_netaddr b = addr_of(2, 5);
     assert_int_equal(tm2__dialq_push(&q, 500, &a1, 0), 0);
@@ -152,7 +152,7 @@ static void capacity(void **state)
 {
     (void)state;
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, 3), 0);
+    assert_int_equal(tm2__dialq_init(&q, 3, NULL), 0);
     tm2_netaddr a[5];
     for (uint32_t i = 0; i < 5; i++)
         a[i] = addr_of(i, (uint16_t)i);
@@ -178,7 +178,7 @@ static void remove_and_contains(void **state)
 {
     (void)state;
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, 16), 0);
+    assert_int_equal(tm2__dialq_init(&q, 16, NULL), 0);
     tm2_netaddr a[10];
     for (uint32_t i = 0; i < 10; i++) {
         a[i] = addr_of(i, (uint16_t)(i + 1));
@@ -211,9 +211,9 @@ static void rejects_bad_input(void **state)
 {
     (void)state;
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, 0), TM2_EINVAL);
-    assert_int_equal(tm2__dialq_init(&q, TM2__DIALQ_MAX_CAP + 1), TM2_EINVAL);
-    assert_int_equal(tm2__dialq_init(&q, 2), 0);
+    assert_int_equal(tm2__dialq_init(&q, 0, NULL), TM2_EINVAL);
+    assert_int_equal(tm2__dialq_init(&q, TM2__DIALQ_MAX_CAP + 1, NULL), TM2_EINVAL);
+    assert_int_equal(tm2__dialq_init(&q, 2, NULL), 0);
     tm2_netaddr noid = addr_of(1, 1);
     noid.id.s[0] = '\0';
     assert_int_equal(tm2__dialq_push(&q, 0, &noid, 0), TM2_EINVAL);
@@ -251,7 +251,7 @@ static void random_model_check(void **state)
     unsigned fulls = 0, merges = 0, moved_up = 0, pops = 0, removes = 0;
 
     tm2__dialq q;
-    assert_int_equal(tm2__dialq_init(&q, M_CAP), 0);
+    assert_int_equal(tm2__dialq_init(&q, M_CAP, NULL), 0);
     for (int op = 0; op < 300000; op++) {
         uint64_t r = rng_next(&x);
         uint32_t k = (uint32_t)((r >> 16) % M_IDS);

@@ -35,7 +35,8 @@ static tm2_event event_for(tm2_event_type type, uint32_t peer, int reason)
     a.ip[15] = 1;
     a.port = (uint16_t)(20000 + peer);
     tm2_event ev;
-    tm2__event_fill(&ev, type, &id, &a, peer % 2 == 0, reason, NULL);
+    tm2__event_fill(&ev, 1000u + (uint64_t)peer, 1700000000000 + peer, type, &id, &a, peer % 2 == 0,
+                    reason, NULL);
     return ev;
 }
 
@@ -67,14 +68,16 @@ static void fill_event(void **state)
     assert_int_equal(ev.addr.port, 20003);
     assert_false(ev.outbound);
     tm2_event e2;
-    tm2__event_fill(&e2, TM2_EVENT_PEER_CONNECTED, NULL, NULL, true, 0, NULL);
+    tm2__event_fill(&e2, 7, 8, TM2_EVENT_PEER_CONNECTED, NULL, NULL, true, 0, NULL);
+    assert_int_equal(e2.mono_ms, 7);
+    assert_int_equal(e2.unix_ms, 8);
     assert_string_equal(e2.peer_id.s, "");
     assert_string_equal(e2.reason_text, "");
     assert_true(e2.outbound);
     char long_text[400];
     memset(long_text, 'x', sizeof long_text - 1);
     long_text[sizeof long_text - 1] = '\0';
-    tm2__event_fill(&e2, TM2_EVENT_PEER_REJECTED, NULL, NULL, false, TM2_ELIMIT, long_text);
+    tm2__event_fill(&e2, 0, 0, TM2_EVENT_PEER_REJECTED, NULL, NULL, false, TM2_ELIMIT, long_text);
     assert_int_equal(strlen(e2.reason_text), TM2_EVENT_REASON_LEN - 1);
 }
 

@@ -33,7 +33,7 @@ static void add_find_remove(void **state)
 {
     (void)state;
     tm2__peer_set ps;
-    assert_int_equal(tm2__peer_set_init(&ps), 0);
+    assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     tm2_id a, b;
     make_id(1, &a);
     make_id(2, &b);
@@ -63,7 +63,7 @@ static void duplicate_id_is_eexist(void **state)
 {
     (void)state;
     tm2__peer_set ps;
-    assert_int_equal(tm2__peer_set_init(&ps), 0);
+    assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     tm2_id a;
     make_id(7, &a);
     assert_int_equal(tm2__peer_set_add(&ps, &a, PEER(7), false), 0);
@@ -79,7 +79,7 @@ static void bad_arguments(void **state)
 {
     (void)state;
     tm2__peer_set ps;
-    assert_int_equal(tm2__peer_set_init(&ps), 0);
+    assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     tm2_id empty = {{0}};
     tm2_id unterminated;
     memset(unterminated.s, 'q', sizeof unterminated.s);
@@ -103,7 +103,7 @@ static void ids_compare_as_strings(void **state)
 {
     (void)state;
     tm2__peer_set ps;
-    assert_int_equal(tm2__peer_set_init(&ps), 0);
+    assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     tm2_id a = {{0}}, b = {{0}};
     strcpy(a.s, "peer");
     strcpy(b.s, "peer2");
@@ -134,7 +134,7 @@ static void thousands_of_peers(void **state)
     (void)state;
     enum { N = 5000 };
     tm2__peer_set ps;
-    assert_int_equal(tm2__peer_set_init(&ps), 0);
+    assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     static tm2_id ids[N];
     for (uint32_t i = 0; i < N; i++) {
         make_id(i, &ids[i]);
@@ -197,7 +197,7 @@ static void random_pick_is_uniform(void **state)
     (void)state;
     enum { N = 10, DRAWS = 100000 };
     tm2__peer_set ps;
-    assert_int_equal(tm2__peer_set_init(&ps), 0);
+    assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     tm2_id ids[N];
     for (uint32_t i = 0; i < N; i++) {
         make_id(100 + i, &ids[i]);
@@ -237,7 +237,7 @@ static void random_model_check(void **state)
     size_t n = 0, n_out = 0;
 
     tm2__peer_set ps;
-    assert_int_equal(tm2__peer_set_init(&ps), 0);
+    assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     uint64_t x = 0xdeadbeefcafef00dull;
     for (int op = 0; op < OPS; op++) {
         uint64_t r = rng_next(&x);
@@ -324,7 +324,7 @@ static void idmap_basics(void **state)
     for (int i = 0; i < 64; i++)
         snprintf(nm.s[i], sizeof nm.s[i], "n%d", i);
     tm2__idmap m;
-    assert_int_equal(tm2__idmap_init(&m, 4, &nm, names_at), 0);
+    assert_int_equal(tm2__idmap_init(&m, 4, &nm, names_at, NULL), 0);
     /* Grows past the initial size. */
     for (uint32_t i = 0; i < 64; i++)
         assert_int_equal(tm2__idmap_insert(&m, nm.s[i], i + 640), 0);
@@ -341,7 +341,7 @@ static void idmap_basics(void **state)
         assert_int_equal(tm2__idmap_find(&m, nm.s[i]), i == 5 ? 5 : i + 640);
     assert_int_equal(tm2__idmap_insert(&m, "n0", UINT32_MAX), TM2_EINVAL);
     tm2__idmap_free(&m);
-    assert_int_equal(tm2__idmap_init(&m, ((size_t)1 << 30) + 1, &nm, names_at), TM2_EINVAL);
+    assert_int_equal(tm2__idmap_init(&m, ((size_t)1 << 30) + 1, &nm, names_at, NULL), TM2_EINVAL);
 }
 
 int main(void)
