@@ -754,7 +754,9 @@ int sim_connect(tm2__sock *s, const tm2_netaddr *to, const tm2_netaddr *from)
     uint32_t dst = 0, src;
     if (!sim_ip4_of(to, &dst))
         dst = 0;   /* no IPv6 host exists: nothing will answer */
-    bool loop = dst >> 24 == 127;
+    /* Loopback to no other host's address is the host itself, from the
+     * address dialled, as the kernel picks it. */
+    bool loop = dst >> 24 == 127 && sim_host_by_ip(w, h, dst) == h;
     src = loop ? dst : h->ip;
     if (from && !tm2_netaddr_is_unspecified(from)) {
         uint32_t f;

@@ -42,7 +42,7 @@ typedef struct tm2__sim_progress {
     uint64_t now_ms;              /* virtual */
     uint64_t wall_ms;             /* since the run began */
     uint64_t events;              /* world events run */
-    uint32_t live;                /* honest nodes up */
+    uint32_t live;                /* honest nodes up (the graph: but seeds) */
     uint32_t live_plain;          /* of those, not seeds */
     uint32_t at_target;           /* of those, with max_outbound outbound peers */
     uint32_t components;          /* of the honest graph (live nodes) */

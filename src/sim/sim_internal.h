@@ -159,6 +159,10 @@ struct tm2__simnet {
     sim_host **hosts;
     uint32_t nhosts, cap_hosts, live_hosts;
     uint32_t *by_ip;         /* 198.18.0.0/15 offset -> host index + 1 */
+    /* Hosts on loopback addresses (127.G.x.y): open addressing, ip -> host
+     * index + 1 (0: the host went; its ip stays as a tombstone). */
+    struct sim_loop_slot { uint32_t ip, host1; } *loop_tab;
+    uint32_t loop_cap, loop_used;
     bool cut;
     sim_dir *held;
     sim_conn *conns;

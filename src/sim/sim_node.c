@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "discovery/pex_msg.h"
+#include "discovery/discovery_engine.h"
 #include "switch/switch_engine.h"
 
 /* ---- addresses --------------------------------------------------------------- */
@@ -145,6 +146,9 @@ static void on_event(void *user, const tm2_event *ev)
     int32_t why = ev->reason;
     memcpy(rec + 20, &why, 4);
     crypto_generichash_update(&r->trace, rec, sizeof rec);
+    if (getenv("TM2_SIM_TRACE"))
+        fprintf(stderr, "t=%llu node %u: %s peer %u %s reason %d %s\n", (unsigned long long)now, n->idx,
+                event_name(ev->type), peer, ev->outbound ? "out" : "in", ev->reason, ev->reason_text);
     if (!n->up)
         return;
     if (peer == UINT32_MAX) {
@@ -351,6 +355,26 @@ static void build_reactors(sim_node *n)
         .receive = g_receive};
 }
 
+/* TM2_SIM_LOG=<node index>: that node's library log on stderr, at debug
+ * level, stamped with virtual time (for looking into one node of a run). */
+static void node_log(void *user, tm2_log_level level, const char *msg, const tm2_log_field *f,
+                     size_t nf)
+{
+    sim_node *n = user;
+    (void)level;
+    fprintf(stderr, "t=%llu node %u: %s", (unsigned long long)tm2__simnet_now(n->run->world),
+            n->idx, msg);
+    for (size_t i = 0; i < nf; i++)
+        fprintf(stderr, " %s=%s", f[i].key, f[i].value);
+    fputc('\n', stderr);
+}
+
+static bool node_logged(const sim_node *n)
+{
+    const char *v = getenv("TM2_SIM_LOG");
+    return v && *v && strtoul(v, NULL, 10) == n->idx;
+}
+
 int sim_node_start(sim_node *n)
 {
     sim_run *r = n->run;
@@ -367,7 +391,12 @@ int sim_node_start(sim_node *n)
             .limit_local_addrs = true,
             .target_outbound = c->max_outbound,
         };
-        if ((rc = tm2_discovery_new(&dc, &n->disc)) < 0)
+        if (node_logged(n)) {
+            dc.log = node_log;
+            dc.log_user = n;
+            dc.log_level = TM2_LOG_DEBUG;
+        }
+        if ((rc = tm2__discovery_new_on(&dc, n->e, &n->disc)) < 0)
             return rc;
     }
     build_reactors(n);
@@ -390,12 +419,15 @@ int sim_node_start(sim_node *n)
         sc.seeds = r->seed_addrs;
         sc.n_seeds = c->seeds;
     }
-    if (n->persistent) {
-        sc.persistent_peers = &n->persistent;
-        sc.n_persistent_peers = 1;
-    }
+    sc.persistent_peers = n->persistent;
+    sc.n_persistent_peers = n->n_persistent;
     sc.reactors = n->reactors;
     sc.n_reactors = n->n_reactors;
+    if (node_logged(n)) {
+        sc.log = node_log;
+        sc.log_user = n;
+        sc.log_level = TM2_LOG_DEBUG;
+    }
     rc = tm2__switch_new_on(&sc, n->e, &n->sw);
     if (rc < 0)
         return rc;
@@ -453,5 +485,6 @@ void sim_node_free(sim_node *n)
     free(n->gpeers);
     free(n->seen);
     free(n->edges);
+    free(n->persistent);
     tm2_node_key_wipe(&n->key);
 }

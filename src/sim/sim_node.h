@@ -38,7 +38,10 @@ typedef struct sim_node {
     tm2_netaddr addr;                   /* ID@127.G.a.b:26656 */
     char addr_s[128];
     tm2_node_key key;
-    const char *persistent;             /* partition: one peer it keeps (another's addr_s) */
+    /* Seeds: the other seeds; partition: one peer it keeps (addr_s of
+     * others). */
+    const char **persistent;
+    size_t n_persistent;
     tm2__engine *e;
     tm2_switch *sw;
     tm2_discovery *disc;

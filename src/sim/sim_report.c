@@ -4,9 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool live_honest(const sim_run *r, uint32_t i)
+/* The graph is the honest nodes' but the seeds': seed mode sheds every
+ * peer after an exchange. */
+static bool in_graph(const sim_run *r, uint32_t i)
 {
-    return i < r->cfg.nodes && r->nodes[i].up;
+    return i < r->cfg.nodes && i >= r->cfg.seeds && r->nodes[i].up;
 }
 
 static uint32_t uf_find(uint32_t *parent, uint32_t x)
@@ -33,13 +35,13 @@ void sim_graph_scan(sim_run *r, tm2__sim_progress *p)
         if (!a->up)
             continue;
         live++;
-        if (!a->seed) {
-            live_plain++;
-            at_target += a->n_out >= r->cfg.max_outbound;
-        }
+        if (a->seed)
+            continue;
+        live_plain++;
+        at_target += a->n_out >= r->cfg.max_outbound;
         for (uint32_t k = 0; k < a->n_edges; k++) {
             uint32_t j = a->edges[k].peer;
-            if (!live_honest(r, j))
+            if (!in_graph(r, j))
                 continue;
             ends++;
             uint32_t x = uf_find(parent, i), y = uf_find(parent, j);
@@ -49,7 +51,7 @@ void sim_graph_scan(sim_run *r, tm2__sim_progress *p)
     }
     uint32_t comps = 0;
     for (uint32_t i = 0; i < n; i++)
-        comps += r->nodes[i].up && uf_find(parent, i) == i;
+        comps += in_graph(r, i) && uf_find(parent, i) == i;
     free(parent);
     p->live = live;
     p->at_target = at_target;
@@ -69,7 +71,7 @@ static int graph_build(const sim_run *r, graph *g)
     g->start = calloc(n + 1u, sizeof *g->start);
     uint64_t total = 0;
     for (uint32_t i = 0; i < n; i++)
-        if (r->nodes[i].up)
+        if (in_graph(r, i))
             total += 2u * r->nodes[i].n_edges;
     g->adj = malloc((total ? total : 1) * sizeof *g->adj);
     uint32_t *fill = calloc(n + 1u, sizeof *fill);
@@ -81,11 +83,11 @@ static int graph_build(const sim_run *r, graph *g)
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < n; i++) {
             const sim_node *a = &r->nodes[i];
-            if (!a->up)
+            if (!in_graph(r, i))
                 continue;
             for (uint32_t k = 0; k < a->n_edges; k++) {
                 uint32_t j = a->edges[k].peer;
-                if (!live_honest(r, j))
+                if (!in_graph(r, j))
                     continue;
                 if (pass == 0) {
                     g->start[i + 1]++;
@@ -178,7 +180,7 @@ static void degrees_and_diameter(sim_run *r)
     uint32_t nd = 0;
     uint64_t sum = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (!r->nodes[i].up)
+        if (!in_graph(r, i))
             continue;
         uint32_t d = degree(&g, i, mark, i + 1u);
         deg[nd++] = d;
@@ -195,7 +197,7 @@ static void degrees_and_diameter(sim_run *r)
     }
     uint32_t sources = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (!r->nodes[i].up)
+        if (!in_graph(r, i))
             continue;
         if (nd > DIAMETER_ALL && sim_uniform(r, nd) >= DIAMETER_SAMPLE)
             continue;

@@ -145,13 +145,26 @@ static int build_nodes(sim_run *r)
         if (n->seed)
             r->seed_addrs[i] = n->addr_s;
     }
+    /* Seeds keep each other as persistent peers, so their books mix and a
+     * node that asks one hears of the others' nodes too. */
+    for (uint32_t i = 0; i < c->seeds && c->seeds > 1; i++) {
+        sim_node *n = &r->nodes[i];
+        if (!(n->persistent = calloc(c->seeds - 1u, sizeof *n->persistent)))
+            return TM2_ENOMEM;
+        for (uint32_t j = 0; j < c->seeds; j++)
+            if (j != i)
+                n->persistent[n->n_persistent++] = r->seed_addrs[j];
+    }
     if (c->scenario == TM2__SIM_PARTITION) {
         /* Each node keeps one peer of its own choosing, as operators do:
          * after the heal their redials join the halves. */
         uint32_t span = c->nodes - c->seeds;
         for (uint32_t i = c->seeds; i < c->nodes; i++) {
             uint32_t j = c->seeds + (uint32_t)((i - c->seeds + 1u + sim_uniform(r, span - 1u)) % span);
-            r->nodes[i].persistent = r->nodes[j].addr_s;
+            sim_node *n = &r->nodes[i];
+            if (!(n->persistent = calloc(1, sizeof *n->persistent)))
+                return TM2_ENOMEM;
+            n->persistent[n->n_persistent++] = r->nodes[j].addr_s;
         }
     }
     return 0;
@@ -276,9 +289,11 @@ int tm2__sim_run(const tm2__sim_config *cfg, tm2__sim_report *rep, char *err, si
         snprintf(err, err_len, "out of memory");
         goto out;
     }
-    /* Seeds first, then every other node over the first tenth of a
-     * second per ten nodes, as a network that comes up over a while. */
-    uint64_t step_ms = 10, next_start = 0, now = 0;
+    /* Seeds first, then the other nodes one by one over the first tenth
+     * of the run, as a network that comes up over a while. */
+    uint64_t step_ms = cfg->duration_ms / 10u / r->n_nodes, next_start = 0, now = 0;
+    if (step_ms == 0)
+        step_ms = 1;
     uint32_t started = 0;
     uint64_t next_tick = 1000, next_gossip = cfg->gossip_every_ms ? 5000 : UINT64_MAX;
     uint64_t next_churn = cfg->scenario == TM2__SIM_CHURN ? cfg->duration_ms / 4 : UINT64_MAX;

@@ -355,10 +355,55 @@ tm2__simnet *tm2__simnet_new(const tm2__simnet_config *cfg)
     return w;
 }
 
+/* ---- hosts on loopback addresses ------------------------------------------------------ */
+
+static uint32_t loop_hash(uint32_t ip) { return (ip * 2654435761u) >> 7; }
+
+/* The slot of ip, or the empty slot where it would go. */
+static struct sim_loop_slot *loop_slot(const tm2__simnet *w, uint32_t ip)
+{
+    for (uint32_t i = loop_hash(ip) & (w->loop_cap - 1);; i = (i + 1) & (w->loop_cap - 1))
+        if (w->loop_tab[i].ip == ip || w->loop_tab[i].ip == 0)
+            return &w->loop_tab[i];
+}
+
+static sim_host *loop_find(const tm2__simnet *w, uint32_t ip)
+{
+    if (!w->loop_cap)
+        return NULL;
+    struct sim_loop_slot *sl = loop_slot(w, ip);
+    return sl->ip == ip && sl->host1 ? w->hosts[sl->host1 - 1] : NULL;
+}
+
+/* Room for one more: the table stays at most half full. 0 or TM2_ENOMEM. */
+static int loop_reserve(tm2__simnet *w)
+{
+    if ((w->loop_used + 1u) * 2u <= w->loop_cap)
+        return 0;
+    uint32_t cap = w->loop_cap ? w->loop_cap * 2u : 256u;
+    struct sim_loop_slot *old = w->loop_tab, *t = calloc(cap, sizeof *t);
+    if (!t)
+        return TM2_ENOMEM;
+    uint32_t ocap = w->loop_cap;
+    w->loop_tab = t;
+    w->loop_cap = cap;
+    for (uint32_t i = 0; i < ocap; i++)
+        if (old[i].ip)
+            *loop_slot(w, old[i].ip) = old[i];
+    w->mem += (size_t)(cap - ocap) * sizeof *t;
+    free(old);
+    return 0;
+}
+
 static void host_release(tm2__simnet *w, sim_host *h)
 {
     if (h->ip >> 17 == SIM_NET_BASE >> 17 && w->by_ip)
         w->by_ip[h->ip - SIM_NET_BASE] = 0;
+    if (h->ip >> 24 == 127 && w->loop_cap) {
+        struct sim_loop_slot *sl = loop_slot(w, h->ip);
+        if (sl->ip == h->ip && sl->host1 == h->index + 1u)
+            sl->host1 = 0;
+    }
     w->hosts[h->index] = NULL;
     w->live_hosts--;
     sim_free(w, h, sizeof *h);
@@ -374,6 +419,7 @@ void tm2__simnet_free(tm2__simnet *w)
             host_release(w, w->hosts[i]);
     free(w->hosts);
     free(w->by_ip);
+    free(w->loop_tab);
     free(w->heap.a);
     free(w->rscratch);
     tm2__engine_free_scratch(&w->scratch);
@@ -401,10 +447,8 @@ tm2__engine *tm2__simnet_host_new(tm2__simnet *w, const tm2_netaddr *addr)
         }
         if (w->by_ip[ip - SIM_NET_BASE])
             return NULL;
-    } else {
-        for (uint32_t i = 0; i < w->nhosts; i++)
-            if (w->hosts[i] && w->hosts[i]->ip == ip)
-                return NULL;
+    } else if (loop_find(w, ip) || loop_reserve(w) < 0) {
+        return NULL;
     }
     if (w->nhosts == w->cap_hosts) {
         uint32_t cap = w->cap_hosts ? 2 * w->cap_hosts : 64;
@@ -438,17 +482,26 @@ tm2__engine *tm2__simnet_host_new(tm2__simnet *w, const tm2_netaddr *addr)
         h->eng.scratch[i] = w->scratch.scratch[i];
     w->hosts[w->nhosts++] = h;
     w->live_hosts++;
-    if (sim)
+    if (sim) {
         w->by_ip[ip - SIM_NET_BASE] = h->index + 1;
+    } else {
+        struct sim_loop_slot *sl = loop_slot(w, ip);
+        w->loop_used += sl->ip == 0;
+        *sl = (struct sim_loop_slot){.ip = ip, .host1 = h->index + 1};
+    }
     return &h->eng;
 }
 
-/* The host a connect to ip reaches from host `from`: loopback is the
- * dialler itself. */
+/* The host a connect to ip reaches from host `from`: the host on that
+ * address; any other loopback address is the dialler itself. */
 sim_host *sim_host_by_ip(tm2__simnet *w, sim_host *from, uint32_t ip)
 {
-    if (ip >> 24 == 127 || ip == from->ip)
+    if (ip == from->ip)
         return from;
+    if (ip >> 24 == 127) {
+        sim_host *h = loop_find(w, ip);
+        return h ? h : from;
+    }
     if (ip >> 17 != SIM_NET_BASE >> 17 || !w->by_ip || !w->by_ip[ip - SIM_NET_BASE])
         return NULL;
     return w->hosts[w->by_ip[ip - SIM_NET_BASE] - 1];

@@ -14,7 +14,8 @@
  * With unlimited bandwidth a write leaves at once: nothing is queued. A lost
  * segment is not lost data: it arrives one retransmission timeout late
  * (max(200 ms, 2 x latency), doubling when lost again) and holds back what
- * follows it. Loopback addresses (127/8) reach the host itself.
+ * follows it. Hosts live on 198.18.0.0/15 or on loopback addresses; a
+ * loopback address no host holds reaches the dialler itself.
  *
  * Connects: a SYN to a host without a listener on the port is refused after
  * one round trip; to an unknown host or across a cut nothing answers (the

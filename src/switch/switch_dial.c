@@ -52,7 +52,8 @@ void tm2__sw_arm_dial_timer(tm2_switch *sw)
         tm2__timer_stop(&sw->dial_timer);
         return;
     }
-    if (sw->dial_timer.due != due)
+    /* A simulated clock reads 0 at first: due 0 is armed as 1. */
+    if (!tm2__timer_active(&sw->dial_timer) || sw->dial_timer.due != due)
         tm2__timer_start(&sw->dial_timer, due);
 }
 
