@@ -360,6 +360,11 @@ int tm2__sim_run(const tm2__sim_config *cfg, tm2__sim_report *rep, char *err, si
             sim_node_stop(&r->nodes[i]);
     while (r->running > 0 && tm2__simnet_step(r->world))
         ;
+    if (r->running > 0 && getenv("TM2_SIM_TRACE"))
+        for (uint32_t i = 0; i < r->n_nodes; i++)
+            if (r->nodes[i].sw)
+                fprintf(stderr, "node %u never stopped (up %d stopping %d)\n", i, r->nodes[i].up,
+                        r->nodes[i].stopping);
     rc = r->fatal;
     rep->world_events = tm2__simnet_events(r->world);
     rep->switch_events = r->switch_events;

@@ -192,8 +192,6 @@ static void op_timer_disarm(tm2__timer *t)
 static void op_defer(tm2__engine *e, tm2__task *k)
 {
     sim_host *h = sim_host_of(e);
-    if (h->crashed)
-        return;
     k->queued = true;
     k->next = NULL;
     if (h->task_tail)
@@ -242,8 +240,6 @@ static void drop_tasks(sim_host *h)
 static int op_waker_init(tm2__engine *e, tm2__waker *wk)
 {
     sim_host *h = sim_host_of(e);
-    if (h->crashed)
-        return TM2_EIO;
     sim_waker *sw = SLOT_OF(wk, sim_waker);
     ev_init(&sw->ev);
     sw->closing = false;
@@ -255,7 +251,7 @@ static void op_waker_send(tm2__waker *wk)
 {
     sim_host *h = sim_host_of(wk->e);
     sim_waker *sw = SLOT_OF(wk, sim_waker);
-    if (sw->closing || h->crashed || sim_queued(&sw->ev))
+    if (sw->closing || sim_queued(&sw->ev))
         return;   /* coalesced with the one pending */
     sim_at(h->w, &sw->ev, h->w->now, h->index, EV_WAKER);
 }
@@ -275,8 +271,6 @@ static void op_waker_close(tm2__waker *wk)
 static int op_work_submit(tm2__engine *e, tm2__work *wk)
 {
     sim_host *h = sim_host_of(e);
-    if (h->crashed)
-        return TM2_EIO;
     sim_work *sw = SLOT_OF(wk, sim_work);
     ev_init(&sw->ev);
     sw->cancelled = false;
@@ -513,7 +507,6 @@ void tm2__simnet_host_crash(tm2__engine *e)
     if (h->crashed)
         return;
     h->crashed = true;
-    drop_tasks(h);
     sim_link_crash(h->w, h);
 }
 
@@ -567,8 +560,6 @@ static void run_timer(tm2__simnet *w, sim_ev *ev)
     sim_timer *st = (sim_timer *)(void *)ev;
     tm2__timer *t = OWNER_OF(st, tm2__timer);
     w->cur_a = st->ev.ordinal;
-    if (sim_host_of(t->e)->crashed)
-        return;
     t->due = 0;
     t->cb(t);
 }
@@ -598,7 +589,7 @@ static void run_waker(tm2__simnet *w, sim_ev *ev, bool close)
         h->handles--;
         if (wk->on_close)
             wk->on_close(wk);
-    } else if (!h->crashed) {
+    } else {
         wk->cb(wk);
     }
 }
@@ -608,8 +599,7 @@ static void run_work(tm2__simnet *w, sim_ev *ev)
     sim_work *sw = (sim_work *)(void *)ev;
     tm2__work *wk = OWNER_OF(sw, tm2__work);
     w->cur_a = sw->ordinal;
-    /* A crashed host's work is cancelled, so its owner can still free it. */
-    bool cancelled = sw->cancelled || sim_host_of(wk->e)->crashed;
+    bool cancelled = sw->cancelled;
     w->cur_b = cancelled;
     if (!cancelled && wk->run)
         wk->run(wk);

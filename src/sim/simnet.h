@@ -25,10 +25,11 @@
  * segments between hosts of different groups are held and arrive, in order,
  * one latency after the heal.
  *
- * Crash: a crashed host's sockets are reset (the far ends see on_end
- * TM2_EIO one latency later), its listeners refuse, and its timers, tasks,
- * wakers and socket callbacks stop; pending work is reported cancelled and
- * close callbacks still come, so its owner can tear down as usual.
+ * Crash: the host falls off the network at once. Its sockets are reset
+ * (the far ends see on_end TM2_EIO one latency later) and say nothing more
+ * to it, its listeners refuse, its connects and writes fail. Its timers,
+ * tasks, wakers and work still run and close callbacks still come, so the
+ * code on it (a switch) can shut down and be freed as usual.
  *
  * Threads: one. tm2__waker_send too must be called on it. */
 #ifndef TM2_SIM_SIMNET_H

@@ -138,8 +138,8 @@ bool tm2_switch_is_private(const tm2_switch *sw, const tm2_id *id)
 void tm2__sw_update_counts(tm2_switch *sw)
 {
     uv_mutex_lock(&sw->snap_lock);
-    sw->snap_in = tm2__peer_set_inbound(&sw->peers);
-    sw->snap_out = tm2__peer_set_outbound(&sw->peers);
+    sw->snap_in = sw->n_in;
+    sw->snap_out = sw->n_out;
     sw->snap_queued = tm2__dialq_count(&sw->dialq);
     sw->snap_dialing = sw->snap_queued + tm2__peer_set_count(&sw->inflight);
     sw->snap_persistent = sw->n_persistent_up;

@@ -74,6 +74,7 @@ struct tm2_peer {
     /* loop */
     bool started;                   /* mcs started */
     bool listed;                    /* in the peer set and the snapshot */
+    bool counted;                   /* in n_in / n_out and the counts */
     bool in_add;                    /* add_peer callbacks running */
     bool removing;                  /* removal begun */
     bool removed;                   /* removal done */
@@ -81,6 +82,7 @@ struct tm2_peer {
     size_t n_added;                 /* reactors that got add_peer */
     uint64_t seq;                   /* connection order (larger: younger) */
     uint64_t last_msg_ms;           /* last reactor message received; 0: none */
+    uint64_t listed_ms;             /* when it joined the peer set */
     int reason;
     char *reason_text;              /* set on removal (NULL: no memory for it) */
     struct tm2_peer *next_release;

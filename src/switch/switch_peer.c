@@ -71,6 +71,30 @@ static void log_peer(tm2_switch *sw, tm2_log_level lv, const char *what, const t
 /* The second half of a removal; for a peer still in its add_peer round it
  * runs once the round is over. A replaced connection gives back its reactor
  * state but announces nothing: its peer stays connected. */
+/* The peer stops counting towards the limits and the counts: at once when
+ * its removal begins, even if its add_peer round defers the rest, so a
+ * newcomer that takes an evicted peer's place never shows one peer over
+ * the cap. */
+static void uncount(tm2_switch *sw, tm2_peer *p)
+{
+    if (!p->counted)
+        return;
+    p->counted = false;
+    if (p->outbound)
+        sw->n_out--;
+    else
+        sw->n_in--;
+    sw->n_persistent_up -= p->persistent;
+    sw->n_private_up -= p->priv;
+    if (p->uncond) {
+        if (p->outbound)
+            sw->n_uncond_out--;
+        else
+            sw->n_uncond_in--;
+    }
+    tm2__sw_update_counts(sw);
+}
+
 static void finish_remove(tm2_switch *sw, tm2_peer *p)
 {
     if (p->removed)
@@ -82,19 +106,7 @@ static void finish_remove(tm2_switch *sw, tm2_peer *p)
         if (tm2__peer_set_find(&sw->peers, &p->id) == p)
             tm2__peer_set_remove(&sw->peers, &p->id);
         snap_remove(sw, p);
-        if (p->outbound)
-            sw->n_out--;
-        else
-            sw->n_in--;
-        sw->n_persistent_up -= p->persistent;
-        sw->n_private_up -= p->priv;
-        if (p->uncond) {
-            if (p->outbound)
-                sw->n_uncond_out--;
-            else
-                sw->n_uncond_in--;
-        }
-        tm2__sw_update_counts(sw);
+        uncount(sw, p);
     }
     if (sw->transport && !sw->transport_closing)
         tm2__transport_remove(sw->transport, &p->socket_addr);
@@ -139,6 +151,8 @@ void tm2__sw_peer_remove(tm2_switch *sw, tm2_peer *p, int reason, const char *te
     tm2__mcs_close(&p->conn->mcs);
     if (!p->in_add)
         finish_remove(sw, p);
+    else
+        uncount(sw, p);
     /* After the disconnect, so a subscriber sees the peer gone first. */
     tm2__sw_ban_misbehaving(sw, p, reason, p->reason_text);
 }
@@ -228,9 +242,14 @@ static bool wins(const tm2_switch *sw, const tm2_id *remote, bool outbound)
 }
 
 /* Our losing side of a simultaneous open may be closed by the peer before
- * its winning connection reaches us: remembered for a handshake's time. */
+ * its winning connection reaches us: remembered for a handshake's time.
+ * Only a connection that ended within that time of starting can be one:
+ * a peer that drops an older one and connects again (a seed's crawl does)
+ * is a newcomer, under the inbound cap like any other. */
 static void remember_lost(tm2_switch *sw, const tm2_peer *p)
 {
+    if (!p->listed_ms || tm2__sw_now(sw) - p->listed_ms > sw->handshake_timeout_ms)
+        return;
     size_t n = sizeof sw->lost / sizeof sw->lost[0];
     sw->lost[sw->n_lost % n].id = p->id;
     sw->lost[sw->n_lost % n].at = tm2__sw_now(sw);
@@ -400,7 +419,9 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
         return;
     }
     p->listed = true;
+    p->counted = true;
     p->seq = ++sw->peer_seq;
+    p->listed_ms = tm2__sw_now(sw);
     snap_add(sw, p);
     if (p->outbound)
         sw->n_out++;
