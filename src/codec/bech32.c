@@ -32,10 +32,21 @@ static uint32_t hrp_polymod(const char *hrp, size_t n)
 
 static int lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
 
+/* Each charset character's value plus one (so 0 means "not in the
+ * charset"): IDs are decoded for every address a peer sends, so a lookup,
+ * not a search, per character. */
+#define V(c, v) [c] = (v) + 1
+static const int8_t charset_value1[128] = {
+    V('q', 0),  V('p', 1),  V('z', 2),  V('r', 3),  V('y', 4),  V('9', 5),  V('x', 6),  V('8', 7),
+    V('g', 8),  V('f', 9),  V('2', 10), V('t', 11), V('v', 12), V('d', 13), V('w', 14), V('0', 15),
+    V('s', 16), V('3', 17), V('j', 18), V('n', 19), V('5', 20), V('4', 21), V('k', 22), V('h', 23),
+    V('c', 24), V('e', 25), V('6', 26), V('m', 27), V('u', 28), V('a', 29), V('7', 30), V('l', 31),
+};
+#undef V
+
 static int charset_rev(int c)
 {
-    const char *p = c ? strchr(charset, c) : NULL;
-    return p ? (int)(p - charset) : -1;
+    return c > 0 && c < 128 ? charset_value1[c] - 1 : -1;
 }
 
 int tm2_bech32_encode(const char *hrp, const uint8_t *data, size_t len, char *out, size_t out_cap)

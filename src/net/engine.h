@@ -46,8 +46,9 @@ typedef struct tm2__engine_ops tm2__engine_ops;
  * connection embeds a socket and a timer: memory per idle peer). The libuv
  * backend static-asserts that its state fits: a uv_tcp_t and a flag for
  * sockets and listeners, a uv_async_t, a uv_work_t, and for a timer only
- * its place in the engine's heap (its timers share one uv_timer_t). */
-#define TM2__ENGINE_SLOT_TIMER 32u
+ * its place in the engine's heap (its timers share one uv_timer_t). Timers
+ * are sized for the simulator's, which link into its event lists. */
+#define TM2__ENGINE_SLOT_TIMER 48u
 #define TM2__ENGINE_SLOT_WAKER 128u
 #define TM2__ENGINE_SLOT_SOCK 256u
 #define TM2__ENGINE_SLOT_WORK 128u

@@ -11,6 +11,8 @@
 #include "sim/simnet.h"
 
 #define SIM_NONE UINT32_MAX
+#define SIM_RING (UINT32_MAX - 1u)   /* sim_ev.idx of an event in the queue's ring */
+#define SIM_RING_MS 4096u            /* the ring's span; a power of two */
 #define SIM_SEG_MAX (64u * 1024u)
 #define SIM_BACKLOG_MAX 128u
 
@@ -32,23 +34,34 @@ enum sim_kind {
     EV_TX,             /* bytes leave the sender's queue */
 };
 
-/* A heap entry lives in the record it is about (a handle's slot, a host, a
- * connection), so scheduling allocates nothing and cancelling is a removal
- * by index. */
+/* A queue entry lives in the record it is about (a handle's slot, a host,
+ * a connection), so scheduling allocates nothing and cancelling is an
+ * unlink or a removal by index. */
 typedef struct sim_ev {
     uint64_t due;
     uint64_t seq;
-    uint32_t idx;      /* position in the heap, SIM_NONE when not in it */
+    struct sim_ev *next, *prev;   /* in its ring slot */
+    uint32_t idx;      /* heap position, SIM_RING, or SIM_NONE when not queued */
     uint32_t host;     /* the host it runs for (trace digest) */
     uint32_t ordinal;  /* timers: their number on the host (trace digest) */
     uint8_t kind;
     uint8_t sub;       /* EV_RX / EV_TX: the direction */
 } sim_ev;
 
-typedef struct sim_heap {
-    sim_ev **a;
+/* A far event's key beside it, so ordering reads only the heap's array. */
+typedef struct sim_heap_ent {
+    uint64_t due, seq;
+    sim_ev *ev;
+} sim_heap_ent;
+
+typedef struct sim_queue {
+    sim_heap_ent *a;           /* far events: a 4-ary heap */
     uint32_t n, cap;
-} sim_heap;
+    uint32_t ring_n;           /* events in the ring */
+    uint64_t cur;              /* the ring holds due times [cur, cur + SIM_RING_MS) */
+    struct { sim_ev *head, *tail; } slot[SIM_RING_MS];
+    uint64_t bits[SIM_RING_MS / 64];   /* slots not empty */
+} sim_queue;
 
 /* ---- hosts, connections --------------------------------------------------------- */
 
@@ -155,7 +168,7 @@ struct tm2__simnet {
     uint64_t now;
     uint64_t seq;
     uint64_t events;
-    sim_heap heap;
+    sim_queue q;
     sim_host **hosts;
     uint32_t nhosts, cap_hosts, live_hosts;
     uint32_t *by_ip;         /* 198.18.0.0/15 offset -> host index + 1 */
@@ -186,12 +199,14 @@ static inline bool sim_ip4_of(const tm2_netaddr *a, uint32_t *ip)
     return true;
 }
 
-/* heap.c */
-void sim_heap_push(sim_heap *h, sim_ev *ev);
-void sim_heap_remove(sim_heap *h, sim_ev *ev);
-sim_ev *sim_heap_pop(sim_heap *h);
-static inline sim_ev *sim_heap_top(const sim_heap *h) { return h->n ? h->a[0] : NULL; }
-int sim_heap_reserve(sim_heap *h, uint32_t n);
+/* queue.c: the world's event queue. Events are never scheduled before the
+ * world's time. push fails only for want of memory. */
+int sim_queue_push(sim_queue *q, sim_ev *ev);
+void sim_queue_remove(sim_queue *q, sim_ev *ev);
+sim_ev *sim_queue_pop(sim_queue *q);
+bool sim_queue_next_due(const sim_queue *q, uint64_t *due);
+size_t sim_queue_mem(const sim_queue *q);   /* allocated beside it */
+void sim_queue_free(sim_queue *q);
 
 /* simnet.c */
 void *sim_alloc(tm2__simnet *w, size_t n);

@@ -60,19 +60,17 @@ uint64_t sim_mix(uint64_t a, uint64_t b, uint64_t c, uint64_t d)
 
 void sim_at(tm2__simnet *w, sim_ev *ev, uint64_t due, uint32_t host, uint8_t kind)
 {
-    if (sim_queued(ev))
-        sim_heap_remove(&w->heap, ev);
-    if (sim_heap_reserve(&w->heap, w->heap.n + 1) != 0) {
+    sim_queue_remove(&w->q, ev);
+    ev->due = due < w->now ? w->now : due;
+    ev->seq = w->seq++;
+    ev->host = host;
+    ev->kind = kind;
+    if (sim_queue_push(&w->q, ev) != 0) {
         /* Engine calls cannot fail here; a simulation without its event
          * queue cannot go on. */
         fputs("simnet: out of memory for the event queue\n", stderr);
         abort();
     }
-    ev->due = due < w->now ? w->now : due;
-    ev->seq = w->seq++;
-    ev->host = host;
-    ev->kind = kind;
-    sim_heap_push(&w->heap, ev);
 }
 
 void sim_at_min(tm2__simnet *w, sim_ev *ev, uint64_t due, uint32_t host, uint8_t kind)
@@ -84,8 +82,7 @@ void sim_at_min(tm2__simnet *w, sim_ev *ev, uint64_t due, uint32_t host, uint8_t
 
 void sim_cancel(tm2__simnet *w, sim_ev *ev)
 {
-    if (sim_queued(ev))
-        sim_heap_remove(&w->heap, ev);
+    sim_queue_remove(&w->q, ev);
 }
 
 static void ev_init(sim_ev *ev)
@@ -339,8 +336,7 @@ tm2__simnet *tm2__simnet_new(const tm2__simnet_config *cfg)
     if (loss > 0.0)
         w->loss_thr = loss >= 1.0 ? UINT32_MAX : (uint32_t)(loss * 4294967296.0);
     crypto_generichash_init(&w->trace, NULL, 0, 32);
-    if (!(w->rscratch = sim_alloc(w, SIM_SEG_MAX)) || tm2__engine_alloc_scratch(&w->scratch) != 0
-        || sim_heap_reserve(&w->heap, 256) != 0) {
+    if (!(w->rscratch = sim_alloc(w, SIM_SEG_MAX)) || tm2__engine_alloc_scratch(&w->scratch) != 0) {
         tm2__simnet_free(w);
         return NULL;
     }
@@ -414,7 +410,7 @@ void tm2__simnet_free(tm2__simnet *w)
     free(w->hosts);
     free(w->by_ip);
     free(w->loop_tab);
-    free(w->heap.a);
+    sim_queue_free(&w->q);
     free(w->rscratch);
     tm2__engine_free_scratch(&w->scratch);
     free(w);
@@ -609,7 +605,7 @@ static void run_work(tm2__simnet *w, sim_ev *ev)
 
 bool tm2__simnet_step(tm2__simnet *w)
 {
-    sim_ev *ev = sim_heap_pop(&w->heap);
+    sim_ev *ev = sim_queue_pop(&w->q);
     if (!ev)
         return false;
     if (ev->due > w->now)
@@ -648,8 +644,8 @@ bool tm2__simnet_step(tm2__simnet *w)
 void tm2__simnet_run_until(tm2__simnet *w, uint64_t t_ms)
 {
     for (;;) {
-        sim_ev *top = sim_heap_top(&w->heap);
-        if (!top || top->due > t_ms)
+        uint64_t due;
+        if (!sim_queue_next_due(&w->q, &due) || due > t_ms)
             break;
         tm2__simnet_step(w);
     }
@@ -688,5 +684,5 @@ void tm2__simnet_stats_get(const tm2__simnet *w, tm2__simnet_stats *out)
     out->conns_opened = w->conns_opened;
     out->conns_live = w->conns_live;
     out->hosts_live = w->live_hosts;
-    out->mem_bytes = w->mem + (uint64_t)w->heap.cap * sizeof *w->heap.a;
+    out->mem_bytes = w->mem + sim_queue_mem(&w->q);
 }
