@@ -45,31 +45,33 @@ static void tl_free(void *unused)
 
 static void tl_key_init(void) { tl_key_ok = pthread_key_create(&tl_key, tl_free) == 0; }
 
-/* This thread's context for direction enc, holding a's key. */
-static EVP_CIPHER_CTX *ctx_for(const tm2__aead *a, int enc)
+/* Sets *out to this thread's context for direction enc, loaded with a's
+ * key and the frame's nonce: one initialisation, the key only when the
+ * context last served another connection. */
+static int ctx_for(const tm2__aead *a, int enc, const uint8_t *nonce, EVP_CIPHER_CTX **out)
 {
-    if (tl.owner[enc] == a->serial)
-        return tl.ctx[enc];   /* owners are only set on a context made */
     EVP_CIPHER_CTX *c = tl.ctx[enc];
     if (!c) {
         pthread_once(&tl_once, tl_key_init);
         /* Without a destructor the contexts would outlive the thread. */
         if (!tl_key_ok || pthread_setspecific(tl_key, &tl) != 0)
-            return NULL;
+            return TM2_ENOMEM;
         if (!(c = EVP_CIPHER_CTX_new()))
-            return NULL;
+            return TM2_ENOMEM;
         if (EVP_CipherInit_ex(c, EVP_chacha20_poly1305(), NULL, NULL, NULL, enc) != 1) {
             EVP_CIPHER_CTX_free(c);
-            return NULL;
+            return TM2_ENOMEM;
         }
         tl.ctx[enc] = c;
     }
-    if (EVP_CipherInit_ex(c, NULL, NULL, a->key, NULL, enc) != 1) {
+    const uint8_t *key = tl.owner[enc] == a->serial ? NULL : a->key;
+    if (EVP_CipherInit_ex(c, NULL, NULL, key, nonce, enc) != 1) {
         tl.owner[enc] = 0;
-        return NULL;
+        return TM2_EIO;
     }
     tl.owner[enc] = a->serial;
-    return c;
+    *out = c;
+    return 0;
 }
 
 int tm2__aead_init(tm2__aead *a, const uint8_t key[TM2__AEAD_KEY_SIZE])
@@ -85,13 +87,12 @@ int tm2__aead_seal_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
 {
     if (!a->ready)
         return TM2_ESTATE;
-    EVP_CIPHER_CTX *c = ctx_for(a, ENC);
-    if (!c)
-        return TM2_ENOMEM;
+    EVP_CIPHER_CTX *c = NULL;
+    int e = ctx_for(a, ENC, nonce, &c);
+    if (e)
+        return e;
     int l1 = 0, l2 = 0;
-    /* The key is in place; each frame only sets its nonce. */
-    if (EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, ENC) != 1 ||
-        EVP_CipherUpdate(c, out, &l1, in, TM2__FRAME_PLAIN) != 1 ||
+    if (EVP_CipherUpdate(c, out, &l1, in, TM2__FRAME_PLAIN) != 1 ||
         EVP_CipherFinal_ex(c, out + l1, &l2) != 1 || l1 + l2 != TM2__FRAME_PLAIN ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TM2__AEAD_TAG_SIZE,
                             out + TM2__FRAME_PLAIN) != 1)
@@ -104,16 +105,16 @@ int tm2__aead_open_frame(tm2__aead *a, const uint8_t nonce[TM2__AEAD_NONCE_SIZE]
 {
     if (!a->ready)
         return TM2_ESTATE;
-    EVP_CIPHER_CTX *c = ctx_for(a, DEC);
-    if (!c)
-        return TM2_ENOMEM;
+    EVP_CIPHER_CTX *c = NULL;
+    int e = ctx_for(a, DEC, nonce, &c);
+    if (e == TM2_ENOMEM)
+        return e;
     uint8_t tag[TM2__AEAD_TAG_SIZE];
     int l1 = 0, l2 = 0;
     /* The tag is copied first: with out == in the update overwrites only
      * the first 1028 bytes, but keep the order independent of that. */
     memcpy(tag, in + TM2__FRAME_PLAIN, sizeof tag);
-    if (EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, DEC) != 1 ||
-        EVP_CipherUpdate(c, out, &l1, in, TM2__FRAME_PLAIN) != 1 ||
+    if (e || EVP_CipherUpdate(c, out, &l1, in, TM2__FRAME_PLAIN) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, TM2__AEAD_TAG_SIZE, tag) != 1) {
         sodium_memzero(out, TM2__FRAME_PLAIN);
         return TM2_EIO;
