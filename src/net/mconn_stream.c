@@ -146,10 +146,25 @@ void tm2__mcs_loop_close(tm2__mcs_loop *l)
     if (!l->live)
         return;
     l->live = false;
+    while (l->n_spare_tails)
+        free(l->spare_tails[--l->n_spare_tails]);
     tm2__waker_close(&l->wake, NULL);
     uv_mutex_destroy(&l->lock);
     tm2__sc_loop_close(&l->sc);
     l->scratch = NULL;
+}
+
+static uint8_t *tail_get(tm2__mcs_loop *l)
+{
+    return l->n_spare_tails ? l->spare_tails[--l->n_spare_tails] : malloc(DATA);
+}
+
+static void tail_put(tm2__mcs_loop *l, uint8_t *b)
+{
+    if (b && l->live && l->n_spare_tails < TM2__MCS_SPARE_TAILS)
+        l->spare_tails[l->n_spare_tails++] = b;
+    else
+        free(b);
 }
 
 /* ---- closing ------------------------------------------------------------------------- */
@@ -199,7 +214,7 @@ static void close_now(tm2__mcs *c)
     c->phase = TM2__MCS_CLOSING;
     free(c->pre);
     c->pre = NULL;
-    free(c->tail);
+    tail_put(c->lp, c->tail);
     c->tail = NULL;
     c->tail_len = 0;
     tm2__sc_stream_close(&c->s);
@@ -345,7 +360,7 @@ static int write_out(tm2__mcs *c, uint64_t now)
         size_t whole = total - total % DATA;
         c->tail_len = total - whole;
         if (c->tail_len) {
-            if (!c->tail && !(c->tail = malloc(DATA))) {
+            if (!c->tail && !(c->tail = tail_get(c->lp))) {
                 c->tail_len = 0;   /* the connection fails: the bytes are dropped */
                 return TM2_ENOMEM;
             }
@@ -375,7 +390,7 @@ static int write_out(tm2__mcs *c, uint64_t now)
         tm2__mconn_flushed(c->core);
     }
     if (!c->tail_len) {
-        free(c->tail);   /* an idle connection keeps no tail buffer */
+        tail_put(c->lp, c->tail);   /* an idle connection keeps no tail buffer */
         c->tail = NULL;
     }
     return 0;

@@ -79,6 +79,8 @@ typedef struct tm2__mcs tm2__mcs;
 
 /* ---- per-loop shared state ------------------------------------------------- */
 
+#define TM2__MCS_SPARE_TAILS 16
+
 typedef struct tm2__mcs_loop {
     tm2__sc_loop sc;            /* streams of this loop use &sc */
     tm2__waker wake;            /* the only cross-thread wake-up */
@@ -92,6 +94,11 @@ typedef struct tm2__mcs_loop {
     atomic_uint_fast64_t recv_stalls;   /* reads paused for a receive rate */
     atomic_uint_fast64_t wire_sent, wire_recv;   /* plaintext packet bytes, all connections */
     char reason[128];           /* error text handed to on_error */
+    /* Partial-frame buffers of connections that flushed, for the next one
+     * that needs one (loop thread): a small send on an idle connection
+     * would otherwise cost a malloc and a free. */
+    uint8_t *spare_tails[TM2__MCS_SPARE_TAILS];
+    unsigned n_spare_tails;
     uv_thread_t owner;          /* the loop thread */
     bool live;
 } tm2__mcs_loop;

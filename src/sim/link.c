@@ -138,9 +138,39 @@ static sim_conn *conn_new(tm2__simnet *w)
     return c;
 }
 
+static sim_seg *seg_alloc(tm2__simnet *w, size_t n)
+{
+    if (n > SIM_SEG_SMALL)
+        return sim_alloc(w, sizeof(sim_seg) + n);
+    sim_seg *s = w->spare_segs;
+    if (!s)
+        return sim_alloc(w, sizeof(sim_seg) + SIM_SEG_SMALL);
+    w->spare_segs = s->next;
+    w->n_spare_segs--;
+    return s;
+}
+
 static void seg_free(tm2__simnet *w, sim_seg *s)
 {
-    sim_free(w, s, sizeof *s + s->len);
+    if (s->len > SIM_SEG_SMALL) {
+        sim_free(w, s, sizeof *s + s->len);
+    } else if (w->n_spare_segs < SIM_SEG_SPARE_MAX) {
+        s->next = w->spare_segs;
+        w->spare_segs = s;
+        w->n_spare_segs++;
+    } else {
+        sim_free(w, s, sizeof *s + SIM_SEG_SMALL);
+    }
+}
+
+static void free_spare_segs(tm2__simnet *w)
+{
+    while (w->spare_segs) {
+        sim_seg *s = w->spare_segs;
+        w->spare_segs = s->next;
+        sim_free(w, s, sizeof *s + SIM_SEG_SMALL);
+    }
+    w->n_spare_segs = 0;
 }
 
 static void conn_free(tm2__simnet *w, sim_conn *c)
@@ -171,6 +201,7 @@ void sim_conn_free_all(tm2__simnet *w)
     while (w->conns)
         conn_free(w, w->conns);
     w->held = NULL;
+    free_spare_segs(w);
 }
 
 static bool side_done(const sim_side *s)
@@ -824,7 +855,7 @@ int sim_write(tm2__sock *s, const uint8_t *data, size_t len)
     sim_seg *first = NULL, *last = NULL;
     for (size_t off = 0; off < len;) {
         size_t n = len - off > SIM_SEG_MAX ? SIM_SEG_MAX : len - off;
-        sim_seg *g = sim_alloc(w, sizeof *g + n);
+        sim_seg *g = seg_alloc(w, n);
         if (!g) {
             for (sim_seg *x = first, *y; x; x = y) {
                 y = x->next;

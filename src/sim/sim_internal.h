@@ -14,6 +14,10 @@
 #define SIM_RING (UINT32_MAX - 1u)   /* sim_ev.idx of an event in the queue's ring */
 #define SIM_RING_MS 4096u            /* the ring's span; a power of two */
 #define SIM_SEG_MAX (64u * 1024u)
+/* Segments up to this size are blocks of one size kept for reuse: most
+ * writes are a sealed frame or two. */
+#define SIM_SEG_SMALL 2048u
+#define SIM_SEG_SPARE_MAX 4096u
 #define SIM_BACKLOG_MAX 128u
 
 /* ---- events ------------------------------------------------------------------ */
@@ -178,6 +182,8 @@ struct tm2__simnet {
     uint32_t loop_cap, loop_used;
     bool cut;
     sim_dir *held;
+    struct sim_seg *spare_segs;   /* small segment blocks, free */
+    uint32_t n_spare_segs;
     sim_conn *conns;
     uint64_t next_conn, conns_live;
     uint64_t bytes_delivered, segments_delivered, conns_opened;
