@@ -11,11 +11,11 @@ static const char charset[] = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 static uint32_t polymod_step(uint32_t chk, uint8_t v)
 {
     static const uint32_t gen[5] = {0x3b6a57b2u, 0x26508e6du, 0x1ea119fau, 0x3d4233ddu, 0x2a1462b3u};
-    uint8_t top = (uint8_t)(chk >> 25);
+    uint32_t top = chk >> 25;
     chk = ((chk & 0x1ffffffu) << 5) ^ v;
+    /* Masks, not branches: the bits are random, so branches mispredict. */
     for (int i = 0; i < 5; i++)
-        if ((top >> i) & 1u)
-            chk ^= gen[i];
+        chk ^= (0u - ((top >> i) & 1u)) & gen[i];
     return chk;
 }
 

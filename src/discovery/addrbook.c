@@ -738,15 +738,19 @@ int tm2__addrbook_add(tm2__addrbook *b, const tm2_netaddr *a, const tm2_netaddr 
 {
     if (!b || !a)
         return TM2_EINVAL;
-    int rc = tm2_netaddr_validate(a);
-    if (rc)
-        return rc;
     if (is_self(b, &a->id))
         return TM2_ESELF;
     now = clamp_time(now);
     const uint8_t *sip = src && memcmp(src->ip, a->ip, 16) != 0 ? src->ip : NULL;
 
+    /* An address equal to an entry's was valid when the entry came in: the
+     * common case (a peer telling us what we know) skips validation. */
     ent *x = find_ent(b, &a->id);
+    if (!x || !same_place(&x->pub.addr, a)) {
+        int rc = tm2_netaddr_validate(a);
+        if (rc)
+            return rc;
+    }
     if (x) {
         if (same_place(&x->pub.addr, a)) {
             if (now > x->pub.last_seen) {
