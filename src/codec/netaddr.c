@@ -318,12 +318,46 @@ int tm2_netaddr_parse(const char *s, unsigned flags, tm2_netaddr *out)
 
 /* ---- text ------------------------------------------------------------------ */
 
-/* Go net.IP.String(): dotted quad for IPv4-mapped, else RFC 5952. */
-static int ip_text(const uint8_t ip[16], char *buf, size_t cap)
+/* Text is built by hand, not with snprintf: discovery formats every
+ * address it sends twice (the size, then the bytes). */
+static size_t put_dec(char *p, unsigned v)
 {
-    if (memcmp(ip, v4_prefix, 12) == 0)
-        return snprintf(buf, cap, "%u.%u.%u.%u", ip[12], ip[13], ip[14], ip[15]);
+    char t[10];
+    size_t n = 0;
+    do {
+        t[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = t[n - 1 - i];
+    return n;
+}
 
+static size_t put_hex(char *p, unsigned v)   /* v < 0x10000, no leading zeros */
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    for (int sh = 12; sh >= 0; sh -= 4)
+        if ((v >> sh) || sh == 0 || n)
+            p[n++] = hex[(v >> sh) & 15];
+    return n;
+}
+
+#define IP_TEXT_MAX 40   /* the longest IPv6 text, 39 characters, and a NUL */
+
+/* Go net.IP.String(): dotted quad for IPv4-mapped, else RFC 5952. */
+static size_t ip_text(const uint8_t ip[16], char out[IP_TEXT_MAX])
+{
+    size_t n = 0;
+    if (memcmp(ip, v4_prefix, 12) == 0) {
+        for (int i = 12; i < 16; i++) {
+            if (i > 12)
+                out[n++] = '.';
+            n += put_dec(out + n, ip[i]);
+        }
+        out[n] = '\0';
+        return n;
+    }
     unsigned g[8];
     for (int i = 0; i < 8; i++)
         g[i] = (unsigned)ip[2 * i] << 8 | ip[2 * i + 1];
@@ -338,51 +372,67 @@ static int ip_text(const uint8_t ip[16], char *buf, size_t cap)
             ze = j;
         }
     }
-    char tmp[48];
-    size_t n = 0;
     for (int i = 0; i < 8; i++) {
         if (i == zs) {
-            tmp[n++] = ':';
-            tmp[n++] = ':';
+            out[n++] = ':';
+            out[n++] = ':';
             i = ze;
             if (i >= 8)
                 break;
         } else if (i > 0) {
-            tmp[n++] = ':';
+            out[n++] = ':';
         }
-        n += (size_t)snprintf(tmp + n, sizeof tmp - n, "%x", g[i]);
+        n += put_hex(out + n, g[i]);
     }
-    tmp[n] = '\0';
-    return snprintf(buf, cap, "%s", tmp);
+    out[n] = '\0';
+    return n;
+}
+
+/* "[ip]:port" or "ip:port" into t (at least 48 bytes); its length. */
+static size_t dial_text(const tm2_netaddr *a, char *t)
+{
+    bool v6 = memcmp(a->ip, v4_prefix, 12) != 0;
+    size_t n = 0;
+    if (v6)
+        t[n++] = '[';
+    n += ip_text(a->ip, t + n);
+    if (v6)
+        t[n++] = ']';
+    t[n++] = ':';
+    n += put_dec(t + n, a->port);
+    t[n] = '\0';
+    return n;
+}
+
+static int give(const char *t, size_t n, char *buf, size_t cap)
+{
+    if (n >= cap)
+        return TM2_ENOSPC;
+    memcpy(buf, t, n + 1);
+    return (int)n;
 }
 
 int tm2_netaddr_dialstring(const tm2_netaddr *a, char *buf, size_t cap)
 {
     if (!a || (!buf && cap))
         return TM2_EINVAL;
-    char ip[48];
-    ip_text(a->ip, ip, sizeof ip);
-    bool v6 = strchr(ip, ':') != NULL;
-    int n = snprintf(buf, cap, "%s%s%s:%u", v6 ? "[" : "", ip, v6 ? "]" : "", (unsigned)a->port);
-    if (n < 0 || (size_t)n >= cap)
-        return TM2_ENOSPC;
-    return n;
+    char t[48];
+    return give(t, dial_text(a, t), buf, cap);
 }
 
 int tm2_netaddr_format(const tm2_netaddr *a, char *buf, size_t cap)
 {
     if (!a || (!buf && cap))
         return TM2_EINVAL;
-    char dial[64];
-    int d = tm2_netaddr_dialstring(a, dial, sizeof dial);
-    if (d < 0)
-        return d;
-    size_t idlen = strnlen(a->id.s, sizeof a->id.s);
-    int n = idlen ? snprintf(buf, cap, "%.*s@%s", (int)idlen, a->id.s, dial)
-                  : snprintf(buf, cap, "%s", dial);
-    if (n < 0 || (size_t)n >= cap)
-        return TM2_ENOSPC;
-    return n;
+    char t[sizeof a->id.s + 1 + 48];
+    size_t idlen = strnlen(a->id.s, sizeof a->id.s), n = 0;
+    if (idlen) {
+        memcpy(t, a->id.s, idlen);
+        t[idlen] = '@';
+        n = idlen + 1;
+    }
+    n += dial_text(a, t + n);
+    return give(t, n, buf, cap);
 }
 
 /* ---- socket addresses ------------------------------------------------------ */
