@@ -157,20 +157,41 @@ static int publish(const char *tmp, const char *path, bool overwrite)
     return 0;
 }
 
+/* Creates "<path>.tmp-<12 random characters>" for writing, exclusively.
+ * Not mkostemp: its open happens inside libc, unseen by ThreadSanitizer,
+ * which then takes this thread's writes to the new descriptor for races
+ * with whichever thread last held the same number. */
+static int create_tmp(const char *path, char *tmp, size_t cap)
+{
+    static const char abc[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    for (int tries = 0; tries < 100; tries++) {
+        uint8_t r[12];
+        char sfx[sizeof r + 1];
+        randombytes_buf(r, sizeof r);
+        for (size_t i = 0; i < sizeof r; i++)
+            sfx[i] = abc[r[i] % (sizeof abc - 1)];
+        sfx[sizeof r] = '\0';
+        if ((size_t)snprintf(tmp, cap, "%s.tmp-%s", path, sfx) >= cap) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    errno = EEXIST;
+    return -1;
+}
+
 int tm2__file_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
                            bool overwrite, const char **what, int *os_err)
 {
     *what = NULL;
     *os_err = 0;
     char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path) >= sizeof tmp) {
-        *what = "name a temporary file for";
-        *os_err = ENAMETOOLONG;
-        return TM2_EIO;
-    }
-    int fd = mkostemp(tmp, O_CLOEXEC);
+    int fd = create_tmp(path, tmp, sizeof tmp);
     if (fd < 0) {
-        *what = "create a temporary file for";
+        *what = errno == ENAMETOOLONG ? "name a temporary file for" : "create a temporary file for";
         *os_err = errno;
         return TM2_EIO;
     }
