@@ -130,13 +130,6 @@ static void connect_to(fixture *f, uv_tcp_t *tcp, uv_connect_t *req, uv_connect_
 
 static endpoint *EP(tm2__sc_stream *s) { return s->data; }
 
-static uint64_t xorshift(uint64_t *x)
-{
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    return *x;
-}
 
 /* ---- bulk transfer ------------------------------------------------------------- */
 
@@ -147,13 +140,13 @@ static void pump(endpoint *e)
     while (e->sent < e->total) {
         /* Log-uniform sizes from 1 byte to 1 MiB: many small writes and some
          * large ones. */
-        unsigned bits = (unsigned)(xorshift(&e->rng) % 21);
-        size_t k = 1 + (size_t)(xorshift(&e->rng) % ((size_t)1 << bits));
+        unsigned bits = (unsigned)(tv_xorshift(&e->rng) % 21);
+        size_t k = 1 + (size_t)(tv_xorshift(&e->rng) % ((size_t)1 << bits));
         if (k > MiB)
             k = MiB;
         if (k > e->total - e->sent)
             k = e->total - e->sent;
-        const uint8_t *p = e->pool + xorshift(&e->rng) % MiB;
+        const uint8_t *p = e->pool + tv_xorshift(&e->rng) % MiB;
         int r = tm2__sc_stream_write(&e->s, p, k);
         if (r == TM2_EFULL) {
             e->full_seen = true;

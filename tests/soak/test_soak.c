@@ -72,13 +72,7 @@ static uint64_t rng;
  * e.g. a release build to see memory without the sanitizers' own). */
 static const char *program = TM2P2P_PATH;
 
-static uint64_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+static uint64_t next_rand(void) { return tv_xorshift(&rng); }
 
 static void start_node(int i)
 {

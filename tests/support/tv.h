@@ -42,4 +42,14 @@ uint64_t tv_now_ms(void);
 const char *tv_log_line(char *buf, size_t cap, const char *msg, const tm2_log_field *f,
                         size_t n);
 
+/* xorshift64: the tests' reproducible random source. Advances *x (never
+ * 0) and returns its new value. */
+static inline uint64_t tv_xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
 #endif

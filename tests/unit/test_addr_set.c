@@ -67,9 +67,7 @@ static void many_against_model(void **state)
     uint64_t x = 0x9e3779b97f4a7c15u;
     size_t n = N;
     for (int step = 0; step < 4 * N; step++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        tv_xorshift(&x);
         uint32_t i = (uint32_t)(x % N);
         addr_of(i, ip, &port);
         tm2__addr_key *k = tm2__addr_set_find(&s, ip, port);

@@ -92,9 +92,7 @@ static void check_vector(char *line, void *user)
 
     uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)st->lines;
     for (int i = 0; i < 2000; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        tv_xorshift(&x);
         double r = (double)(x >> 11) / 9007199254740992.0; /* [0, 1) */
         v = tm2_backoff_ms(attempts, base, max, r);
         if (v < lo || v > hi)

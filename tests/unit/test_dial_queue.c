@@ -7,13 +7,6 @@
 #include "tm2p2p/key.h"
 #include "tv.h"
 
-static uint64_t rng_next(uint64_t *x)
-{
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    return *x;
-}
 
 /* Address i: a real-looking ID and 127.0.0.1:port (never dialled). */
 static tm2_netaddr addr_of(uint32_t i, uint16_t port)
@@ -253,7 +246,7 @@ static void random_model_check(void **state)
     tm2__dialq q;
     assert_int_equal(tm2__dialq_init(&q, M_CAP, NULL), 0);
     for (int op = 0; op < 300000; op++) {
-        uint64_t r = rng_next(&x);
+        uint64_t r = tv_xorshift(&x);
         uint32_t k = (uint32_t)((r >> 16) % M_IDS);
         /* Alternate phases: in a filling phase time stands still and new
          * items are not yet due, so the queue reaches its capacity. */

@@ -95,13 +95,7 @@ static tm2_mconn_config plain_config(void)
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-static uint64_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
+static uint64_t rnd(void) { return tv_xorshift(&rng_state); }
 
 static tm2__msg *random_msg(size_t len)
 {

@@ -8,13 +8,6 @@
 #include "tm2p2p/key.h"
 #include "tv.h"
 
-static uint64_t rng_next(uint64_t *x)
-{
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    return *x;
-}
 
 /* A real-looking ID for index i (bech32 of a hash of a made-up key). */
 static void make_id(uint32_t i, tm2_id *id)
@@ -213,7 +206,7 @@ static void random_pick_is_uniform(void **state)
     unsigned counts[N] = {0};
     uint64_t x = 0x1234567887654321ull;
     for (int d = 0; d < DRAWS; d++)
-        counts[(char *)tm2__peer_set_random(&ps, rng_next(&x)) - tokens]++;
+        counts[(char *)tm2__peer_set_random(&ps, tv_xorshift(&x)) - tokens]++;
     /* Expected 10000 each; 5 sigma is about 475. */
     for (int i = 0; i < N; i++)
         assert_true(counts[i] > DRAWS / N - 500 && counts[i] < DRAWS / N + 500);
@@ -240,7 +233,7 @@ static void random_model_check(void **state)
     assert_int_equal(tm2__peer_set_init(&ps, NULL), 0);
     uint64_t x = 0xdeadbeefcafef00dull;
     for (int op = 0; op < OPS; op++) {
-        uint64_t r = rng_next(&x);
+        uint64_t r = tv_xorshift(&x);
         /* Skew the IDs so that the set grows, shrinks and grows again. */
         uint32_t span = (op / 20000) % 2 ? 256 : IDS;
         uint32_t k = (uint32_t)(r >> 20) % span;
@@ -277,7 +270,7 @@ static void random_model_check(void **state)
             break;
         }
         case 4: {
-            void *p = tm2__peer_set_random(&ps, rng_next(&x));
+            void *p = tm2__peer_set_random(&ps, tv_xorshift(&x));
             if (n == 0) {
                 assert_null(p);
             } else {

@@ -13,13 +13,7 @@ enum { NEV = 400, STEPS = 200000 };
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 
-static uint64_t rnd(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
+static uint64_t rnd(void) { return tv_xorshift(&g_rng); }
 
 /* The model's next event: the queued one with the smallest (due, seq). */
 static sim_ev *model_min(sim_ev *ev, const bool *queued)
