@@ -4,7 +4,7 @@
  * including the Go standard library pieces it relies on (net.SplitHostPort,
  * net.ParseIP, strconv.ParseUint), so that a string one side accepts the other
  * accepts too and both print it the same way. */
-#include "tm2p2p/netaddr.h"
+#include "codec/netaddr.h"
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -551,10 +551,19 @@ bool tm2_netaddr_is_private(const tm2_netaddr *a)
            in_net(a, rfc4843, 28, false);
 }
 
-int tm2_netaddr_validate(const tm2_netaddr *a)
+int tm2__netaddr_validate_place(const tm2_netaddr *a)
 {
     static const uint8_t rfc3849[] = {0x20, 0x01, 0x0d, 0xb8};
     static const uint8_t bcast[] = {255, 255, 255, 255};
+    if (tm2_netaddr_is_unspecified(a))
+        return TM2_EUNSPEC;
+    if (in_net(a, rfc3849, 32, false) || in_net(a, bcast, 32, true))
+        return TM2_ERESERVED;
+    return 0;
+}
+
+int tm2_netaddr_validate(const tm2_netaddr *a)
+{
     if (!a)
         return TM2_EINVAL;
     if (strnlen(a->id.s, sizeof a->id.s) == sizeof a->id.s)
@@ -562,11 +571,7 @@ int tm2_netaddr_validate(const tm2_netaddr *a)
     int r = tm2_id_validate(a->id.s);
     if (r < 0)
         return r;
-    if (tm2_netaddr_is_unspecified(a))
-        return TM2_EUNSPEC;
-    if (in_net(a, rfc3849, 32, false) || in_net(a, bcast, 32, true))
-        return TM2_ERESERVED;
-    return 0;
+    return tm2__netaddr_validate_place(a);
 }
 
 bool tm2_netaddr_is_routable(const tm2_netaddr *a)

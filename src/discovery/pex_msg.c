@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "codec/amino.h"
+#include "codec/netaddr.h"
 
 #define URL_REQUEST  "/p2p.Request"
 #define URL_RESPONSE "/p2p.Response"
@@ -172,7 +173,7 @@ int tm2__pex_response_validate(const tm2_netaddr *addrs, size_t n, size_t *bad)
     if (!addrs)
         return TM2_EINVAL;
     for (size_t i = 0; i < n; i++) {
-        int e = tm2_netaddr_validate(&addrs[i]);
+        int e = tm2__netaddr_validate_place(&addrs[i]);
         if (e) {
             if (bad)
                 *bad = i;

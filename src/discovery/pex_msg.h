@@ -63,9 +63,10 @@ int tm2__pex_encode_response(const tm2_netaddr *addrs, size_t n, uint8_t *out, s
 int tm2__pex_decode(const uint8_t *buf, size_t len, tm2__pex_msg *m, tm2_netaddr *addrs,
                     size_t max);
 
-/* The reference's Response.ValidateBasic: at least one address (TM2_EPROTO
- * otherwise) and every address passes tm2_netaddr_validate (its code is
- * returned and *bad, if non-NULL, is the index). */
+/* The reference's Response.ValidateBasic on addresses from tm2__pex_decode:
+ * at least one address (TM2_EPROTO otherwise) and every address passes
+ * tm2_netaddr_validate (its code is returned and *bad, if non-NULL, is the
+ * index). The IDs are not checked again: decoding did. */
 int tm2__pex_response_validate(const tm2_netaddr *addrs, size_t n, size_t *bad);
 
 #endif
