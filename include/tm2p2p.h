@@ -8,6 +8,7 @@
 #include "tm2p2p/netaddr.h"
 #include "tm2p2p/node_info.h"
 #include "tm2p2p/channel.h"
+#include "tm2p2p/msg.h"
 #include "tm2p2p/defaults.h"
 #include "tm2p2p/log.h"
 #include "tm2p2p/events.h"

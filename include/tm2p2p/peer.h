@@ -19,6 +19,7 @@
 
 #include "tm2p2p/channel.h"
 #include "tm2p2p/error.h"
+#include "tm2p2p/msg.h"
 #include "tm2p2p/netaddr.h"
 #include "tm2p2p/node_info.h"
 
@@ -64,6 +65,12 @@ TM2_API int tm2_peer_send(tm2_peer *p, uint8_t ch, const void *data, size_t len,
  * full or less than len bytes of send budget are left, TM2_ETOOBIG when len
  * is over the whole budget. */
 TM2_API int tm2_peer_try_send(tm2_peer *p, uint8_t ch, const void *data, size_t len);
+
+/* tm2_peer_send and tm2_peer_try_send for a shared message: m is queued
+ * as it is, not copied (the queue takes its own reference; the caller keeps
+ * its own). TM2_EINVAL when m is NULL. */
+TM2_API int tm2_peer_send_msg(tm2_peer *p, uint8_t ch, tm2_msg *m, uint32_t timeout_ms);
+TM2_API int tm2_peer_try_send_msg(tm2_peer *p, uint8_t ch, tm2_msg *m);
 
 /* The reference's per-peer key-value store, kept for parity. Discouraged:
  * a reactor should key its own state by peer ID. set replaces (and frees

@@ -231,17 +231,20 @@ static uint64_t msg_key(uint32_t origin, uint64_t seq)
     return (uint64_t)origin << 32 | (seq & 0xffffffffu);
 }
 
+/* One copy of the bytes, shared by every peer's queue. */
 static void flood(cli_gossip *g, const uint8_t *msg, size_t len, const tm2_peer *except)
 {
+    tm2_msg *m = tm2_msg_new(msg, len);
     for (size_t i = 0; i < g->n_peers; i++) {
         if (g->peers[i] == except)
             continue;
-        int r = tm2_peer_try_send(g->peers[i], CLI_GOSSIP_CHANNEL, msg, len);
+        int r = m ? tm2_peer_try_send_msg(g->peers[i], CLI_GOSSIP_CHANNEL, m) : TM2_ENOMEM;
         if (r == 0)
             INC(g->forwarded);
-        else if (r == TM2_EFULL)
+        else if (r == TM2_EFULL || r == TM2_ENOMEM)
             INC(g->send_failed);
     }
+    tm2_msg_unref(m);
 }
 
 static void tick(tm2_switch *sw, void *user)

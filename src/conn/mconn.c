@@ -87,6 +87,16 @@ void tm2__msg_unref(tm2__msg *m)
         free(m);
 }
 
+tm2_msg *tm2_msg_new(const void *data, size_t len)
+{
+    return len && !data ? NULL : tm2__msg_new(data, len);
+}
+
+tm2_msg *tm2_msg_ref(tm2_msg *m) { return m ? tm2__msg_ref(m) : NULL; }
+void tm2_msg_unref(tm2_msg *m) { tm2__msg_unref(m); }
+const uint8_t *tm2_msg_data(const tm2_msg *m) { return m ? m->data : NULL; }
+size_t tm2_msg_len(const tm2_msg *m) { return m ? m->len : 0; }
+
 /* ---- the core ------------------------------------------------------------- */
 
 typedef struct chan {

@@ -49,13 +49,14 @@
 
 #include "tm2p2p/channel.h"
 #include "tm2p2p/error.h"
+#include "tm2p2p/msg.h"
 
 /* ---- messages ----------------------------------------------------------------
  * An immutable, reference-counted message: one allocation with the bytes
  * inline, so one broadcast buffer can wait in many peers' queues without
  * copies. The reference count is atomic: refs and unrefs may happen on any
  * thread; the bytes must not change once the message is shared. */
-typedef struct tm2__msg {
+typedef struct tm2_msg {
     atomic_size_t refs;
     size_t len;
     uint8_t data[];

@@ -226,9 +226,13 @@ static bool see(sim_node *n, uint32_t msg)
 
 static void flood(sim_node *n, const uint8_t *m, const tm2_peer *except)
 {
+    tm2_msg *shared = tm2_msg_new(m, SIM_GOSSIP_SIZE);
+    if (!shared)
+        return;
     for (size_t i = 0; i < n->n_gpeers; i++)
         if (n->gpeers[i] != except)
-            (void)tm2_peer_try_send(n->gpeers[i], SIM_GOSSIP_CHANNEL, m, SIM_GOSSIP_SIZE);
+            (void)tm2_peer_try_send_msg(n->gpeers[i], SIM_GOSSIP_CHANNEL, shared);
+    tm2_msg_unref(shared);
 }
 
 void sim_node_originate(sim_node *n, uint32_t msg)

@@ -128,31 +128,52 @@ int tm2_peer_status(tm2_peer *p, tm2_mconn_status *st)
     return r;
 }
 
-static int do_send(tm2_peer *p, uint8_t ch, const void *data, size_t len, uint32_t timeout_ms,
-                   bool wait)
+/* What refuses a send before any copy is made. */
+static int send_check(const tm2_peer *p, uint8_t ch)
 {
-    if (!p || (len && !data))
-        return TM2_EINVAL;
     if (!tm2__bit(p->our_ch, ch) || !tm2__bit(p->their_ch, ch))
         return TM2_ECHANNEL;
     if (!atomic_load(&p->running))
         return TM2_ECLOSED;
-    tm2__msg *m = tm2__msg_new(data, len);
-    if (!m)
-        return TM2_ENOMEM;
+    return 0;
+}
+
+static int queue_msg(tm2_peer *p, uint8_t ch, tm2__msg *m, uint32_t timeout_ms, bool wait)
+{
     int r = TM2_ECLOSED;
     if (enter(p)) {
         r = wait ? tm2__mcs_send(&p->conn->mcs, ch, m, timeout_ms)
                  : tm2__mcs_try_send(&p->conn->mcs, ch, m);
         if (r == 0)
-            tm2__peer_count(p, ch, len, true);
+            tm2__peer_count(p, ch, m->len, true);
         leave(p);
     }
-    tm2__msg_unref(m);
     /* Not started yet or already stopping: the peer is not running. */
-    if (r == TM2_ESTATE)
-        r = TM2_ECLOSED;
+    return r == TM2_ESTATE ? TM2_ECLOSED : r;
+}
+
+static int do_send(tm2_peer *p, uint8_t ch, const void *data, size_t len, uint32_t timeout_ms,
+                   bool wait)
+{
+    if (!p || (len && !data))
+        return TM2_EINVAL;
+    int r = send_check(p, ch);
+    if (r)
+        return r;
+    tm2__msg *m = tm2__msg_new(data, len);
+    if (!m)
+        return TM2_ENOMEM;
+    r = queue_msg(p, ch, m, timeout_ms, wait);
+    tm2__msg_unref(m);
     return r;
+}
+
+static int do_send_msg(tm2_peer *p, uint8_t ch, tm2_msg *m, uint32_t timeout_ms, bool wait)
+{
+    if (!p || !m)
+        return TM2_EINVAL;
+    int r = send_check(p, ch);
+    return r ? r : queue_msg(p, ch, m, timeout_ms, wait);
 }
 
 int tm2_peer_send(tm2_peer *p, uint8_t ch, const void *data, size_t len, uint32_t timeout_ms)
@@ -163,6 +184,16 @@ int tm2_peer_send(tm2_peer *p, uint8_t ch, const void *data, size_t len, uint32_
 int tm2_peer_try_send(tm2_peer *p, uint8_t ch, const void *data, size_t len)
 {
     return do_send(p, ch, data, len, 0, false);
+}
+
+int tm2_peer_send_msg(tm2_peer *p, uint8_t ch, tm2_msg *m, uint32_t timeout_ms)
+{
+    return do_send_msg(p, ch, m, timeout_ms, true);
+}
+
+int tm2_peer_try_send_msg(tm2_peer *p, uint8_t ch, tm2_msg *m)
+{
+    return do_send_msg(p, ch, m, 0, false);
 }
 
 int tm2_peer_set(tm2_peer *p, const char *key, void *value, void (*free_fn)(void *))

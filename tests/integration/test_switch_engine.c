@@ -1,8 +1,8 @@
 /* Switches on a given engine (switch/switch_engine.h): two of them on one
  * libuv engine, driven by the test's own thread, connect over loopback,
- * exchange a message, are observed through the event hook and the
- * discovery reactor's dial-failed callback, and stop with
- * tm2__switch_stop_async. */
+ * exchange messages (copied, and one shared), are observed through the
+ * event hook and the discovery reactor's dial-failed callback, and stop
+ * with tm2__switch_stop_async. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -134,8 +134,22 @@ static void two_switches_one_engine(void **state)
     tm2_peer *p[1];
     assert_int_equal(tm2_switch_peers(b.sw, p, 1), 1);
     assert_int_equal(tm2_peer_try_send(p[0], CH, (const uint8_t *)"hello", 5), 0);
-    tm2_peer_unref(p[0]);
     RUN_UNTIL(&loop, 10000, a.received == 1);
+
+    /* One shared message, queued twice without a copy; the caller's
+     * reference goes before the bytes are written. */
+    assert_null(tm2_msg_new(NULL, 5));
+    tm2_msg *m = tm2_msg_new("hello", 5);
+    assert_non_null(m);
+    assert_int_equal(tm2_msg_len(m), 5);
+    assert_memory_equal(tm2_msg_data(m), "hello", 5);
+    assert_int_equal(tm2_peer_try_send_msg(p[0], CH, NULL), TM2_EINVAL);
+    assert_int_equal(tm2_peer_try_send_msg(p[0], CH + 1, m), TM2_ECHANNEL);
+    assert_int_equal(tm2_peer_try_send_msg(p[0], CH, m), 0);
+    assert_int_equal(tm2_peer_send_msg(p[0], CH, m, 1000), 0);
+    tm2_msg_unref(m);
+    tm2_peer_unref(p[0]);
+    RUN_UNTIL(&loop, 10000, a.received == 3);
 
     /* A dial nobody answers: the reactor hears of it as the event is published. */
     tm2_netaddr dead = la;
