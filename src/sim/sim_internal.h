@@ -12,7 +12,7 @@
 
 #define SIM_NONE UINT32_MAX
 #define SIM_RING (UINT32_MAX - 1u)   /* sim_ev.idx of an event in the queue's ring */
-#define SIM_RING_MS 4096u            /* the ring's span; a power of two */
+#define SIM_RING_MS 65536u           /* the ring's span; a power of two */
 #define SIM_SEG_MAX (64u * 1024u)
 /* Segments up to this size are blocks of one size kept for reuse: most
  * writes are a sealed frame or two. */
