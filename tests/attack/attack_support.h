@@ -398,9 +398,11 @@ ASH uint64_t from_others(node *n)
 
 ASH void arena_sample(arena *a)
 {
-    uint64_t now = tv_now_ms();
     size_t rss = rss_bytes(0);
     pthread_mutex_lock(&a->mu);
+    /* Read under the lock: arena_begin may have stamped last_change after
+     * a reading taken before it, and the gap would wrap. */
+    uint64_t now = tv_now_ms();
     for (int i = 0; i < N_HONEST; i++) {
         uint64_t v = from_others(a->h[i]);
         if (v != a->last_val[i]) {
