@@ -299,6 +299,22 @@ static size_t copy_ready(tm2__simnet *w, sim_dir *d, uint8_t *buf, size_t cap)
     return n;
 }
 
+/* The ready bytes when one segment holds them all (the common case: a
+ * frame written at once), unlinked: the reader gets them in place, without
+ * the copy into the world's read buffer. The caller frees it after the
+ * read callback. NULL otherwise. */
+static sim_seg *take_lone(sim_dir *d)
+{
+    sim_seg *s = d->head;
+    if (!s || s->next != d->pending || s->len - s->off != d->ready)
+        return NULL;
+    d->head = s->next;
+    if (!d->head)
+        d->tail = NULL;
+    d->ready = 0;
+    return s;
+}
+
 /* Extra delay of segment n of direction i: each loss costs a retransmission
  * timeout, doubling. Drawn from (seed, connection, direction, segment), so
  * one connection's draws do not depend on another's. */
@@ -395,13 +411,17 @@ static void run_rx(tm2__simnet *w, sim_conn *c, unsigned i)
     if (!r->reading)
         return;
     if (d->ready) {
-        size_t n = copy_ready(w, d, w->rscratch, SIM_SEG_MAX);
+        sim_seg *lone = take_lone(d);
+        const uint8_t *data = lone ? lone->data + lone->off : w->rscratch;
+        size_t n = lone ? lone->len - lone->off : copy_ready(w, d, w->rscratch, SIM_SEG_MAX);
         w->bytes_delivered += n;
         w->cur_b = n << 2;
         if (d->ready || d->fin_in)
             sim_at_min(w, &d->rx, now, r->host, EV_RX);
         if (rs->cbs->on_read)
-            rs->cbs->on_read(rs, w->rscratch, n);
+            rs->cbs->on_read(rs, data, n);
+        if (lone)
+            seg_free(w, lone);
         return;
     }
     if (d->fin_in) {
