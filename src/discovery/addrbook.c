@@ -746,13 +746,14 @@ int tm2__addrbook_add(tm2__addrbook *b, const tm2_netaddr *a, const tm2_netaddr 
     /* An address equal to an entry's was valid when the entry came in: the
      * common case (a peer telling us what we know) skips validation. */
     ent *x = find_ent(b, &a->id);
-    if (!x || !same_place(&x->pub.addr, a)) {
+    bool known = x && same_place(&x->pub.addr, a);
+    if (!known) {
         int rc = tm2_netaddr_validate(a);
         if (rc)
             return rc;
     }
     if (x) {
-        if (same_place(&x->pub.addr, a)) {
+        if (known) {
             if (now > x->pub.last_seen) {
                 if (now - x->pub.last_seen >= TM2__ADDRBOOK_SEEN_SLACK)
                     touch(b);
