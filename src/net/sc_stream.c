@@ -8,9 +8,10 @@
 #define STREAM_OF(p, member) ((tm2__sc_stream *)((char *)(p) - offsetof(tm2__sc_stream, member)))
 
 /* A handshake job out with the pool, with the input that followed the
- * message that started it. s is NULL once the stream let go of it (failed
- * or closed): the completion then only wipes and frees it. s and the stash
- * are read and written on the engine's thread only; workers touch job alone. */
+ * message that started it and what was read since. s is NULL once the
+ * stream let go of it (failed or closed): the completion then only wipes and
+ * frees it. s and the stash are read and written on the engine's thread
+ * only; workers touch job alone. */
 struct sc_hs_job {
     tm2__wpool_job pj;
     tm2__sc_stream *s;
@@ -19,10 +20,18 @@ struct sc_hs_job {
     tm2__sc_job job;
 };
 
+/* While a job is out the stream goes on reading into the job's stash until
+ * this much waits: the peer's next handshake message and a frame or so
+ * after it, so a handshake normally never stops and restarts its socket's
+ * reading (two epoll_ctl calls per job on libuv). One read may overshoot
+ * it, as when a read stops: at most read_budget bytes per job. */
+#define STASH_MAX (2u * TM2__SC_FRAME_SIZE)
+
 /* ---- loop helper ------------------------------------------------------------- */
 
 static int read_start(tm2__sc_stream *s);
 static void fail_stream(tm2__sc_stream *s, int err, bool notify);
+static void end_of_input(tm2__sc_stream *s, int err);
 
 static void resume_fn(tm2__task *k)
 {
@@ -136,11 +145,13 @@ static void fail_stream(tm2__sc_stream *s, int err, bool notify)
     }
 }
 
-/* Writes what the handshake wants sent. */
+/* Writes what the handshake wants sent. Once the peer's end came (while a
+ * job was out) nothing more reaches it: the handshake only reads on, up to
+ * that end, so that an error in the input before it is the one reported. */
 static int flush_hs(tm2__sc_stream *s)
 {
     size_t n = tm2__sc_hs_pending(&s->sc);
-    if (!n)
+    if (!n || s->end_pending)
         return 0;
     uint8_t *b = tm2__engine_scratch(s->lp->e, TM2__SCRATCH_SEAL);
     if (n > TM2__SC_SEAL_BUF)
@@ -211,11 +222,31 @@ static void sock_on_connect(tm2__sock *k, int err)
         s->cbs->on_connect(s, err);
 }
 
+/* Keeps what arrives while a job is out for after its result. */
+static int stash(tm2__sc_stream *s, const uint8_t *data, size_t n)
+{
+    struct sc_hs_job *j = s->job;
+    uint8_t *b = realloc(j->stash, j->stash_len + n);
+    if (!b)
+        return TM2_ENOMEM;
+    memcpy(b + j->stash_len, data, n);
+    j->stash = b;
+    j->stash_len += n;
+    if (j->stash_len >= STASH_MAX)
+        read_stop(s);
+    return 0;
+}
+
 static void sock_on_read(tm2__sock *k, const uint8_t *data, size_t n)
 {
     tm2__sc_stream *s = STREAM_OF(k, sock);
     tm2__sc_loop *l = s->lp;
-    process(s, data, n);
+    if (!s->job) {
+        process(s, data, n);
+    } else if (stash(s, data, n) != 0) {
+        fail_stream(s, TM2_ENOMEM, true);
+        return;
+    }
 
     /* Fairness: after read_budget bytes in this turn, step aside until the
      * next one (libuv alone would read up to 32 times). */
@@ -240,6 +271,17 @@ static void sock_on_end(tm2__sock *k, int err)
 {
     tm2__sc_stream *s = STREAM_OF(k, sock);
     s->reading = false;
+    if (s->job) {
+        /* What came before the end goes through the handshake first. */
+        s->end_pending = true;
+        s->end_err = err;
+        return;
+    }
+    end_of_input(s, err);
+}
+
+static void end_of_input(tm2__sc_stream *s, int err)
+{
     if (err == TM2_ECLOSED) {
         int e = tm2__sc_eof(&s->sc);
         fail_stream(s, e ? e : TM2_ECLOSED, true);
@@ -282,7 +324,8 @@ static const tm2__sock_cbs sock_cbs = {
  * the caller decides whether the failure is reported through a callback. */
 static int read_start(tm2__sc_stream *s)
 {
-    if (s->reading || s->paused || s->deferred || s->job || !live(s))
+    if (s->reading || s->paused || s->deferred || s->end_pending || !live(s) ||
+        (s->job && s->job->stash_len >= STASH_MAX))
         return 0;
     if (tm2__sock_read(&s->sock, true) != 0)
         return TM2_EIO;
@@ -327,12 +370,16 @@ static void job_done(tm2__wpool_job *pj, bool ran)
     if (n || tm2__sc_established(&s->sc))
         process(s, in ? in : (const uint8_t *)"", n);
     free(in);
-    if (!s->job && (e = read_start(s)) != 0)
+    if (!s->job && s->end_pending && live(s)) {
+        s->end_pending = false;
+        end_of_input(s, s->end_err);
+    } else if ((e = read_start(s)) != 0) {
         fail_stream(s, TM2_EIO, true);
+    }
 }
 
 /* Hands the core's pending job to the pool with the input that followed
- * (rest, copied). Stops reading until the result is back. */
+ * (rest, copied); reading goes on into the job's stash. */
 static int submit_job(tm2__sc_stream *s, const uint8_t *rest, size_t rest_len)
 {
     struct sc_hs_job *j = calloc(1, sizeof *j);
@@ -353,9 +400,9 @@ static int submit_job(tm2__sc_stream *s, const uint8_t *rest, size_t rest_len)
         free(j);
         return e;
     }
-    read_stop(s);
-    undefer(s);
     s->job = j;
+    if (j->stash_len >= STASH_MAX)
+        read_stop(s);
     j->pj.run = job_run;
     j->pj.done = job_done;
     tm2__wpool_submit(&s->lp->sink, &j->pj);

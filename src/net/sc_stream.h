@@ -8,10 +8,10 @@
  * (tm2__engine_workers): the core is started in deferred mode and each of its
  * jobs (ephemeral key pair; agreement, key derivation and signature;
  * verification) is copied to the process's worker pool (net/workpool.h).
- * While a job is out the stream does not read (what the last read brought
- * beyond the handshake message is kept with the job, at most one read) and
+ * While a job is out the stream keeps what it reads with the job (a couple
+ * of frames; beyond that it stops reading until the result is back) and
  * the deadline keeps running; the completion resumes the handshake on the
- * engine's thread. A stream that fails or is closed meanwhile takes its job
+ * engine's thread, then sees the end of the input if it came meanwhile. A stream that fails or is closed meanwhile takes its job
  * back if no worker started it, else leaves it to be wiped and freed when it
  * completes. Without workers (the simulator, or the pool configured to no
  * threads) the jobs run inline. The ephemeral key comes from
@@ -128,6 +128,8 @@ struct tm2__sc_stream {
     size_t turn_bytes;
     tm2__sc_stream *next_deferred;
     struct sc_hs_job *job;          /* handshake job out with the pool */
+    bool end_pending;               /* the input ended while job was out ... */
+    int end_err;                    /* ... with this (sock on_end's err) */
     tm2__sc sc;
 };
 

@@ -1,7 +1,9 @@
 /* The secret connection over real loopback TCP with libuv: bulk transfer
  * both ways, handshake deadlines, peers that stop or leave mid-handshake,
- * back-pressure, pausing and the per-wake-up read bound. Every wait is on a
+ * back-pressure, pausing, the per-wake-up read bound and input that arrives
+ * while a handshake job is out. Every wait is on a
  * loop event with a watchdog timer; nothing sleeps. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include "net/engine_uv.h"
 #include "net/sc_stream.h"
 #include "net/sc_stream_uv.h"
+#include "net/workpool.h"
 #include "tv.h"
 
 #define MiB (1024u * 1024u)
@@ -837,6 +840,192 @@ static void close_with_jobs_in_flight(void **state)
     free(st);
 }
 
+/* ---- input while a handshake job is out ------------------------------------------ */
+
+/* Holds every worker of the pool, so that the jobs queued behind the gate's
+ * stay out until it opens. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+    tm2__wpool_sink sink;
+    tm2__wpool_job jobs[64];
+    unsigned n, done;
+} gate;
+
+static gate the_gate = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void gate_run(tm2__wpool_job *j)
+{
+    (void)j;
+    pthread_mutex_lock(&the_gate.mu);
+    while (!the_gate.open)
+        pthread_cond_wait(&the_gate.cv, &the_gate.mu);
+    pthread_mutex_unlock(&the_gate.mu);
+}
+
+static void gate_done(tm2__wpool_job *j, bool ran)
+{
+    (void)j;
+    (void)ran;
+    the_gate.done++;
+}
+
+static void gate_shut(fixture *f)
+{
+    gate *g = &the_gate;
+    g->open = false;
+    g->done = 0;
+    assert_int_equal(tm2__wpool_sink_init(&g->sink, &f->ue.e), 0);
+    assert_false(g->sink.inline_only);
+    g->n = tm2__wpool_threads();
+    assert_true(g->n > 0 && g->n <= 64);
+    for (unsigned i = 0; i < g->n; i++) {
+        g->jobs[i] = (tm2__wpool_job){.run = gate_run, .done = gate_done};
+        tm2__wpool_submit(&g->sink, &g->jobs[i]);
+    }
+}
+
+static void gate_open(void)
+{
+    pthread_mutex_lock(&the_gate.mu);
+    the_gate.open = true;
+    pthread_cond_broadcast(&the_gate.cv);
+    pthread_mutex_unlock(&the_gate.mu);
+}
+
+typedef struct held {
+    fixture f;
+    endpoint srv;
+    uv_tcp_t peer;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    uint8_t *out;
+    size_t out_len;
+    bool close_after;
+    bool peer_closed;
+} held;
+
+static void held_peer_closed(uv_handle_t *h) { ((held *)h->data)->peer_closed = true; }
+
+static void held_written(uv_write_t *w, int status)
+{
+    held *h = w->data;
+    (void)status;                   /* the stream may have gone first */
+    if (h->close_after && !uv_is_closing((uv_handle_t *)&h->peer))
+        uv_close((uv_handle_t *)&h->peer, held_peer_closed);
+}
+
+static void held_connected(uv_connect_t *req, int status)
+{
+    held *h = req->data;
+    assert_int_equal(status, 0);
+    uv_buf_t b = uv_buf_init((char *)h->out, (unsigned)h->out_len);
+    h->wreq.data = h;
+    assert_int_equal(uv_write(&h->wreq, (uv_stream_t *)&h->peer, &b, 1, held_written), 0);
+}
+
+static void held_accept(fixture *f, uv_stream_t *server)
+{
+    held *h = f->user;
+    assert_int_equal(uv_accept(server, (uv_stream_t *)tm2__sc_stream_uv_tcp(&h->srv.s)), 0);
+    /* Behind the gate: our key pair job stays out. */
+    assert_int_equal(tm2__sc_stream_start(&h->srv.s, &h->srv.key, NULL), 0);
+    assert_non_null(h->srv.s.job);
+    uv_close((uv_handle_t *)&f->listener, NULL);
+}
+
+/* One turn of the loop at a time until pred holds (the watchdog bounds it). */
+static void run_until(fixture *f, bool (*pred)(held *h), held *h)
+{
+    while (!pred(h) && !f->timed_out)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_false(f->timed_out);
+}
+
+static bool end_seen(held *h) { return h->srv.s.end_pending; }
+static bool reading_stopped(held *h) { return h->srv.s.job && !h->srv.s.reading; }
+
+/* A server stream, its key pair job held, against a raw client that writes
+ * out (closing after it when close_after). */
+static void held_start(held *h, const uint8_t *out, size_t len, bool close_after)
+{
+    memset(h, 0, sizeof *h);
+    fixture_init(&h->f, 30000);
+    gate_shut(&h->f);
+    h->f.user = h;
+    h->f.on_accept = held_accept;
+    tm2__sc_stream_config cfg = {.handshake_timeout_ms = 20000};
+    endpoint_setup(&h->srv, &h->f, 2, 1, NULL, 0, &cfg, &hs_cbs);
+    h->out = malloc(len);
+    assert_non_null(h->out);
+    memcpy(h->out, out, len);
+    h->out_len = len;
+    h->close_after = close_after;
+    assert_int_equal(uv_tcp_init(&h->f.loop, &h->peer), 0);
+    h->peer.data = h->creq.data = h;
+    connect_to(&h->f, &h->peer, &h->creq, held_connected);
+}
+
+static bool hs_seen(held *h) { return h->srv.hs_done; }
+
+static void held_finish(held *h)
+{
+    gate_open();
+    run_until(&h->f, hs_seen, h);
+    if (!uv_is_closing((uv_handle_t *)&h->peer))
+        uv_close((uv_handle_t *)&h->peer, held_peer_closed);
+    fixture_run(&h->f);
+    assert_true(h->srv.hs_done);
+    assert_true(h->srv.closed);
+    tm2__wpool_sink_close(&the_gate.sink, NULL);
+    assert_int_equal(the_gate.done, the_gate.n);
+    fixture_close(&h->f);
+    free(h->out);
+}
+
+/* The peer's key message, then its end, both while our key pair is being
+ * made: the message still goes through the handshake first (its bad key is
+ * the error reported, not the close). */
+static void end_waits_for_the_input_before_it(void **state)
+{
+    (void)state;
+    uint8_t bad[sizeof peer_eph_msg];
+    memcpy(bad, peer_eph_msg, sizeof bad);
+    memset(bad + 3, 0, 32);         /* all-zero key: low order */
+    held h;
+    held_start(&h, bad, sizeof bad, true);
+    run_until(&h.f, end_seen, &h);
+    assert_non_null(h.srv.s.job);
+    assert_false(h.srv.hs_done);
+    held_finish(&h);
+    assert_int_equal(h.srv.hs_err, TM2_ELOWORDER);
+}
+
+/* A peer that floods while our job is out: the stream stops reading once a
+ * couple of frames wait (its memory stays bounded), and after the job the
+ * flood is judged as the auth frame it pretends to be. */
+static void reading_stops_when_the_stash_is_full(void **state)
+{
+    (void)state;
+    size_t len = sizeof peer_eph_msg + 16 * MiB;
+    uint8_t *flood = malloc(len);
+    assert_non_null(flood);
+    memcpy(flood, peer_eph_msg, sizeof peer_eph_msg);
+    memset(flood + sizeof peer_eph_msg, 0x55, len - sizeof peer_eph_msg);
+    held h;
+    held_start(&h, flood, len, false);
+    free(flood);
+    run_until(&h.f, reading_stopped, &h);
+    assert_false(h.srv.s.end_pending);
+    assert_false(h.srv.hs_done);
+    /* More than the kernel's buffers hold: the peer still has some of its
+     * 16 MiB, the stream stopped taking. */
+    assert_true(uv_stream_get_write_queue_size((uv_stream_t *)&h.peer) > 0);
+    held_finish(&h);
+    assert_int_equal(h.srv.hs_err, TM2_EDECRYPT);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -854,6 +1043,8 @@ int main(void)
         cmocka_unit_test(close_inside_read_callback),
         cmocka_unit_test(write_states),
         cmocka_unit_test(close_with_jobs_in_flight),
+        cmocka_unit_test(end_waits_for_the_input_before_it),
+        cmocka_unit_test(reading_stops_when_the_stash_is_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
