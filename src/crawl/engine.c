@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/thread.h"
 #include "conn/mconn.h"
 #include "crawl/select.h"
 #include "discovery/pex_msg.h"
@@ -1371,6 +1372,7 @@ static int setup_serving(crawl_engine *e, char *why, size_t why_len)
 static void thread_main(void *arg)
 {
     crawl_engine *e = arg;
+    tm2__thread_name("tm2p2p-crawl");
     tm2__mcs_loop_bind_thread(&e->ml);
     char why[256] = "";
     tm2_netaddr pa;

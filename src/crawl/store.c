@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "common/log.h"
+#include "common/thread.h"
 #include "crawl/migrations.h"
 #include "tm2p2p/error.h"
 
@@ -464,6 +465,7 @@ static bool apply(crawl_store *st, crawl_op *op)
 static void writer_main(void *arg)
 {
     crawl_store *st = arg;
+    tm2__thread_name("tm2p2p-store");
     uv_mutex_lock(&st->mu);
     for (;;) {
         while (!st->head && !st->stop)

@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include "common/thread.h"
 #include "discovery/addrbook.h"
 
 struct tm2__book_writer {
@@ -38,6 +39,7 @@ static int default_write(void *user, const char *path, const char *text, size_t 
 static void writer_main(void *arg)
 {
     tm2__book_writer *w = arg;
+    tm2__thread_name("tm2p2p-book");
     uv_mutex_lock(&w->lock);
     for (;;) {
         while (!w->text && !w->quit)

@@ -6,6 +6,7 @@
 
 #include <uv.h>   /* uv_available_parallelism: the CPUs, not world I/O */
 
+#include "common/thread.h"
 #include "tm2p2p/error.h"
 
 #define MAX_THREADS 64
@@ -51,6 +52,7 @@ static void q_unlink(tm2__wpool_job *j)
 static void *worker_main(void *arg)
 {
     (void)arg;
+    tm2__thread_name("tm2p2p-hs");
     pthread_mutex_lock(&mu);
     for (;;) {
         while (!q_head && !stopping)

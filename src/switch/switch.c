@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "common/thread.h"
 #include "switch/switch_engine.h"
 #include "switch/switch_internal.h"
 
@@ -1187,6 +1188,7 @@ static void start_services(tm2_switch *sw)
 static void thread_main(void *arg)
 {
     tm2_switch *sw = arg;
+    tm2__thread_name("tm2p2p-net");
     tm2__mcs_loop_bind_thread(&sw->ml);
     int err = start_reactors(sw);
     start_done(sw, err);

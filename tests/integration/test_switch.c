@@ -4,6 +4,8 @@
  * deadlines. */
 #include "test_switch_support.h"
 
+#include "net/workpool.h"
+
 #define N_TOPO 16
 #define K_MSGS 5
 
@@ -47,6 +49,11 @@ static void test_star(void **state)
     wait_peers(ns[0], N_TOPO - 1, 20000);
     for (int i = 1; i < N_TOPO; i++)
         wait_peers(ns[i], 1, 20000);
+    /* Each switch's network thread, and the handshake workers they share,
+     * carry their names. */
+    assert_int_equal(tv_threads_named("tm2p2p-net"), N_TOPO);
+    assert_true(tm2__wpool_threads() > 0);
+    assert_int_equal(tv_threads_named("tm2p2p-hs"), (int)tm2__wpool_threads());
     size_t in, out, dialing;
     tm2_switch_counts(ns[0]->sw, &in, &out, &dialing);
     assert_int_equal(in, N_TOPO - 1);

@@ -1,5 +1,6 @@
 #include "tv.h"
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,4 +134,29 @@ const char *tv_log_line(char *buf, size_t cap, const char *msg, const tm2_log_fi
         o = k > 0 && (size_t)k < cap - o ? o + (size_t)k : cap - 1;
     }
     return buf;
+}
+
+int tv_threads_named(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;               /* the thread ended meanwhile */
+        if (fgets(comm, sizeof comm, f)) {
+            comm[strcspn(comm, "\n")] = 0;
+            n += strcmp(comm, name) == 0;
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
 }

@@ -36,6 +36,9 @@ int tv_split(char *line, char sep, char **fields, int max);
 /* Monotonic milliseconds, for deadlines in tests. */
 uint64_t tv_now_ms(void);
 
+/* Threads of this process whose name (/proc/self/task/<tid>/comm) is name. */
+int tv_threads_named(const char *name);
+
 /* A library log line as one string for tests to search: msg="MSG" then
  * key=value, the value in double quotes when it has a space or is empty
  * (nothing escaped). Cut to fit cap. */
