@@ -24,6 +24,10 @@
  *                            public-key work on 2 threads over 1: what this
  *                            machine's cores give pure computation, the
  *                            storm's ceiling
+ *   sc_storm_cpus_1w, _2w    CPUs the process kept busy during those storms
+ *                            (medians): beside the one worker, the loops'
+ *                            share (their TCP writes, reads and wake-ups),
+ *                            which two workers must give up CPU time to
  *   sc_storm_loop_stall_ms   the longest time the accepting end's loop thread
  *                            went without polling its sockets during such a
  *                            storm, crypto inline on the loop ("before") and
@@ -523,8 +527,15 @@ typedef struct storm_side {
 
 static storm_side st_srv, st_cli;
 static atomic_int st_ready, st_done;
-static uint64_t st_t0, st_t1;
+static uint64_t st_t0, st_t1, st_c0, st_c1;   /* wall, and the process's CPU time */
 static uv_connect_t st_creq[STORM];
+
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* Runs just before the loop polls: the time since the last poll began, less
  * the time spent blocked in it, is how long the loop went without looking at
@@ -556,6 +567,7 @@ static void st_on_hs(tm2__sc_stream *s, int err)
     sd->done++;
     if (atomic_fetch_add(&st_done, 1) + 1 == 2 * STORM) {
         st_t1 = uv_hrtime();
+        st_c1 = cpu_ns();
         uv_async_send(&st_srv.finish);
         uv_async_send(&st_cli.finish);
     }
@@ -585,7 +597,7 @@ static void st_go(uv_async_t *a)
 {
     storm_side *sd = a->data;
     if (sd->server)
-        st_t0 = uv_hrtime();
+        st_t0 = uv_hrtime(), st_c0 = cpu_ns();
     sd->measuring = true;
     for (int i = 0; i < STORM; i++)
         if (tm2__sc_stream_start(&sd->s[i], &sd->key, NULL))
@@ -622,9 +634,13 @@ static void st_connected(uv_connect_t *req, int status)
 static void *st_thread(void *arg)
 {
     storm_side *sd = arg;
+    pthread_setname_np(pthread_self(), sd->server ? "storm-srv" : "storm-cli");
     uv_run(&sd->loop, UV_RUN_DEFAULT);
     return NULL;
 }
+
+/* CPUs the process kept busy during the last storm's timed part. */
+static double st_cpus;
 
 /* One storm with the pool configured to workers threads (< 0: inline).
  * Returns handshakes (both sides) per second; *stall_ms is the accepting
@@ -684,6 +700,7 @@ static double storm(int workers, double *stall_ms)
         if (uv_loop_close(&sides[i]->loop))
             DIE("storm loop close");
     *stall_ms = (double)st_srv.max_stall / 1e6;
+    st_cpus = (double)(st_c1 - st_c0) / (double)(st_t1 - st_t0);
     return 2.0 * STORM / ((double)(st_t1 - st_t0) / 1e9);
 }
 
@@ -707,16 +724,18 @@ static void storms(void)
     tm2_node_key_generate(&st_srv.key);
     tm2_node_key_generate(&st_cli.key);
     double w1[STORM_PAIRS], w2[STORM_PAIRS], ratio[STORM_PAIRS], pk[STORM_PAIRS];
+    double cpus1[STORM_PAIRS], cpus2[STORM_PAIRS];
     double st_in[STORM_ROUNDS], st_pool[STORM_ROUNDS], stall;
     for (int r = 0; r < STORM_PAIRS; r++) {
         bool two_first = r % 2;
         double p1, p2;
         if (two_first)
-            w2[r] = storm(2, &stall), p2 = pk_threads(2);
+            w2[r] = storm(2, &stall), cpus2[r] = st_cpus, p2 = pk_threads(2);
         w1[r] = storm(1, &stall);
+        cpus1[r] = st_cpus;
         p1 = pk_threads(1);
         if (!two_first)
-            w2[r] = storm(2, &stall), p2 = pk_threads(2);
+            w2[r] = storm(2, &stall), cpus2[r] = st_cpus, p2 = pk_threads(2);
         ratio[r] = w2[r] / w1[r];
         pk[r] = p2 / p1;
     }
@@ -729,6 +748,8 @@ static void storms(void)
     printf("sc_handshakes_per_s_2w: %.0f\n", median(w2, STORM_PAIRS));
     printf("sc_handshake_2core_ratio: %.3f\n", median(ratio, STORM_PAIRS));
     printf("pk_2thread_ratio: %.3f\n", median(pk, STORM_PAIRS));
+    printf("sc_storm_cpus_1w: %.2f CPUs\n", median(cpus1, STORM_PAIRS));
+    printf("sc_storm_cpus_2w: %.2f CPUs\n", median(cpus2, STORM_PAIRS));
     printf("sc_storm_loop_stall_ms_inline: %.2f\n", median(st_in, STORM_ROUNDS));
     printf("sc_storm_loop_stall_ms: %.2f\n", median(st_pool, STORM_ROUNDS));
     fflush(stdout);
