@@ -23,8 +23,9 @@ struct sc_hs_job {
 /* While a job is out the stream goes on reading into the job's stash until
  * this much waits: the peer's next handshake message and a frame or so
  * after it, so a handshake normally never stops and restarts its socket's
- * reading (two epoll_ctl calls per job on libuv). One read may overshoot
- * it, as when a read stops: at most read_budget bytes per job. */
+ * reading (two epoll_ctl calls per job on libuv). The read that crosses it
+ * is kept whole: a job holds less than this plus one read (64 KiB on
+ * libuv). */
 #define STASH_MAX (2u * TM2__SC_FRAME_SIZE)
 
 /* ---- loop helper ------------------------------------------------------------- */
