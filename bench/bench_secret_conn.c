@@ -25,9 +25,9 @@
  *                            machine's cores give pure computation, the
  *                            storm's ceiling
  *   sc_storm_cpus_1w, _2w    CPUs the process kept busy during those storms
- *                            (medians): beside the one worker, the loops'
- *                            share (their TCP writes, reads and wake-ups),
- *                            which two workers must give up CPU time to
+ *                            (medians): with one worker, what the loops
+ *                            (TCP writes, reads, wake-ups) take beside it;
+ *                            with two, that share comes out of theirs
  *   sc_storm_loop_stall_ms   the longest time the accepting end's loop thread
  *                            went without polling its sockets during such a
  *                            storm, crypto inline on the loop ("before") and

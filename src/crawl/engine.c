@@ -1372,7 +1372,6 @@ static int setup_serving(crawl_engine *e, char *why, size_t why_len)
 static void thread_main(void *arg)
 {
     crawl_engine *e = arg;
-    tm2__thread_name("tm2p2p-crawl");
     tm2__mcs_loop_bind_thread(&e->ml);
     char why[256] = "";
     tm2_netaddr pa;
@@ -1583,6 +1582,7 @@ int crawl_engine_start(crawl_engine *e, char *err, size_t err_len)
         return TM2_EIO;
     }
     e->thread_live = true;
+    tm2__thread_name(e->thread, "tm2p2p-crawl");
     uv_mutex_lock(&e->mu);
     while (!e->start_done)
         uv_cond_wait(&e->cv, &e->mu);

@@ -465,7 +465,6 @@ static bool apply(crawl_store *st, crawl_op *op)
 static void writer_main(void *arg)
 {
     crawl_store *st = arg;
-    tm2__thread_name("tm2p2p-store");
     uv_mutex_lock(&st->mu);
     for (;;) {
         while (!st->head && !st->stop)
@@ -536,6 +535,7 @@ int crawl_store_start(crawl_store *st, const char *mode, const char *network)
     st->run_id = sqlite3_last_insert_rowid(st->db);
     if (uv_thread_create(&st->thread, writer_main, st) != 0)
         return TM2_EIO;
+    tm2__thread_name(st->thread, "tm2p2p-store");
     st->thread_live = true;
     return 0;
 }

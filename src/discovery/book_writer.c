@@ -39,7 +39,6 @@ static int default_write(void *user, const char *path, const char *text, size_t 
 static void writer_main(void *arg)
 {
     tm2__book_writer *w = arg;
-    tm2__thread_name("tm2p2p-book");
     uv_mutex_lock(&w->lock);
     for (;;) {
         while (!w->text && !w->quit)
@@ -99,6 +98,7 @@ int tm2__book_writer_new(const char *path, tm2__book_write_fn write_fn, void *us
         goto no_idle;
     if (uv_thread_create(&w->thread, writer_main, w) != 0)
         goto no_thread;
+    tm2__thread_name(w->thread, "tm2p2p-book");
     *out = w;
     return 0;
 no_thread:

@@ -11,11 +11,11 @@
  * While a job is out the stream keeps what it reads with the job (a couple
  * of frames; beyond that it stops reading until the result is back) and
  * the deadline keeps running; the completion resumes the handshake on the
- * engine's thread, then sees the end of the input if it came meanwhile. A stream that fails or is closed meanwhile takes its job
- * back if no worker started it, else leaves it to be wiped and freed when it
- * completes. Without workers (the simulator, or the pool configured to no
- * threads) the jobs run inline. The ephemeral key comes from
- * tm2__engine_random.
+ * engine's thread, then sees the end of the input if it came meanwhile. A
+ * stream that fails or is closed meanwhile takes its job back if no worker
+ * started it, else leaves it to be wiped and freed when it completes.
+ * Without workers (the simulator, or the pool configured to no threads) the
+ * jobs run inline. The ephemeral key comes from tm2__engine_random.
  *
  * Threads: everything here, callbacks included, runs on the engine's
  * thread. No call is thread-safe; other threads must hop onto the engine

@@ -52,7 +52,6 @@ static void q_unlink(tm2__wpool_job *j)
 static void *worker_main(void *arg)
 {
     (void)arg;
-    tm2__thread_name("tm2p2p-hs");
     pthread_mutex_lock(&mu);
     for (;;) {
         while (!q_head && !stopping)
@@ -135,7 +134,7 @@ int tm2__wpool_sink_init(tm2__wpool_sink *k, tm2__engine *e)
         if (n > MAX_THREADS)
             n = MAX_THREADS;
         while (n_workers < n && pthread_create(&workers[n_workers], NULL, worker_main, NULL) == 0)
-            n_workers++;
+            tm2__thread_name(workers[n_workers++], "tm2p2p-hs");
         atomic_store(&running_threads, n_workers);
     }
     k->inline_only = n_workers == 0;

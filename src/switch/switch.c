@@ -1188,7 +1188,6 @@ static void start_services(tm2_switch *sw)
 static void thread_main(void *arg)
 {
     tm2_switch *sw = arg;
-    tm2__thread_name("tm2p2p-net");
     tm2__mcs_loop_bind_thread(&sw->ml);
     int err = start_reactors(sw);
     start_done(sw, err);
@@ -1401,6 +1400,7 @@ int tm2_switch_start(tm2_switch *sw)
         tm2__events_close(sw->events);
         return TM2_EIO;
     }
+    tm2__thread_name(sw->own->thread, "tm2p2p-net");
     uv_mutex_lock(&sw->life_lock);
     while (!sw->start_done)
         uv_cond_wait(&sw->life_cond, &sw->life_lock);
