@@ -54,6 +54,7 @@
 
 #include <stdatomic.h>
 
+#include "common/thread.h"
 #include "conn/secret_conn.h"
 #include "net/engine_uv.h"
 #include "net/sc_stream.h"
@@ -634,7 +635,7 @@ static void st_connected(uv_connect_t *req, int status)
 static void *st_thread(void *arg)
 {
     storm_side *sd = arg;
-    pthread_setname_np(pthread_self(), sd->server ? "storm-srv" : "storm-cli");
+    tm2__thread_name(pthread_self(), sd->server ? "storm-srv" : "storm-cli");
     uv_run(&sd->loop, UV_RUN_DEFAULT);
     return NULL;
 }

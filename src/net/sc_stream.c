@@ -28,6 +28,12 @@ struct sc_hs_job {
  * libuv). */
 #define STASH_MAX (2u * TM2__SC_FRAME_SIZE)
 
+/* A job is out and its stash holds enough: reading waits for the result. */
+static bool stash_full(const tm2__sc_stream *s)
+{
+    return s->job && s->job->stash_len >= STASH_MAX;
+}
+
 /* ---- loop helper ------------------------------------------------------------- */
 
 static int read_start(tm2__sc_stream *s);
@@ -233,7 +239,7 @@ static int stash(tm2__sc_stream *s, const uint8_t *data, size_t n)
     memcpy(b + j->stash_len, data, n);
     j->stash = b;
     j->stash_len += n;
-    if (j->stash_len >= STASH_MAX)
+    if (stash_full(s))
         read_stop(s);
     return 0;
 }
@@ -325,8 +331,7 @@ static const tm2__sock_cbs sock_cbs = {
  * the caller decides whether the failure is reported through a callback. */
 static int read_start(tm2__sc_stream *s)
 {
-    if (s->reading || s->paused || s->deferred || s->end_pending || !live(s) ||
-        (s->job && s->job->stash_len >= STASH_MAX))
+    if (s->reading || s->paused || s->deferred || s->end_pending || !live(s) || stash_full(s))
         return 0;
     if (tm2__sock_read(&s->sock, true) != 0)
         return TM2_EIO;
@@ -402,7 +407,7 @@ static int submit_job(tm2__sc_stream *s, const uint8_t *rest, size_t rest_len)
         return e;
     }
     s->job = j;
-    if (j->stash_len >= STASH_MAX)
+    if (stash_full(s))
         read_stop(s);
     j->pj.run = job_run;
     j->pj.done = job_done;
