@@ -28,6 +28,11 @@
  *                            (medians): with one worker, what the loops
  *                            (TCP writes, reads, wake-ups) take beside it;
  *                            with two, that share comes out of theirs
+ *   sc_storm_worker_us_*,    CPU time per handshake side of the workers and
+ *   sc_storm_loop_us_*       of the two loop threads (Linux schedstat)
+ *   sc_storm_2cpu_bound_ratio what two CPUs allow at those costs: one worker
+ *                            does a side per worker_us_1w, two CPUs one per
+ *                            worker_us_2w + loop_us_2w (median of pairs)
  *   sc_storm_loop_stall_ms   the longest time the accepting end's loop thread
  *                            went without polling its sockets during such a
  *                            storm, crypto inline on the loop ("before") and
@@ -37,6 +42,7 @@
  * Each ratio compares rounds interleaved with its reference and keeps the
  * best of each (the 2-core ratios: the median of pairs), so a busy machine
  * skews both alike. */
+#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -531,6 +537,46 @@ static atomic_int st_ready, st_done;
 static uint64_t st_t0, st_t1, st_c0, st_c1;   /* wall, and the process's CPU time */
 static uv_connect_t st_creq[STORM];
 
+/* CPU time the process's threads named prefix* have had, from
+ * /proc/self/task/<tid>/schedstat; 0 where the kernel keeps none. */
+static uint64_t named_threads_ns(const char *prefix)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return 0;
+    uint64_t sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], comm[32] = "";
+        unsigned long long run = 0;
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        bool match = fgets(comm, sizeof comm, f) && strncmp(comm, prefix, strlen(prefix)) == 0;
+        fclose(f);
+        snprintf(path, sizeof path, "/proc/self/task/%s/schedstat", e->d_name);
+        if (match && (f = fopen(path, "r")) != NULL) {
+            if (fscanf(f, "%llu", &run) == 1)
+                sum += run;
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
+typedef struct {
+    uint64_t worker, loop;   /* ns */
+} storm_cpu;
+
+static storm_cpu storm_cpu_now(void)
+{
+    return (storm_cpu){named_threads_ns("tm2p2p-hs"), named_threads_ns("storm-")};
+}
+
+static storm_cpu st_th0, st_th1;   /* at the storm's start and end */
+
 static uint64_t cpu_ns(void)
 {
     struct timespec ts;
@@ -569,6 +615,7 @@ static void st_on_hs(tm2__sc_stream *s, int err)
     if (atomic_fetch_add(&st_done, 1) + 1 == 2 * STORM) {
         st_t1 = uv_hrtime();
         st_c1 = cpu_ns();
+        st_th1 = storm_cpu_now();
         uv_async_send(&st_srv.finish);
         uv_async_send(&st_cli.finish);
     }
@@ -598,7 +645,7 @@ static void st_go(uv_async_t *a)
 {
     storm_side *sd = a->data;
     if (sd->server)
-        st_t0 = uv_hrtime(), st_c0 = cpu_ns();
+        st_th0 = storm_cpu_now(), st_t0 = uv_hrtime(), st_c0 = cpu_ns();
     sd->measuring = true;
     for (int i = 0; i < STORM; i++)
         if (tm2__sc_stream_start(&sd->s[i], &sd->key, NULL))
@@ -640,8 +687,9 @@ static void *st_thread(void *arg)
     return NULL;
 }
 
-/* CPUs the process kept busy during the last storm's timed part. */
-static double st_cpus;
+/* CPUs the process kept busy during the last storm's timed part, and the
+ * workers' and loops' CPU microseconds per handshake side. */
+static double st_cpus, st_worker_us, st_loop_us;
 
 /* One storm with the pool configured to workers threads (< 0: inline).
  * Returns handshakes (both sides) per second; *stall_ms is the accepting
@@ -702,6 +750,8 @@ static double storm(int workers, double *stall_ms)
             DIE("storm loop close");
     *stall_ms = (double)st_srv.max_stall / 1e6;
     st_cpus = (double)(st_c1 - st_c0) / (double)(st_t1 - st_t0);
+    st_worker_us = (double)(st_th1.worker - st_th0.worker) / 1e3 / (2.0 * STORM);
+    st_loop_us = (double)(st_th1.loop - st_th0.loop) / 1e3 / (2.0 * STORM);
     return 2.0 * STORM / ((double)(st_t1 - st_t0) / 1e9);
 }
 
@@ -717,6 +767,45 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+typedef struct {
+    double rate, cpus, worker_us, loop_us;
+} storm_run;
+
+static storm_run storm_with(int workers)
+{
+    double stall;
+    storm_run r = {.rate = storm(workers, &stall)};
+    r.cpus = st_cpus, r.worker_us = st_worker_us, r.loop_us = st_loop_us;
+    return r;
+}
+
+/* The median over pairs of one figure, f(one worker's run, two's). */
+static double median_of(const storm_run *r1, const storm_run *r2, double *tmp,
+                        double (*f)(const storm_run *, const storm_run *))
+{
+    for (int r = 0; r < STORM_PAIRS; r++)
+        tmp[r] = f(&r1[r], &r2[r]);
+    return median(tmp, STORM_PAIRS);
+}
+
+static double f_rate1(const storm_run *a, const storm_run *b) { (void)b; return a->rate; }
+static double f_rate2(const storm_run *a, const storm_run *b) { (void)a; return b->rate; }
+static double f_ratio(const storm_run *a, const storm_run *b) { return b->rate / a->rate; }
+static double f_cpus1(const storm_run *a, const storm_run *b) { (void)b; return a->cpus; }
+static double f_cpus2(const storm_run *a, const storm_run *b) { (void)a; return b->cpus; }
+static double f_work1(const storm_run *a, const storm_run *b) { (void)b; return a->worker_us; }
+static double f_work2(const storm_run *a, const storm_run *b) { (void)a; return b->worker_us; }
+static double f_loop1(const storm_run *a, const storm_run *b) { (void)b; return a->loop_us; }
+static double f_loop2(const storm_run *a, const storm_run *b) { (void)a; return b->loop_us; }
+
+/* One worker is busy all the time, so it does a side per worker_us; two
+ * CPUs, fully used, do one per worker_us + loop_us of the two-worker run. */
+static double f_bound(const storm_run *a, const storm_run *b)
+{
+    double two = b->worker_us + b->loop_us;
+    return two > 0 ? 2.0 * a->worker_us / two : 0;
+}
+
 /* The machine's speed drifts by tens of percent within seconds on a shared
  * host, so the 2-core ratios come from adjacent pairs, run in alternating
  * order, and their median, not from the best of each side. */
@@ -724,20 +813,18 @@ static void storms(void)
 {
     tm2_node_key_generate(&st_srv.key);
     tm2_node_key_generate(&st_cli.key);
-    double w1[STORM_PAIRS], w2[STORM_PAIRS], ratio[STORM_PAIRS], pk[STORM_PAIRS];
-    double cpus1[STORM_PAIRS], cpus2[STORM_PAIRS];
-    double st_in[STORM_ROUNDS], st_pool[STORM_ROUNDS], stall;
+    storm_run r1[STORM_PAIRS], r2[STORM_PAIRS];
+    double pk[STORM_PAIRS], tmp[STORM_PAIRS];
+    double st_in[STORM_ROUNDS], st_pool[STORM_ROUNDS];
     for (int r = 0; r < STORM_PAIRS; r++) {
         bool two_first = r % 2;
         double p1, p2;
         if (two_first)
-            w2[r] = storm(2, &stall), cpus2[r] = st_cpus, p2 = pk_threads(2);
-        w1[r] = storm(1, &stall);
-        cpus1[r] = st_cpus;
+            r2[r] = storm_with(2), p2 = pk_threads(2);
+        r1[r] = storm_with(1);
         p1 = pk_threads(1);
         if (!two_first)
-            w2[r] = storm(2, &stall), cpus2[r] = st_cpus, p2 = pk_threads(2);
-        ratio[r] = w2[r] / w1[r];
+            r2[r] = storm_with(2), p2 = pk_threads(2);
         pk[r] = p2 / p1;
     }
     for (int r = 0; r < STORM_ROUNDS; r++) {
@@ -745,12 +832,19 @@ static void storms(void)
         storm(0, &st_pool[r]);
     }
     tm2__wpool_configure(0);
-    printf("sc_handshakes_per_s_1w: %.0f\n", median(w1, STORM_PAIRS));
-    printf("sc_handshakes_per_s_2w: %.0f\n", median(w2, STORM_PAIRS));
-    printf("sc_handshake_2core_ratio: %.3f\n", median(ratio, STORM_PAIRS));
+    printf("sc_handshakes_per_s_1w: %.0f\n", median_of(r1, r2, tmp, f_rate1));
+    printf("sc_handshakes_per_s_2w: %.0f\n", median_of(r1, r2, tmp, f_rate2));
+    printf("sc_handshake_2core_ratio: %.3f\n", median_of(r1, r2, tmp, f_ratio));
     printf("pk_2thread_ratio: %.3f\n", median(pk, STORM_PAIRS));
-    printf("sc_storm_cpus_1w: %.2f CPUs\n", median(cpus1, STORM_PAIRS));
-    printf("sc_storm_cpus_2w: %.2f CPUs\n", median(cpus2, STORM_PAIRS));
+    printf("sc_storm_cpus_1w: %.2f CPUs\n", median_of(r1, r2, tmp, f_cpus1));
+    printf("sc_storm_cpus_2w: %.2f CPUs\n", median_of(r1, r2, tmp, f_cpus2));
+    if (r1[0].worker_us > 0) {
+        printf("sc_storm_worker_us_1w: %.1f us\n", median_of(r1, r2, tmp, f_work1));
+        printf("sc_storm_worker_us_2w: %.1f us\n", median_of(r1, r2, tmp, f_work2));
+        printf("sc_storm_loop_us_1w: %.1f us\n", median_of(r1, r2, tmp, f_loop1));
+        printf("sc_storm_loop_us_2w: %.1f us\n", median_of(r1, r2, tmp, f_loop2));
+        printf("sc_storm_2cpu_bound_ratio: %.3f\n", median_of(r1, r2, tmp, f_bound));
+    }
     printf("sc_storm_loop_stall_ms_inline: %.2f\n", median(st_in, STORM_ROUNDS));
     printf("sc_storm_loop_stall_ms: %.2f\n", median(st_pool, STORM_ROUNDS));
     fflush(stdout);
