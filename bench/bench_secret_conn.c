@@ -45,6 +45,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -779,31 +780,20 @@ static storm_run storm_with(int workers)
     return r;
 }
 
-/* The median over pairs of one figure, f(one worker's run, two's). */
-static double median_of(const storm_run *r1, const storm_run *r2, double *tmp,
-                        double (*f)(const storm_run *, const storm_run *))
+/* The median of one figure (a double at offset off) over the runs. */
+static double median_of(const storm_run *runs, size_t off, double *tmp)
 {
     for (int r = 0; r < STORM_PAIRS; r++)
-        tmp[r] = f(&r1[r], &r2[r]);
+        memcpy(&tmp[r], (const char *)&runs[r] + off, sizeof tmp[r]);
     return median(tmp, STORM_PAIRS);
 }
 
-static double f_rate1(const storm_run *a, const storm_run *b) { (void)b; return a->rate; }
-static double f_rate2(const storm_run *a, const storm_run *b) { (void)a; return b->rate; }
-static double f_ratio(const storm_run *a, const storm_run *b) { return b->rate / a->rate; }
-static double f_cpus1(const storm_run *a, const storm_run *b) { (void)b; return a->cpus; }
-static double f_cpus2(const storm_run *a, const storm_run *b) { (void)a; return b->cpus; }
-static double f_work1(const storm_run *a, const storm_run *b) { (void)b; return a->worker_us; }
-static double f_work2(const storm_run *a, const storm_run *b) { (void)a; return b->worker_us; }
-static double f_loop1(const storm_run *a, const storm_run *b) { (void)b; return a->loop_us; }
-static double f_loop2(const storm_run *a, const storm_run *b) { (void)a; return b->loop_us; }
-
 /* One worker is busy all the time, so it does a side per worker_us; two
  * CPUs, fully used, do one per worker_us + loop_us of the two-worker run. */
-static double f_bound(const storm_run *a, const storm_run *b)
+static double cpu_bound(const storm_run *one, const storm_run *two)
 {
-    double two = b->worker_us + b->loop_us;
-    return two > 0 ? 2.0 * a->worker_us / two : 0;
+    double per_side = two->worker_us + two->loop_us;
+    return per_side > 0 ? 2.0 * one->worker_us / per_side : 0;
 }
 
 /* The machine's speed drifts by tens of percent within seconds on a shared
@@ -814,7 +804,7 @@ static void storms(void)
     tm2_node_key_generate(&st_srv.key);
     tm2_node_key_generate(&st_cli.key);
     storm_run r1[STORM_PAIRS], r2[STORM_PAIRS];
-    double pk[STORM_PAIRS], tmp[STORM_PAIRS];
+    double ratio[STORM_PAIRS], bound[STORM_PAIRS], pk[STORM_PAIRS], tmp[STORM_PAIRS];
     double st_in[STORM_ROUNDS], st_pool[STORM_ROUNDS];
     for (int r = 0; r < STORM_PAIRS; r++) {
         bool two_first = r % 2;
@@ -825,6 +815,8 @@ static void storms(void)
         p1 = pk_threads(1);
         if (!two_first)
             r2[r] = storm_with(2), p2 = pk_threads(2);
+        ratio[r] = r2[r].rate / r1[r].rate;
+        bound[r] = cpu_bound(&r1[r], &r2[r]);
         pk[r] = p2 / p1;
     }
     for (int r = 0; r < STORM_ROUNDS; r++) {
@@ -832,19 +824,21 @@ static void storms(void)
         storm(0, &st_pool[r]);
     }
     tm2__wpool_configure(0);
-    printf("sc_handshakes_per_s_1w: %.0f\n", median_of(r1, r2, tmp, f_rate1));
-    printf("sc_handshakes_per_s_2w: %.0f\n", median_of(r1, r2, tmp, f_rate2));
-    printf("sc_handshake_2core_ratio: %.3f\n", median_of(r1, r2, tmp, f_ratio));
+#define MEDIAN(runs, field) median_of(runs, offsetof(storm_run, field), tmp)
+    printf("sc_handshakes_per_s_1w: %.0f\n", MEDIAN(r1, rate));
+    printf("sc_handshakes_per_s_2w: %.0f\n", MEDIAN(r2, rate));
+    printf("sc_handshake_2core_ratio: %.3f\n", median(ratio, STORM_PAIRS));
     printf("pk_2thread_ratio: %.3f\n", median(pk, STORM_PAIRS));
-    printf("sc_storm_cpus_1w: %.2f CPUs\n", median_of(r1, r2, tmp, f_cpus1));
-    printf("sc_storm_cpus_2w: %.2f CPUs\n", median_of(r1, r2, tmp, f_cpus2));
+    printf("sc_storm_cpus_1w: %.2f CPUs\n", MEDIAN(r1, cpus));
+    printf("sc_storm_cpus_2w: %.2f CPUs\n", MEDIAN(r2, cpus));
     if (r1[0].worker_us > 0) {
-        printf("sc_storm_worker_us_1w: %.1f us\n", median_of(r1, r2, tmp, f_work1));
-        printf("sc_storm_worker_us_2w: %.1f us\n", median_of(r1, r2, tmp, f_work2));
-        printf("sc_storm_loop_us_1w: %.1f us\n", median_of(r1, r2, tmp, f_loop1));
-        printf("sc_storm_loop_us_2w: %.1f us\n", median_of(r1, r2, tmp, f_loop2));
-        printf("sc_storm_2cpu_bound_ratio: %.3f\n", median_of(r1, r2, tmp, f_bound));
+        printf("sc_storm_worker_us_1w: %.1f us\n", MEDIAN(r1, worker_us));
+        printf("sc_storm_worker_us_2w: %.1f us\n", MEDIAN(r2, worker_us));
+        printf("sc_storm_loop_us_1w: %.1f us\n", MEDIAN(r1, loop_us));
+        printf("sc_storm_loop_us_2w: %.1f us\n", MEDIAN(r2, loop_us));
+        printf("sc_storm_2cpu_bound_ratio: %.3f\n", median(bound, STORM_PAIRS));
     }
+#undef MEDIAN
     printf("sc_storm_loop_stall_ms_inline: %.2f\n", median(st_in, STORM_ROUNDS));
     printf("sc_storm_loop_stall_ms: %.2f\n", median(st_pool, STORM_ROUNDS));
     fflush(stdout);
