@@ -113,6 +113,11 @@ typedef struct cli_node_counters {
 /* The switch config the node runs with (no reactors, no log sink). */
 void cli_node_switch_config(const cli_node_opts *o, tm2_switch_config *sc);
 
+/* The most connections the node's switch may hold at once, a descriptor
+ * each: peers up to the limits, persistent and unconditional peers beyond
+ * them, handshakes of accepted sockets, seeds being dialled. */
+uint64_t cli_node_max_conns(const cli_node_opts *o);
+
 /* Builds the node (switch not started). lg is copied. Returns 0 or a TM2_E*
  * code with a sentence in err. */
 int cli_node_create(const cli_node_opts *o, const cli_log *lg, cli_node **out, char *err, size_t err_len);

@@ -19,6 +19,7 @@
 #include "common/file.h"
 #include "cli/crawl_cli.h"
 #include "cli/crawl_metrics.h"
+#include "cli/fdlimit.h"
 #include "cli/http.h"
 #include "cli/gossip.h"
 #include "crawl/allow.h"
@@ -483,6 +484,7 @@ int cli_crawl_run(const char *cmd, cli_crawl_settings *s, bool seed)
         cli_log_kv(lg, TM2_LOG_ERROR, "cannot create the crawler", "reason", err, (const char *)NULL);
         goto out;
     }
+    cli_fd_limit_ensure(lg, crawl_engine_max_conns(e));
     if (crawl_store_load_addrs(st, load_row, e)) {
         cli_log_kv(lg, TM2_LOG_ERROR, "cannot read the crawl database", "file", s->db_path,
                    (const char *)NULL);

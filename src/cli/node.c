@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "common/file.h"
 #include "cli/config_toml.h"
+#include "cli/fdlimit.h"
 #include "cli/gossip.h"
 #include "cli/http.h"
 #include "cli/log.h"
@@ -205,6 +206,14 @@ struct cli_node {
     uint64_t rej_held[TM2_STATS_REASONS];
     uint64_t rej_held_total;
 };
+
+uint64_t cli_node_max_conns(const cli_node_opts *o)
+{
+    tm2_switch_config sc;
+    cli_node_switch_config(o, &sc);
+    return (uint64_t)sc.max_inbound + sc.max_pending_inbound + sc.max_outbound +
+           sc.n_persistent_peers + sc.n_unconditional_peer_ids + sc.n_seeds;
+}
 
 static void add_reactor(cli_node *n, const tm2_reactor *r)
 {
@@ -1362,6 +1371,7 @@ int cli_run_node(int argc, char **argv)
         goto out;
     }
 
+    cli_fd_limit_ensure(&s->log, cli_node_max_conns(&s->o));
     r = cli_node_create(&s->o, &s->log, &node, err, sizeof err);
     if (r < 0) {
         cli_log_kv(&s->log, TM2_LOG_ERROR, "cannot create the node", "reason", err, (const char *)NULL);

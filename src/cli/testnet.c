@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/fdlimit.h"
 #include "cli/gossip.h"
 #include "cli/log.h"
 #include "tm2p2p/discovery.h"
@@ -322,42 +323,59 @@ static int pick_ports(tn *t)
 
 /* ---- in-process nodes -------------------------------------------------------- */
 
+/* Node i's options, all but its key. */
+static void inproc_opts(const tn *t, uint32_t i, const char **seeds, const char *laddr,
+                        cli_node_opts *o)
+{
+    const tn_node *nd = &t->n[i];
+    *o = (cli_node_opts){
+        .listen_addr = laddr,
+        .network = t->o.chain_id,
+        .moniker = nd->name,
+        .max_inbound = nd->seed ? t->count + 16 : t->o.max_inbound,
+        .max_outbound = t->o.outbound,
+        .seeds = nd->seed ? NULL : seeds,
+        .n_seeds = nd->seed ? 0 : t->o.seeds,
+        .allow_duplicate_ip = true,   /* every node is on 127.0.0.1 */
+        .seed_interval_ms = SEED_INTERVALS * t->o.pex_interval_ms,
+        .pex = true,
+        .seed_mode = nd->seed,
+        .pex_interval_ms = t->o.pex_interval_ms,
+        .seed_disconnect_ms = t->o.pex_interval_ms > 1000 ? t->o.pex_interval_ms : 1000,
+        .gossip_interval_ms = nd->seed ? 0 : t->o.gossip_interval_ms,
+        .gossip_origin = i,
+        .gossip_until_ms = t->gossip_until_ms,
+        .gossip_epoch_ms = t->t0_ms,
+        .gossip_seconds = t->gossip_seconds,
+        .log_events = true,   /* counted always, logged at info */
+    };
+    tm2_mconn_config_default(&o->mconn);
+    o->mconn.flush_throttle_ms = 10;   /* what gno deployments use */
+}
+
 static int start_inproc(tn *t, tm2_log_level lvl, cli_log_format fmt)
 {
     /* Seeds start first: their listen addresses are known before the rest. */
     const char **seeds = calloc(t->o.seeds, sizeof *seeds);
     if (!seeds)
         return -1;
+    /* Both ends of every connection are in this process. */
+    uint64_t conns = 0;
+    for (uint32_t i = 0; i < t->count; i++) {
+        cli_node_opts o;
+        inproc_opts(t, i, seeds, "", &o);
+        conns += cli_node_max_conns(&o);
+    }
+    cli_fd_limit_ensure(&t->log, conns);
     int rc = 0;
     for (uint32_t i = 0; i < t->count && rc == 0; i++) {
         tn_node *nd = &t->n[i];
         cli_log_init(&nd->log, lvl, fmt, nd->name);
         char laddr[64];
         snprintf(laddr, sizeof laddr, "tcp://127.0.0.1:%u", t->o.base_port ? nd->port : 0u);
-        cli_node_opts o = {
-            .key = nd->key,
-            .listen_addr = laddr,
-            .network = t->o.chain_id,
-            .moniker = nd->name,
-            .max_inbound = nd->seed ? t->count + 16 : t->o.max_inbound,
-            .max_outbound = t->o.outbound,
-            .seeds = nd->seed ? NULL : seeds,
-            .n_seeds = nd->seed ? 0 : t->o.seeds,
-            .allow_duplicate_ip = true,   /* every node is on 127.0.0.1 */
-            .seed_interval_ms = SEED_INTERVALS * t->o.pex_interval_ms,
-            .pex = true,
-            .seed_mode = nd->seed,
-            .pex_interval_ms = t->o.pex_interval_ms,
-            .seed_disconnect_ms = t->o.pex_interval_ms > 1000 ? t->o.pex_interval_ms : 1000,
-            .gossip_interval_ms = nd->seed ? 0 : t->o.gossip_interval_ms,
-            .gossip_origin = i,
-            .gossip_until_ms = t->gossip_until_ms,
-            .gossip_epoch_ms = t->t0_ms,
-            .gossip_seconds = t->gossip_seconds,
-            .log_events = true,   /* counted always, logged at info */
-        };
-        tm2_mconn_config_default(&o.mconn);
-        o.mconn.flush_throttle_ms = 10;   /* what gno deployments use */
+        cli_node_opts o;
+        inproc_opts(t, i, seeds, laddr, &o);
+        o.key = nd->key;
         char err[512];
         if (cli_node_create(&o, &nd->log, &nd->rt, err, sizeof err) < 0 ||
             cli_node_start(nd->rt, err, sizeof err) < 0) {

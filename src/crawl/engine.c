@@ -1513,6 +1513,11 @@ int crawl_engine_new(const crawl_config *cfg, crawl_engine **out, char *err, siz
     return 0;
 }
 
+uint64_t crawl_engine_max_conns(const crawl_engine *e)
+{
+    return (uint64_t)e->cfg.max_inflight + (e->listen_addr ? e->cfg.max_sessions : 0);
+}
+
 int crawl_engine_add_row(crawl_engine *e, const crawl_addr_row *row)
 {
     tm2_netaddr a;

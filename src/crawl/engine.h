@@ -117,6 +117,10 @@ typedef struct crawl_engine crawl_engine;
 /* Copies cfg. 0, or TM2_EINVAL / TM2_ENOMEM / TM2_EIO with a sentence in err. */
 int crawl_engine_new(const crawl_config *cfg, crawl_engine **out, char *err, size_t err_len);
 
+/* The most connections the engine holds at once, a descriptor each:
+ * probes in flight and, when it listens, the sessions it serves. */
+uint64_t crawl_engine_max_conns(const crawl_engine *e);
+
 /* A stored address (before start); its status is kept, its allow flag
  * re-evaluated against the current policy. 0, TM2_EADDR (row skipped) or
  * TM2_ENOMEM. */

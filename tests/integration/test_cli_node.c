@@ -11,12 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/fdlimit.h"
 #include "cli/http.h"
 #include "tm2p2p/defaults.h"
 #include "tm2p2p/discovery.h"
@@ -698,6 +700,65 @@ static void node_info_names_the_program(void **state)
     release(&p);
 }
 
+/* The "Max open files" soft and hard limits of process pid. */
+static void proc_nofile(pid_t pid, unsigned long *soft, unsigned long *hard)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/limits", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = sscanf(line, "Max open files %lu %lu", soft, hard) == 2;
+    fclose(f);
+    assert_true(found);
+}
+
+static void open_file_limit(void **state)
+{
+    home *h = *state;
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 1024)
+        skip();   /* the test lowers the limits below 1024 */
+    proc p;
+    unsigned long soft, hard;
+
+    /* A soft limit below the hard one is raised to it. */
+    tv_proc_start_ulimit(&p, "ulimit -Sn 128", PROGRAM,
+                         (const char *const[]){"node", "--home", path_in(h, "f1"), "--laddr",
+                                               "127.0.0.1:0", "--log-level", "debug", NULL});
+    const char *line = wait_line(&p, "msg=\"open-file limit raised\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    assert_string_equal(field(line, "from"), "128");
+    wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    proc_nofile(p.pid, &soft, &hard);
+    assert_true(soft == hard && soft >= 1024);
+    /* the defaults fit: no warning */
+    assert_null(strstr(p.err, "open-file limit below"));
+    assert_int_equal(kill(p.pid, SIGTERM), 0);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    release(&p);
+
+    /* A hard limit below what the configuration may use is named in a
+     * warning; the node runs on. 1000 inbound + 64 handshakes + 10
+     * outbound + the reserve. */
+    tv_proc_start_ulimit(&p, "ulimit -Sn 100 && ulimit -Hn 200", PROGRAM,
+                         (const char *const[]){"node", "--home", path_in(h, "f2"), "--laddr",
+                                               "127.0.0.1:0", "--max-inbound", "1000", NULL});
+    line = wait_line(&p, "msg=\"open-file limit below what the configuration may use\"", NULL,
+                     tv_now_ms() + START_DEADLINE_MS);
+    assert_string_equal(field(line, "limit"), "200");
+    char need[16];
+    snprintf(need, sizeof need, "%u", 1000u + TM2_DEFAULT_MAX_PENDING_INBOUND + TM2_DEFAULT_MAX_OUTBOUND + CLI_FD_RESERVE);
+    assert_string_equal(field(line, "need"), need);
+    wait_line(&p, "msg=\"node listening\"", NULL, tv_now_ms() + START_DEADLINE_MS);
+    proc_nofile(p.pid, &soft, &hard);
+    assert_true(soft == 200 && hard == 200);
+    assert_int_equal(kill(p.pid, SIGTERM), 0);
+    assert_int_equal(finish(&p, tv_now_ms() + 20000), 0);
+    release(&p);
+}
+
 static void testnet_smoke(void **state)
 {
     (void)state;
@@ -750,6 +811,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(rejections_summarised, setup, teardown),
         cmocka_unit_test_setup_teardown(ban_command, setup, teardown),
         cmocka_unit_test_setup_teardown(node_info_names_the_program, setup, teardown),
+        cmocka_unit_test_setup_teardown(open_file_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(testnet_smoke, setup, teardown),
         cmocka_unit_test_setup_teardown(testnet_processes_kill_one, setup, teardown),
     };

@@ -8,6 +8,7 @@
  * - a peer whose NodeInfo carries another ID than its key's is recorded as a
  *   liar with both IDs, not counted reachable under either, and the address
  *   it advertises is neither recorded nor dialled. */
+#include "cli/fdlimit.h"
 #include "crawl_support.h"
 
 #define NETWORK   "crawl-test"
@@ -289,6 +290,38 @@ static void sigint_ends_cleanly(void **state)
     cJSON_Delete(rep);
 }
 
+/* Probes in flight and sessions served hold a descriptor each: a hard limit
+ * below them (and the reserve) is named in a warning, and the crawl runs on.
+ * Loopback seeds outside the default policy: nothing is dialled. */
+static void open_file_limit(void **state)
+{
+    (void)state;
+    char home[128], seeds[200];
+    cs_tmpdir(home, sizeof home, "crawl-fd");
+    tm2_node_key k;
+    uint8_t seed[32] = {9};
+    tm2_node_key_from_seed(&k, seed);
+    tm2_id id;
+    tm2_node_key_id(&k, &id);
+    snprintf(seeds, sizeof seeds, "%s@127.0.0.1:9", id.s);
+    cs_proc p;
+    tv_proc_start_ulimit(&p, "ulimit -Sn 100 && ulimit -Hn 200", CS_PROGRAM,
+                         (const char *const[]){"crawl", "--home", home, "--seeds", seeds, "--chain-id",
+                                               NETWORK, "--rounds", "1", "--concurrency", "1000",
+                                               NULL});
+    const char *line = tv_proc_wait_line(&p, "msg=\"open-file limit below what the configuration may use\"",
+                                         NULL, tv_now_ms() + 30000);
+    assert_non_null(strstr(line, " limit=200 "));
+    char need[32];
+    snprintf(need, sizeof need, " need=%u ", 1000u + CLI_FD_RESERVE);   /* no listener: no sessions */
+    assert_non_null(strstr(line, need));
+    int st = cs_finish(&p, 60000);
+    if (st != 0)
+        fail_msg("crawl exited %d; stderr:\n%s", st, p.err);
+    cs_release(&p);
+    cs_rmdir(home);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -296,6 +329,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(map_equals_ground_truth, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_outside_allow, setup, teardown),
         cmocka_unit_test_setup_teardown(sigint_ends_cleanly, setup, teardown),
+        cmocka_unit_test(open_file_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

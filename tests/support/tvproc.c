@@ -69,6 +69,22 @@ static void append(int *fd, char **buf, size_t *n)
         fwrite(tmp, 1, (size_t)r, stderr);
 }
 
+void tv_proc_start_ulimit(tv_proc *p, const char *ulimits, const char *program,
+                          const char *const *args)
+{
+    char script[256];
+    assert_true((size_t)snprintf(script, sizeof script, "%s && exec \"$0\" \"$@\"", ulimits) <
+                sizeof script);
+    const char *argv[64] = {"-c", script, program};
+    size_t n = 3;
+    for (; *args; args++) {
+        assert_true(n < 63);
+        argv[n++] = *args;
+    }
+    argv[n] = NULL;
+    tv_proc_start(p, "/bin/sh", argv);
+}
+
 void tv_proc_pump(tv_proc *p, int timeout_ms)
 {
     struct pollfd pf[2] = {{.fd = p->out_fd, .events = POLLIN}, {.fd = p->err_fd, .events = POLLIN}};

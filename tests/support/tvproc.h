@@ -18,6 +18,11 @@ typedef struct tv_proc {
 
 /* Starts program with args (NULL-terminated, without argv[0]). */
 void tv_proc_start(tv_proc *p, const char *program, const char *const *args);
+/* The same under /bin/sh, which first runs ulimits (shell commands such as
+ * "ulimit -Sn 100 && ulimit -Hn 200"), so the limits apply to the child
+ * alone; p->pid is the program's, as the shell execs it. */
+void tv_proc_start_ulimit(tv_proc *p, const char *ulimits, const char *program,
+                          const char *const *args);
 /* Reads whatever the child wrote, waiting up to timeout_ms for more. */
 void tv_proc_pump(tv_proc *p, int timeout_ms);
 /* Waits until stderr has a line holding f1 and (if not NULL) f2; returns
