@@ -171,7 +171,7 @@ static size_t outbound_peers(const tm2__pex *x)
     size_t n = 0;
     for (size_t i = 0; i < x->n_peers; i++) {
         const pex_peer *p = x->peers[i];
-        n += p->info.outbound && !p->stop_pending;
+        n += (p->info.outbound || p->info.slot_out) && !p->stop_pending;
     }
     return n;
 }

@@ -88,6 +88,7 @@ typedef struct tm2__transport_conn {
     tm2_netaddr socket_addr;
     tm2_id id;                    /* authenticated ID (== node_info's, == socket_addr's) */
     void *dial_user;              /* outbound: what tm2__transport_dial got; else NULL */
+    uint32_t owner_flags;         /* the owner's own notes, from accept_filter to on_conn */
 } tm2__transport_conn;
 
 /* The conn holding m (an mcs handed over by this transport). */
@@ -140,9 +141,9 @@ typedef struct tm2__transport_cbs {
      * accept or a TM2_E code to reject (TM2_EDUPLICATE, TM2_ELIMIT,
      * TM2_EREJECTED...), optionally with a reason written to why (NUL-
      * terminated, at most why_len bytes). c is the transport's during the
-     * call; it must not be kept or closed. */
-    int (*accept_filter)(tm2__transport *t, const tm2__transport_conn *c, char *why,
-                         size_t why_len);
+     * call; it must not be kept or closed, and only owner_flags may be
+     * written (on_conn, if it comes, follows in the same call). */
+    int (*accept_filter)(tm2__transport *t, tm2__transport_conn *c, char *why, size_t why_len);
     /* Optional. Asked for every accepted socket (within
      * max_pending_inbound) before any handshake work: remote is its
      * ip:port (no ID), pending_from_ip the inbound handshakes in flight from

@@ -162,7 +162,7 @@ static void on_event(void *user, const tm2_event *ev)
         if (e)
             sim_violation(r, "node %u counts peer %u twice", n->idx, peer);
         else
-            edge_add(n, peer, ev->outbound);
+            edge_add(n, peer, tm2__switch_counts_out(n->sw, &ev->peer_id));
         break;
     case TM2_EVENT_PEER_DISCONNECTED:
         if (e)
@@ -173,10 +173,13 @@ static void on_event(void *user, const tm2_event *ev)
     case TM2_EVENT_PEER_REPLACED:
         if (!e) {
             sim_violation(r, "node %u: peer %u replaced, never connected", n->idx, peer);
-        } else if (e->outbound != ev->outbound) {
-            e->outbound ? n->n_out-- : n->n_in--;
-            e->outbound = ev->outbound;
-            e->outbound ? n->n_out++ : n->n_in++;
+        } else {
+            bool out = tm2__switch_counts_out(n->sw, &ev->peer_id);
+            if (e->outbound != out) {
+                e->outbound ? n->n_out-- : n->n_in--;
+                e->outbound = out;
+                e->outbound ? n->n_out++ : n->n_in++;
+            }
         }
         break;
     default:

@@ -24,7 +24,8 @@ typedef struct sim_run sim_run;
 /* A peering as one node sees it. */
 typedef struct sim_edge {
     uint32_t peer;                      /* node index */
-    bool outbound;
+    bool outbound;                      /* in an outbound slot (dialled, or the
+                                         * survivor of a simultaneous open) */
 } sim_edge;
 
 typedef struct sim_node {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "switch/switch_engine.h"
 #include "switch/switch_internal.h"
 
 tm2_peer *tm2__peer_new(tm2_switch *sw, tm2__transport_conn *conn)
@@ -35,6 +36,7 @@ tm2_peer *tm2__peer_new(tm2_switch *sw, tm2__transport_conn *conn)
     p->id = conn->id;
     p->socket_addr = conn->socket_addr;
     p->outbound = conn->outbound;
+    p->slot_out = !conn->outbound && (conn->owner_flags & TM2__CONN_SLOT_OUT);
     p->persistent = tm2__sw_is_persistent_id(sw, &conn->id, NULL);
     p->priv = tm2_switch_is_private(sw, &conn->id);
     p->uncond = tm2_switch_is_unconditional(sw, &conn->id);
@@ -110,6 +112,15 @@ void tm2_peer_socket_addr(const tm2_peer *p, tm2_netaddr *out)
 }
 
 bool tm2_peer_is_outbound(const tm2_peer *p) { return p && p->outbound; }
+
+bool tm2__peer_holds_dial_slot(const tm2_peer *p) { return p && p->slot_out; }
+
+bool tm2__switch_counts_out(tm2_switch *sw, const tm2_id *id)
+{
+    tm2_peer *p = tm2__peer_set_find(&sw->peers, id);
+    return p && tm2__peer_counts_out(p);
+}
+
 bool tm2_peer_is_persistent(const tm2_peer *p) { return p && p->persistent; }
 bool tm2_peer_is_private(const tm2_peer *p) { return p && p->priv; }
 bool tm2_peer_is_unconditional(const tm2_peer *p) { return p && p->uncond; }

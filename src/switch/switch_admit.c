@@ -48,7 +48,7 @@ bool tm2__sw_addr_exempt(const tm2_switch *sw, const tm2_netaddr *a)
  * nor persistent. */
 static bool limited_inbound(const tm2_peer *p)
 {
-    return p->listed && !p->removing && !p->outbound && !p->uncond && !p->persistent;
+    return p->listed && !p->removing && !tm2__peer_counts_out(p) && !p->uncond && !p->persistent;
 }
 
 /* Limited inbound peers in a's group of granularity by. */
@@ -120,7 +120,7 @@ static tm2_peer *pick_victim(tm2_switch *sw)
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         tm2_peer *p = tm2__peer_set_at(&sw->peers, i)->peer;
-        if (!p->listed || p->removing || p->outbound || p->uncond)
+        if (!p->listed || p->removing || tm2__peer_counts_out(p) || p->uncond)
             continue;
         tm2__evict_peer *e = &ev[k++];
         tm2__group_key_of(&p->socket_addr, TM2__BY_NETGROUP, sw->limit_local, &e->group);
@@ -313,7 +313,7 @@ bool tm2__sw_group_taken(tm2_switch *sw, const tm2_netaddr *addr)
     tm2__group_key_of(addr, TM2__BY_NETGROUP, sw->limit_local, &k);
     for (size_t i = 0, n = tm2__peer_set_count(&sw->peers); i < n; i++) {
         const tm2_peer *p = tm2__peer_set_at(&sw->peers, i)->peer;
-        if (!p->outbound || !p->listed || p->removing || strcmp(p->id.s, addr->id.s) == 0)
+        if (!tm2__peer_counts_out(p) || !p->listed || p->removing || strcmp(p->id.s, addr->id.s) == 0)
             continue;
         tm2__group_key_of(&p->socket_addr, TM2__BY_NETGROUP, sw->limit_local, &pk);
         if (tm2__group_eq(&k, &pk))

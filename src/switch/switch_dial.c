@@ -216,7 +216,7 @@ static void run_dial(tm2_switch *sw, const tm2__dial_item *it)
             redial_after_failure(sw, &addr->id);
         return;
     }
-    if (!exempt && sw->n_out - sw->n_uncond_out + sw->n_inflight_np >= sw->max_outbound) {
+    if (!exempt && tm2__sw_outbound_full(sw)) {
         dial_failed(sw, addr, TM2_ELIMIT, "outbound peer limit reached");
         return;
     }

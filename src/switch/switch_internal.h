@@ -61,6 +61,10 @@ struct tm2_peer {
     tm2_id id;
     tm2_netaddr socket_addr;
     bool outbound, persistent, priv, uncond;
+    /* Inbound, yet in an outbound slot: the connection that won a
+     * simultaneous open against our dial (or replaced our outbound one)
+     * keeps that dial's slot, so neither side's limit moves. */
+    bool slot_out;
     atomic_bool running;
     uint8_t our_ch[32];             /* bitmaps of channel bytes */
     uint8_t their_ch[32];
@@ -88,6 +92,15 @@ struct tm2_peer {
     struct tm2_peer *next_release;
     tm2__chan_ctr ctr[];            /* one per switch channel (sw->n_descs) */
 };
+
+/* Counted in n_out (the outbound limit, tm2_switch_counts), not n_in. */
+static inline bool tm2__peer_counts_out(const tm2_peer *p)
+{
+    return p->outbound || p->slot_out;
+}
+
+/* tm2__transport_conn.owner_flags: the accept filter gave it slot_out. */
+#define TM2__CONN_SLOT_OUT 1u
 
 static inline bool tm2__bit(const uint8_t map[32], uint8_t ch)
 {
@@ -321,6 +334,13 @@ struct tm2_switch {
     bool stopping;
     bool finished;
 };
+
+/* Every outbound slot taken by a peer or a dial in flight (persistent and
+ * unconditional ones are outside the limit). Loop thread. */
+static inline bool tm2__sw_outbound_full(const tm2_switch *sw)
+{
+    return sw->n_out - sw->n_uncond_out + sw->n_inflight_np >= sw->max_outbound;
+}
 
 /* ---- switch.c ------------------------------------------------------------------------- */
 

@@ -80,7 +80,7 @@ static void uncount(tm2_switch *sw, tm2_peer *p)
     if (!p->counted)
         return;
     p->counted = false;
-    if (p->outbound)
+    if (tm2__peer_counts_out(p))
         sw->n_out--;
     else
         sw->n_in--;
@@ -282,8 +282,7 @@ static bool has_peer_from_ip(tm2_switch *sw, const tm2_netaddr *a, const tm2_id 
  * replaces its peer's registered one (a simultaneous open) is decided here
  * too, but the registered one is torn down only once the new one started
  * (t_on_conn), so a replacement that fails leaves it in place. */
-static int t_accept_filter(tm2__transport *t, const tm2__transport_conn *c, char *why,
-                           size_t why_len)
+static int t_accept_filter(tm2__transport *t, tm2__transport_conn *c, char *why, size_t why_len)
 {
     tm2_switch *sw = t->data;
     if (sw->stopping)
@@ -298,10 +297,12 @@ static int t_accept_filter(tm2__transport *t, const tm2__transport_conn *c, char
      * in total; refusing it for a full side would leave both nodes without
      * a connection, as the other side keeps the same one. The same holds
      * for a peer we are dialling at this moment whose connection wins the
-     * tie-break: the other side will refuse our dial for it, and our dial's
-     * outbound slot is given up. */
-    bool crossing = !c->outbound && wins(sw, &c->id, false) &&
-                    (tm2__peer_set_has(&sw->inflight, &c->id) || recently_lost(sw, &c->id));
+     * tie-break (the other side will refuse our dial for it), or whose
+     * winning connection closed our dial's moments ago while an outbound
+     * slot is still free: either takes that outbound slot (below). */
+    bool wins_in = !c->outbound && wins(sw, &c->id, false);
+    bool crossing = wins_in && (tm2__peer_set_has(&sw->inflight, &c->id) ||
+                                (recently_lost(sw, &c->id) && !tm2__sw_outbound_full(sw)));
     /* Bans, the per-IP and per-subnet limits and the inbound cap (with
      * eviction), for connections that add a peer. */
     tm2_peer *victim = NULL;
@@ -316,6 +317,14 @@ static int t_accept_filter(tm2__transport *t, const tm2__transport_conn *c, char
     }
     if (victim && !old && !crossing)
         tm2__sw_evict(sw, victim, evict_reason, &c->id);
+    /* The connection we keep of a simultaneous open takes the outbound slot
+     * of the one we dialled: were it counted inbound, a full inbound side
+     * would grow by one and our outbound side would dial again, so a peer
+     * that answers each of our dials by dialling back could take inbound
+     * slots past any limit. */
+    if (!c->outbound && !tm2_switch_is_unconditional(sw, &c->id) &&
+        (old ? tm2__peer_counts_out(old) : crossing))
+        c->owner_flags |= TM2__CONN_SLOT_OUT;
     return 0;
 }
 
@@ -423,7 +432,7 @@ static void t_on_conn(tm2__transport *t, tm2__transport_conn *c)
     p->seq = ++sw->peer_seq;
     p->listed_ms = tm2__sw_now(sw);
     snap_add(sw, p);
-    if (p->outbound)
+    if (tm2__peer_counts_out(p))
         sw->n_out++;
     else
         sw->n_in++;

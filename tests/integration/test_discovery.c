@@ -27,6 +27,7 @@
 
 #include "discovery/addrbook.h"
 #include "discovery/pex_msg.h"
+#include "switch/switch_engine.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/switch.h"
 #include "tv.h"
@@ -254,8 +255,10 @@ static size_t peers_of(node *n, tm2_id *ids, bool *outbound, size_t cap)
     for (size_t i = 0; i < k; i++) {
         if (m < cap && tm2_peer_is_running(ps[i])) {
             ids[m] = *tm2_peer_id(ps[i]);
+            /* In an outbound slot, as discovery's target counts: dialled,
+             * or the survivor of a simultaneous open with our dial. */
             if (outbound)
-                outbound[m] = tm2_peer_is_outbound(ps[i]);
+                outbound[m] = tm2_peer_is_outbound(ps[i]) || tm2__peer_holds_dial_slot(ps[i]);
             m++;
         }
         tm2_peer_unref(ps[i]);

@@ -135,6 +135,21 @@ static void properties_hold_under_churn(void **state)
     }
 }
 
+/* Tight limits and lossy links: nodes fill their inbound sides early while
+ * still dialling, so simultaneous opens meet full inbound sides (seed 109
+ * took a node to 13 inbound peers of 12 at 4 s before the survivor kept our
+ * dial's outbound slot). */
+static void properties_hold_at_tight_limits(void **state)
+{
+    (void)state;
+    tm2__sim_config c;
+    base(&c, 200, 15, 109);
+    c.max_inbound = 12;
+    c.max_outbound = 6;
+    c.loss = 0.03;
+    free(run(&c));
+}
+
 static void bad_config_is_refused(void **state)
 {
     (void)state;
@@ -156,6 +171,7 @@ int main(void)
         cmocka_unit_test(partition_heals),
         cmocka_unit_test(eclipse_is_held_off),
         cmocka_unit_test(properties_hold_under_churn),
+        cmocka_unit_test(properties_hold_at_tight_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -309,7 +309,9 @@ static bool pred_kept(node *a, void *arg)
  * the same single connection; reactors see
  * each connection added once and removed once. The swap is a REPLACED
  * event where the winner arrives while the loser runs; where the far end
- * closed the loser first (a loaded machine), a disconnect and a connect. */
+ * closed the loser first (a loaded machine), a disconnect and a connect.
+ * A kept connection that the far end dialled holds the slot of a's dial:
+ * a counts it outbound, and its inbound side stays at its cap. */
 static void test_simultaneous_open_inbound_full(void **state)
 {
     (void)state;
@@ -318,6 +320,7 @@ static void test_simultaneous_open_inbound_full(void **state)
     node *filler = node_new(21, NULL);
     dial(filler, a);
     wait_peers(a, 1, 20000);
+    int inbound_kept = 0;
     for (int round = 0; round < 6; round++) {
         node *b = node_new(22 + round, NULL);
         assert_true(tm2_switch_dial_peers(a->sw, &b->addr, 1) >= 0);
@@ -331,6 +334,14 @@ static void test_simultaneous_open_inbound_full(void **state)
             fail_msg("round %d: no common connection (a %zu peers, b %zu)", round, npeers(a),
                      npeers(b));
         }
+        tm2_peer *kept = peer_of(a, tm2_switch_id(b->sw));
+        assert_non_null(kept);
+        inbound_kept += !tm2_peer_is_outbound(kept);
+        tm2_peer_unref(kept);
+        size_t in = 0, out = 0;
+        tm2_switch_counts(a->sw, &in, &out, NULL);
+        assert_int_equal(in, 1);    /* the filler */
+        assert_int_equal(out, 1);   /* b, whoever dialled */
         /* Held: a late close of the losing connection must not take the
          * kept one with it. (A dial refused for the full inbound side before
          * any connection was registered is a real loss and announced.) */
@@ -351,6 +362,8 @@ static void test_simultaneous_open_inbound_full(void **state)
         node_free(b);
         wait_peers(a, 1, 20000);
     }
+    print_message("kept connections dialled by the far end: %d of 6\n", inbound_kept);
+    assert_true(inbound_kept > 0);
     node_free(filler);
     node_free(a);
 }

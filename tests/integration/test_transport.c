@@ -363,7 +363,7 @@ static void n_on_reject(tm2__transport *t, const tm2__transport_reject *r)
         tm2__transport_close(t, n_on_closed);
 }
 
-static int n_filter(tm2__transport *t, const tm2__transport_conn *c, char *why, size_t why_len)
+static int n_filter(tm2__transport *t, tm2__transport_conn *c, char *why, size_t why_len)
 {
     node *n = t->data;
     n->filter_calls++;
