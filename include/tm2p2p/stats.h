@@ -74,7 +74,7 @@ typedef struct tm2_switch_counters {
     uint64_t uptime_ms;                  /* since tm2_switch_start; 0 before */
 
     /* Now. */
-    uint32_t peers_inbound, peers_outbound;
+    uint32_t peers_inbound, peers_outbound;      /* by slot, as tm2_switch_counts */
     uint32_t peers_persistent, peers_private;    /* among the above */
     uint32_t peers_unconditional;                /* among the above */
     uint32_t bans_active;                /* bans in force */
