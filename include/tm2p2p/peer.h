@@ -36,7 +36,12 @@ TM2_API void tm2_peer_unref(tm2_peer *p);
 TM2_API const tm2_id *tm2_peer_id(const tm2_peer *p);
 /* The address we dialled (outbound) or "<id>@<remote ip>:<remote port>" (inbound). */
 TM2_API void tm2_peer_socket_addr(const tm2_peer *p, tm2_netaddr *out);
+/* We dialled it. */
 TM2_API bool tm2_peer_is_outbound(const tm2_peer *p);
+/* It holds one of the switch's outbound slots, as tm2_switch_counts counts:
+ * we dialled it, or its own dial crossed ours and its connection is the one
+ * both sides kept (it keeps our dial's slot, and no inbound one). */
+TM2_API bool tm2_peer_in_outbound_slot(const tm2_peer *p);
 TM2_API bool tm2_peer_is_persistent(const tm2_peer *p);
 TM2_API bool tm2_peer_is_private(const tm2_peer *p);
 /* One of the switch's unconditional_peer_ids. */

@@ -255,9 +255,9 @@ TM2_API int tm2_switch_broadcast(tm2_switch *sw, uint8_t ch, const void *data, s
 TM2_API size_t tm2_switch_peers(tm2_switch *sw, tm2_peer **out, size_t cap);
 
 /* Counts of connected inbound and outbound peers and queued dials. Peers
- * are counted by the slot they hold: when a peer's dial and ours cross and
- * its connection survives, it keeps our dial's outbound slot and counts as
- * outbound (tm2_peer_is_outbound still says who dialled). */
+ * are counted by the slot they hold (tm2_peer_in_outbound_slot): when a
+ * peer's dial and ours cross and its connection survives, it keeps our
+ * dial's outbound slot (tm2_peer_is_outbound still says who dialled). */
 TM2_API void tm2_switch_counts(tm2_switch *sw, size_t *inbound, size_t *outbound, size_t *dialing);
 
 /* Disconnects p with reason err (a persistent peer is redialled). A

@@ -139,8 +139,9 @@ struct tm2_discovery *cli_node_discovery(cli_node *n);
 int cli_node_event_fd(const cli_node *n);
 void cli_node_drain_events(cli_node *n);
 
-/* Connected peers' IDs (and directions) into ids[0..cap); returns how many
- * are connected (may exceed cap). */
+/* Connected peers' IDs (and whether each is in an outbound slot,
+ * tm2_peer_in_outbound_slot) into ids[0..cap); returns how many are
+ * connected (may exceed cap). */
 size_t cli_node_peers(cli_node *n, tm2_id *ids, bool *outbound, size_t cap);
 
 /* Polls the peers' connection status to keep wire totals (call about once a

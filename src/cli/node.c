@@ -538,7 +538,7 @@ size_t cli_node_peers(cli_node *n, tm2_id *ids, bool *outbound, size_t cap)
         if (i < cap) {
             ids[i] = *tm2_peer_id(ps[i]);
             if (outbound)
-                outbound[i] = tm2_peer_is_outbound(ps[i]);
+                outbound[i] = tm2_peer_in_outbound_slot(ps[i]);
         }
         tm2_peer_unref(ps[i]);
     }

@@ -43,8 +43,8 @@ typedef struct tm2__pex_time {
 typedef struct tm2__pex_peer_info {
     tm2_id id;
     bool outbound;
-    bool slot_out;            /* inbound in an outbound slot (switch_engine.h): counts
-                               * toward the outbound target */
+    bool slot_out;            /* inbound in an outbound slot (tm2_peer_in_outbound_slot):
+                               * counts toward the outbound target */
     bool persistent;
     bool is_private;
     bool has_channel;         /* advertised 0x50 */

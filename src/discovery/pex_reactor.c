@@ -199,7 +199,7 @@ static void r_add_peer(tm2_peer *p, void *user)
     memset(&info, 0, sizeof info);
     info.id = *tm2_peer_id(p);
     info.outbound = tm2_peer_is_outbound(p);
-    info.slot_out = tm2__peer_holds_dial_slot(p);
+    info.slot_out = !info.outbound && tm2_peer_in_outbound_slot(p);
     info.persistent = tm2_peer_is_persistent(p);
     info.is_private = tm2_peer_is_private(p);
     const tm2_node_info *ni = tm2_peer_node_info(p);

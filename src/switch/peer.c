@@ -113,7 +113,7 @@ void tm2_peer_socket_addr(const tm2_peer *p, tm2_netaddr *out)
 
 bool tm2_peer_is_outbound(const tm2_peer *p) { return p && p->outbound; }
 
-bool tm2__peer_holds_dial_slot(const tm2_peer *p) { return p && p->slot_out; }
+bool tm2_peer_in_outbound_slot(const tm2_peer *p) { return p && tm2__peer_counts_out(p); }
 
 bool tm2__switch_counts_out(tm2_switch *sw, const tm2_id *id)
 {

@@ -1,6 +1,5 @@
 /* Internal: a switch on an engine it is given (net/engine.h), for the
- * simulator: no thread of its own, everything on the engine's thread; and
- * what the library's own reactors read beyond the public API.
+ * simulator: no thread of its own, everything on the engine's thread.
  *
  * tm2__switch_new_on makes it; tm2_switch_start runs the set-up inline (the
  * reactors' start, the listener) and returns 0 once started or the error; on
@@ -41,12 +40,6 @@ void tm2__switch_stop_async(tm2_switch *sw, void (*done)(tm2_switch *sw, void *u
  * polling them. fn must not call back into the switch. NULL removes it. */
 void tm2__switch_set_event_hook(tm2_switch *sw, void (*fn)(void *user, const tm2_event *ev),
                                 void *user);
-
-/* An inbound peer in one of the outbound slots: its connection won a
- * simultaneous open against our dial (or replaced our outbound one), and
- * tm2_switch_counts and the limits count it as outbound. Any thread, for a
- * referenced peer. */
-bool tm2__peer_holds_dial_slot(const tm2_peer *p);
 
 /* Whether the peer connected under id counts as outbound (it was dialled,
  * or holds a dial's slot); false when none is. On the switch's thread, and

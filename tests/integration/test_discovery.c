@@ -27,7 +27,6 @@
 
 #include "discovery/addrbook.h"
 #include "discovery/pex_msg.h"
-#include "switch/switch_engine.h"
 #include "tm2p2p/discovery.h"
 #include "tm2p2p/switch.h"
 #include "tv.h"
@@ -258,7 +257,7 @@ static size_t peers_of(node *n, tm2_id *ids, bool *outbound, size_t cap)
             /* In an outbound slot, as discovery's target counts: dialled,
              * or the survivor of a simultaneous open with our dial. */
             if (outbound)
-                outbound[m] = tm2_peer_is_outbound(ps[i]) || tm2__peer_holds_dial_slot(ps[i]);
+                outbound[m] = tm2_peer_in_outbound_slot(ps[i]);
             m++;
         }
         tm2_peer_unref(ps[i]);
