@@ -118,8 +118,8 @@ typedef struct nodes_ctx {
     size_t target;
 } nodes_ctx;
 
-/* Every running node has target outbound peers among the nodes (the seed,
- * which lets every peer go, does not count). */
+/* Every running node has target peers in outbound slots among the nodes
+ * (the seed, which lets every peer go, does not count). */
 static bool all_at_target(cs_node *nodes, size_t n, void *user)
 {
     const nodes_ctx *c = user;
@@ -130,7 +130,7 @@ static bool all_at_target(cs_node *nodes, size_t n, void *user)
         size_t got = tm2_switch_peers(nodes[i].sw, ps, 64);
         size_t out = 0;
         for (size_t j = 0; j < got && j < 64; j++) {
-            if (tm2_peer_is_outbound(ps[j]))
+            if (tm2_peer_in_outbound_slot(ps[j]))
                 for (size_t k = 0; k < n; k++)
                     out += !strcmp(tm2_peer_id(ps[j])->s, nodes[k].id.s);
             tm2_peer_unref(ps[j]);
