@@ -122,7 +122,9 @@ static void check_node(sim_node *n, const tm2_event *ev)
     sim_run *r = n->run;
     size_t in = 0, out = 0, dialing = 0;
     tm2_switch_counts(n->sw, &in, &out, &dialing);
-    uint32_t max_in = n->seed ? r->n_nodes + 16u : (n->attacker ? r->n_nodes : r->cfg.max_inbound);
+    /* A persistent peer passes a full inbound side (at most one each). */
+    uint32_t max_in = n->seed ? r->n_nodes + 16u
+                              : (n->attacker ? r->n_nodes : r->cfg.max_inbound + n->n_persistent);
     if (in > max_in || out > r->cfg.max_outbound + (n->seed ? 0u : 1u))
         sim_violation(r, "node %u over its limits: %zu in (max %u), %zu out (max %u) after %s",
                       n->idx, in, max_in, out, r->cfg.max_outbound, event_name(ev->type));
