@@ -36,7 +36,7 @@ tm2_peer *tm2__peer_new(tm2_switch *sw, tm2__transport_conn *conn)
     p->id = conn->id;
     p->socket_addr = conn->socket_addr;
     p->outbound = conn->outbound;
-    p->slot_out = !conn->outbound && (conn->owner_flags & TM2__CONN_SLOT_OUT);
+    p->slot_out = (conn->owner_flags & TM2__CONN_SLOT_OUT) != 0;   /* inbound only */
     p->persistent = tm2__sw_is_persistent_id(sw, &conn->id, NULL);
     p->priv = tm2_switch_is_private(sw, &conn->id);
     p->uncond = tm2_switch_is_unconditional(sw, &conn->id);

@@ -300,9 +300,9 @@ static int t_accept_filter(tm2__transport *t, tm2__transport_conn *c, char *why,
      * tie-break (the other side will refuse our dial for it), or whose
      * winning connection closed our dial's moments ago while an outbound
      * slot is still free: either takes that outbound slot (below). */
-    bool wins_in = !c->outbound && wins(sw, &c->id, false);
-    bool crossing = wins_in && (tm2__peer_set_has(&sw->inflight, &c->id) ||
-                                (recently_lost(sw, &c->id) && !tm2__sw_outbound_full(sw)));
+    bool crossing = !c->outbound && wins(sw, &c->id, false) &&
+                    (tm2__peer_set_has(&sw->inflight, &c->id) ||
+                     (recently_lost(sw, &c->id) && !tm2__sw_outbound_full(sw)));
     /* Bans, the per-IP and per-subnet limits and the inbound cap (with
      * eviction), for connections that add a peer. */
     tm2_peer *victim = NULL;
