@@ -653,9 +653,11 @@ int tm2__pex_add_peer(tm2__pex *x, void *peer, const tm2__pex_peer_info *info, t
 
     if (x->cfg.seed_mode && !info->persistent)
         p->release_at = t.ms + x->cfg.seed_disconnect_ms + 2 * (uint64_t)x->cfg.interval_ms;
-    /* New outbound peers are asked at once (as the reference v1.2.0 does); a
-     * seed-mode node asks everyone, since it keeps no one for long. */
-    if (info->has_channel && (info->outbound || x->cfg.seed_mode))
+    /* New outbound peers are asked at once (as the reference v1.2.0 does),
+     * and so is the survivor of a crossing that holds the slot of our dial
+     * to it: we chose it as much as one we dialled. A seed-mode node asks
+     * everyone, since it keeps no one for long. */
+    if (info->has_channel && (info->outbound || info->slot_out || x->cfg.seed_mode))
         send_request(x, p, t);
     flush_stops(x);
     return 0;

@@ -411,6 +411,14 @@ static void test_request_bytes_on_outbound_connect(void **state)
     in.has_channel = false;
     assert_int_equal(tm2__pex_add_peer(e.x, H(3), &in, T(0)), 0);
     assert_int_equal(e.f.n_sent, 1);
+
+    /* An inbound peer in the outbound slot of our crossing dial is asked. */
+    in = info_of(4, false);
+    in.slot_out = true;
+    assert_int_equal(tm2__pex_add_peer(e.x, H(4), &in, T(0)), 0);
+    assert_int_equal(e.f.n_sent, 2);
+    assert_ptr_equal(e.f.sent[1].peer, H(4));
+    assert_true(is_request(&e.f.sent[1]));
     env_free(&e);
 }
 
