@@ -54,8 +54,10 @@
  *   non-persistent peer is disconnected seed_disconnect_ms after the first
  *   exchange with it (we answered its Request or got its Response), and
  *   seed_disconnect_ms + 2 * interval_ms after it connected at the latest,
- *   so inbound slots stay free. Every peer is asked at connect. The node
- *   crawls: each interval it dials up to target_outbound book entries
+ *   so inbound slots stay free. Every peer is asked at connect, and the
+ *   peers it keeps (persistent: other seeds) again each interval, as a
+ *   node asks its peers, so that seeds keep trading what they learn. The
+ *   node crawls: each interval it dials up to target_outbound book entries
  *   (minus those connected or being dialled), asks each for its peers and
  *   lets it go after the answer; dial results keep the book's records
  *   fresh. Its answers draw on connected peers and the book alike (entries

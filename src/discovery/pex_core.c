@@ -690,10 +690,13 @@ void tm2__pex_dial_failed(tm2__pex *x, const tm2_id *id, tm2__pex_time t)
 /* ---- the tick -------------------------------------------------------------------- */
 
 /* A peer asked less than an interval ago (on connect, typically) is left
- * out, so its rate limit does not count the second Request against it. */
+ * out, so its rate limit does not count the second Request against it. A
+ * seed mode node asks only the peers it keeps (persistent: other seeds),
+ * the rest having been asked on connect and soon let go. */
 static bool askable(const tm2__pex *x, const pex_peer *p, tm2__pex_time t)
 {
     return p->info.has_channel && !p->stop_pending &&
+           (!x->cfg.seed_mode || p->release_at == 0) &&
            (p->asked_ms == 0 || t.ms - p->asked_ms >= x->cfg.interval_ms);
 }
 
@@ -738,9 +741,11 @@ void tm2__pex_tick(tm2__pex *x, tm2__pex_time t)
             if (p->release_at && t.ms >= p->release_at)
                 release(x, p, "seed mode");
         }
-    } else {
-        request_random(x, t);
     }
+    /* Seeds too: asked only on connect, seeds that keep each other would
+     * trade what they knew then, when they knew little, and never again:
+     * each would hand its own part of the network to the nodes it meets. */
+    request_random(x, t);
     flush_stops(x);
 
     size_t settled = tm2__addrbook_resolve(x->book, t.unix_s);

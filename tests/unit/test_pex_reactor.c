@@ -1037,6 +1037,7 @@ static void test_seed_mode(void **state)
     tm2__pex_peer_info in = info_of(4, false);
     in.persistent = true;
     assert_int_equal(tm2__pex_add_peer(e.x, H(4), &in, T(100)), 0);
+    size_t s1 = e.f.n_sent;                 /* both were asked on connect */
 
     /* Peer 1 answered at 100 and goes at 600, peer 2 was answered at 200
      * and goes at 700, peer 3 at 100 + 500 + 2 * 1000. */
@@ -1051,8 +1052,13 @@ static void test_seed_mode(void **state)
     assert_int_equal(e.f.n_stops, 2);
     assert_ptr_equal(e.f.stops[1].peer, H(2));
     tm2__pex_remove_peer(e.x, H(2));
+    assert_int_equal(e.f.n_sent, s1);       /* none asked within an interval */
     tm2__pex_tick(e.x, T(2599));
     assert_int_equal(e.f.n_stops, 2);
+    /* The tick asks the kept peer again (seeds that keep each other go on
+     * trading what they learn), never one it lets go. */
+    assert_int_equal(sent_to(&e, 4, s1), 1);
+    assert_int_equal(sent_to(&e, 3, s1), 0);
     tm2__pex_tick(e.x, T(2600));
     assert_int_equal(e.f.n_stops, 3);
     assert_ptr_equal(e.f.stops[2].peer, H(3));
@@ -1060,6 +1066,8 @@ static void test_seed_mode(void **state)
     tm2__pex_tick(e.x, T(60000));
     assert_int_equal(e.f.n_stops, 3);
     assert_int_equal(stats(&e).peers_released, 3);
+    assert_int_equal(sent_to(&e, 4, s1), 2);
+    assert_int_equal(e.f.n_sent, s1 + 2);
     env_free(&e);
 }
 
